@@ -1,0 +1,280 @@
+//! The `DhanAccount` custom resource: what a user asks for (spec) and what the operator reports
+//! (status).
+//!
+//! Fields the operator must validate itself are plain strings here: Kubernetes 1.20 has no CEL,
+//! and a value the schema cannot express must reach the operator (and become a `Failed` phase
+//! naming the field) instead of breaking deserialisation of the whole list.
+
+use chrono::{DateTime, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Annotation whose every new value asks for an immediate refresh (still subject to the
+/// per-client mint throttle).
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-requested";
+
+/// A Dhan trading account whose access token the operator keeps alive.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
+#[kube(
+    group = "dhan-operator.dev",
+    version = "v1alpha1",
+    kind = "DhanAccount",
+    plural = "dhanaccounts",
+    shortname = "dhan",
+    namespaced,
+    status = "DhanAccountStatus",
+    doc = "A Dhan trading account whose access token the operator keeps alive in a Secret.",
+    printcolumn(name = "Client", type_ = "string", json_path = ".spec.clientId"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Method", type_ = "string", json_path = ".status.method"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Next Refresh",
+        type_ = "date",
+        json_path = ".status.nextRefreshTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = "1"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DhanAccountSpec {
+    /// Dhan client ID (digits only), e.g. "1000000001". Only one DhanAccount in the whole
+    /// cluster may mint for a client ID: minting invalidates the client's previous token.
+    #[schemars(length(min = 1, max = 20))]
+    pub client_id: String,
+
+    /// Secret in the same namespace holding the credentials. Recognised keys: `pin`,
+    /// `totpSecret` (base32 TOTP key), `accessToken` (a Dhan Web token to adopt and renew),
+    /// `apiKey`, `apiSecret`, `mobile`. Individual keys can be taken from other Secrets with
+    /// `credentials`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<String>,
+
+    /// Per-key overrides: where each credential lives, when not in `credentialsSecret` under
+    /// its default key. Secrets must be in the DhanAccount's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialSources>,
+
+    /// Ways to obtain a token, tried in order: `renew` (RenewToken on a live Dhan Web token),
+    /// `totp` (PIN + TOTP), `browser` (API-key consent with a browser login in a Job).
+    /// Default: [renew, totp].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("items" = {"type": "string", "enum": ["renew", "totp", "browser"]}))]
+    pub methods: Option<Vec<String>>,
+
+    /// Name of the Secret the operator writes the token to. Default: `<name>-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+
+    /// Labels, annotations and key names of the output Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// When to refresh the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshSpec>,
+
+    /// Stop all calls to Dhan for this account; the current Secret is left as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// Where a credential comes from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name, in the DhanAccount's namespace.
+    pub secret_name: String,
+    /// Key within that Secret.
+    pub key: String,
+}
+
+/// Per-credential Secret references overriding `credentialsSecret`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialSources {
+    /// Trading PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<SecretKeyRef>,
+    /// Base32 TOTP key shown when TOTP was enabled on Dhan Web.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_secret: Option<SecretKeyRef>,
+    /// A Dhan Web token to adopt and keep renewing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<SecretKeyRef>,
+    /// API key (app id) of a Dhan app, for the browser method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretKeyRef>,
+    /// API secret of that Dhan app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_secret: Option<SecretKeyRef>,
+    /// Mobile number used on the Dhan login page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<SecretKeyRef>,
+}
+
+/// Shape of the output Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// Extra labels on the output Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Extra annotations on the output Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Key names in the output Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<SecretKeys>,
+}
+
+/// Key names of the output Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeys {
+    /// Key for the token. Default `DHAN_ACCESS_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Key for the client ID. Default `DHAN_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Key for the expiry (RFC 3339, UTC). Default `DHAN_TOKEN_EXPIRES_AT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// Refresh timing.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshSpec {
+    /// Cron schedule (5 fields) of the proactive daily refresh. Default `0 8 * * *`: before
+    /// the market's pre-open, since a new token kills the one running pods hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of `schedule`. Default `Asia/Kolkata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Safety net: when the next scheduled refresh is after the token's expiry, refresh this
+    /// long before expiry instead (e.g. `10m`). Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<String>,
+    /// How often to check with Dhan that the token still works (e.g. `15m`); `0` disables.
+    /// Default `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_every: Option<String>,
+}
+
+/// Lifecycle phase of a DhanAccount.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Refreshing,
+    WaitingForLogin,
+    Ready,
+    Backoff,
+    Expired,
+    Failed,
+    Conflict,
+    Suspended,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Observed state, written by the operator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DhanAccountStatus {
+    /// Where the account stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// How the current token was obtained (`renew`, `totp`, `browser`, `adopted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The token's `tokenConsumerType` claim (`SELF` for Dhan Web tokens, `APP` for minted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    /// When the current token was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When the current token expires (the JWT `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the operator will next refresh (or retry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<DateTime<Utc>>,
+    /// When the operator last obtained a token from Dhan for this client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<DateTime<Utc>>,
+    /// Consecutive failed attempts since the last success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+    /// When the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<DateTime<Utc>>,
+    /// Why the last attempt failed, as a stable reason (e.g. `InvalidPin`, `MintThrottled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+    /// Fingerprint of the spec and credential Secrets a permanent failure was seen with; the
+    /// operator retries only once they change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_inputs: Option<String>,
+    /// The last 30-second TOTP step submitted for this client: Dhan rejects a reused step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_totp_step: Option<u64>,
+    /// The last value of the refresh-requested annotation that was honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_request_handled: Option<String>,
+    /// A person-readable explanation of the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Short keyed hash of the current token: shows a real change, reveals nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_hash: Option<String>,
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions; `Ready` is true while a valid token is in the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A standard `metav1.Condition`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Condition type, e.g. `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason for the last transition.
+    pub reason: String,
+    /// Person-readable detail.
+    pub message: String,
+    /// When the status last changed.
+    pub last_transition_time: DateTime<Utc>,
+    /// Generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CRD as YAML, exactly as checked in under `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&DhanAccount::crd()).expect("the CRD always serialises")
+}
