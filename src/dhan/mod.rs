@@ -1,0 +1,31 @@
+//! Everything about talking to Dhan, and nothing about Kubernetes.
+//!
+//! - [`client`]: the HTTP calls (mint, renew, profile probe, consent flow, IP info).
+//! - [`error`]: what a failure means — a [`DhanError`] whose [`ErrorKind`] tells the caller
+//!   whether to give up, wait, re-mint or retry.
+//! - [`mod@classify`]: turns any Dhan answer (status and body) into a [`DhanError`].
+//! - [`response`]: lenient reading of success bodies.
+//! - [`token`] / [`jwt`]: the access token (never printable) and its claims.
+//! - [`totp`]: TOTP codes and when it is safe to send one.
+//! - [`ist`]: Dhan's IST timestamps.
+//!
+//! Pure functions take `now` as an argument; the client only reads a clock for one fallback and
+//! lets tests replace it. `/work/shared/dhan-api.md` (cited as §n) is the specification.
+
+pub mod classify;
+pub mod client;
+pub mod error;
+pub mod ist;
+pub mod jwt;
+pub mod response;
+pub mod token;
+pub mod totp;
+
+pub use classify::{classify, classify_for};
+pub use client::DhanClient;
+pub use error::{DhanError, Endpoint, ErrorKind, MINT_THROTTLE};
+pub use ist::IST;
+pub use jwt::TokenClaims;
+pub use response::{IpInfo, Profile};
+pub use token::{AccessToken, IssuedToken};
+pub use totp::{CodePlan, MIN_REMAINING_SECONDS, STEP_SECONDS, TotpKey, TotpKeyError};
