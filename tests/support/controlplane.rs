@@ -1,0 +1,108 @@
+//! One throw-away control plane per test binary, via `hack/controlplane.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub struct ControlPlane {
+    dir: PathBuf,
+}
+
+/// The control plane of this test binary, started on first use. It is stopped by a watcher once
+/// the test process exits; its logs stay in `<dir>/*.log` (the path is printed at startup).
+pub fn control_plane() -> &'static ControlPlane {
+    static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+    CONTROL_PLANE.get_or_init(ControlPlane::start)
+}
+
+impl ControlPlane {
+    fn start() -> ControlPlane {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::Builder::new()
+            .prefix("dhan-controlplane-")
+            .tempdir()
+            .expect("temp dir")
+            .keep();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/controlplane.sh");
+        let out = Command::new(&script)
+            .arg("up")
+            .arg(&dir)
+            .args(["--watch-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} up {} failed (see stderr above)",
+            script.display(),
+            dir.display()
+        );
+        eprintln!(
+            "control plane up; logs and kubeconfigs in {}",
+            dir.display()
+        );
+        ControlPlane { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Admin (system:masters) kubeconfig.
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// Kubeconfig of user `dhan-operator`, which has only the rights RBAC grants it.
+    pub fn operator_kubeconfig_path(&self) -> PathBuf {
+        self.dir.join("kubeconfig-operator")
+    }
+
+    /// A fresh admin client (every `#[tokio::test]` has its own runtime: don't share clients).
+    pub async fn client(&self) -> Client {
+        client_from(&self.kubeconfig_path()).await
+    }
+
+    /// A fresh client acting as user `dhan-operator`.
+    pub async fn operator_client(&self) -> Client {
+        client_from(&self.operator_kubeconfig_path()).await
+    }
+
+    /// Runs `kubectl --kubeconfig <admin> ARGS...`.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, "")
+    }
+
+    /// Runs `kubectl --kubeconfig <admin> ARGS...` with `stdin` as its input (e.g. `apply -f -`).
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig_path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .expect("write kubectl stdin");
+        child.wait_with_output().expect("wait for kubectl")
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load kubeconfig");
+    Client::try_from(config).expect("build kube client")
+}

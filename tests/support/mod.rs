@@ -1,0 +1,140 @@
+//! Shared harness for the integration tests: a real etcd + kube-apiserver started once per test
+//! binary (see `hack/controlplane.sh`), child processes with captured output, and small helpers.
+//! Use from a test file with `mod support;`.
+#![allow(dead_code, unused_imports)] // every test binary uses a different subset
+
+mod controlplane;
+mod process;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions::is_crd_established};
+
+pub use controlplane::{ControlPlane, control_plane};
+pub use process::{ChildProcess, start_operator};
+
+/// Path of the operator binary cargo built for this test run.
+pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_dhan-operator");
+
+/// Applies the CRDs printed by `dhan-operator crd` and waits until they are Established.
+pub async fn install_crd(client: &Client) {
+    let out = std::process::Command::new(OPERATOR_BIN)
+        .arg("crd")
+        .output()
+        .expect("run dhan-operator crd");
+    assert!(
+        out.status.success(),
+        "dhan-operator crd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    apply_crds(
+        client,
+        &String::from_utf8(out.stdout).expect("crd output is UTF-8"),
+    )
+    .await;
+}
+
+/// Server-side applies every CustomResourceDefinition in a (multi-document) YAML text, as field
+/// manager "e2e", and waits until each is Established.
+///
+/// Before Kubernetes 1.25 (e.g. the 1.20 test bed) two things 1.20 cannot take are removed first:
+/// CEL rules (server-side apply rejects the unknown `x-kubernetes-validations`: "field not
+/// declared in schema") and `null` in an `enum` (what kube derives for `Option<SomeEnum>`; 1.20
+/// then fails with "per-version schemas may not all be set to identical values").
+pub async fn apply_crds(client: &Client, yaml: &str) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let minor = client
+        .apiserver_version()
+        .await
+        .expect("server version")
+        .minor;
+    let legacy = !minor
+        .trim_end_matches('+')
+        .parse::<u32>()
+        .is_ok_and(|m| m >= 25);
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let mut crd: serde_json::Value =
+            serde::Deserialize::deserialize(doc).expect("CRD YAML parses");
+        if crd.is_null() {
+            continue; // empty document
+        }
+        if legacy {
+            make_1_20_compatible(&mut crd);
+        }
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .expect("CRD has metadata.name")
+            .to_owned();
+        api.patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established within 30 s"))
+        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+    }
+}
+
+fn make_1_20_compatible(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|v| !v.is_null());
+            }
+            map.values_mut().for_each(make_1_20_compatible);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(make_1_20_compatible),
+        _ => {}
+    }
+}
+
+/// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
+/// (No namespace controller runs, so deleting it would leave it Terminating; tests just leave it.)
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+    name
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, and returns that value; panics (naming the
+/// caller's source line) if that takes longer than `timeout`.
+#[track_caller]
+pub fn wait_for<T, Fut>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> impl Future<Output = T>
+where
+    Fut: Future<Output = Option<T>>,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if Instant::now() >= deadline {
+                panic!("wait_for at {caller}: condition not met within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

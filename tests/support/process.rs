@@ -1,0 +1,97 @@
+//! Child processes whose whole output is kept, killed with SIGKILL when dropped.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use super::{OPERATOR_BIN, control_plane};
+
+pub struct ChildProcess {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildProcess {
+    /// Starts `program ARGS...` with `env` added to this process's environment, in its own
+    /// process group (so a kill also reaches its children), stdout and stderr going to one file.
+    pub fn spawn(program: impl AsRef<OsStr>, args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
+        let program = program.as_ref();
+        let dir = tempfile::Builder::new()
+            .prefix("dhan-child-")
+            .tempdir()
+            .expect("temp dir");
+        let log = dir.path().join("output.log");
+        let out = File::create(&log).expect("create output file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup output file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.to_string_lossy()));
+        ChildProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).expect("read output file")).into_owned()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// SIGKILLs the process and its process group, and reaps it.
+    pub fn kill_9(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- output of pid {} -----\n{}-----",
+                self.child.id(),
+                self.output()
+            );
+        }
+    }
+}
+
+/// Starts `dhan-operator run EXTRA_ARGS...` against the test control plane as admin
+/// (`KUBECONFIG`, `RUST_LOG=info,dhan_operator=debug`; `env` entries override these).
+pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
+    let kubeconfig = control_plane().kubeconfig_path();
+    let mut args = vec!["run"];
+    args.extend_from_slice(extra_args);
+    let mut full_env = vec![
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("RUST_LOG", "info,dhan_operator=debug"),
+    ];
+    full_env.extend_from_slice(env);
+    ChildProcess::spawn(OPERATOR_BIN, &args, &full_env)
+}
