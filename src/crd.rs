@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-requested";
 
 /// A Dhan trading account whose access token the operator keeps alive.
+// Each printcolumn repeats `type_ = ...`; clippy reads the repetition as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, JsonSchema)]
 #[kube(
     group = "dhan-operator.dev",
@@ -195,12 +197,23 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// Kubernetes 1.20 rejects the `null` member schemars adds to an optional enum.
+fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Where the account stands.",
+        "type": "string",
+        "enum": ["Pending", "Refreshing", "WaitingForLogin", "Ready", "Backoff", "Expired",
+                 "Failed", "Conflict", "Suspended"]
+    })
+}
+
 /// Observed state, written by the operator.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DhanAccountStatus {
     /// Where the account stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "phase_schema")]
     pub phase: Option<Phase>,
     /// How the current token was obtained (`renew`, `totp`, `browser`, `adopted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,4 +1,16 @@
 //! dhan-operator: keeps Dhan broker access tokens alive for many accounts.
+//!
+//! - [`dhan`]: the Dhan API client — no Kubernetes in it.
+//! - [`decision`]: what should happen next for an account — pure, clock injected.
+//! - [`controller`]: the Kubernetes glue that gathers facts and applies decisions.
+//! - [`crd`]: the `DhanAccount` resource.
+//! - [`http`] / [`metrics`]: the operator's HTTP surface.
 
+pub mod controller;
 pub mod crd;
 pub mod decision;
+pub mod dhan;
+pub mod http;
+pub mod metrics;
+pub mod rate_limit;
+pub mod token_hash;

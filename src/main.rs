@@ -1,1 +1,124 @@
-fn main() {}
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::controller::{self, Settings};
+use dhan_operator::decision::Limits;
+use dhan_operator::decision::duration::parse_duration;
+use dhan_operator::dhan::DhanClient;
+use dhan_operator::http::{Readiness, router};
+use dhan_operator::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Keeps Dhan broker access tokens alive for DhanAccount resources.
+#[derive(Parser)]
+#[command(name = "dhan-operator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run(RunArgs),
+    /// Print the DhanAccount CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Dhan's auth host (token mint, consent).
+    #[arg(long, env = "DHAN_AUTH_URL", default_value = "https://auth.dhan.co")]
+    dhan_auth_url: String,
+    /// Dhan's API host (RenewToken, profile); `/v2` is appended when missing.
+    #[arg(long, env = "DHAN_API_URL", default_value = "https://api.dhan.co")]
+    dhan_api_url: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: String,
+    /// Calls per second to Dhan across all accounts; the rest queue.
+    #[arg(long, env = "DHAN_CALLS_PER_SECOND", default_value_t = 5.0)]
+    dhan_calls_per_second: f64,
+    /// Minimum time between two new tokens for one client ID (Dhan allows one mint per 2 minutes).
+    #[arg(long, env = "MIN_MINT_INTERVAL", default_value = "125s", value_parser = duration_arg)]
+    min_mint_interval: Duration,
+    /// Timeout of one call to Dhan.
+    #[arg(long, env = "DHAN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
+    dhan_timeout: Duration,
+    /// Accounts reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", dhan_operator::crd::crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dhan = DhanClient::new(&args.dhan_auth_url, &args.dhan_api_url, args.dhan_timeout)
+        .context("invalid Dhan URL")?;
+    let client = kube::Client::try_default().await.context(
+        "cannot reach the Kubernetes API (check KUBECONFIG or the in-cluster service account)",
+    )?;
+
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+    let app = router(metrics.clone(), readiness.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let settings = Settings {
+        namespace: args.namespace,
+        dhan,
+        dhan_calls_per_second: args.dhan_calls_per_second,
+        limits: Limits {
+            min_mint_interval: args.min_mint_interval,
+        },
+        concurrency: args.concurrency,
+    };
+    readiness.set(true);
+    controller::run(client, settings, metrics).await;
+    info!("stopped");
+    Ok(())
+}

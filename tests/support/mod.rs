@@ -41,30 +41,13 @@ pub async fn install_crd(client: &Client) {
 
 /// Server-side applies every CustomResourceDefinition in a (multi-document) YAML text, as field
 /// manager "e2e", and waits until each is Established.
-///
-/// Before Kubernetes 1.25 (e.g. the 1.20 test bed) two things 1.20 cannot take are removed first:
-/// CEL rules (server-side apply rejects the unknown `x-kubernetes-validations`: "field not
-/// declared in schema") and `null` in an `enum` (what kube derives for `Option<SomeEnum>`; 1.20
-/// then fails with "per-version schemas may not all be set to identical values").
+/// Applied exactly as generated: what a user installs must install on the 1.20 test bed too.
 pub async fn apply_crds(client: &Client, yaml: &str) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let minor = client
-        .apiserver_version()
-        .await
-        .expect("server version")
-        .minor;
-    let legacy = !minor
-        .trim_end_matches('+')
-        .parse::<u32>()
-        .is_ok_and(|m| m >= 25);
     for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let mut crd: serde_json::Value =
-            serde::Deserialize::deserialize(doc).expect("CRD YAML parses");
+        let crd: serde_json::Value = serde::Deserialize::deserialize(doc).expect("CRD YAML parses");
         if crd.is_null() {
             continue; // empty document
-        }
-        if legacy {
-            make_1_20_compatible(&mut crd);
         }
         let name = crd["metadata"]["name"]
             .as_str()
@@ -84,20 +67,6 @@ pub async fn apply_crds(client: &Client, yaml: &str) {
         .await
         .unwrap_or_else(|_| panic!("CRD {name} not Established within 30 s"))
         .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
-    }
-}
-
-fn make_1_20_compatible(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(map) => {
-            map.remove("x-kubernetes-validations");
-            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
-                values.retain(|v| !v.is_null());
-            }
-            map.values_mut().for_each(make_1_20_compatible);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(make_1_20_compatible),
-        _ => {}
     }
 }
 

@@ -1,0 +1,30 @@
+# The few commands a newcomer needs. `make test` installs what the tests need first.
+.PHONY: test demo crd build lint bench testbed clean-testbed
+
+CARGO ?= cargo
+
+## Everything: installs etcd, Chromium and a real kube-apiserver (cached in ~/.cache/dhan-operator),
+## then formatting, lints, the CRD check, unit and integration tests.
+test: testbed
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+## A local control plane + mock Dhan + the operator + sample accounts, ending with
+## `kubectl get dhanaccounts`; cleans up after itself.
+demo: testbed
+	hack/demo.sh
+
+## Regenerate the checked-in CRD from the Rust types.
+crd:
+	$(CARGO) run --quiet --bin dhan-operator -- crd > crds/dhanaccounts.yaml
+
+build:
+	$(CARGO) build --release --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+testbed:
+	hack/install-testbed.sh

@@ -1,0 +1,188 @@
+//! Prometheus metrics. Per-account series are read from the controller's cache at scrape time,
+//! so they disappear with the account.
+
+use crate::crd::{DhanAccount, Phase};
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub endpoint: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub dhan_calls: Family<CallLabels, Counter>,
+    pub refresh_duration: Family<MethodLabels, Histogram>,
+    pub reconcile_errors: Family<ReasonLabels, Counter>,
+    accounts: Arc<AccountCollector>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dhan_operator");
+        let dhan_calls = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "dhan_calls",
+            "Calls to Dhan by endpoint and outcome",
+            dhan_calls.clone(),
+        );
+        let refresh_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.05, 2.0, 12))
+        });
+        registry.register(
+            "refresh_duration_seconds",
+            "Time to obtain a new token, by method",
+            refresh_duration.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconcile failures by reason",
+            reconcile_errors.clone(),
+        );
+        let accounts = Arc::new(AccountCollector::default());
+        registry.register_collector(Box::new(accounts.clone()));
+        Metrics {
+            registry,
+            dhan_calls,
+            refresh_duration,
+            reconcile_errors,
+            accounts,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a call to Dhan.
+    pub fn dhan_call(&self, endpoint: &str, outcome: &str) {
+        self.dhan_calls
+            .get_or_create(&CallLabels {
+                endpoint: endpoint.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Makes per-account series come from this cache.
+    pub fn watch_accounts(&self, store: Store<DhanAccount>) {
+        let _ = self.accounts.store.set(store);
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+struct AccountCollector {
+    store: OnceLock<Store<DhanAccount>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    namespace: String,
+    name: String,
+    client_id: String,
+}
+
+impl prometheus_client::collector::Collector for AccountCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.store.get() else {
+            return Ok(());
+        };
+        let accounts = store.state();
+        let labels = |a: &DhanAccount| AccountLabels {
+            namespace: a.namespace().unwrap_or_default(),
+            name: a.name_any(),
+            client_id: a.spec.client_id.clone(),
+        };
+        type Value = fn(&DhanAccount) -> Option<f64>;
+        let series: [(&str, &str, Value); 3] = [
+            (
+                "account_token_expiry_timestamp_seconds",
+                "When the account's current token expires (Unix seconds)",
+                |a| Some(a.status.as_ref()?.expires_at?.timestamp() as f64),
+            ),
+            (
+                "account_next_refresh_timestamp_seconds",
+                "When the operator will next refresh the account's token (Unix seconds)",
+                |a| Some(a.status.as_ref()?.next_refresh_time?.timestamp() as f64),
+            ),
+            (
+                "account_ready",
+                "1 when the account has a valid token, else 0",
+                |a| {
+                    let status = a.status.as_ref();
+                    let ready = status
+                        .map(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                        .unwrap_or(false);
+                    Some(if ready { 1.0 } else { 0.0 })
+                },
+            ),
+        ];
+        for (name, help, value) in series {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for account in &accounts {
+                if let Some(v) = value(account) {
+                    ConstGauge::new(v).encode(family.encode_family(&labels(account))?)?;
+                }
+            }
+        }
+        let mut phase = encoder.encode_descriptor(
+            "account_phase",
+            "1 for the account's current phase",
+            None,
+            MetricType::Gauge,
+        )?;
+        for account in &accounts {
+            if let Some(p) = account.status.as_ref().and_then(|s| s.phase) {
+                let labels = (
+                    labels(account),
+                    PhaseLabel {
+                        phase: phase_name(p),
+                    },
+                );
+                ConstGauge::new(1i64).encode(phase.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+fn phase_name(p: Phase) -> String {
+    p.to_string()
+}

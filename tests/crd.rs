@@ -1,0 +1,41 @@
+//! The CRD under crds/ is generated from the Rust types and must not go stale.
+
+#[test]
+fn checked_in_crd_matches_the_generated_one() {
+    let generated = dhan_operator::crd::crd_yaml();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/dhanaccounts.yaml");
+    let checked_in = std::fs::read_to_string(path).expect("crds/dhanaccounts.yaml exists");
+    assert!(
+        generated == checked_in,
+        "crds/dhanaccounts.yaml is stale: run `make crd` and commit the result"
+    );
+}
+
+#[test]
+fn crd_has_the_fixed_names_and_printer_columns() {
+    let crd: serde_json::Value = serde_yaml::from_str(&dhan_operator::crd::crd_yaml()).unwrap();
+    assert_eq!(crd["metadata"]["name"], "dhanaccounts.dhan-operator.dev");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "dhan");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Client",
+            "Phase",
+            "Method",
+            "Expires",
+            "Next Refresh",
+            "Age",
+            "Message"
+        ]
+    );
+    assert!(version["subresources"]["status"].is_object());
+}
