@@ -31,10 +31,10 @@ pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-reques
     printcolumn(name = "Client", type_ = "string", json_path = ".spec.clientId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Method", type_ = "string", json_path = ".status.method"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(
         name = "Next Refresh",
-        type_ = "date",
+        type_ = "string",
         json_path = ".status.nextRefreshTime"
     ),
     printcolumn(
@@ -242,6 +242,9 @@ pub struct DhanAccountStatus {
     /// Why the last attempt failed, as a stable reason (e.g. `InvalidPin`, `MintThrottled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_reason: Option<String>,
+    /// What the last failed attempt reported, kept until the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_message: Option<String>,
     /// Fingerprint of the spec and credential Secrets a permanent failure was seen with; the
     /// operator retries only once they change.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -106,7 +106,7 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
         method: method.or(old_status.method.clone()),
         last_totp_step: old_status.last_totp_step,
         last_failure_reason: old_status.last_failure_reason.clone(),
-        failure_message: None,
+        failure_message: old_status.last_failure_message.clone(),
     };
     let refresh_request = account
         .annotations()
@@ -176,9 +176,6 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
                     refresh_request.clone(),
                 )
                 .await?;
-                if outcome.failure_message.is_some() {
-                    break;
-                }
             }
             Decision::Probe => {
                 let (token, facts) = outcome.token.clone().expect("probe only a live token");
@@ -204,8 +201,7 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
     }
 
     let now = Utc::now();
-    let (phase, reason, message, next_refresh, requeue) =
-        assess(&decision, &outcome, &credentials, now);
+    let (phase, reason, message, next_refresh, requeue) = assess(&decision, &outcome, now);
     let status = compose(
         &account,
         &policy,
@@ -388,12 +384,7 @@ type Assessment = (
 );
 
 /// Phase, Ready reason, message, next refresh time and requeue delay for where things stand.
-fn assess(
-    decision: &Decision,
-    outcome: &Outcome,
-    credentials: &Credentials,
-    now: DateTime<Utc>,
-) -> Assessment {
+fn assess(decision: &Decision, outcome: &Outcome, now: DateTime<Utc>) -> Assessment {
     let token = outcome.token.as_ref().map(|(_, f)| f);
     let dead = matches!(outcome.probe, Some((_, ProbeVerdict::Dead)));
     let live = token.filter(|t| t.is_live(now) && !dead);
@@ -421,8 +412,8 @@ fn assess(
                 )
             });
             let message = format!(
-                "{why}; not retrying until the DhanAccount or a credentials Secret ({}) changes; {validity}",
-                credentials.describe(CredentialKey::Pin)
+                "{why}; not retrying until the DhanAccount or one of its credential Secrets \
+                 changes; {validity}"
             );
             let reason = if live.is_some() {
                 "TokenValid"
@@ -537,6 +528,7 @@ fn compose(
         method: outcome.token.as_ref().and(outcome.method.clone()),
         memory: &outcome.memory,
         last_failure_reason: outcome.last_failure_reason.clone(),
+        last_failure_message: outcome.failure_message.clone(),
         last_totp_step: outcome.last_totp_step,
         next_refresh,
         generation: account.meta().generation,

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // every test binary uses a different subset
 
 mod controlplane;
+mod mock;
 mod process;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 
 pub use controlplane::{ControlPlane, control_plane};
+pub use mock::MockDhan;
 pub use process::{ChildProcess, start_operator};
 
 /// Path of the operator binary cargo built for this test run.

@@ -1,0 +1,126 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit of Kubernetes names).
+*/}}
+{{- define "dhan-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: the release name, suffixed with the chart name unless the release name
+already contains it. Truncated to 63 characters.
+*/}}
+{{- define "dhan-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "dhan-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object of the release.
+*/}}
+{{- define "dhan-operator.labels" -}}
+helm.sh/chart: {{ include "dhan-operator.chart" . }}
+{{ include "dhan-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels that select the operator's pods: must never change between upgrades (a Deployment's selector
+is immutable).
+*/}}
+{{- define "dhan-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dhan-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Name of the operator's ServiceAccount.
+*/}}
+{{- define "dhan-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dhan-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator image reference; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "dhan-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Whether the operator runs with leader election: forced by leaderElection.enabled, and always with
+more than one replica (only the leader may reconcile: a mint kills the token the other replica's
+accounts hold).
+*/}}
+{{- define "dhan-operator.leaderElect" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/*
+The operator's RBAC rules, shared by the ClusterRole and the single-namespace Role. Each rule says
+why the operator needs it.
+*/}}
+{{- define "dhan-operator.rules" -}}
+# DhanAccounts are the primary resource: the controller lists and watches them and reads each one.
+- apiGroups: ["dhan-operator.dev"]
+  resources: ["dhanaccounts"]
+  verbs: ["get", "list", "watch"]
+# Status is written with server-side apply on the status subresource, never the spec.
+- apiGroups: ["dhan-operator.dev"]
+  resources: ["dhanaccounts/status"]
+  verbs: ["patch"]
+# The output Secret and login Jobs carry a controller owner reference with blockOwnerDeletion; where
+# the OwnerReferencesPermissionEnforcement admission plugin is on (e.g. OpenShift), setting that
+# requires update on the owner's finalizers subresource.
+- apiGroups: ["dhan-operator.dev"]
+  resources: ["dhanaccounts/finalizers"]
+  verbs: ["update"]
+# Secrets: read the credentials Secrets and the output token Secret, watch them (a changed
+# credential retries a Failed account), and write the output Secret with server-side apply
+# (create + patch). No update, no delete: the output Secret goes away with its DhanAccount through
+# its owner reference.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Events for refreshes, failures and conflicts (events.k8s.io/v1; patch aggregates repeats).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Browser logins run as Jobs in the account's namespace, owned by the DhanAccount: create them,
+# watch them finish, delete a stuck or superseded one.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch", "delete"]
+# The login Job hands back Dhan's tokenId in its pod's termination message: read the pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+# spec.rolloutRestartTargets: after a new token, restart the workloads that read it as env vars
+# (a patch of the pod template's restartedAt annotation, as `kubectl rollout restart` does).
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "patch"]
+{{- end }}
