@@ -5,12 +5,14 @@
 //! - [`controller`]: the Kubernetes glue that gathers facts and applies decisions.
 //! - [`crd`]: the `DhanAccount` resource.
 //! - [`http`] / [`metrics`]: the operator's HTTP surface.
+//! - [`leader`]: Lease-based leader election between replicas.
 
 pub mod controller;
 pub mod crd;
 pub mod decision;
 pub mod dhan;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod rate_limit;
 pub mod token_hash;

@@ -5,6 +5,7 @@ use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
 use dhan_operator::dhan::DhanClient;
 use dhan_operator::http::{Readiness, router};
+use dhan_operator::leader::LeaderElector;
 use dhan_operator::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,15 @@ struct RunArgs {
     /// Accounts reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
+    /// Run several replicas safely: only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_elect_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "dhan-operator-leader")]
+    leader_elect_lease: String,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -118,7 +128,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
     };
     readiness.set(true);
-    controller::run(client, settings, metrics).await;
-    info!("stopped");
-    Ok(())
+    if !args.leader_elect {
+        controller::run(client, settings, metrics).await;
+        info!("stopped");
+        return Ok(());
+    }
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let elector = LeaderElector::new(
+        client.clone(),
+        args.leader_elect_namespace.as_deref().unwrap_or("default"),
+        &args.leader_elect_lease,
+        identity,
+    );
+    info!("waiting to become leader");
+    elector.acquire().await;
+    tokio::select! {
+        _ = controller::run(client, settings, metrics) => {
+            info!("stopped");
+            Ok(())
+        }
+        _ = elector.hold() => {
+            // Dropping the controller cancels every reconcile in flight: a replica that might
+            // no longer be leader must not mint.
+            anyhow::bail!("lost leadership; exiting so that only the new leader reconciles")
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "dhan-operator".into())
 }

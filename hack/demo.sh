@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The main job end to end on this machine: a real kube-apiserver + etcd, the mock Dhan, the
+# operator, and three sample accounts. Ends with `kubectl get dhanaccounts`; cleans up on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Building dhan-operator and dhan-mock"
+cargo build --quiet --bins
+BIN=target/debug
+
+WORK=$(mktemp -d /tmp/dhan-demo.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  hack/controlplane.sh down "$WORK/cp" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "Starting etcd + kube-apiserver on loopback"
+export KUBECONFIG
+KUBECONFIG=$(hack/controlplane.sh up "$WORK/cp" --watch-pid $$ | tail -n 1)
+kubectl version 2>/dev/null | grep -i server || true
+
+say "Installing the DhanAccount CRD"
+kubectl apply -f crds/dhanaccounts.yaml
+kubectl wait --for=condition=Established crd/dhanaccounts.dhan-operator.dev --timeout=30s
+
+say "Starting the mock Dhan server"
+"$BIN/dhan-mock" --listen 127.0.0.1:0 --accounts hack/demo/mock-accounts.json \
+  >"$WORK/mock.out" 2>"$WORK/mock.log" &
+PIDS+=($!)
+for _ in $(seq 100); do
+  MOCK=$(sed -n 's/^dhan-mock listening on //p' "$WORK/mock.out")
+  [[ -n "$MOCK" ]] && break
+  sleep 0.1
+done
+echo "mock Dhan at $MOCK"
+
+say "Starting the operator"
+RUST_LOG=info "$BIN/dhan-operator" run --dhan-auth-url "$MOCK" --dhan-api-url "$MOCK" \
+  --metrics-addr 127.0.0.1:0 2>"$WORK/operator.log" &
+PIDS+=($!)
+
+say "Creating sample accounts (alice: PIN+TOTP, bob: Dhan Web token, carol: incomplete Secret)"
+kubectl create namespace trading
+kubectl create namespace research
+# Bob logs in on Dhan Web and pastes the token into his Secret.
+WEB_TOKEN=$(curl -fsS -X POST "$MOCK/__control/web-token" -H 'content-type: application/json' \
+  -d '{"clientId":"1000000002"}' | jq -r .accessToken)
+kubectl -n trading create secret generic bob-dhan --from-literal=accessToken="$WEB_TOKEN" >/dev/null
+kubectl apply -f hack/demo/accounts.yaml
+
+say "Waiting for the accounts to become Ready"
+kubectl -n trading wait --for=condition=Ready dhanaccount/alice dhanaccount/bob --timeout=90s
+kubectl -n research wait --for=jsonpath='{.status.phase}'=Failed dhanaccount/carol --timeout=60s 2>/dev/null \
+  || sleep 3
+
+say "Asking for an immediate refresh of bob: Dhan's 2-minute mint limit still applies"
+kubectl -n trading annotate dhanaccount/bob dhan-operator.dev/refresh-requested="$(date +%s)" --overwrite
+sleep 2
+kubectl -n trading get dhanaccount bob -o jsonpath='{.status.message}{"\n"}'
+
+say "The token Secret a trading pod mounts (token redacted)"
+kubectl -n trading get secret alice-token -o go-template='{{range $k, $v := .data}}{{$k}}: {{if eq $k "DHAN_ACCESS_TOKEN"}}<redacted, {{len $v}} base64 chars>{{else}}{{base64decode $v}}{{end}}{{"\n"}}{{end}}'
+
+say "Carol's problem, as the operator reports it"
+kubectl -n research get dhanaccount carol -o jsonpath='{.status.message}{"\n"}'
+
+say "kubectl get dhanaccounts -A -o wide"
+kubectl get dhanaccounts -A -o wide
