@@ -80,6 +80,13 @@ accounts hold).
 {{- end }}
 
 {{/*
+Name of the leader-election Lease: one per release, so two releases never contend for one Lease.
+*/}}
+{{- define "dhan-operator.leaseName" -}}
+{{- printf "%s-leader" (include "dhan-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
 The operator's RBAC rules, shared by the ClusterRole and the single-namespace Role. Each rule says
 why the operator needs it.
 */}}
