@@ -18,6 +18,8 @@ demo: testbed
 ## Regenerate the checked-in CRD from the Rust types.
 crd:
 	$(CARGO) run --quiet --bin dhan-operator -- crd > crds/dhanaccounts.yaml
+	cp crds/dhanaccounts.yaml charts/dhan-operator/crds/dhanaccounts.yaml
+	cp crds/dhanaccounts.yaml deploy/crd.yaml
 
 build:
 	$(CARGO) build --release --bins

@@ -12,6 +12,16 @@ fn checked_in_crd_matches_the_generated_one() {
 }
 
 #[test]
+fn chart_and_plain_manifests_ship_the_same_crd() {
+    let generated = dhan_operator::crd::crd_yaml();
+    for copy in ["charts/dhan-operator/crds/dhanaccounts.yaml", "deploy/crd.yaml"] {
+        let path = format!("{}/{copy}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("CRD copy exists");
+        assert!(text == generated, "{copy} is stale: run `make crd` and commit the result");
+    }
+}
+
+#[test]
 fn crd_has_the_fixed_names_and_printer_columns() {
     let crd: serde_json::Value = serde_yaml::from_str(&dhan_operator::crd::crd_yaml()).unwrap();
     assert_eq!(crd["metadata"]["name"], "dhanaccounts.dhan-operator.dev");
