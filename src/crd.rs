@@ -53,7 +53,7 @@ pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-reques
 pub struct DhanAccountSpec {
     /// Dhan client ID (digits only), e.g. "1000000001". Only one DhanAccount in the whole
     /// cluster may mint for a client ID: minting invalidates the client's previous token.
-    #[schemars(length(min = 1, max = 20))]
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^\s*[0-9]+\s*$"))]
     pub client_id: String,
 
     /// Secret in the same namespace holding the credentials. Recognised keys: `pin`,
@@ -170,10 +170,12 @@ pub struct RefreshSpec {
     /// Safety net: when the next scheduled refresh is after the token's expiry, refresh this
     /// long before expiry instead (e.g. `10m`). Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*(0|([0-9]+(ms|s|m|h|d))+)\s*$"))]
     pub renew_before: Option<String>,
     /// How often to check with Dhan that the token still works (e.g. `15m`); `0` disables.
     /// Default `15m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\s*(0|([0-9]+(ms|s|m|h|d))+)\s*$"))]
     pub validate_every: Option<String>,
 }
 

@@ -165,3 +165,44 @@ async fn child_process_output_is_captured_and_kill_9_reaps_the_group() {
         "grandchild survived: {stat}"
     );
 }
+
+#[tokio::test]
+async fn apiserver_enforces_the_dhanaccount_schema_where_it_can() {
+    let cp = support::control_plane();
+    let client = cp.client().await;
+    support::install_crd(&client).await;
+    let ns = support::namespace(&client, "schema").await;
+    let manifest = |spec: serde_json::Value| {
+        json!({
+            "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
+            "metadata": { "name": "a", "namespace": ns }, "spec": spec,
+        })
+        .to_string()
+    };
+    let cases = [
+        (json!({ "clientId": "alice" }), "spec.clientId"),
+        (
+            json!({ "clientId": "1", "methods": ["sms"] }),
+            "spec.methods",
+        ),
+        (
+            json!({ "clientId": "1", "refresh": { "renewBefore": "-5m" } }),
+            "spec.refresh.renewBefore",
+        ),
+    ];
+    for (spec, field) in cases {
+        let out = cp.kubectl_with_stdin(&["create", "-f", "-"], &manifest(spec));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field} should be rejected");
+        assert!(stderr.contains(field), "error names {field}: {stderr}");
+    }
+    let ok = cp.kubectl_with_stdin(
+        &["create", "-f", "-"],
+        &manifest(json!({ "clientId": "1000000001" })),
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
