@@ -1,5 +1,5 @@
 # The few commands a newcomer needs. `make test` installs what the tests need first.
-.PHONY: test demo crd build lint bench testbed clean-testbed
+.PHONY: test demo crd build lint bench testbed
 
 CARGO ?= cargo
 
@@ -20,6 +20,11 @@ crd:
 	$(CARGO) run --quiet --bin dhan-operator -- crd > crds/dhanaccounts.yaml
 	cp crds/dhanaccounts.yaml charts/dhan-operator/crds/dhanaccounts.yaml
 	cp crds/dhanaccounts.yaml deploy/crd.yaml
+
+## Many accounts on the real control plane: time to Ready, Dhan call rate, idle writes.
+## BENCH_ACCOUNTS=N changes the size (default 300).
+bench: testbed
+	$(CARGO) bench --bench scale
 
 build:
 	$(CARGO) build --release --bins

@@ -14,10 +14,16 @@ fn checked_in_crd_matches_the_generated_one() {
 #[test]
 fn chart_and_plain_manifests_ship_the_same_crd() {
     let generated = dhan_operator::crd::crd_yaml();
-    for copy in ["charts/dhan-operator/crds/dhanaccounts.yaml", "deploy/crd.yaml"] {
+    for copy in [
+        "charts/dhan-operator/crds/dhanaccounts.yaml",
+        "deploy/crd.yaml",
+    ] {
         let path = format!("{}/{copy}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("CRD copy exists");
-        assert!(text == generated, "{copy} is stale: run `make crd` and commit the result");
+        assert!(
+            text == generated,
+            "{copy} is stale: run `make crd` and commit the result"
+        );
     }
 }
 

@@ -291,9 +291,12 @@ async fn refresh(
                 ),
             )
             .await;
+            // Dhan just issued it: count that as a probe, so the first one is due only after
+            // `validateEvery` and the Dhan rate limit goes to accounts that need it.
+            ctx.remember_probe(&uid, &facts.hash, now, ProbeVerdict::Alive);
+            outcome.probe = Some((now, ProbeVerdict::Alive));
             outcome.token = Some((issued.token, facts));
             outcome.method = Some(method.as_str().into());
-            outcome.probe = None;
             outcome.memory = Memory {
                 last_mint: Some(now),
                 failed_attempts: 0,
