@@ -87,9 +87,42 @@ pub struct DhanAccountSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshSpec>,
 
+    /// Workloads (same namespace) whose pods are restarted after each real token change, by
+    /// setting the pod-template annotation `dhan-operator.dev/token-hash` — for pods that read
+    /// the token from environment variables. Mounted Secret files update without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_restart_targets: Option<Vec<RolloutTarget>>,
+
     /// Stop all calls to Dhan for this account; the current Secret is left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+}
+
+/// A workload to restart when the token changes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    #[schemars(extend("enum" = ["Deployment", "StatefulSet", "DaemonSet"]))]
+    pub kind: String,
+    /// Name of the workload in the DhanAccount's namespace.
+    pub name: String,
+}
+
+/// The static IPs registered on the Dhan account (dhan-api.md §7): since April 2026 orders from
+/// other IPs are rejected. Read-only: the operator never changes them.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticIpStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secondary_ip: Option<String>,
+    /// Whether Dhan accepts orders from this account's IP, when Dhan says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orders_allowed: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_match_status: Option<String>,
 }
 
 /// Where a credential comes from.
@@ -266,6 +299,9 @@ pub struct DhanAccountStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Static IPs registered on the account, read at each refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_ip: Option<StaticIpStatus>,
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

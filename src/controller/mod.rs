@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod output;
 pub mod reconcile;
 pub mod refresh;
+pub mod rollout;
 pub mod status;
 
 use crate::crd::DhanAccount;

@@ -6,7 +6,9 @@ use super::credentials::{CredentialKey, Credentials};
 use super::output::{self, Current};
 use super::refresh::{Attempt, FailureClass as AttemptFailure, Renewable, summarise};
 use super::status::{Report, memory_from};
-use crate::crd::{DhanAccount, DhanAccountStatus, Phase, REFRESH_REQUESTED_ANNOTATION};
+use crate::crd::{
+    DhanAccount, DhanAccountStatus, Phase, REFRESH_REQUESTED_ANNOTATION, StaticIpStatus,
+};
 use crate::decision::duration::format_duration;
 use crate::decision::policy::Policy;
 use crate::decision::{
@@ -49,6 +51,7 @@ struct Outcome {
     /// The last failure's message, shown until the next success.
     failure_message: Option<String>,
     probe: Option<(DateTime<Utc>, ProbeVerdict)>,
+    static_ip: Option<StaticIpStatus>,
 }
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -107,6 +110,7 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
         last_totp_step: old_status.last_totp_step,
         last_failure_reason: old_status.last_failure_reason.clone(),
         failure_message: old_status.last_failure_message.clone(),
+        static_ip: old_status.static_ip.clone(),
     };
     let refresh_request = account
         .annotations()
@@ -202,6 +206,34 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
 
     let now = Utc::now();
     let (phase, reason, message, next_refresh, requeue) = assess(&decision, &outcome, now);
+    if let Some((_, facts)) = &outcome.token
+        && old_status.token_hash.as_deref() != Some(facts.hash.as_str())
+        && let Some(targets) = &account.spec.rollout_restart_targets
+    {
+        // After the Secret and before status: a crash in between repeats this on restart,
+        // and the hash check inside makes the repeat a no-op.
+        let problems =
+            super::rollout::restart_targets(&ctx.client, &namespace, targets, &facts.hash).await;
+        if problems.is_empty() {
+            publish(
+                &ctx,
+                &account,
+                EventType::Normal,
+                "RolloutRestarted",
+                format!("Restarted {} workload(s) for the new token", targets.len()),
+            )
+            .await;
+        } else {
+            publish(
+                &ctx,
+                &account,
+                EventType::Warning,
+                "RolloutRestartFailed",
+                problems.join("; "),
+            )
+            .await;
+        }
+    }
     let status = compose(
         &account,
         &policy,
@@ -253,11 +285,14 @@ async fn refresh(
         ctx.metrics.dhan_call(endpoint, result);
     }
     outcome.last_totp_step = attempt.last_totp_step;
-    outcome.memory.refresh_request_handled =
-        refresh_request.or(outcome.memory.refresh_request_handled.take());
+    // A refresh request is honoured by a new token or by a permanent failure (held until the
+    // inputs change). A transient failure leaves it pending, so it is retried with backoff
+    // rather than silently dropped.
+    let request_handled = refresh_request.or(outcome.memory.refresh_request_handled.clone());
     let now = Utc::now();
     match attempt.outcome {
         Ok((issued, method)) => {
+            outcome.memory.refresh_request_handled = request_handled;
             let uid = account.uid().unwrap_or_default();
             let facts =
                 output::token_facts(&uid, &issued.token, Some(now)).unwrap_or_else(|| TokenFacts {
@@ -294,6 +329,9 @@ async fn refresh(
             // Dhan just issued it: count that as a probe, so the first one is due only after
             // `validateEvery` and the Dhan rate limit goes to accounts that need it.
             ctx.remember_probe(&uid, &facts.hash, now, ProbeVerdict::Alive);
+            if let Some(ip) = static_ip(ctx, &issued.token).await {
+                outcome.static_ip = Some(ip);
+            }
             outcome.probe = Some((now, ProbeVerdict::Alive));
             outcome.token = Some((issued.token, facts));
             outcome.method = Some(method.as_str().into());
@@ -324,6 +362,7 @@ async fn refresh(
             }
             match summary.class {
                 AttemptFailure::Permanent => {
+                    outcome.memory.refresh_request_handled = request_handled;
                     outcome.memory.permanent_failure_inputs = Some(credentials.fingerprint.clone());
                     outcome.memory.failed_attempts = 0;
                     outcome.memory.last_failure = Some((now, FailureClass::Transient));
@@ -357,6 +396,27 @@ async fn refresh(
         }
     }
     Ok(())
+}
+
+/// The account's registered static IPs (dhan-api.md §7), read once per refresh. Orders from
+/// other IPs fail, so this is worth showing; it is never changed from here.
+async fn static_ip(ctx: &Context, token: &AccessToken) -> Option<StaticIpStatus> {
+    ctx.limiter.acquire().await;
+    let result = ctx.dhan.ip_info(token).await;
+    ctx.metrics.dhan_call(
+        "getIP",
+        match &result {
+            Ok(_) => "Success",
+            Err(e) => e.reason(),
+        },
+    );
+    let info = result.ok()?;
+    Some(StaticIpStatus {
+        primary_ip: info.primary_ip.filter(|ip| !ip.is_empty()),
+        secondary_ip: info.secondary_ip.filter(|ip| !ip.is_empty()),
+        orders_allowed: info.orders_allowed,
+        ip_match_status: info.ip_match_status,
+    })
 }
 
 /// Asks Dhan whether `token` still works (dhan-api.md §4).
@@ -534,6 +594,7 @@ fn compose(
         last_failure_message: outcome.failure_message.clone(),
         last_totp_step: outcome.last_totp_step,
         next_refresh,
+        static_ip: outcome.static_ip.clone(),
         generation: account.meta().generation,
         now,
     }

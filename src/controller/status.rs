@@ -1,7 +1,7 @@
 //! Composing the status from what the reconcile found. A status equal to the current one is
 //! not written: steady state issues no PATCH.
 
-use crate::crd::{Condition, DhanAccountStatus, Phase};
+use crate::crd::{Condition, DhanAccountStatus, Phase, StaticIpStatus};
 use crate::decision::{FailureClass, Memory, TokenFacts};
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -19,6 +19,7 @@ pub struct Report<'a> {
     pub last_failure_message: Option<String>,
     pub last_totp_step: Option<u64>,
     pub next_refresh: Option<DateTime<Utc>>,
+    pub static_ip: Option<StaticIpStatus>,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
 }
@@ -63,6 +64,7 @@ impl Report<'_> {
             message: Some(self.message.clone()),
             token_hash: self.token.map(|t| t.hash.clone()),
             observed_generation: self.generation,
+            static_ip: self.static_ip.clone(),
             conditions: vec![ready],
         }
     }
@@ -123,6 +125,7 @@ mod tests {
             last_failure_message: None,
             last_totp_step: Some(5),
             next_refresh: Some(now() + chrono::Duration::hours(24)),
+            static_ip: None,
             generation: Some(1),
             now: at,
         }
