@@ -5,7 +5,6 @@
 //! with a generous one, the observed Dhan call rate, and the writes an idle minute causes.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use dhan_operator::crd::{DhanAccount, Phase};
