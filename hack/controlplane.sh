@@ -6,11 +6,19 @@
 #   hack/controlplane.sh down DIR                   stop (idempotent)
 #
 # DIR receives: kubeconfig (admin, group system:masters), kubeconfig-operator (user
-# "dhan-operator", no rights but what RBAC grants it), env (KUBECONFIG=...), *.log, pids.
+# "dhan-operator", no rights but what RBAC grants it), kubeconfig-sa-NAMESPACE-NAME for each
+# ServiceAccount identity in SERVICE_ACCOUNTS below, env (KUBECONFIG=...), *.log, pids.
 # With --watch-pid, a detached watcher stops everything once PID exits.
 # Binaries: $KUBEBUILDER_ASSETS/{kube-apiserver,etcd} when both exist there, else
 # ${DHAN_OPERATOR_CACHE:-~/.cache/dhan-operator}/bin/kube-apiserver and etcd from PATH.
 set -euo pipefail
+
+# ServiceAccount identities (NAMESPACE:NAME) that get a static token, so a test can act as a
+# ServiceAccount the way a pod would, although no token controller runs here: the token-auth file
+# names the user system:serviceaccount:NAMESPACE:NAME with the groups the apiserver gives a real
+# ServiceAccount token, so RBAC bindings to the ServiceAccount apply. tests/helm.rs installs the
+# chart so that its ServiceAccounts are these.
+SERVICE_ACCOUNTS="helm-cluster:dhan-operator helm-ns:dhan-operator"
 
 die() { printf 'controlplane: %s\n' "$*" >&2; exit 1; }
 usage() { die "usage: $0 up DIR [--watch-pid PID] | $0 down DIR"; }
@@ -104,6 +112,14 @@ up() {
 $admin_token,admin,admin-uid,"system:masters"
 $operator_token,dhan-operator,dhan-operator-uid,"dhan-operator:testers"
 EOF
+  local sa sa_ns sa_name
+  local -A sa_tokens
+  for sa in $SERVICE_ACCOUNTS; do
+    sa_ns="${sa%%:*}" sa_name="${sa#*:}"
+    sa_tokens[$sa]="$(openssl rand -hex 24)"
+    printf '%s,system:serviceaccount:%s:%s,sa-%s-%s-uid,"system:serviceaccounts,system:serviceaccounts:%s"\n' \
+      "${sa_tokens[$sa]}" "$sa_ns" "$sa_name" "$sa_ns" "$sa_name" "$sa_ns" >>"$DIR/certs/tokens.csv"
+  done
 
   local etcd_port peer_port api_port
   etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
@@ -142,6 +158,10 @@ EOF
 
   kubeconfig "$DIR/kubeconfig" admin "$admin_token" "$server"
   kubeconfig "$DIR/kubeconfig-operator" dhan-operator "$operator_token" "$server"
+  for sa in $SERVICE_ACCOUNTS; do
+    sa_ns="${sa%%:*}" sa_name="${sa#*:}"
+    kubeconfig "$DIR/kubeconfig-sa-$sa_ns-$sa_name" "sa-$sa_ns-$sa_name" "${sa_tokens[$sa]}" "$server"
+  done
   echo "export KUBECONFIG=$DIR/kubeconfig" >"$DIR/env"
 
   local deadline=$((SECONDS + 60))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian bookworm machine, idempotently:
 #   - apt packages: etcd-server, chromium, and the toolchain to build kube-apiserver;
-#   - a real kube-apiserver 1.20 built from Debian's source package, cached outside the repo.
+#   - a real kube-apiserver 1.20 built from Debian's source package, cached outside the repo;
+#   - real Helm for tests/helm.rs: the helm-sdkpy wheel (the official Helm library) in a Python
+#     venv at $CACHE_DIR/helm-venv, driven by hack/helm.py (Debian has no helm package).
 # Honours KUBEBUILDER_ASSETS: when it names a directory holding etcd and kube-apiserver,
 # nothing is built.
 set -euo pipefail
@@ -17,6 +19,8 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# python3 -m venv needs ensurepip, which Debian ships separately.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 
 have_apiserver() {
   if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]]; then return 0; fi
@@ -34,6 +38,31 @@ if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Helm, for real: helm-sdkpy bundles the official Helm library (a ~120 MB Go shared object) behind
+# cffi. It declares Python >= 3.12 but works on Debian's 3.11, hence --ignore-requires-python.
+# Pinned: tests/helm.rs and hack/helm.py were written against this version.
+HELM_SDKPY_VERSION=0.1.32
+CFFI_VERSION=2.1.1
+HELM_VENV="$CACHE_DIR/helm-venv"
+helm_venv_ok() {
+  [[ -x "$HELM_VENV/bin/python" ]] && "$HELM_VENV/bin/python" - "$HELM_SDKPY_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+import helm_sdkpy  # loads the shared library
+sys.exit(version("helm-sdkpy") != sys.argv[1])
+PY
+}
+if helm_venv_ok; then
+  log "helm-sdkpy $HELM_SDKPY_VERSION ready in $HELM_VENV"
+else
+  log "installing helm-sdkpy $HELM_SDKPY_VERSION into $HELM_VENV"
+  rm -rf "$HELM_VENV"
+  python3 -m venv "$HELM_VENV"
+  "$HELM_VENV/bin/pip" install --quiet --disable-pip-version-check --ignore-requires-python \
+    "helm-sdkpy==$HELM_SDKPY_VERSION" "cffi==$CFFI_VERSION"
+  helm_venv_ok || { log "helm-sdkpy does not load from $HELM_VENV"; exit 1; }
 fi
 
 if have_apiserver; then

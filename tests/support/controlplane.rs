@@ -61,6 +61,26 @@ impl ControlPlane {
         self.dir.join("kubeconfig-operator")
     }
 
+    /// Kubeconfig acting as ServiceAccount `namespace/name` (user
+    /// `system:serviceaccount:<namespace>:<name>`, groups `system:serviceaccounts[:<namespace>]`),
+    /// for the identities listed in `SERVICE_ACCOUNTS` of `hack/controlplane.sh`. It has only the
+    /// rights RBAC grants that ServiceAccount.
+    pub fn service_account_kubeconfig_path(&self, namespace: &str, name: &str) -> PathBuf {
+        let path = self.dir.join(format!("kubeconfig-sa-{namespace}-{name}"));
+        assert!(
+            path.exists(),
+            "no {}: add {namespace}:{name} to SERVICE_ACCOUNTS in hack/controlplane.sh",
+            path.display()
+        );
+        path
+    }
+
+    /// A fresh client acting as ServiceAccount `namespace/name` (see
+    /// [`ControlPlane::service_account_kubeconfig_path`]).
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Client {
+        client_from(&self.service_account_kubeconfig_path(namespace, name)).await
+    }
+
     /// A fresh admin client (every `#[tokio::test]` has its own runtime: don't share clients).
     pub async fn client(&self) -> Client {
         client_from(&self.kubeconfig_path()).await
