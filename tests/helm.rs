@@ -128,12 +128,6 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
         ("dhan-operator.dev", "dhanaccounts/finalizers", &["update"]),
         ("", "secrets", &["create", "get", "list", "patch", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
-        (
-            "batch",
-            "jobs",
-            &["create", "delete", "get", "list", "watch"],
-        ),
-        ("", "pods", &["get", "list", "watch"]),
         ("apps", "deployments", &["get", "patch"]),
         ("apps", "statefulsets", &["get", "patch"]),
         ("apps", "daemonsets", &["get", "patch"]),

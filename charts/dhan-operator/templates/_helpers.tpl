@@ -116,6 +116,7 @@ why the operator needs it.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.browserLogin.enabled }}
 # Browser logins run as Jobs in the account's namespace, owned by the DhanAccount: create them,
 # watch them finish, delete a stuck or superseded one.
 - apiGroups: ["batch"]
@@ -125,8 +126,9 @@ why the operator needs it.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+{{- end }}
 # spec.rolloutRestartTargets: after a new token, restart the workloads that read it as env vars
-# (a patch of the pod template's restartedAt annotation, as `kubectl rollout restart` does).
+# (a patch of the pod template's dhan-operator.dev/token-hash annotation).
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
