@@ -6,7 +6,9 @@
 //! - [`crd`]: the `DhanAccount` resource.
 //! - [`http`] / [`metrics`]: the operator's HTTP surface.
 //! - [`leader`]: Lease-based leader election between replicas.
+//! - [`browser`]: the `browser-login` driver run in login Jobs (Chromium over CDP).
 
+pub mod browser;
 pub mod controller;
 pub mod crd;
 pub mod decision;

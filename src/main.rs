@@ -25,6 +25,9 @@ enum Command {
     Run(RunArgs),
     /// Print the DhanAccount CustomResourceDefinition as YAML.
     Crd,
+    /// Log in on Dhan's consent page through a Chromium sidecar (in a login Job) and write the
+    /// redirect's tokenId to the termination log. Configured by environment only.
+    BrowserLogin,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,7 +82,10 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // chromiumoxide's debug/trace output carries raw DevTools traffic (typed keys, POST
+        // bodies), and it warns about every event of a newer Chromium that it cannot parse.
+        .add_directive("chromiumoxide=error".parse().expect("valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -98,6 +104,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::BrowserLogin => {
+            init_logging(LogFormat::Text);
+            std::process::exit(dhan_operator::browser::run_from_env().await);
+        }
     }
 }
 

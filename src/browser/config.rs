@@ -1,0 +1,231 @@
+//! The `browser-login` environment contract, set by the login Job's Pod spec.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::decision::duration::parse_duration;
+use crate::dhan::TotpKey;
+
+use super::error::LoginError;
+
+/// Where Chromium's DevTools endpoint listens in the login Pod (the sidecar).
+pub const DEFAULT_CDP_URL: &str = "http://127.0.0.1:9222";
+/// Whole login, from the first connection attempt to the captured `tokenId`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Kubernetes reads a container's termination message from here by default.
+pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Everything one browser login needs. `Debug` shows no credential.
+#[derive(Clone)]
+pub struct LoginConfig {
+    /// `DHAN_LOGIN_URL`: `{auth}/login/consentApp-login?consentAppId=<id>` (dhan-api.md §3).
+    pub login_url: String,
+    /// `DHAN_REDIRECT_URL_PREFIX`: the app's redirect URL. Unset: any URL with `tokenId=`.
+    pub redirect_prefix: Option<String>,
+    /// `DHAN_MOBILE`.
+    pub mobile: String,
+    /// `DHAN_PIN`.
+    pub pin: String,
+    /// `DHAN_TOTP_SECRET`, parsed.
+    pub totp: TotpKey,
+    /// `DHAN_TOTP_SECRET` as given, kept only to redact it from error texts.
+    pub(crate) totp_secret_text: String,
+    /// `CDP_URL`.
+    pub cdp_url: String,
+    /// `LOGIN_TIMEOUT` (Go-style duration, e.g. `120s`).
+    pub timeout: Duration,
+    /// `TERMINATION_LOG`.
+    pub termination_log: PathBuf,
+}
+
+impl LoginConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<LoginConfig, LoginError> {
+        LoginConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<LoginConfig, LoginError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required =
+            |name: &str| get(name).ok_or_else(|| LoginError::Config(format!("{name} is not set")));
+        let login_url = required("DHAN_LOGIN_URL")?;
+        url::Url::parse(&login_url)
+            .map_err(|e| LoginError::Config(format!("DHAN_LOGIN_URL is not a URL: {e}")))?;
+        let mobile = required("DHAN_MOBILE")?;
+        if mobile_digits(&mobile).len() < 10 {
+            return Err(LoginError::Config(
+                "DHAN_MOBILE has fewer than 10 digits".into(),
+            ));
+        }
+        let pin = required("DHAN_PIN")?.trim().to_owned();
+        let totp_secret_text = required("DHAN_TOTP_SECRET")?;
+        let totp = TotpKey::parse(&totp_secret_text)
+            .map_err(|e| LoginError::Config(format!("DHAN_TOTP_SECRET: {e}")))?;
+        let timeout = match get("LOGIN_TIMEOUT") {
+            None => DEFAULT_TIMEOUT,
+            Some(text) => parse_duration(&text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    LoginError::Config(format!(
+                        "LOGIN_TIMEOUT {text:?} is not a duration such as 120s or 2m"
+                    ))
+                })?,
+        };
+        Ok(LoginConfig {
+            login_url,
+            redirect_prefix: get("DHAN_REDIRECT_URL_PREFIX"),
+            mobile,
+            pin,
+            totp,
+            totp_secret_text,
+            cdp_url: get("CDP_URL").unwrap_or_else(|| DEFAULT_CDP_URL.into()),
+            timeout,
+            termination_log: termination_log_path(&lookup),
+        })
+    }
+
+    /// The mobile number as the page's field takes it: the ten national digits.
+    pub fn mobile_for_field(&self) -> String {
+        mobile_digits(&self.mobile)
+    }
+
+    /// Texts that must never appear in an error message.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        vec![
+            self.mobile.clone(),
+            self.mobile_for_field(),
+            self.pin.clone(),
+            self.totp_secret_text.clone(),
+        ]
+    }
+}
+
+impl fmt::Debug for LoginConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginConfig")
+            .field("login_url", &self.login_url)
+            .field("redirect_prefix", &self.redirect_prefix)
+            .field("mobile", &"<redacted>")
+            .field("pin", &"<redacted>")
+            .field("totp", &self.totp)
+            .field("cdp_url", &self.cdp_url)
+            .field("timeout", &self.timeout)
+            .field("termination_log", &self.termination_log)
+            .finish()
+    }
+}
+
+/// `TERMINATION_LOG`, read on its own so a configuration error can still be reported there.
+pub fn termination_log_path(lookup: &impl Fn(&str) -> Option<String>) -> PathBuf {
+    lookup("TERMINATION_LOG")
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_TERMINATION_LOG.into())
+        .into()
+}
+
+/// Digits only, and the last ten of them when a country code is included (`+91 98765 43210`):
+/// the login page's field is for the ten-digit national number.
+pub fn mobile_digits(mobile: &str) -> String {
+    let digits: String = mobile.chars().filter(char::is_ascii_digit).collect();
+    digits[digits.len().saturating_sub(10)..].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        (
+            "DHAN_LOGIN_URL",
+            "https://auth.dhan.co/login/consentApp-login?consentAppId=c-1",
+        ),
+        ("DHAN_MOBILE", "+91 98765 43210"),
+        ("DHAN_PIN", "482913"),
+        ("DHAN_TOTP_SECRET", "JBSWY3DPEHPK3PXP"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_optional_variables_are_unset() {
+        let config = LoginConfig::from_lookup(env(MINIMAL)).unwrap();
+        assert_eq!(config.cdp_url, "http://127.0.0.1:9222");
+        assert_eq!(config.timeout, Duration::from_secs(120));
+        assert_eq!(
+            config.termination_log,
+            PathBuf::from("/dev/termination-log")
+        );
+        assert_eq!(config.redirect_prefix, None);
+        assert_eq!(config.mobile_for_field(), "9876543210");
+    }
+
+    #[test]
+    fn optional_variables_override_defaults() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("CDP_URL", "http://127.0.0.1:9333"),
+            ("LOGIN_TIMEOUT", "45s"),
+            ("TERMINATION_LOG", "/tmp/t"),
+            ("DHAN_REDIRECT_URL_PREFIX", "https://example.invalid/cb"),
+        ]);
+        let config = LoginConfig::from_lookup(env(&pairs)).unwrap();
+        assert_eq!(config.cdp_url, "http://127.0.0.1:9333");
+        assert_eq!(config.timeout, Duration::from_secs(45));
+        assert_eq!(config.termination_log, PathBuf::from("/tmp/t"));
+        assert_eq!(
+            config.redirect_prefix.as_deref(),
+            Some("https://example.invalid/cb")
+        );
+    }
+
+    #[test]
+    fn configuration_errors_name_the_variable_but_not_its_value() {
+        for (name, bad) in [
+            ("DHAN_PIN", ""),
+            ("DHAN_MOBILE", "98765"),
+            ("DHAN_TOTP_SECRET", "not*base32*secret"),
+            ("LOGIN_TIMEOUT", "soon"),
+            ("DHAN_LOGIN_URL", "auth.dhan.co/login"),
+        ] {
+            let mut pairs: Vec<_> = MINIMAL
+                .iter()
+                .filter(|(k, _)| *k != name)
+                .copied()
+                .collect();
+            pairs.push((name, bad));
+            let error = LoginConfig::from_lookup(env(&pairs)).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(name), "{text}");
+            if name != "LOGIN_TIMEOUT" && name != "DHAN_LOGIN_URL" && !bad.is_empty() {
+                assert!(!text.contains(bad), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_credentials() {
+        let config = LoginConfig::from_lookup(env(MINIMAL)).unwrap();
+        let shown = format!("{config:?}");
+        for secret in ["98765", "482913", "JBSWY3DPEHPK3PXP"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn mobile_digits_keeps_the_national_number() {
+        assert_eq!(mobile_digits("9876543210"), "9876543210");
+        assert_eq!(mobile_digits("+91-98765-43210"), "9876543210");
+        assert_eq!(mobile_digits("098765 43210"), "9876543210");
+        assert_eq!(mobile_digits("12345"), "12345");
+    }
+}
