@@ -55,6 +55,9 @@ struct Outcome {
 }
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(account) = current(&ctx, &account).await? else {
+        return Ok(Action::await_change());
+    };
     let namespace = account.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let old_status = account.status.clone().unwrap_or_default();
@@ -247,6 +250,17 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
     );
     write_status(&ctx, &account, &old_status, status).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The account as the API server has it now, or `None` once it is gone. The controller hands
+/// over its cached copy, which can lag behind this process's own last status write: a
+/// reconcile queued during the previous one (say by a Secret event) starts the moment that one
+/// returns. Status is the only memory of a failed attempt, so deciding on the older copy would
+/// retry at once, ignoring the backoff or the hold on a wrong PIN.
+async fn current(ctx: &Context, account: &DhanAccount) -> Result<Option<Arc<DhanAccount>>, Error> {
+    let api: Api<DhanAccount> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    Ok(api.get_opt(&account.name_any()).await?.map(Arc::new))
 }
 
 /// Obtains a token with the account's methods and records the result: Secret first, then the

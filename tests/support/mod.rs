@@ -3,6 +3,7 @@
 //! Use from a test file with `mod support;`.
 #![allow(dead_code, unused_imports)] // every test binary uses a different subset
 
+mod bed;
 mod controlplane;
 mod mock;
 mod process;
@@ -16,6 +17,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 
+pub use bed::{Bed, PIN, TOTP_SECRET, WAIT};
 pub use controlplane::{ControlPlane, control_plane};
 pub use mock::MockDhan;
 pub use process::{ChildProcess, start_operator};
