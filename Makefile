@@ -8,7 +8,7 @@ CARGO ?= cargo
 test: testbed
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --bins --tests
 
 ## A local control plane + mock Dhan + the operator + sample accounts, ending with
 ## `kubectl get dhanaccounts`; cleans up after itself.
