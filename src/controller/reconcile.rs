@@ -123,7 +123,6 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
     if policy.suspend {
         let status = compose(
             &account,
-            &policy,
             &outcome,
             &old_status,
             Phase::Suspended,
@@ -239,7 +238,6 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
     }
     let status = compose(
         &account,
-        &policy,
         &outcome,
         &old_status,
         phase,
@@ -587,7 +585,6 @@ fn assess(decision: &Decision, outcome: &Outcome, now: DateTime<Utc>) -> Assessm
 #[allow(clippy::too_many_arguments)]
 fn compose(
     account: &DhanAccount,
-    _policy: &Policy,
     outcome: &Outcome,
     old: &DhanAccountStatus,
     phase: Phase,
