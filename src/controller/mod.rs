@@ -2,6 +2,7 @@
 
 pub mod conflict;
 pub mod credentials;
+pub mod login_job;
 pub mod output;
 pub mod reconcile;
 pub mod refresh;
