@@ -75,10 +75,10 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts a call to Dhan.
-    pub fn dhan_call(&self, endpoint: &str, outcome: &str) {
+    pub fn dhan_call(&self, endpoint: crate::dhan::Endpoint, outcome: &str) {
         self.dhan_calls
             .get_or_create(&CallLabels {
-                endpoint: endpoint.into(),
+                endpoint: endpoint.as_str().into(),
                 outcome: outcome.into(),
             })
             .inc();

@@ -14,7 +14,7 @@ use crate::decision::policy::Policy;
 use crate::decision::{
     Decision, Facts, FailureClass, Memory, ProbeVerdict, TokenFacts, Wait, decide,
 };
-use crate::dhan::{AccessToken, ErrorKind};
+use crate::dhan::{AccessToken, Endpoint, ErrorKind, outcome_label};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -294,7 +294,7 @@ async fn refresh(
     .run()
     .await;
     for (endpoint, result) in &attempt.calls {
-        ctx.metrics.dhan_call(endpoint, result);
+        ctx.metrics.dhan_call(*endpoint, result);
     }
     outcome.last_totp_step = attempt.last_totp_step;
     // A refresh request is honoured by a new token or by a permanent failure (held until the
@@ -415,13 +415,8 @@ async fn refresh(
 async fn static_ip(ctx: &Context, token: &AccessToken) -> Option<StaticIpStatus> {
     ctx.limiter.acquire().await;
     let result = ctx.dhan.ip_info(token).await;
-    ctx.metrics.dhan_call(
-        "getIP",
-        match &result {
-            Ok(_) => "Success",
-            Err(e) => e.reason(),
-        },
-    );
+    ctx.metrics
+        .dhan_call(Endpoint::IpInfo, outcome_label(&result));
     let info = result.ok()?;
     Some(StaticIpStatus {
         primary_ip: info.primary_ip.filter(|ip| !ip.is_empty()),
@@ -440,13 +435,8 @@ async fn probe(ctx: &Context, token: &AccessToken) -> ProbeVerdict {
         Err(e) if e.kind() == ErrorKind::TokenDead => ProbeVerdict::Dead,
         Err(_) => ProbeVerdict::Unknown,
     };
-    ctx.metrics.dhan_call(
-        "profile",
-        match &result {
-            Ok(_) => "Success",
-            Err(e) => e.reason(),
-        },
-    );
+    ctx.metrics
+        .dhan_call(Endpoint::Profile, outcome_label(&result));
     verdict
 }
 

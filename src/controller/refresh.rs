@@ -4,7 +4,10 @@
 use super::credentials::{CredentialKey, Credentials};
 use crate::decision::TokenFacts;
 use crate::decision::policy::Method;
-use crate::dhan::{AccessToken, CodePlan, DhanClient, DhanError, ErrorKind, IssuedToken, TotpKey};
+use crate::dhan::{
+    AccessToken, CodePlan, DhanClient, DhanError, Endpoint, ErrorKind, IssuedToken, TotpKey,
+    outcome_label,
+};
 use crate::rate_limit::RateLimiter;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -88,7 +91,7 @@ pub struct AttemptResult {
     /// Last TOTP step submitted, to persist.
     pub last_totp_step: Option<u64>,
     /// Dhan calls made, by endpoint and outcome, for metrics.
-    pub calls: Vec<(&'static str, &'static str)>,
+    pub calls: Vec<(Endpoint, &'static str)>,
 }
 
 impl Attempt<'_> {
@@ -111,7 +114,7 @@ impl Attempt<'_> {
                     let token = self.renewable.as_ref().expect("checked above").token;
                     self.limiter.acquire().await;
                     let result = self.dhan.renew_token(self.client_id, token).await;
-                    calls.push(("RenewToken", outcome_label(&result)));
+                    calls.push((Endpoint::RenewToken, outcome_label(&result)));
                     result
                 }
                 Method::Totp => self.mint_with_totp(&mut last_totp_step, &mut calls).await,
@@ -141,7 +144,7 @@ impl Attempt<'_> {
     async fn mint_with_totp(
         &self,
         last_step: &mut Option<u64>,
-        calls: &mut Vec<(&'static str, &'static str)>,
+        calls: &mut Vec<(Endpoint, &'static str)>,
     ) -> Result<IssuedToken, DhanError> {
         let pin = self.credentials.get(CredentialKey::Pin).expect("checked");
         let key = TotpKey::parse(
@@ -169,19 +172,12 @@ impl Attempt<'_> {
                 .dhan
                 .generate_access_token(self.client_id, pin.expose(), &code)
                 .await;
-            calls.push(("generateAccessToken", outcome_label(&result)));
+            calls.push((Endpoint::GenerateAccessToken, outcome_label(&result)));
             match result {
                 Err(e) if e.kind() == ErrorKind::TotpRejected && tries < 2 => continue,
                 other => return other,
             }
         }
-    }
-}
-
-fn outcome_label<T>(result: &Result<T, DhanError>) -> &'static str {
-    match result {
-        Ok(_) => "Success",
-        Err(e) => e.reason(),
     }
 }
 

@@ -301,6 +301,14 @@ pub enum Endpoint {
     IpInfo,
 }
 
+/// The metric label of a call's result: `Success`, or the error's [`DhanError::reason`].
+pub fn outcome_label<T>(result: &Result<T, DhanError>) -> &'static str {
+    match result {
+        Ok(_) => "Success",
+        Err(e) => e.reason(),
+    }
+}
+
 impl Endpoint {
     /// A stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {

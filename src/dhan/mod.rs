@@ -23,7 +23,7 @@ pub mod totp;
 
 pub use classify::{classify, classify_for};
 pub use client::DhanClient;
-pub use error::{DhanError, Endpoint, ErrorKind, MINT_THROTTLE};
+pub use error::{DhanError, Endpoint, ErrorKind, MINT_THROTTLE, outcome_label};
 pub use ist::IST;
 pub use jwt::TokenClaims;
 pub use response::{IpInfo, Profile};
