@@ -612,29 +612,20 @@ async fn report_static(
     message: String,
 ) -> Result<(), Error> {
     let old = account.status.clone().unwrap_or_default();
-    let ready_condition = old.conditions.iter().find(|c| c.type_ == "Ready");
     let mut status = old.clone();
     status.phase = Some(phase);
     status.message = Some(message.clone());
     status.next_refresh_time = None;
     status.observed_generation = account.meta().generation;
     let live = old.expires_at.is_some_and(|t| t > Utc::now());
-    let ready_status = if live && phase != Phase::Conflict {
-        "True"
-    } else {
-        "False"
-    };
-    status.conditions = vec![crate::crd::Condition {
-        type_: "Ready".into(),
-        status: ready_status.into(),
-        reason: reason.into(),
-        message: message.clone(),
-        last_transition_time: match ready_condition {
-            Some(c) if c.status == ready_status => c.last_transition_time,
-            _ => chrono::SubsecRound::trunc_subsecs(Utc::now(), 0),
-        },
-        observed_generation: account.meta().generation,
-    }];
+    status.conditions = vec![super::status::ready_condition(
+        &old,
+        live && phase != Phase::Conflict,
+        reason,
+        &message,
+        account.meta().generation,
+        Utc::now(),
+    )];
     if old.message.as_deref() != Some(message.as_str()) || old.phase != Some(phase) {
         publish(ctx, account, EventType::Warning, reason, message).await;
     }

@@ -30,21 +30,14 @@ impl Report<'_> {
         let live = self
             .token
             .is_some_and(|t| t.is_live(self.now) && !self.token_dead);
-        let ready = Condition {
-            type_: "Ready".into(),
-            status: if live { "True" } else { "False" }.into(),
-            reason: self.reason.into(),
-            message: self.message.clone(),
-            last_transition_time: self.now.trunc_subsecs(0),
-            observed_generation: self.generation,
-        };
-        let ready = match old.conditions.iter().find(|c| c.type_ == "Ready") {
-            Some(previous) if previous.status == ready.status => Condition {
-                last_transition_time: previous.last_transition_time,
-                ..ready
-            },
-            _ => ready,
-        };
+        let ready = ready_condition(
+            old,
+            live,
+            self.reason,
+            &self.message,
+            self.generation,
+            self.now,
+        );
         let memory = self.memory;
         DhanAccountStatus {
             phase: Some(self.phase),
@@ -67,6 +60,30 @@ impl Report<'_> {
             static_ip: self.static_ip.clone(),
             conditions: vec![ready],
         }
+    }
+}
+
+/// The `Ready` condition, keeping the previous transition time while its status is unchanged.
+pub fn ready_condition(
+    old: &DhanAccountStatus,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = match old.conditions.iter().find(|c| c.type_ == "Ready") {
+        Some(previous) if previous.status == status => previous.last_transition_time,
+        _ => now.trunc_subsecs(0),
+    };
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time,
+        observed_generation: generation,
     }
 }
 
