@@ -186,3 +186,35 @@ async fn metrics_describe_each_account_and_forget_deleted_ones() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_missing_rollout_target_is_reported_and_the_token_still_lands() {
+    let bed = Bed::start_with("rollout-missing", &[]).await;
+    bed.register("1400000004", PIN).await;
+    bed.put_secret("gone-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "gone",
+        json!({ "clientId": "1400000004", "credentialsSecret": "gone-dhan",
+                "rolloutRestartTargets": [{ "kind": "Deployment", "name": "not-there" }] }),
+    )
+    .await;
+    bed.wait_phase("gone", Phase::Ready).await;
+    let event = support::wait_for(Duration::from_secs(20), || async {
+        bed.events()
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
+    })
+    .await;
+    let note = event.message.unwrap_or_default();
+    assert!(
+        note.contains("Deployment \"not-there\" not found"),
+        "{note}"
+    );
+    let token = bed.token_in_secret("gone-token").await;
+    assert_eq!(
+        bed.mock.account("1400000004").await["currentToken"],
+        token.as_str()
+    );
+}
