@@ -302,9 +302,40 @@ pub struct DhanAccountStatus {
     /// Static IPs registered on the account, read at each refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_ip: Option<StaticIpStatus>,
+    /// The browser login in progress (method `browser`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginStatus>,
+    /// Consents generated for this client on the current IST day: Dhan allows 25 a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consents: Option<ConsentCount>,
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A browser login running in a Job (dhan-api.md §3).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginStatus {
+    /// The login Job, in the DhanAccount's namespace.
+    pub job_name: String,
+    /// When the consent was generated and the Job created.
+    pub started_at: DateTime<Utc>,
+    /// Why a new token was wanted (e.g. `Scheduled`, `NoToken`).
+    pub reason: String,
+    /// The refresh-requested annotation value this login answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_request: Option<String>,
+}
+
+/// Consents generated on one IST calendar day.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentCount {
+    /// The IST date, `YYYY-MM-DD`.
+    pub day: String,
+    /// Consents generated that day.
+    pub count: u32,
 }
 
 /// A standard `metav1.Condition`.

@@ -1,5 +1,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::controller::login::LoginSettings;
+use dhan_operator::controller::login_job::LoginJobSettings;
 use dhan_operator::controller::{self, Settings};
 use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
@@ -19,6 +21,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
@@ -74,6 +78,33 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Run browser logins (method `browser`) as Jobs in the accounts' namespaces. Needs rights
+    /// to create, watch and delete Jobs and to read Pods.
+    #[arg(long, env = "BROWSER_LOGINS")]
+    browser_logins: bool,
+    /// Image of the login Job's `login` container: this operator's image, whose
+    /// `browser-login` subcommand drives the browser.
+    #[arg(
+        long,
+        env = "LOGIN_IMAGE",
+        default_value = concat!("ghcr.io/dhan-operator/dhan-operator:", env!("CARGO_PKG_VERSION"))
+    )]
+    login_image: String,
+    /// Image of the login Job's Chromium sidecar: a headless Chromium serving the DevTools
+    /// protocol on port 9222.
+    #[arg(
+        long,
+        env = "CHROMIUM_IMAGE",
+        default_value = "chromedp/headless-shell:stable"
+    )]
+    chromium_image: String,
+    /// Most login Jobs running at once; further logins wait for a free slot.
+    #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_login_jobs: u16,
+    /// How long one browser login may take (the Job's deadline adds a minute for Chromium).
+    #[arg(long, env = "LOGIN_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
+    login_timeout: Duration,
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -137,6 +168,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             min_mint_interval: args.min_mint_interval,
         },
         concurrency: args.concurrency,
+        login: LoginSettings {
+            enabled: args.browser_logins,
+            job: LoginJobSettings {
+                operator_image: args.login_image,
+                chromium_image: args.chromium_image,
+                login_timeout: args.login_timeout,
+            },
+            max_concurrent: usize::from(args.max_concurrent_login_jobs),
+        },
     };
     readiness.set(true);
     if !args.leader_elect {

@@ -2,7 +2,9 @@
 
 pub mod conflict;
 pub mod credentials;
+pub mod login;
 pub mod login_job;
+pub mod obtain;
 pub mod output;
 pub mod reconcile;
 pub mod refresh;
@@ -16,12 +18,14 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use login::{LoginSettings, LoginSlots};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tracing::info;
@@ -35,6 +39,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub store: Store<DhanAccount>,
     pub metrics: Arc<Metrics>,
+    /// The `browser` method's settings.
+    pub login: LoginSettings,
+    /// The cap on concurrent login Jobs.
+    pub logins: LoginSlots,
     /// Last probe per account UID: (token hash, when, verdict). Kept in memory only, so a
     /// probe that finds nothing new writes nothing.
     probes: Mutex<HashMap<String, ProbeRecord>>,
@@ -84,6 +92,7 @@ pub struct Settings {
     pub dhan_calls_per_second: f64,
     pub limits: Limits,
     pub concurrency: u16,
+    pub login: LoginSettings,
 }
 
 /// Runs the controller until the process is asked to stop.
@@ -115,8 +124,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         store,
         metrics,
         probes: Mutex::default(),
+        logins: LoginSlots::new(settings.login.max_concurrent),
+        login: settings.login.clone(),
     });
     info!("controller started");
+    let controller = if settings.login.enabled {
+        // Login Jobs are owned by their account: a finished one wakes its account at once.
+        let jobs: Api<Job> = match &settings.namespace {
+            Some(ns) => Api::namespaced(context.client.clone(), ns),
+            None => Api::all(context.client.clone()),
+        };
+        controller.owns(
+            jobs,
+            watcher::Config::default().labels(login_job::ACCOUNT_LABEL),
+        )
+    } else {
+        controller
+    };
     controller
         .watches(
             secrets,

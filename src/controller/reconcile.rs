@@ -3,17 +3,13 @@
 use super::Context;
 use super::conflict::winner_over;
 use super::credentials::{CredentialKey, Credentials};
+use super::obtain::{Outcome, Purpose, abandon_login, follow_login, refresh};
 use super::output::{self, Current};
-use super::refresh::{Attempt, FailureClass as AttemptFailure, Renewable, summarise};
 use super::status::{Report, memory_from};
-use crate::crd::{
-    DhanAccount, DhanAccountStatus, Phase, REFRESH_REQUESTED_ANNOTATION, StaticIpStatus,
-};
+use crate::crd::{DhanAccount, DhanAccountStatus, Phase, REFRESH_REQUESTED_ANNOTATION};
 use crate::decision::duration::format_duration;
 use crate::decision::policy::Policy;
-use crate::decision::{
-    Decision, Facts, FailureClass, Memory, ProbeVerdict, TokenFacts, Wait, decide,
-};
+use crate::decision::{Decision, Facts, ProbeVerdict, Wait, decide};
 use crate::dhan::{AccessToken, Endpoint, ErrorKind, outcome_label};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -23,7 +19,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Errors that abort a reconcile; they are retried by the controller. Variant names double
 /// as metric labels.
@@ -39,19 +35,6 @@ impl Error {
             Error::Kube(_) => "KubeApi",
         }
     }
-}
-
-/// Where a refresh or probe left the account, for status and events.
-struct Outcome {
-    token: Option<(AccessToken, TokenFacts)>,
-    method: Option<String>,
-    memory: Memory,
-    last_totp_step: Option<u64>,
-    last_failure_reason: Option<String>,
-    /// The last failure's message, shown until the next success.
-    failure_message: Option<String>,
-    probe: Option<(DateTime<Utc>, ProbeVerdict)>,
-    static_ip: Option<StaticIpStatus>,
 }
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -114,6 +97,9 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
         last_failure_reason: old_status.last_failure_reason.clone(),
         failure_message: old_status.last_failure_message.clone(),
         static_ip: old_status.static_ip.clone(),
+        login: old_status.login.clone(),
+        login_queued: None,
+        consents: old_status.consents.clone(),
     };
     let refresh_request = account
         .annotations()
@@ -121,6 +107,7 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
         .cloned();
 
     if policy.suspend {
+        abandon_login(&ctx, &account, &mut outcome).await;
         let status = compose(
             &account,
             &outcome,
@@ -135,8 +122,12 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
         return Ok(Action::await_change());
     }
 
+    let login_running = follow_login(&ctx, &account, &secrets, &credentials, &mut outcome).await?;
     let mut decision = Decision::Suspended;
     for _ in 0..4 {
+        if login_running || outcome.login.is_some() || outcome.login_queued.is_some() {
+            break;
+        }
         let facts = Facts {
             now: Utc::now(),
             policy: &policy,
@@ -178,8 +169,7 @@ pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<A
                     &credentials,
                     web_token.as_ref(),
                     &mut outcome,
-                    *reason,
-                    refresh_request.clone(),
+                    Purpose::new(*reason, refresh_request.clone()),
                 )
                 .await?;
             }
@@ -261,171 +251,6 @@ async fn current(ctx: &Context, account: &DhanAccount) -> Result<Option<Arc<Dhan
     Ok(api.get_opt(&account.name_any()).await?.map(Arc::new))
 }
 
-/// Obtains a token with the account's methods and records the result: Secret first, then the
-/// caller writes status.
-#[allow(clippy::too_many_arguments)]
-async fn refresh(
-    ctx: &Context,
-    account: &DhanAccount,
-    secrets: &Api<Secret>,
-    policy: &Policy,
-    credentials: &Credentials,
-    web_token: Option<&(AccessToken, TokenFacts)>,
-    outcome: &mut Outcome,
-    reason: crate::decision::RefreshReason,
-    refresh_request: Option<String>,
-) -> Result<(), Error> {
-    let started = std::time::Instant::now();
-    let renewable = outcome
-        .token
-        .as_ref()
-        .filter(|(_, f)| f.is_web_token() && f.is_live(Utc::now()))
-        .or(web_token.filter(|(_, f)| f.is_web_token()))
-        .map(|(token, facts)| Renewable { token, facts });
-    let attempt = Attempt {
-        dhan: &ctx.dhan,
-        limiter: &ctx.limiter,
-        client_id: &policy.client_id,
-        methods: &policy.methods,
-        credentials,
-        renewable,
-        last_totp_step: outcome.last_totp_step,
-    }
-    .run()
-    .await;
-    for (endpoint, result) in &attempt.calls {
-        ctx.metrics.dhan_call(*endpoint, result);
-    }
-    outcome.last_totp_step = attempt.last_totp_step;
-    // A refresh request is honoured by a new token or by a permanent failure (held until the
-    // inputs change). A transient failure leaves it pending, so it is retried with backoff
-    // rather than silently dropped.
-    let request_handled = refresh_request.or(outcome.memory.refresh_request_handled.clone());
-    let now = Utc::now();
-    match attempt.outcome {
-        Ok((issued, method)) => {
-            outcome.memory.refresh_request_handled = request_handled;
-            let uid = account.uid().unwrap_or_default();
-            let facts =
-                output::token_facts(&uid, &issued.token, Some(now)).unwrap_or_else(|| TokenFacts {
-                    expires_at: issued.expires_at,
-                    issued_at: issued.issued_at.unwrap_or(now),
-                    obtained_at: now,
-                    consumer_type: issued.consumer_type.clone(),
-                    hash: crate::token_hash::token_hash(&uid, issued.token.expose()),
-                });
-            // The previous token is dead from this moment (dhan-api.md §1, §2): write the new
-            // one before anything else can fail.
-            output::write(secrets, account, &issued.token, &facts, method.as_str()).await?;
-            ctx.metrics
-                .refresh_duration
-                .get_or_create(&crate::metrics::MethodLabels {
-                    method: method.as_str().into(),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(),
-                method = method.as_str(), reason = reason.as_str(), expires_at = %facts.expires_at, "obtained a new token");
-            publish(
-                ctx,
-                account,
-                EventType::Normal,
-                "Refreshed",
-                format!(
-                    "Obtained a new token with {} ({}); valid until {}",
-                    method.as_str(),
-                    reason.describe(),
-                    output::rfc3339(facts.expires_at)
-                ),
-            )
-            .await;
-            // Dhan just issued it: count that as a probe, so the first one is due only after
-            // `validateEvery` and the Dhan rate limit goes to accounts that need it.
-            ctx.remember_probe(&uid, &facts.hash, now, ProbeVerdict::Alive);
-            if let Some(ip) = static_ip(ctx, &issued.token).await {
-                outcome.static_ip = Some(ip);
-            }
-            outcome.probe = Some((now, ProbeVerdict::Alive));
-            outcome.token = Some((issued.token, facts));
-            outcome.method = Some(method.as_str().into());
-            outcome.memory = Memory {
-                last_mint: Some(now),
-                failed_attempts: 0,
-                last_failure: None,
-                permanent_failure_inputs: None,
-                refresh_request_handled: outcome.memory.refresh_request_handled.clone(),
-            };
-            outcome.last_failure_reason = None;
-            outcome.failure_message = None;
-        }
-        Err(failures) => {
-            let summary = summarise(&failures, now);
-            // Any token Dhan handed out is the only live one now, even if others failed.
-            let dead_renew = failures.iter().any(|(_, f)| {
-                matches!(f,
-                super::refresh::MethodFailure::Dhan(e) if e.kind() == ErrorKind::TokenDead)
-            });
-            if dead_renew
-                && outcome
-                    .token
-                    .as_ref()
-                    .is_some_and(|(_, f)| f.is_web_token())
-            {
-                outcome.probe = Some((now, ProbeVerdict::Dead));
-            }
-            match summary.class {
-                AttemptFailure::Permanent => {
-                    outcome.memory.refresh_request_handled = request_handled;
-                    outcome.memory.permanent_failure_inputs = Some(credentials.fingerprint.clone());
-                    outcome.memory.failed_attempts = 0;
-                    outcome.memory.last_failure = Some((now, FailureClass::Transient));
-                }
-                AttemptFailure::RetryAt(_) => {
-                    outcome.memory.failed_attempts += 1;
-                    outcome.memory.last_failure = Some((now, FailureClass::Throttled));
-                }
-                AttemptFailure::Transient => {
-                    outcome.memory.failed_attempts += 1;
-                    outcome.memory.last_failure = Some((now, FailureClass::Transient));
-                }
-            }
-            warn!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(),
-                reason = summary.reason, "refresh failed: {}", summary.message);
-            publish(
-                ctx,
-                account,
-                EventType::Warning,
-                "RefreshFailed",
-                format!(
-                    "{} ({}): {}",
-                    reason.describe(),
-                    summary.reason,
-                    summary.message
-                ),
-            )
-            .await;
-            outcome.last_failure_reason = Some(summary.reason.into());
-            outcome.failure_message = Some(summary.message);
-        }
-    }
-    Ok(())
-}
-
-/// The account's registered static IPs (dhan-api.md §7), read once per refresh. Orders from
-/// other IPs fail, so this is worth showing; it is never changed from here.
-async fn static_ip(ctx: &Context, token: &AccessToken) -> Option<StaticIpStatus> {
-    ctx.limiter.acquire().await;
-    let result = ctx.dhan.ip_info(token).await;
-    ctx.metrics
-        .dhan_call(Endpoint::IpInfo, outcome_label(&result));
-    let info = result.ok()?;
-    Some(StaticIpStatus {
-        primary_ip: info.primary_ip.filter(|ip| !ip.is_empty()),
-        secondary_ip: info.secondary_ip.filter(|ip| !ip.is_empty()),
-        orders_allowed: info.orders_allowed,
-        ip_match_status: info.ip_match_status,
-    })
-}
-
 /// Asks Dhan whether `token` still works (dhan-api.md §4).
 async fn probe(ctx: &Context, token: &AccessToken) -> ProbeVerdict {
     ctx.limiter.acquire().await;
@@ -450,18 +275,61 @@ type Assessment = (
 
 /// Phase, Ready reason, message, next refresh time and requeue delay for where things stand.
 fn assess(decision: &Decision, outcome: &Outcome, now: DateTime<Utc>) -> Assessment {
+    let live = outcome.token.as_ref().is_some_and(|(_, t)| {
+        t.is_live(now) && !matches!(outcome.probe, Some((_, ProbeVerdict::Dead)))
+    });
+    let reason = if live { "TokenValid" } else { "NoValidToken" };
+    if let Some(login) = &outcome.login {
+        // The Job's changes wake the reconciler; the requeue only bounds a missed event.
+        let message = format!(
+            "browser login running in Job {} since {}; {}",
+            login.job_name,
+            output::rfc3339(login.started_at),
+            validity(outcome, now)
+        );
+        return (
+            Phase::WaitingForLogin,
+            reason,
+            message,
+            None,
+            Some(Duration::from_secs(30)),
+        );
+    }
+    if let Some(why) = &outcome.login_queued {
+        let message = format!("{why}; {}", validity(outcome, now));
+        return (
+            Phase::WaitingForLogin,
+            reason,
+            message,
+            None,
+            Some(Duration::from_secs(10)),
+        );
+    }
+    assess_decision(decision, outcome, now)
+}
+
+/// What the status says of the current token.
+fn validity(outcome: &Outcome, now: DateTime<Utc>) -> String {
+    let token = outcome.token.as_ref().map(|(_, f)| f);
+    let dead = matches!(outcome.probe, Some((_, ProbeVerdict::Dead)));
+    match token {
+        Some(t) if t.is_live(now) && !dead => {
+            format!(
+                "current token valid until {}",
+                output::rfc3339(t.expires_at)
+            )
+        }
+        Some(_) if dead => "Dhan rejected the current token".into(),
+        Some(t) => format!("current token expired at {}", output::rfc3339(t.expires_at)),
+        None => "no token yet".into(),
+    }
+}
+
+fn assess_decision(decision: &Decision, outcome: &Outcome, now: DateTime<Utc>) -> Assessment {
     let token = outcome.token.as_ref().map(|(_, f)| f);
     let dead = matches!(outcome.probe, Some((_, ProbeVerdict::Dead)));
     let live = token.filter(|t| t.is_live(now) && !dead);
-    let validity = match (token, live) {
-        (_, Some(t)) => format!(
-            "current token valid until {}",
-            output::rfc3339(t.expires_at)
-        ),
-        (Some(_), None) if dead => "Dhan rejected the current token".into(),
-        (Some(t), None) => format!("current token expired at {}", output::rfc3339(t.expires_at)),
-        (None, _) => "no token yet".into(),
-    };
+    let validity = validity(outcome, now);
     let until = |t: DateTime<Utc>| {
         (t - now)
             .to_std()
@@ -596,6 +464,8 @@ fn compose(
         last_totp_step: outcome.last_totp_step,
         next_refresh,
         static_ip: outcome.static_ip.clone(),
+        login: outcome.login.clone(),
+        consents: outcome.consents.clone(),
         generation: account.meta().generation,
         now,
     }
@@ -658,7 +528,7 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(
+pub(super) async fn publish(
     ctx: &Context,
     account: &DhanAccount,
     type_: EventType,

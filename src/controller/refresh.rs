@@ -19,6 +19,23 @@ pub enum MethodFailure {
     NotApplicable(String),
     /// Dhan refused or failed.
     Dhan(DhanError),
+    /// A browser login could not be started or did not finish; retried with backoff.
+    Login(String),
+    /// A browser login ended with a refusal that will not change on its own (wrong PIN, wrong
+    /// TOTP key, unusable mobile number): retried only once the inputs change.
+    LoginRefused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// What starting a browser login came to.
+#[derive(Debug)]
+pub enum LoginStart {
+    /// A consent was generated and the login Job created; its result arrives later.
+    Started { job_name: String },
+    /// The cap on concurrent login Jobs is reached: no consent was spent, try again shortly.
+    Queued(String),
 }
 
 /// A token the operator may renew: the current one, or the Dhan Web token in the credentials.
@@ -32,6 +49,7 @@ pub fn applicability(
     method: Method,
     credentials: &Credentials,
     renewable: Option<&Renewable<'_>>,
+    browser_logins: bool,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
     let need = |keys: &[CredentialKey]| -> Result<(), String> {
@@ -50,6 +68,17 @@ pub fn applicability(
             Err(format!("needs {}", missing.join(", ")))
         }
     };
+    let usable_totp_key = || {
+        let raw = credentials
+            .get(CredentialKey::TotpSecret)
+            .map_err(|m| m.to_string())?;
+        TotpKey::parse(raw.expose()).map(|_| ()).map_err(|e| {
+            format!(
+                "{} is not a usable TOTP key: {e}",
+                credentials.describe(CredentialKey::TotpSecret)
+            )
+        })
+    };
     match method {
         Method::Renew => match renewable {
             Some(r) if r.facts.is_live(now) && r.facts.is_web_token() => Ok(()),
@@ -59,17 +88,33 @@ pub fn applicability(
         },
         Method::Totp => {
             need(&[CredentialKey::Pin, CredentialKey::TotpSecret])?;
-            let raw = credentials
-                .get(CredentialKey::TotpSecret)
-                .map_err(|m| m.to_string())?;
-            TotpKey::parse(raw.expose()).map(|_| ()).map_err(|e| {
-                format!(
-                    "{} is not a usable TOTP key: {e}",
-                    credentials.describe(CredentialKey::TotpSecret)
-                )
-            })
+            usable_totp_key()
         }
-        Method::Browser => Err("browser logins are not supported by this version".into()),
+        Method::Browser => {
+            if !browser_logins {
+                return Err("browser logins are off on this operator (start it with \
+                            --browser-logins; Helm value browserLogin.enabled)"
+                    .into());
+            }
+            need(&[
+                CredentialKey::ApiKey,
+                CredentialKey::ApiSecret,
+                CredentialKey::Mobile,
+                CredentialKey::Pin,
+                CredentialKey::TotpSecret,
+            ])?;
+            usable_totp_key()?;
+            let mobile = credentials
+                .get(CredentialKey::Mobile)
+                .map_err(|m| m.to_string())?;
+            if crate::browser::config::mobile_digits(mobile.expose()).len() < 10 {
+                return Err(format!(
+                    "{} is not a mobile number (fewer than 10 digits)",
+                    credentials.describe(CredentialKey::Mobile)
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -83,11 +128,23 @@ pub struct Attempt<'a> {
     pub renewable: Option<Renewable<'a>>,
     /// Last TOTP step submitted for this client (status), so a step is never reused.
     pub last_totp_step: Option<u64>,
+    /// Whether this operator runs login Jobs for the `browser` method.
+    pub browser_logins: bool,
+}
+
+/// What an attempt came to.
+pub enum AttemptOutcome {
+    /// A method produced a token.
+    Token(IssuedToken, Method),
+    /// The `browser` method started (or queued) a login; the methods before it failed.
+    Login(LoginStart, Vec<(Method, MethodFailure)>),
+    /// Every method failed or did not apply.
+    Failed(Vec<(Method, MethodFailure)>),
 }
 
 /// What an attempt produced.
 pub struct AttemptResult {
-    pub outcome: Result<(IssuedToken, Method), Vec<(Method, MethodFailure)>>,
+    pub outcome: AttemptOutcome,
     /// Last TOTP step submitted, to persist.
     pub last_totp_step: Option<u64>,
     /// Dhan calls made, by endpoint and outcome, for metrics.
@@ -95,15 +152,22 @@ pub struct AttemptResult {
 }
 
 impl Attempt<'_> {
-    pub async fn run(self) -> AttemptResult {
+    /// Tries the methods in order. `start_login` starts the browser login (consent + Job) when
+    /// the `browser` method is reached and applicable; its result arrives in a later reconcile.
+    pub async fn run(
+        self,
+        start_login: impl AsyncFnOnce() -> Result<LoginStart, MethodFailure>,
+    ) -> AttemptResult {
         let mut failures = Vec::new();
         let mut last_totp_step = self.last_totp_step;
         let mut calls = Vec::new();
+        let mut start_login = Some(start_login);
         for &method in self.methods {
             if let Err(why) = applicability(
                 method,
                 self.credentials,
                 self.renewable.as_ref(),
+                self.browser_logins,
                 Utc::now(),
             ) {
                 failures.push((method, MethodFailure::NotApplicable(why)));
@@ -118,12 +182,30 @@ impl Attempt<'_> {
                     result
                 }
                 Method::Totp => self.mint_with_totp(&mut last_totp_step, &mut calls).await,
-                Method::Browser => unreachable!("not applicable"),
+                Method::Browser => {
+                    let Some(start) = start_login.take() else {
+                        // `methods` is de-duplicated by the policy; be safe anyway.
+                        continue;
+                    };
+                    match start().await {
+                        Ok(started) => {
+                            return AttemptResult {
+                                outcome: AttemptOutcome::Login(started, failures),
+                                last_totp_step,
+                                calls,
+                            };
+                        }
+                        Err(failure) => {
+                            failures.push((method, failure));
+                            continue;
+                        }
+                    }
+                }
             };
             match result {
                 Ok(issued) => {
                     return AttemptResult {
-                        outcome: Ok((issued, method)),
+                        outcome: AttemptOutcome::Token(issued, method),
                         last_totp_step,
                         calls,
                     };
@@ -132,7 +214,7 @@ impl Attempt<'_> {
             }
         }
         AttemptResult {
-            outcome: Err(failures),
+            outcome: AttemptOutcome::Failed(failures),
             last_totp_step,
             calls,
         }
@@ -205,16 +287,31 @@ pub fn summarise(failures: &[(Method, MethodFailure)], now: DateTime<Utc>) -> Fa
     let message = failures
         .iter()
         .map(|(method, failure)| match failure {
-            MethodFailure::NotApplicable(why) => format!("{}: {why}", method.as_str()),
+            MethodFailure::NotApplicable(why) | MethodFailure::Login(why) => {
+                format!("{}: {why}", method.as_str())
+            }
+            MethodFailure::LoginRefused { message, .. } => {
+                format!("{}: {message}", method.as_str())
+            }
             MethodFailure::Dhan(e) => format!("{}: {e}", method.as_str()),
         })
         .collect::<Vec<_>>()
         .join("; ");
+    if let Some(reason) = failures.iter().find_map(|(_, f)| match f {
+        MethodFailure::LoginRefused { reason, .. } => Some(*reason),
+        _ => None,
+    }) {
+        return FailureSummary {
+            class: FailureClass::Permanent,
+            reason,
+            message,
+        };
+    }
     let dhan_errors: Vec<(Method, &DhanError)> = failures
         .iter()
         .filter_map(|(m, f)| match f {
             MethodFailure::Dhan(e) => Some((*m, e)),
-            MethodFailure::NotApplicable(_) => None,
+            _ => None,
         })
         .collect();
     let permanent = dhan_errors.iter().find(|(method, e)| match e.kind() {
@@ -243,10 +340,18 @@ pub fn summarise(failures: &[(Method, MethodFailure)], now: DateTime<Utc>) -> Fa
             message,
         };
     }
+    let login_failed = failures
+        .iter()
+        .any(|(_, f)| matches!(f, MethodFailure::Login(_)));
     match dhan_errors.last() {
         Some((_, e)) => FailureSummary {
             class: FailureClass::Transient,
             reason: e.reason(),
+            message,
+        },
+        None if login_failed => FailureSummary {
+            class: FailureClass::Transient,
+            reason: "LoginFailed",
             message,
         },
         None => FailureSummary {
@@ -339,7 +444,7 @@ mod tests {
             facts: &facts,
         };
         let creds = Credentials::default();
-        assert!(applicability(Method::Renew, &creds, Some(&renewable), now()).is_err());
+        assert!(applicability(Method::Renew, &creds, Some(&renewable), false, now()).is_err());
         let web = TokenFacts {
             consumer_type: Some("SELF".into()),
             ..facts.clone()
@@ -348,7 +453,7 @@ mod tests {
             token: &token,
             facts: &web,
         };
-        assert!(applicability(Method::Renew, &creds, Some(&renewable), now()).is_ok());
+        assert!(applicability(Method::Renew, &creds, Some(&renewable), false, now()).is_ok());
         let expired = TokenFacts {
             expires_at: now() - chrono::Duration::seconds(1),
             ..web.clone()
@@ -357,6 +462,6 @@ mod tests {
             token: &token,
             facts: &expired,
         };
-        assert!(applicability(Method::Renew, &creds, Some(&renewable), now()).is_err());
+        assert!(applicability(Method::Renew, &creds, Some(&renewable), false, now()).is_err());
     }
 }

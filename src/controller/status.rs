@@ -1,7 +1,7 @@
 //! Composing the status from what the reconcile found. A status equal to the current one is
 //! not written: steady state issues no PATCH.
 
-use crate::crd::{Condition, DhanAccountStatus, Phase, StaticIpStatus};
+use crate::crd::{Condition, ConsentCount, DhanAccountStatus, LoginStatus, Phase, StaticIpStatus};
 use crate::decision::{FailureClass, Memory, TokenFacts};
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -20,6 +20,8 @@ pub struct Report<'a> {
     pub last_totp_step: Option<u64>,
     pub next_refresh: Option<DateTime<Utc>>,
     pub static_ip: Option<StaticIpStatus>,
+    pub login: Option<LoginStatus>,
+    pub consents: Option<ConsentCount>,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
 }
@@ -58,6 +60,8 @@ impl Report<'_> {
             token_hash: self.token.map(|t| t.hash.clone()),
             observed_generation: self.generation,
             static_ip: self.static_ip.clone(),
+            login: self.login.clone(),
+            consents: self.consents.clone(),
             conditions: vec![ready],
         }
     }
@@ -93,6 +97,7 @@ pub fn memory_from(status: &DhanAccountStatus, token: Option<&TokenFacts>) -> Me
     let failed_attempts = status.failed_attempts.unwrap_or(0);
     let class = match status.last_failure_reason.as_deref() {
         Some("MintThrottled") => FailureClass::Throttled,
+        Some("ConsentLimitExceeded") => FailureClass::ConsentLimit,
         _ => FailureClass::Transient,
     };
     Memory {
@@ -143,6 +148,8 @@ mod tests {
             last_totp_step: Some(5),
             next_refresh: Some(now() + chrono::Duration::hours(24)),
             static_ip: None,
+            login: None,
+            consents: None,
             generation: Some(1),
             now: at,
         }

@@ -72,6 +72,9 @@ pub enum FailureClass {
     Transient,
     /// Dhan's mint throttle: retry once it allows.
     Throttled,
+    /// Dhan's 25 consents per client per day are used up (dhan-api.md §3): retry on the next
+    /// IST day.
+    ConsentLimit,
 }
 
 /// What the operator remembers about past attempts (from status, so it survives restarts).
@@ -182,6 +185,7 @@ pub fn earliest_attempt(memory: &Memory, limits: &Limits) -> Option<DateTime<Utc
         match class {
             FailureClass::Transient => after(at, delay),
             FailureClass::Throttled => after(at, limits.min_mint_interval),
+            FailureClass::ConsentLimit => crate::dhan::ist::next_ist_midnight(at),
         }
     });
     throttle.max(backoff)

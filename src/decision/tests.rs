@@ -34,6 +34,7 @@ enum DhanAnswer {
     Token,
     ServerError,
     Throttled,
+    ConsentLimit,
 }
 
 /// The reconciler's loop, reduced to its bookkeeping: the only state carried between steps is
@@ -117,6 +118,10 @@ impl Sim {
                     DhanAnswer::Throttled => {
                         self.memory.failed_attempts += 1;
                         self.memory.last_failure = Some((self.now, FailureClass::Throttled));
+                    }
+                    DhanAnswer::ConsentLimit => {
+                        self.memory.failed_attempts += 1;
+                        self.memory.last_failure = Some((self.now, FailureClass::ConsentLimit));
                     }
                 }
                 self.now
@@ -391,6 +396,26 @@ fn throttle_replies_wait_at_least_the_mint_interval() {
     sim.run_until(start + ChronoDuration::hours(1), |_| {});
     assert_eq!(sim.attempts.len(), 2);
     assert_eq!((sim.attempts[1] - sim.attempts[0]).num_seconds(), 125);
+}
+
+#[test]
+fn exhausted_consents_wait_for_the_next_ist_day() {
+    // 20:00 IST: the next attempt may only come at 00:00 IST, four hours later.
+    let start = utc("2026-11-22T14:30:00Z");
+    let mut sim = Sim::new(start, default_policy());
+    let mut refused = 1;
+    sim.dhan = Box::new(move |_| {
+        if refused > 0 {
+            refused -= 1;
+            DhanAnswer::ConsentLimit
+        } else {
+            DhanAnswer::Token
+        }
+    });
+    sim.latency = 0;
+    sim.run_until(start + ChronoDuration::hours(6), |_| {});
+    assert_eq!(sim.attempts.len(), 2, "{:?}", sim.attempts);
+    assert_eq!(sim.attempts[1], utc("2026-11-22T18:30:00Z"));
 }
 
 #[test]

@@ -1,0 +1,459 @@
+//! The `browser` method on the operator's side (dhan-api.md §3, design.md "Browser logins in
+//! Jobs"): generate a consent, run the login in a Job, read the Job's `tokenId`, consume it.
+//!
+//! The login takes minutes, longer than a reconcile should, so it spans reconciles: starting it
+//! records `status.login`; later reconciles (woken by the Job's changes) look at the Job until
+//! it has finished. The app secret stays here: the Job gets the mobile, PIN and TOTP key through
+//! `secretKeyRef`s and hands back only the single-use `tokenId`.
+
+use super::Context;
+use super::credentials::{CredentialKey, Credentials};
+use super::login_job::{LoginJobSettings, login_job};
+use super::refresh::{LoginStart, MethodFailure};
+use crate::crd::{ConsentCount, DhanAccount};
+use crate::dhan::{DhanError, Endpoint, IST, outcome_label};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Dhan allows at most this many consents per client per day (dhan-api.md §3).
+pub const DAILY_CONSENT_LIMIT: u32 = 25;
+
+/// How long past the Job's own deadline the operator waits for it to be marked failed before
+/// giving up on it (covers a cluster whose Job controller is slow or absent).
+const DEADLINE_GRACE: Duration = Duration::from_secs(60);
+
+/// Operator-wide settings of the `browser` method.
+#[derive(Clone, Debug)]
+pub struct LoginSettings {
+    /// Whether login Jobs may be created at all (they need Job and Pod rights).
+    pub enabled: bool,
+    pub job: LoginJobSettings,
+    /// Most login Jobs running at once across the operator.
+    pub max_concurrent: usize,
+}
+
+/// The cap on concurrent login Jobs. A login counts from the moment its slot is reserved until
+/// its result has been handled; after a restart, logins recorded in status count as well.
+pub struct LoginSlots {
+    cap: usize,
+    reserved: Mutex<HashSet<String>>,
+}
+
+impl LoginSlots {
+    pub fn new(cap: usize) -> LoginSlots {
+        LoginSlots {
+            cap,
+            reserved: Mutex::default(),
+        }
+    }
+
+    /// Reserves a slot for the account `uid`, or says how many logins are running.
+    pub fn try_reserve(&self, uid: &str, accounts: &Store<DhanAccount>) -> Result<(), usize> {
+        let mut reserved = self.reserved.lock().expect("login slots poisoned");
+        let mut running: HashSet<String> = accounts
+            .state()
+            .iter()
+            .filter(|a| a.status.as_ref().is_some_and(|s| s.login.is_some()))
+            .filter_map(|a| a.uid())
+            .collect();
+        running.extend(reserved.iter().cloned());
+        running.remove(uid);
+        if running.len() >= self.cap {
+            return Err(running.len());
+        }
+        reserved.insert(uid.to_string());
+        Ok(())
+    }
+
+    /// Frees the account's slot once its login has been handled (or never started).
+    pub fn release(&self, uid: &str) {
+        self.reserved
+            .lock()
+            .expect("login slots poisoned")
+            .remove(uid);
+    }
+}
+
+/// The IST calendar day of `now`, as `status.consents.day` records it.
+pub fn ist_day(now: DateTime<Utc>) -> String {
+    now.with_timezone(&IST).format("%Y-%m-%d").to_string()
+}
+
+/// Consents already generated on the IST day of `now`.
+pub fn consents_today(consents: Option<&ConsentCount>, now: DateTime<Utc>) -> u32 {
+    consents
+        .filter(|c| c.day == ist_day(now))
+        .map_or(0, |c| c.count)
+}
+
+/// Starts a browser login for `account`: checks the day's consent budget and the cap on
+/// concurrent Jobs (neither spends anything), generates a consent, creates the login Job.
+/// `consents` is updated as soon as Dhan has issued a consent, whatever happens next.
+pub async fn start(
+    ctx: &Context,
+    account: &DhanAccount,
+    client_id: &str,
+    credentials: &Credentials,
+    consents: &mut Option<ConsentCount>,
+) -> Result<LoginStart, MethodFailure> {
+    let now = Utc::now();
+    let used = consents_today(consents.as_ref(), now);
+    if used >= DAILY_CONSENT_LIMIT {
+        return Err(MethodFailure::Dhan(DhanError::ConsentLimitExceeded {
+            message: format!(
+                "{used} of {DAILY_CONSENT_LIMIT} consents already generated today (IST); \
+                 next login after midnight IST"
+            ),
+        }));
+    }
+    let uid = account.uid().unwrap_or_default();
+    if let Err(running) = ctx.logins.try_reserve(&uid, &ctx.store) {
+        return Ok(LoginStart::Queued(format!(
+            "waiting for a free login slot ({running} login Jobs running, at most {})",
+            ctx.login.max_concurrent
+        )));
+    }
+    let result = consent_and_job(ctx, account, client_id, credentials, consents, used).await;
+    if result.is_err() {
+        ctx.logins.release(&uid);
+    }
+    result
+}
+
+async fn consent_and_job(
+    ctx: &Context,
+    account: &DhanAccount,
+    client_id: &str,
+    credentials: &Credentials,
+    consents: &mut Option<ConsentCount>,
+    used: u32,
+) -> Result<LoginStart, MethodFailure> {
+    let app_id = credentials
+        .get(CredentialKey::ApiKey)
+        .map_err(|m| MethodFailure::NotApplicable(m.to_string()))?;
+    let app_secret = credentials
+        .get(CredentialKey::ApiSecret)
+        .map_err(|m| MethodFailure::NotApplicable(m.to_string()))?;
+    ctx.limiter.acquire().await;
+    let result = ctx
+        .dhan
+        .generate_consent(client_id, app_id.expose(), app_secret.expose())
+        .await;
+    ctx.metrics
+        .dhan_call(Endpoint::GenerateConsent, outcome_label(&result));
+    let consent_id = result.map_err(MethodFailure::Dhan)?;
+    *consents = Some(ConsentCount {
+        day: ist_day(Utc::now()),
+        count: used + 1,
+    });
+
+    let login_url = ctx.dhan.consent_login_url(&consent_id);
+    let job = login_job(account, &login_url, &ctx.login.job);
+    let jobs: Api<Job> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let created = jobs
+        .create(&PostParams::default(), &job)
+        .await
+        .map_err(|e| MethodFailure::Login(format!("could not create the login Job: {e}")))?;
+    Ok(LoginStart::Started {
+        job_name: created.name_any(),
+    })
+}
+
+/// Where a login Job stands.
+#[derive(Debug)]
+pub enum Progress {
+    /// Still running; give up on it after `deadline`.
+    Running { deadline: DateTime<Utc> },
+    /// The login succeeded: the `tokenId` from the termination message.
+    LoggedIn(TokenId),
+    /// The login failed; the Job is left for `kubectl describe` until its TTL removes it.
+    Failed(MethodFailure),
+}
+
+/// Dhan's single-use `tokenId`. Exchanging it needs the app secret, but it is still kept out of
+/// `Debug` and logs.
+pub struct TokenId(String);
+
+impl TokenId {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenId(<redacted>)")
+    }
+}
+
+/// Looks at the login Job `job_name` started at `started_at`.
+pub async fn progress(
+    ctx: &Context,
+    namespace: &str,
+    job_name: &str,
+    started_at: DateTime<Utc>,
+    credentials: &Credentials,
+) -> Result<Progress, kube::Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(job) = jobs.get_opt(job_name).await? else {
+        return Ok(Progress::Failed(MethodFailure::Login(format!(
+            "the login Job {job_name} disappeared before it finished"
+        ))));
+    };
+    let condition = |type_: &str| {
+        job.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
+            .cloned()
+    };
+    let complete = condition("Complete");
+    let failed = condition("Failed");
+    if complete.is_none() && failed.is_none() {
+        let allowed = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds)
+            .map_or(ctx.login.job.login_timeout, |s| {
+                Duration::from_secs(s.max(0) as u64)
+            })
+            + DEADLINE_GRACE;
+        let deadline = started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
+        if Utc::now() < deadline {
+            return Ok(Progress::Running { deadline });
+        }
+        delete_job(ctx, namespace, job_name).await;
+        return Ok(Progress::Failed(MethodFailure::Login(format!(
+            "the login Job {job_name} did not finish within {}s",
+            allowed.as_secs()
+        ))));
+    }
+    let message = termination_message(ctx, namespace, &job).await?;
+    let secrets = credential_texts(credentials);
+    if complete.is_some() {
+        return Ok(match message.as_deref().and_then(token_id_from) {
+            Some(token_id) => Progress::LoggedIn(token_id),
+            None => Progress::Failed(MethodFailure::Login(format!(
+                "the login Job {job_name} completed without a tokenId in its termination message"
+            ))),
+        });
+    }
+    let failure = match message.filter(|m| !m.trim().is_empty()) {
+        Some(message) => classify_login_failure(&redact(&message, &secrets)),
+        None => {
+            let why = failed
+                .map(|c| {
+                    [c.reason, c.message]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(": ")
+                })
+                .unwrap_or_default();
+            MethodFailure::Login(format!(
+                "the login Job {job_name} failed without a message from the login ({why})"
+            ))
+        }
+    };
+    Ok(Progress::Failed(failure))
+}
+
+/// The `login` container's termination message, from the newest finished Pod of `job`.
+async fn termination_message(
+    ctx: &Context,
+    namespace: &str,
+    job: &Job,
+) -> Result<Option<String>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("job-name={}", job.name_any());
+    let job_uid = job.uid();
+    let mut messages: Vec<(Option<k8s_openapi::jiff::Timestamp>, String)> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        // Only the Job's own Pods: anyone may label a Pod `job-name`.
+        .filter(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == job_uid.as_ref())
+        })
+        .filter_map(|pod| {
+            let statuses = pod.status?.container_statuses?;
+            let terminated = statuses
+                .into_iter()
+                .find(|c| c.name == "login")?
+                .state?
+                .terminated?;
+            Some((terminated.finished_at.map(|t| t.0), terminated.message?))
+        })
+        .collect();
+    messages.sort_by_key(|(finished, _)| *finished);
+    Ok(messages.pop().map(|(_, message)| message))
+}
+
+/// A `tokenId` is one opaque word; anything else in a successful Job's message is not one.
+fn token_id_from(message: &str) -> Option<TokenId> {
+    let text = message.trim();
+    let plausible = !text.is_empty()
+        && text.len() <= 512
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~=+/".contains(c));
+    plausible.then(|| TokenId(text.to_string()))
+}
+
+/// Turns `browser-login`'s failure message into a failure the reconciler can act on. Refusals of
+/// what the user typed in the credentials are permanent, like a wrong PIN on a mint: retrying
+/// on a timer could get the account locked.
+pub fn classify_login_failure(message: &str) -> MethodFailure {
+    let message: String = message.chars().take(300).collect();
+    let permanent = [
+        ("PIN rejected:", "InvalidPin"),
+        ("TOTP rejected:", "InvalidTotp"),
+        ("TOTP or PIN rejected:", "InvalidCredentials"),
+        ("mobile number rejected:", "InvalidMobile"),
+        ("configuration:", "LoginConfig"),
+    ];
+    match permanent
+        .iter()
+        .find(|(prefix, _)| message.starts_with(prefix))
+    {
+        Some((_, reason)) => MethodFailure::LoginRefused {
+            reason,
+            message: format!("the browser login was refused: {message}"),
+        },
+        None => MethodFailure::Login(format!("the browser login failed: {message}")),
+    }
+}
+
+fn credential_texts(credentials: &Credentials) -> Vec<String> {
+    CredentialKey::ALL
+        .iter()
+        .filter_map(|k| credentials.get(*k).ok())
+        .map(|v| v.expose().trim().to_string())
+        .filter(|v| v.len() >= 4)
+        .collect()
+}
+
+fn redact(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |text, s| {
+        text.replace(s.as_str(), "<redacted>")
+    })
+}
+
+/// Deletes a login Job and its Pod. Best effort: the Job's TTL removes it anyway.
+pub async fn delete_job(ctx: &Context, namespace: &str, job_name: &str) {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    if let Err(error) = jobs.delete(job_name, &params).await {
+        tracing::warn!(%error, job = job_name, namespace, "could not delete a login Job");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_consent_count_restarts_on_each_ist_day() {
+        let count = ConsentCount {
+            day: "2026-11-24".into(),
+            count: 7,
+        };
+        // 2026-11-24 00:10 IST is 2026-11-23 18:40 UTC.
+        assert_eq!(consents_today(Some(&count), at("2026-11-23T18:40:00Z")), 7);
+        assert_eq!(consents_today(Some(&count), at("2026-11-24T18:29:59Z")), 7);
+        assert_eq!(consents_today(Some(&count), at("2026-11-24T18:30:00Z")), 0);
+        assert_eq!(consents_today(Some(&count), at("2026-11-23T18:29:59Z")), 0);
+        assert_eq!(consents_today(None, at("2026-11-24T06:00:00Z")), 0);
+    }
+
+    #[test]
+    fn refusals_of_the_credentials_are_permanent_and_the_rest_transient() {
+        for (message, reason) in [
+            ("PIN rejected: Invalid PIN", "InvalidPin"),
+            ("TOTP rejected: Invalid TOTP", "InvalidTotp"),
+            (
+                "mobile number rejected: Mobile not registered",
+                "InvalidMobile",
+            ),
+            (
+                "configuration: DHAN_MOBILE has fewer than 10 digits",
+                "LoginConfig",
+            ),
+        ] {
+            match classify_login_failure(message) {
+                MethodFailure::LoginRefused {
+                    reason: r,
+                    message: m,
+                } => {
+                    assert_eq!(r, reason);
+                    assert!(m.contains(message), "{m}");
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        for message in [
+            "login page rejected: Invalid or expired consent",
+            "timed out at the redirect step",
+            "no PIN field found",
+            "browser error: connection reset",
+        ] {
+            assert!(
+                matches!(classify_login_failure(message), MethodFailure::Login(ref m) if m.contains(message)),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_id_is_one_opaque_word() {
+        assert_eq!(
+            token_id_from("  9f1c2d3e-aa01-4c5b-9d7e-1234567890ab\n")
+                .unwrap()
+                .expose(),
+            "9f1c2d3e-aa01-4c5b-9d7e-1234567890ab"
+        );
+        assert!(token_id_from("").is_none());
+        assert!(token_id_from("PIN rejected: Invalid PIN").is_none());
+        assert!(token_id_from(&"a".repeat(513)).is_none());
+    }
+
+    #[test]
+    fn login_slots_cap_concurrent_logins_across_accounts() {
+        let (store, _writer) = kube::runtime::reflector::store::<DhanAccount>();
+        let slots = LoginSlots::new(2);
+        assert!(slots.try_reserve("a", &store).is_ok());
+        assert!(slots.try_reserve("b", &store).is_ok());
+        assert_eq!(slots.try_reserve("c", &store), Err(2));
+        // An account that already holds a slot keeps it.
+        assert!(slots.try_reserve("a", &store).is_ok());
+        slots.release("a");
+        assert!(slots.try_reserve("c", &store).is_ok());
+    }
+
+    #[test]
+    fn failure_texts_lose_any_credential() {
+        let secrets = vec!["482913".to_string()];
+        assert_eq!(
+            redact("PIN rejected: 482913 is wrong", &secrets),
+            "PIN rejected: <redacted> is wrong"
+        );
+    }
+}
