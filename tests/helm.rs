@@ -116,9 +116,10 @@ async fn wait_for_chart_crd(client: &Client) {
 }
 
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
-/// least privilege. Widening them must be a deliberate change of this table.
-fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let table: &[(&str, &str, &[&str])] = &[
+/// least privilege. Widening them must be a deliberate change of this table. Jobs and Pods only
+/// with `browserLogin.enabled`.
+fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut table: Vec<(&str, &str, &[&str])> = vec![
         (
             "dhan-operator.dev",
             "dhanaccounts",
@@ -132,6 +133,14 @@ fn expected_rules() -> BTreeMap<(String, String), BTreeSet<String>> {
         ("apps", "statefulsets", &["get", "patch"]),
         ("apps", "daemonsets", &["get", "patch"]),
     ];
+    if browser_logins {
+        table.push((
+            "batch",
+            "jobs",
+            &["create", "delete", "get", "list", "watch"],
+        ));
+        table.push(("", "pods", &["get", "list", "watch"]));
+    }
     table
         .iter()
         .map(|(group, resource, verbs)| {
@@ -511,7 +520,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         .expect("a ClusterRole in cluster-wide mode");
     assert_eq!(
         flatten(cluster_role.rules.as_deref().unwrap_or_default()),
-        expected_rules()
+        expected_rules(false)
     );
     let binding = Api::<ClusterRoleBinding>::all(client.clone())
         .get(RELEASE)
@@ -657,6 +666,8 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
             "watchNamespace": watched,
             "serviceAccount": { "name": SA },
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
+            // With browser logins the operator also watches Jobs: the Role must allow it.
+            "browserLogin": { "enabled": true, "maxConcurrentJobs": 2 },
         }),
     );
 
@@ -671,7 +682,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .expect("a Role in the watched namespace");
     assert_eq!(
         flatten(role.rules.as_deref().unwrap_or_default()),
-        expected_rules()
+        expected_rules(true)
     );
     let binding = Api::<RoleBinding>::namespaced(client.clone(), &watched)
         .get(FULLNAME)
@@ -734,6 +745,19 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         !args.iter().any(|a| a.starts_with("--leader-elect")),
         "one replica: no leader election in {args:?}"
     );
+    for expected in [
+        "--browser-logins",
+        "--max-concurrent-login-jobs=2",
+        "--login-timeout=120s",
+        "--chromium-image=chromedp/headless-shell:stable",
+    ] {
+        assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+    }
+    let image = &pod.containers[0].image;
+    assert!(
+        args.contains(&format!("--login-image={}", image.as_deref().unwrap())),
+        "the login Jobs run the operator's own image: {args:?}"
+    );
 
     // The operator as the ServiceAccount refreshes an account in the watched namespace.
     wait_for_chart_crd(&client).await;
@@ -783,6 +807,9 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     let user = format!("system:serviceaccount:{NS}:{SA}");
     assert_eq!(can_i(&user, "get", "secrets", Some(&watched)), "yes");
     assert_eq!(can_i(&user, "get", "secrets", Some(&elsewhere)), "no");
+    assert_eq!(can_i(&user, "watch", "jobs", Some(&watched)), "yes");
+    assert_eq!(can_i(&user, "create", "jobs", Some(&watched)), "yes");
+    assert_eq!(can_i(&user, "create", "jobs", Some(&elsewhere)), "no");
 
     Api::<DhanAccount>::namespaced(client.clone(), &watched)
         .delete("bob", &DeleteParams::default())
