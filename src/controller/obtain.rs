@@ -143,6 +143,17 @@ pub async fn refresh(
             });
             outcome.login_queued = None;
         }
+        AttemptOutcome::Login(LoginStart::Queued(why), failures)
+            if failures
+                .iter()
+                .any(|(_, f)| matches!(f, MethodFailure::Dhan(_))) =>
+        {
+            // Waiting for a slot re-runs the methods before `browser` every few seconds: after
+            // a Dhan failure among them, back off instead.
+            let mut failures = failures;
+            failures.push((Method::Browser, MethodFailure::Login(why)));
+            record_failure(ctx, account, credentials, outcome, &failures, &purpose).await;
+        }
         AttemptOutcome::Login(LoginStart::Queued(why), _) => {
             outcome.login_queued = Some(why);
         }
