@@ -123,7 +123,7 @@ pub async fn refresh(
         }
         AttemptOutcome::Login(LoginStart::Started { job_name }, _) => {
             info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(),
-                job = %job_name, reason = %purpose.reason, "started a browser login");
+                job = %job_name, reason = purpose.reason.as_str(), "started a browser login");
             publish(
                 ctx,
                 account,
@@ -284,7 +284,7 @@ async fn accept(
         })
         .observe(started.elapsed().as_secs_f64());
     info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(),
-        method = method.as_str(), reason = %purpose.reason, expires_at = %facts.expires_at, "obtained a new token");
+        method = method.as_str(), reason = purpose.reason.as_str(), expires_at = %facts.expires_at, "obtained a new token");
     publish(
         ctx,
         account,
