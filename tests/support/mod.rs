@@ -5,6 +5,7 @@
 
 mod bed;
 mod controlplane;
+mod kubelet;
 mod mock;
 mod process;
 
@@ -19,6 +20,7 @@ use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 
 pub use bed::{Bed, PIN, TOTP_SECRET, WAIT};
 pub use controlplane::{ControlPlane, control_plane};
+pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
 pub use process::{ChildProcess, start_operator};
 

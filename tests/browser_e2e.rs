@@ -1,0 +1,419 @@
+//! The `browser` method end to end on the real control plane: the operator generates a consent
+//! and creates a login Job; the test harness plays the kubelet (no kubelet runs here) by running
+//! the Job's `login` container command against a local headless Chromium and `dhan-mock`'s login
+//! page, then recording the Pod's termination message and the Job's completion; the operator
+//! consumes the consent and writes the token.
+
+mod support;
+
+use dhan_operator::crd::Phase;
+use dhan_operator::dhan::TotpKey;
+use dhan_operator::dhan::totp::step_at;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Bed, Kubelet, MockDhan, wait_for};
+
+const APP_ID: &str = "app-e2e-browser";
+const APP_SECRET: &str = "app-secret-e2e-9f3k2";
+const MOBILE: &str = "9812345670";
+const PIN: &str = "274851";
+const TOTP_SECRET: &str = "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA";
+/// A browser login, Chromium start included, takes a few seconds; leave room on a busy machine.
+const LOGIN_WAIT: Duration = Duration::from_secs(120);
+
+/// Operator flags for browser logins; the images are never pulled here.
+const BROWSER_FLAGS: &[&str] = &[
+    "--browser-logins",
+    "--login-image",
+    "registry.test/dhan-operator:e2e",
+    "--chromium-image",
+    "registry.test/headless-shell:e2e",
+    "--login-timeout",
+    "60s",
+];
+
+async fn bed_with(mock_args: &[&str], operator_args: &[&str]) -> Bed {
+    let mut bed = Bed::without_operator("browser").await;
+    if !mock_args.is_empty() {
+        bed.mock = MockDhan::start(mock_args).await;
+    }
+    let mut args = BROWSER_FLAGS.to_vec();
+    args.extend_from_slice(operator_args);
+    bed.operator = Some(bed.spawn_operator(&args, &[]));
+    bed
+}
+
+/// A client at the mock with a Dhan app, and its credentials in two Secrets: the team's app and
+/// the person's login details.
+async fn api_key_client(bed: &Bed, client_id: &str, secret: &str, pin: &str) {
+    bed.mock
+        .register(json!({
+            "clientId": client_id,
+            "pin": PIN,
+            "totpSecret": TOTP_SECRET,
+            "mobile": format!("+91{MOBILE}"),
+            "apps": [{
+                "appId": APP_ID,
+                "appSecret": APP_SECRET,
+                "redirectUrl": "https://example.invalid/callback",
+            }],
+            "loginOrder": "totp-first",
+            "loginInputs": "boxes",
+        }))
+        .await;
+    bed.put_secret("team-app", &[("id", APP_ID), ("secret", APP_SECRET)])
+        .await;
+    bed.put_secret(
+        secret,
+        &[
+            ("mobile", MOBILE),
+            ("pin", pin),
+            ("totpSecret", TOTP_SECRET),
+        ],
+    )
+    .await;
+}
+
+fn browser_spec(client_id: &str, secret: &str) -> Value {
+    json!({
+        "clientId": client_id,
+        "credentialsSecret": secret,
+        "credentials": {
+            "apiKey": { "secretName": "team-app", "key": "id" },
+            "apiSecret": { "secretName": "team-app", "key": "secret" },
+        },
+        "methods": ["browser"],
+    })
+}
+
+fn jobs(bed: &Bed) -> Api<Job> {
+    Api::namespaced(bed.client.clone(), &bed.ns)
+}
+
+/// TOTP codes around now: what a login may have typed.
+fn recent_codes() -> Vec<String> {
+    let key = TotpKey::parse(TOTP_SECRET).unwrap();
+    let now = step_at(chrono::Utc::now());
+    (now.saturating_sub(6)..=now + 1)
+        .map(|step| key.code_for_step(step))
+        .collect()
+}
+
+/// The login Job as the operator created it: hardened, single-shot, owned by the account, with
+/// credentials only as Secret references and nothing of the app's.
+fn assert_hardened(job: &Job) {
+    let text = serde_json::to_string(job).unwrap();
+    for secret in [APP_ID, APP_SECRET, PIN, MOBILE, TOTP_SECRET, "team-app"] {
+        assert!(!text.contains(secret), "the login Job carries {secret:?}");
+    }
+    let job = serde_json::to_value(job).unwrap();
+    let spec = &job["spec"];
+    assert_eq!(spec["backoffLimit"], 0);
+    assert_eq!(spec["activeDeadlineSeconds"], 120, "login timeout + 60 s");
+    assert!(spec["ttlSecondsAfterFinished"].as_i64().unwrap() > 0);
+    let owner = &job["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "DhanAccount");
+    assert_eq!(owner["controller"], true);
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let shm = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "shm")
+        .expect("a /dev/shm volume");
+    assert_eq!(shm["emptyDir"]["medium"], "Memory");
+    let containers = pod["containers"].as_array().unwrap();
+    let names: Vec<&str> = containers
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["login", "chromium"]);
+    for container in containers {
+        let sc = &container["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", container["name"]);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert!(container["resources"]["limits"]["memory"].is_string());
+        assert!(container["resources"]["limits"]["cpu"].is_string());
+    }
+    assert_eq!(containers[0]["image"], "registry.test/dhan-operator:e2e");
+    assert_eq!(containers[0]["args"], json!(["browser-login"]));
+    assert_eq!(containers[1]["image"], "registry.test/headless-shell:e2e");
+    let env = containers[0]["env"].as_array().unwrap();
+    for (name, key) in [
+        ("DHAN_MOBILE", "mobile"),
+        ("DHAN_PIN", "pin"),
+        ("DHAN_TOTP_SECRET", "totpSecret"),
+    ] {
+        let var = env.iter().find(|e| e["name"] == name).expect(name);
+        assert_eq!(var["valueFrom"]["secretKeyRef"]["key"], key, "{name}");
+        assert!(var.get("value").is_none(), "{name} is never a literal");
+    }
+    let url = env.iter().find(|e| e["name"] == "DHAN_LOGIN_URL").unwrap();
+    assert!(
+        url["value"]
+            .as_str()
+            .unwrap()
+            .contains("/login/consentApp-login?consentAppId="),
+        "{url}"
+    );
+}
+
+#[tokio::test]
+async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
+    const CLIENT: &str = "1400000001";
+    let bed = bed_with(&[], &[]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    kubelet.pause();
+    api_key_client(&bed, CLIENT, "carol-dhan", PIN).await;
+    bed.create_account("carol", browser_spec(CLIENT, "carol-dhan"))
+        .await;
+
+    let account = bed
+        .wait_status("carol", LOGIN_WAIT, |s| s.login.is_some())
+        .await;
+    let status = account.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::WaitingForLogin));
+    assert_eq!(status.consents.as_ref().map(|c| c.count), Some(1));
+    let job_name = status.login.unwrap().job_name;
+    assert_hardened(&jobs(&bed).get(&job_name).await.unwrap());
+    assert_eq!(
+        bed.ready_condition("carol").await.as_deref(),
+        Some("False"),
+        "no token yet"
+    );
+
+    kubelet.resume();
+    let account = bed.wait_phase_for("carol", Phase::Ready, LOGIN_WAIT).await;
+    let status = account.status.unwrap();
+    assert_eq!(status.method.as_deref(), Some("browser"));
+    assert!(status.login.is_none());
+    assert_eq!(status.consents.as_ref().map(|c| c.count), Some(1));
+    let token = bed.token_in_secret("carol-token").await;
+    let at_dhan = bed.mock.account(CLIENT).await;
+    assert_eq!(
+        at_dhan["currentToken"],
+        token.as_str(),
+        "the token Dhan issued"
+    );
+    assert_eq!(at_dhan["consentLogins"], 1);
+    assert_eq!(bed.ready_condition("carol").await.as_deref(), Some("True"));
+
+    let runs = kubelet.runs();
+    assert_eq!(runs.len(), 1, "one login Job");
+    assert_eq!(runs[0].exit_code, 0, "{}", runs[0].output);
+    let token_id = runs[0].termination_message.clone();
+    assert!(!token_id.is_empty());
+    // The finished Job is cleaned up.
+    wait_for(Duration::from_secs(30), || {
+        let jobs = jobs(&bed);
+        let name = job_name.clone();
+        async move { jobs.get_opt(&name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    let reasons: Vec<String> = bed
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for reason in ["LoginStarted", "Refreshed"] {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "{reason} in {reasons:?}"
+        );
+    }
+    let codes = recent_codes();
+    let mut secrets = vec![APP_SECRET, PIN, MOBILE, TOTP_SECRET, &token, &token_id];
+    secrets.extend(codes.iter().map(String::as_str));
+    bed.assert_nothing_leaks(&secrets).await;
+}
+
+#[tokio::test]
+async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_change() {
+    const CLIENT: &str = "1400000002";
+    let bed = bed_with(&[], &[]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    api_key_client(&bed, CLIENT, "dave-dhan", "999111").await;
+    bed.create_account("dave", browser_spec(CLIENT, "dave-dhan"))
+        .await;
+
+    let account = bed.wait_phase_for("dave", Phase::Failed, LOGIN_WAIT).await;
+    let status = account.status.unwrap();
+    assert_eq!(status.last_failure_reason.as_deref(), Some("InvalidPin"));
+    let message = status.message.unwrap();
+    assert!(message.contains("PIN rejected: Invalid PIN"), "{message}");
+    assert!(message.contains("not retrying until"), "{message}");
+
+    // No loop of Jobs and consents.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(kubelet.jobs_seen().len(), 1, "{:?}", kubelet.jobs_seen());
+    assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 1);
+    assert_eq!(bed.status("dave").await.phase, Some(Phase::Failed));
+
+    // The right PIN brings it back.
+    bed.put_secret(
+        "dave-dhan",
+        &[
+            ("mobile", MOBILE),
+            ("pin", PIN),
+            ("totpSecret", TOTP_SECRET),
+        ],
+    )
+    .await;
+    let account = bed.wait_phase_for("dave", Phase::Ready, LOGIN_WAIT).await;
+    assert_eq!(account.status.unwrap().consents.map(|c| c.count), Some(2));
+    assert_eq!(kubelet.jobs_seen().len(), 2);
+    let codes = recent_codes();
+    let mut secrets = vec![APP_SECRET, PIN, "999111", MOBILE, TOTP_SECRET];
+    secrets.extend(codes.iter().map(String::as_str));
+    bed.assert_nothing_leaks(&secrets).await;
+}
+
+#[tokio::test]
+async fn login_jobs_never_exceed_the_cap() {
+    let bed = bed_with(&[], &["--max-concurrent-login-jobs", "1"]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    kubelet.pause();
+    api_key_client(&bed, "1400000003", "erin-dhan", PIN).await;
+    api_key_client(&bed, "1400000004", "fred-dhan", PIN).await;
+    bed.create_account("erin", browser_spec("1400000003", "erin-dhan"))
+        .await;
+    bed.create_account("fred", browser_spec("1400000004", "fred-dhan"))
+        .await;
+
+    // One runs, the other waits for the slot without spending a consent.
+    let waiting = wait_for(LOGIN_WAIT, || {
+        let accounts = bed.accounts();
+        async move {
+            let list = accounts.list(&ListParams::default()).await.ok()?.items;
+            let statuses: Vec<_> = list.iter().filter_map(|a| a.status.clone()).collect();
+            let running = statuses.iter().filter(|s| s.login.is_some()).count();
+            let queued = statuses.iter().find(|s| {
+                s.login.is_none()
+                    && s.phase == Some(Phase::WaitingForLogin)
+                    && s.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("free login slot"))
+            })?;
+            (running == 1).then(|| queued.clone())
+        }
+    })
+    .await;
+    assert!(waiting.consents.is_none(), "no consent spent while queued");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let listed = jobs(&bed).list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 1, "one login Job at a time");
+
+    kubelet.resume();
+    bed.wait_phase_for("erin", Phase::Ready, LOGIN_WAIT).await;
+    bed.wait_phase_for("fred", Phase::Ready, LOGIN_WAIT).await;
+    assert_eq!(kubelet.jobs_seen().len(), 2);
+    assert!(
+        kubelet.max_concurrent() <= 1,
+        "at most one login Job existed at once"
+    );
+}
+
+#[tokio::test]
+async fn consent_limit_waits_for_the_next_ist_day() {
+    const CLIENT: &str = "1400000005";
+    // Dhan's side: the mock refuses every consent today.
+    let bed = bed_with(
+        &["--mint-throttle-seconds", "3", "--consent-limit", "0"],
+        &[],
+    )
+    .await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    api_key_client(&bed, CLIENT, "gina-dhan", PIN).await;
+    bed.create_account("gina", browser_spec(CLIENT, "gina-dhan"))
+        .await;
+    let account = bed.wait_phase("gina", Phase::Backoff).await;
+    let status = account.status.unwrap();
+    assert_eq!(
+        status.last_failure_reason.as_deref(),
+        Some("ConsentLimitExceeded")
+    );
+    let midnight = dhan_operator::dhan::ist::next_ist_midnight(chrono::Utc::now());
+    assert_eq!(status.next_refresh_time, Some(midnight));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(kubelet.jobs_seen().is_empty(), "no login without a consent");
+    assert_eq!(
+        bed.mock.calls_to("generate-consent", CLIENT).await.len(),
+        1,
+        "asked once, then waits for the next day"
+    );
+}
+
+#[tokio::test]
+async fn operator_counts_consents_and_stops_at_25_a_day() {
+    const CLIENT: &str = "1400000006";
+    let mut bed = Bed::without_operator("browser").await;
+    api_key_client(&bed, CLIENT, "hank-dhan", PIN).await;
+    bed.create_account("hank", browser_spec(CLIENT, "hank-dhan"))
+        .await;
+    // 25 consents already spent today, as a previous run of the operator recorded them.
+    let today = dhan_operator::controller::login::ist_day(chrono::Utc::now());
+    bed.accounts()
+        .patch_status(
+            "hank",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "consents": { "day": today, "count": 25 } } })),
+        )
+        .await
+        .unwrap();
+    bed.operator = Some(bed.spawn_operator(BROWSER_FLAGS, &[]));
+
+    let account = bed.wait_phase("hank", Phase::Backoff).await;
+    let status = account.status.unwrap();
+    assert_eq!(
+        status.last_failure_reason.as_deref(),
+        Some("ConsentLimitExceeded")
+    );
+    let message = status.message.unwrap();
+    assert!(message.contains("25 of 25 consents"), "{message}");
+    let midnight = dhan_operator::dhan::ist::next_ist_midnight(chrono::Utc::now());
+    assert_eq!(status.next_refresh_time, Some(midnight));
+    assert!(
+        bed.mock
+            .calls_to("generate-consent", CLIENT)
+            .await
+            .is_empty(),
+        "the operator's own count stops it before Dhan has to"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_login_job_backs_off_and_the_next_one_succeeds() {
+    const CLIENT: &str = "1400000007";
+    let bed = bed_with(&[], &[]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    api_key_client(&bed, CLIENT, "ivan-dhan", PIN).await;
+    // The login page is down once.
+    bed.mock
+        .fault(json!({ "endpoint": "consentApp-login", "kind": "http502", "count": 1 }))
+        .await;
+    bed.create_account("ivan", browser_spec(CLIENT, "ivan-dhan"))
+        .await;
+
+    let account = bed.wait_phase_for("ivan", Phase::Backoff, LOGIN_WAIT).await;
+    let status = account.status.unwrap();
+    assert_eq!(status.last_failure_reason.as_deref(), Some("LoginFailed"));
+    assert_eq!(status.failed_attempts, Some(1));
+    let message = status.message.unwrap();
+    assert!(message.contains("browser login failed"), "{message}");
+    // A minute's backoff, then a second login that works.
+    let account = bed
+        .wait_phase_for("ivan", Phase::Ready, Duration::from_secs(150))
+        .await;
+    assert_eq!(account.status.unwrap().method.as_deref(), Some("browser"));
+    let runs = kubelet.runs();
+    assert_eq!(runs.len(), 2, "one failed and one good login Job");
+    assert_ne!(runs[0].exit_code, 0);
+    assert_eq!(runs[1].exit_code, 0);
+}
