@@ -417,3 +417,39 @@ async fn a_failed_login_job_backs_off_and_the_next_one_succeeds() {
     assert_ne!(runs[0].exit_code, 0);
     assert_eq!(runs[1].exit_code, 0);
 }
+
+#[tokio::test]
+async fn a_login_job_deleted_midway_backs_off_and_keeps_the_slot_free() {
+    const CLIENT: &str = "1400000008";
+    let bed = bed_with(&[], &["--max-concurrent-login-jobs", "1"]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    kubelet.pause();
+    api_key_client(&bed, CLIENT, "judy-dhan", PIN).await;
+    bed.create_account("judy", browser_spec(CLIENT, "judy-dhan"))
+        .await;
+    let account = bed
+        .wait_status("judy", LOGIN_WAIT, |s| s.login.is_some())
+        .await;
+    let job_name = account.status.unwrap().login.unwrap().job_name;
+    // As `kubectl delete job` does it.
+    let background = kube::api::DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        ..Default::default()
+    };
+    jobs(&bed).delete(&job_name, &background).await.unwrap();
+
+    let account = bed.wait_phase("judy", Phase::Backoff).await;
+    let status = account.status.unwrap();
+    assert!(status.login.is_none());
+    assert_eq!(status.last_failure_reason.as_deref(), Some("LoginFailed"));
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("was deleted before it finished"),
+        "{message}"
+    );
+    // The slot was given back: after the backoff the next login starts and succeeds.
+    kubelet.resume();
+    bed.wait_phase_for("judy", Phase::Ready, Duration::from_secs(150))
+        .await;
+    assert_eq!(kubelet.jobs_seen().len(), 2);
+}

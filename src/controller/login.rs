@@ -203,9 +203,10 @@ pub async fn progress(
     credentials: &Credentials,
 ) -> Result<Progress, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let Some(job) = jobs.get_opt(job_name).await? else {
+    let job = jobs.get_opt(job_name).await?;
+    let Some(job) = job.filter(|j| j.metadata.deletion_timestamp.is_none()) else {
         return Ok(Progress::Failed(MethodFailure::Login(format!(
-            "the login Job {job_name} disappeared before it finished"
+            "the login Job {job_name} was deleted before it finished"
         ))));
     };
     let condition = |type_: &str| {

@@ -39,6 +39,8 @@ impl Error {
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let Some(account) = current(&ctx, &account).await? else {
+        // Gone: its login Job goes with it (owner reference), and so does its login slot.
+        ctx.logins.release(&account.uid().unwrap_or_default());
         return Ok(Action::await_change());
     };
     let namespace = account.namespace().unwrap_or_default();
