@@ -122,7 +122,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
             client_id: a.spec.client_id.clone(),
         };
         type Value = fn(&DhanAccount) -> Option<f64>;
-        let series: [(&str, &str, Value); 3] = [
+        let series: [(&str, &str, Value); 4] = [
             (
                 "account_token_expiry_timestamp_seconds",
                 "When the account's current token expires (Unix seconds)",
@@ -132,6 +132,18 @@ impl prometheus_client::collector::Collector for AccountCollector {
                 "account_next_refresh_timestamp_seconds",
                 "When the operator will next refresh the account's token (Unix seconds)",
                 |a| Some(a.status.as_ref()?.next_refresh_time?.timestamp() as f64),
+            ),
+            (
+                "account_consents_today",
+                "Consents generated for the account's client on the current IST day (Dhan allows 25)",
+                |a| {
+                    let consents = a.status.as_ref()?.consents.as_ref()?;
+                    let today = crate::controller::login::consents_today(
+                        Some(consents),
+                        chrono::Utc::now(),
+                    );
+                    Some(f64::from(today))
+                },
             ),
             (
                 "account_ready",
@@ -174,6 +186,17 @@ impl prometheus_client::collector::Collector for AccountCollector {
                 ConstGauge::new(1i64).encode(phase.encode_family(&labels)?)?;
             }
         }
+        let logins = accounts
+            .iter()
+            .filter(|a| a.status.as_ref().is_some_and(|s| s.login.is_some()))
+            .count();
+        let family = encoder.encode_descriptor(
+            "login_jobs_running",
+            "Browser-login Jobs in progress",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(logins as i64).encode(family)?;
         Ok(())
     }
 }

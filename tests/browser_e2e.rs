@@ -187,6 +187,18 @@ async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
         Some("False"),
         "no token yet"
     );
+    let url = wait_for(Duration::from_secs(10), || async {
+        support::metrics_url(&bed.operator().output())
+    })
+    .await;
+    let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };
+    wait_for(Duration::from_secs(20), || async {
+        scrape()
+            .await
+            .contains("dhan_operator_login_jobs_running 1")
+            .then_some(())
+    })
+    .await;
 
     kubelet.resume();
     let account = bed.wait_phase_for("carol", Phase::Ready, LOGIN_WAIT).await;
@@ -216,6 +228,26 @@ async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
         async move { jobs.get_opt(&name).await.unwrap().is_none().then_some(()) }
     })
     .await;
+    let labels = format!(
+        "namespace=\"{}\",name=\"carol\",client_id=\"{CLIENT}\"",
+        bed.ns
+    );
+    let text = wait_for(Duration::from_secs(20), || async {
+        let text = scrape().await;
+        text.contains("dhan_operator_login_jobs_running 0")
+            .then_some(text)
+    })
+    .await;
+    for series in [
+        format!("dhan_operator_account_consents_today{{{labels}}} 1"),
+        "dhan_operator_dhan_calls_total{endpoint=\"generate-consent\",outcome=\"Success\"} 1"
+            .into(),
+        "dhan_operator_dhan_calls_total{endpoint=\"consumeApp-consent\",outcome=\"Success\"} 1"
+            .into(),
+        "dhan_operator_refresh_duration_seconds_count{method=\"browser\"} 1".into(),
+    ] {
+        assert!(text.contains(&series), "{series} in\n{text}");
+    }
     let reasons: Vec<String> = bed
         .events()
         .await
@@ -256,6 +288,14 @@ async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_chang
     assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 1);
     assert_eq!(bed.status("dave").await.phase, Some(Phase::Failed));
 
+    // The failed Job typed a TOTP code: the next login must use a later step (dhan-api.md §1:
+    // a reused step is rejected as a replay), so it gets the last step the Job could have used.
+    let last_step = bed
+        .status("dave")
+        .await
+        .last_totp_step
+        .expect("last TOTP step recorded");
+
     // The right PIN brings it back.
     bed.put_secret(
         "dave-dhan",
@@ -269,6 +309,19 @@ async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_chang
     let account = bed.wait_phase_for("dave", Phase::Ready, LOGIN_WAIT).await;
     assert_eq!(account.status.unwrap().consents.map(|c| c.count), Some(2));
     assert_eq!(kubelet.jobs_seen().len(), 2);
+    // Each login's TOTP submission, as a 30-second step.
+    let totp_steps: Vec<u64> = bed
+        .mock
+        .calls_to("login-totp", CLIENT)
+        .await
+        .iter()
+        .map(|c| c["at"].as_u64().expect("call has `at`") / 1000 / 30)
+        .collect();
+    assert_eq!(totp_steps.len(), 2, "{totp_steps:?}");
+    assert!(
+        totp_steps[0] <= last_step && last_step < totp_steps[1],
+        "the second login waited for a fresh step: {totp_steps:?}, last {last_step}"
+    );
     let codes = recent_codes();
     let mut secrets = vec![APP_SECRET, PIN, "999111", MOBILE, TOTP_SECRET];
     secrets.extend(codes.iter().map(String::as_str));
@@ -451,5 +504,6 @@ async fn a_login_job_deleted_midway_backs_off_and_keeps_the_slot_free() {
     kubelet.resume();
     bed.wait_phase_for("judy", Phase::Ready, Duration::from_secs(150))
         .await;
-    assert_eq!(kubelet.jobs_seen().len(), 2);
+    assert_eq!(kubelet.runs().len(), 1, "only the second Job ran");
+    assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 2);
 }

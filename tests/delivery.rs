@@ -127,14 +127,6 @@ async fn status_shows_the_registered_static_ips() {
     );
 }
 
-fn metrics_url(operator_output: &str) -> Option<String> {
-    let line = operator_output
-        .lines()
-        .find(|l| l.contains("serving /metrics"))?;
-    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
-    Some(format!("http://{addr}/metrics"))
-}
-
 #[tokio::test]
 async fn metrics_describe_each_account_and_forget_deleted_ones() {
     let bed = Bed::start_with("metrics", &[]).await;
@@ -149,7 +141,7 @@ async fn metrics_describe_each_account_and_forget_deleted_ones() {
     let ready = bed.wait_phase("m", Phase::Ready).await;
     let expires = ready.status.unwrap().expires_at.unwrap().timestamp();
     let url = support::wait_for(Duration::from_secs(10), || async {
-        metrics_url(&bed.operator().output())
+        support::metrics_url(&bed.operator().output())
     })
     .await;
     let scrape = || async { reqwest::get(&url).await.unwrap().text().await.unwrap() };

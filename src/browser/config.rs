@@ -29,6 +29,9 @@ pub struct LoginConfig {
     pub pin: String,
     /// `DHAN_TOTP_SECRET`, parsed.
     pub totp: TotpKey,
+    /// `DHAN_TOTP_AFTER_STEP`: the last 30-second TOTP step already used for this client. Dhan
+    /// rejects a step used twice as a replay (dhan-api.md §1), so the login waits for a later one.
+    pub totp_after_step: Option<u64>,
     /// `DHAN_TOTP_SECRET` as given, kept only to redact it from error texts.
     pub(crate) totp_secret_text: String,
     /// `CDP_URL`.
@@ -74,7 +77,16 @@ impl LoginConfig {
                     ))
                 })?,
         };
+        let totp_after_step = match get("DHAN_TOTP_AFTER_STEP") {
+            None => None,
+            Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+                LoginError::Config(format!(
+                    "DHAN_TOTP_AFTER_STEP {text:?} is not a TOTP step number"
+                ))
+            })?),
+        };
         Ok(LoginConfig {
+            totp_after_step,
             login_url,
             redirect_prefix: get("DHAN_REDIRECT_URL_PREFIX"),
             mobile,
@@ -111,6 +123,7 @@ impl fmt::Debug for LoginConfig {
             .field("mobile", &"<redacted>")
             .field("pin", &"<redacted>")
             .field("totp", &self.totp)
+            .field("totp_after_step", &self.totp_after_step)
             .field("cdp_url", &self.cdp_url)
             .field("timeout", &self.timeout)
             .field("termination_log", &self.termination_log)
@@ -167,6 +180,22 @@ mod tests {
         );
         assert_eq!(config.redirect_prefix, None);
         assert_eq!(config.mobile_for_field(), "9876543210");
+        assert_eq!(config.totp_after_step, None);
+    }
+
+    #[test]
+    fn the_last_used_totp_step_is_a_number_or_an_error() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DHAN_TOTP_AFTER_STEP", "59123456"));
+        let config = LoginConfig::from_lookup(env(&pairs)).unwrap();
+        assert_eq!(config.totp_after_step, Some(59_123_456));
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DHAN_TOTP_AFTER_STEP", "soon"));
+        let error = LoginConfig::from_lookup(env(&pairs)).unwrap_err();
+        assert!(
+            error.to_string().contains("DHAN_TOTP_AFTER_STEP"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -302,7 +302,7 @@ async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<(), Lo
         Step::Mobile => config.mobile_for_field(),
         Step::Pin => config.pin.clone(),
         // Last, so the code is as fresh as possible when it is submitted.
-        _ => fresh_code(&config.totp).await,
+        _ => fresh_code(&config.totp, config.totp_after_step).await,
     };
     let typing_failed = || LoginError::Cdp(format!("typing the {step} failed"));
     match &field.layout {
@@ -354,11 +354,12 @@ async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<(), Lo
     Ok(())
 }
 
-/// A code with at least `MIN_REMAINING_SECONDS` left in its step, waiting for the next step when
-/// the current one is nearly over (dhan-api.md §1, §8).
-async fn fresh_code(totp: &TotpKey) -> String {
+/// A code with at least `MIN_REMAINING_SECONDS` left in its step, from a step after
+/// `after_step`, waiting for the next step when the current one is nearly over or already used
+/// (dhan-api.md §1, §8).
+async fn fresh_code(totp: &TotpKey, after_step: Option<u64>) -> String {
     loop {
-        match totp.plan(Utc::now(), None) {
+        match totp.plan(Utc::now(), after_step) {
             CodePlan::Send { code, .. } => return code,
             CodePlan::WaitUntil(at) => {
                 let wait = (at - Utc::now()).to_std().unwrap_or_default();

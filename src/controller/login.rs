@@ -102,6 +102,7 @@ pub async fn start(
     client_id: &str,
     credentials: &Credentials,
     consents: &mut Option<ConsentCount>,
+    totp_after_step: Option<u64>,
 ) -> Result<LoginStart, MethodFailure> {
     let now = Utc::now();
     let used = consents_today(consents.as_ref(), now);
@@ -120,7 +121,16 @@ pub async fn start(
             ctx.login.max_concurrent
         )));
     }
-    let result = consent_and_job(ctx, account, client_id, credentials, consents, used).await;
+    let result = consent_and_job(
+        ctx,
+        account,
+        client_id,
+        credentials,
+        consents,
+        used,
+        totp_after_step,
+    )
+    .await;
     if result.is_err() {
         ctx.logins.release(&uid);
     }
@@ -134,6 +144,7 @@ async fn consent_and_job(
     credentials: &Credentials,
     consents: &mut Option<ConsentCount>,
     used: u32,
+    totp_after_step: Option<u64>,
 ) -> Result<LoginStart, MethodFailure> {
     let app_id = credentials
         .get(CredentialKey::ApiKey)
@@ -155,7 +166,7 @@ async fn consent_and_job(
     });
 
     let login_url = ctx.dhan.consent_login_url(&consent_id);
-    let job = login_job(account, &login_url, &ctx.login.job);
+    let job = login_job(account, &login_url, totp_after_step, &ctx.login.job);
     let jobs: Api<Job> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
     let created = jobs

@@ -1,5 +1,5 @@
 //! The Job that performs a browser login for the `browser` method (design.md "Browser logins in
-//! Jobs"). Not wired into the reconciler yet: this builds the Job spec only.
+//! Jobs"); `login.rs` creates it and reads its result.
 //!
 //! The Job gets the mobile, PIN and TOTP key through `secretKeyRef`s (never as literal values,
 //! never the app secret), needs no Kubernetes API access, and hands the `tokenId` back through
@@ -26,8 +26,14 @@ pub struct LoginJobSettings {
 /// Label on login Jobs naming their account.
 pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/login-for";
 
-/// The login Job for `account`, for the consent login page at `login_url`.
-pub fn login_job(account: &DhanAccount, login_url: &str, settings: &LoginJobSettings) -> Job {
+/// The login Job for `account`, for the consent login page at `login_url`. `totp_after_step` is
+/// the last TOTP step that may have been used for this client: the login waits for a later one.
+pub fn login_job(
+    account: &DhanAccount,
+    login_url: &str,
+    totp_after_step: Option<u64>,
+    settings: &LoginJobSettings,
+) -> Job {
     let env_from_secret = |name: &str, key: CredentialKey| -> Option<Value> {
         let source = source_of(&account.spec, key)?;
         Some(json!({ "name": name, "valueFrom": { "secretKeyRef": {
@@ -42,6 +48,9 @@ pub fn login_job(account: &DhanAccount, login_url: &str, settings: &LoginJobSett
     .flatten()
     .collect();
     env.push(json!({ "name": "DHAN_LOGIN_URL", "value": login_url }));
+    if let Some(step) = totp_after_step {
+        env.push(json!({ "name": "DHAN_TOTP_AFTER_STEP", "value": step.to_string() }));
+    }
     env.push(json!({ "name": "CDP_URL", "value": "http://127.0.0.1:9222" }));
     env.push(json!({ "name": "LOGIN_TIMEOUT",
         "value": format!("{}s", settings.login_timeout.as_secs()) }));
@@ -169,6 +178,7 @@ mod tests {
         serde_json::to_value(login_job(
             &account(),
             "https://auth/login?consentAppId=c1",
+            Some(59_000_000),
             &settings,
         ))
         .unwrap()
@@ -214,5 +224,10 @@ mod tests {
         }
         let url = env.iter().find(|e| e["name"] == "DHAN_LOGIN_URL").unwrap();
         assert_eq!(url["value"], "https://auth/login?consentAppId=c1");
+        let step = env
+            .iter()
+            .find(|e| e["name"] == "DHAN_TOTP_AFTER_STEP")
+            .unwrap();
+        assert_eq!(step["value"], "59000000");
     }
 }

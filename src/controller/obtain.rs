@@ -95,6 +95,7 @@ pub async fn refresh(
         .or(web_token.filter(|(_, f)| f.is_web_token()))
         .map(|(token, facts)| Renewable { token, facts });
     let consents = &mut outcome.consents;
+    let totp_after_step = outcome.last_totp_step;
     let attempt = Attempt {
         dhan: &ctx.dhan,
         limiter: &ctx.limiter,
@@ -105,7 +106,17 @@ pub async fn refresh(
         last_totp_step: outcome.last_totp_step,
         browser_logins: ctx.login.enabled,
     }
-    .run(async || login::start(ctx, account, &policy.client_id, credentials, consents).await)
+    .run(async || {
+        login::start(
+            ctx,
+            account,
+            &policy.client_id,
+            credentials,
+            consents,
+            totp_after_step,
+        )
+        .await
+    })
     .await;
     for (endpoint, result) in &attempt.calls {
         ctx.metrics.dhan_call(*endpoint, result);
@@ -185,6 +196,12 @@ pub async fn follow_login(
         credentials,
     )
     .await?;
+    if !matches!(progress, Progress::Running { .. }) {
+        // The Job typed a TOTP code of some step up to now; the next code (in a login or a
+        // mint) must come from a later step, or Dhan rejects it as a replay (dhan-api.md §1).
+        let now_step = crate::dhan::totp::step_at(Utc::now());
+        outcome.last_totp_step = outcome.last_totp_step.max(Some(now_step));
+    }
     let failure = match progress {
         Progress::Running { .. } => return Ok(true),
         Progress::Failed(failure) => Some(failure),

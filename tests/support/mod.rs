@@ -113,3 +113,12 @@ where
         }
     }
 }
+
+/// The operator's `/metrics` URL, once its output names the address it serves on.
+pub fn metrics_url(operator_output: &str) -> Option<String> {
+    let line = operator_output
+        .lines()
+        .find(|l| l.contains("serving /metrics"))?;
+    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+    Some(format!("http://{addr}/metrics"))
+}
