@@ -3,16 +3,14 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use dhan_operator::dhan::TotpKey;
 use dhan_operator::dhan::totp::step_at;
 use serde_json::{Value, json};
-use support::{ChildProcess, MockDhan, OPERATOR_BIN, wait_for};
+use support::{ChildProcess, Chromium, MockDhan, OPERATOR_BIN, free_port, wait_for};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const APP_ID: &str = "app-browser";
 const APP_SECRET: &str = "app-secret-browser";
 const MOBILE: &str = "9812345670";
@@ -23,17 +21,8 @@ const WRONG_TOTP_SECRET: &str = "MFRGGZDFMZTWQ2LKNNWG23TPOBYXE43U";
 /// One login's world: a mock with one account, a consent for it, and a Chromium.
 struct Bed {
     mock: MockDhan,
-    chromium: ChildProcess,
-    cdp_url: String,
+    chromium: Chromium,
     login_url: String,
-    _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 async fn bed(client_id: &str, order: &str, inputs: &str) -> Bed {
@@ -74,37 +63,10 @@ async fn bed(client_id: &str, order: &str, inputs: &str) -> Bed {
         mock.url
     );
 
-    let profile = tempfile::Builder::new()
-        .prefix("chromium-profile-")
-        .tempdir()
-        .expect("profile dir");
-    let port = free_port();
-    let user_data_dir = format!("--user-data-dir={}", profile.path().display());
-    let debugging_port = format!("--remote-debugging-port={port}");
-    let chromium = ChildProcess::spawn(
-        CHROMIUM,
-        &[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            &user_data_dir,
-            "--remote-debugging-address=127.0.0.1",
-            &debugging_port,
-        ],
-        &[],
-    );
     Bed {
         mock,
-        chromium,
-        cdp_url: format!("http://127.0.0.1:{port}"),
+        chromium: Chromium::start(),
         login_url,
-        _profile: profile,
     }
 }
 
@@ -130,7 +92,7 @@ async fn browser_login(bed: &Bed, pin: &str, totp_secret: &str) -> Run {
             ("DHAN_MOBILE", MOBILE),
             ("DHAN_PIN", pin),
             ("DHAN_TOTP_SECRET", totp_secret),
-            ("CDP_URL", bed.cdp_url.as_str()),
+            ("CDP_URL", bed.chromium.cdp_url.as_str()),
             ("LOGIN_TIMEOUT", "60s"),
             ("TERMINATION_LOG", log_path.to_str().unwrap()),
             ("RUST_LOG", "info,dhan_operator=debug"),
@@ -157,7 +119,7 @@ async fn browser_login(bed: &Bed, pin: &str, totp_secret: &str) -> Run {
 
 /// Browser.close must make the sidecar exit: that is what lets the login Job complete.
 async fn assert_chromium_exits(bed: &mut Bed) {
-    let chromium = &mut bed.chromium;
+    let chromium = &mut bed.chromium.process;
     let deadline = Instant::now() + Duration::from_secs(5);
     while chromium.try_wait().is_none() {
         assert!(

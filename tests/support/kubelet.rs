@@ -5,18 +5,16 @@
 //! in for the sidecar, then records what a cluster would: a Pod owned by the Job with the
 //! container's termination message, and the Job's `Complete` or `Failed` condition.
 
-use super::{ChildProcess, OPERATOR_BIN};
+use super::{ChildProcess, Chromium, OPERATOR_BIN};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const LABEL: &str = "dhan-operator.dev/login-for";
 
 /// One login Job, run.
@@ -128,13 +126,6 @@ fn finished(job: &Job) -> bool {
         })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// The `login` container's env as the kubelet would build it, or why the container could not
 /// start (a missing Secret or key).
 async fn resolve_env(
@@ -203,36 +194,11 @@ async fn run_job(client: &Client, namespace: &str, job: &Job) -> LoginRun {
 
 /// Runs the container's command with `env`, Chromium standing in for the sidecar.
 async fn run_login(login: &Value, env: Vec<(String, String)>) -> (i32, String, String) {
-    let profile = tempfile::Builder::new()
-        .prefix("kubelet-chromium-")
-        .tempdir()
-        .unwrap();
-    let port = free_port();
-    let user_data_dir = format!("--user-data-dir={}", profile.path().display());
-    let debugging_port = format!("--remote-debugging-port={port}");
-    let mut chromium = ChildProcess::spawn(
-        CHROMIUM,
-        &[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            &user_data_dir,
-            "--remote-debugging-address=127.0.0.1",
-            &debugging_port,
-        ],
-        &[],
-    );
+    let mut chromium = Chromium::start();
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("termination-log");
-    let cdp_url = format!("http://127.0.0.1:{port}");
     let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "CDP_URL").collect();
-    env.push(("CDP_URL".into(), cdp_url));
+    env.push(("CDP_URL".into(), chromium.cdp_url.clone()));
     env.push((
         "TERMINATION_LOG".into(),
         log_path.to_str().unwrap().to_string(),
@@ -258,7 +224,7 @@ async fn run_login(login: &Value, env: Vec<(String, String)>) -> (i32, String, S
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    chromium.kill_9();
+    chromium.process.kill_9();
     let exit_code = status.and_then(|s| s.code()).unwrap_or(137);
     let message = std::fs::read_to_string(&log_path).unwrap_or_default();
     (exit_code, message, process.output())

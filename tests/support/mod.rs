@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // every test binary uses a different subset
 
 mod bed;
+mod chromium;
 mod controlplane;
 mod kubelet;
 mod mock;
@@ -19,6 +20,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 
 pub use bed::{Bed, PIN, TOTP_SECRET, WAIT};
+pub use chromium::{Chromium, free_port};
 pub use controlplane::{ControlPlane, control_plane};
 pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
