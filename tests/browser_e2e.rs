@@ -507,3 +507,61 @@ async fn a_login_job_deleted_midway_backs_off_and_keeps_the_slot_free() {
     assert_eq!(kubelet.runs().len(), 1, "only the second Job ran");
     assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_running_login_job_missing_from_status_is_followed_not_repeated() {
+    const CLIENT: &str = "1400000009";
+    let mut bed = Bed::without_operator("browser").await;
+    api_key_client(&bed, CLIENT, "kate-dhan", PIN).await;
+    let account = bed
+        .create_account("kate", browser_spec(CLIENT, "kate-dhan"))
+        .await;
+    // A previous operator generated a consent and created the Job, then died before writing
+    // status.
+    let consent: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/app/generate-consent?client_id={CLIENT}",
+            bed.mock.url
+        ))
+        .header("app_id", APP_ID)
+        .header("app_secret", APP_SECRET)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login_url = format!(
+        "{}/login/consentApp-login?consentAppId={}",
+        bed.mock.url,
+        consent["consentAppId"].as_str().unwrap()
+    );
+    let settings = dhan_operator::controller::login_job::LoginJobSettings {
+        operator_image: "registry.test/dhan-operator:e2e".into(),
+        chromium_image: "registry.test/headless-shell:e2e".into(),
+        login_timeout: Duration::from_secs(60),
+    };
+    let job =
+        dhan_operator::controller::login_job::login_job(&account, &login_url, None, &settings);
+    let job = jobs(&bed).create(&Default::default(), &job).await.unwrap();
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    kubelet.pause();
+    bed.operator = Some(bed.spawn_operator(BROWSER_FLAGS, &[]));
+
+    let account = bed
+        .wait_status("kate", LOGIN_WAIT, |s| s.login.is_some())
+        .await;
+    assert_eq!(
+        account.status.unwrap().login.unwrap().job_name,
+        job.metadata.name.unwrap(),
+        "the running Job is followed"
+    );
+    kubelet.resume();
+    bed.wait_phase_for("kate", Phase::Ready, LOGIN_WAIT).await;
+    assert_eq!(
+        bed.mock.calls_to("generate-consent", CLIENT).await.len(),
+        1,
+        "no second consent"
+    );
+    assert_eq!(kubelet.runs().len(), 1);
+}

@@ -8,7 +8,7 @@
 
 use super::Context;
 use super::credentials::{CredentialKey, Credentials};
-use super::login_job::{LoginJobSettings, login_job};
+use super::login_job::{ACCOUNT_LABEL, LoginJobSettings, account_label, login_job};
 use super::refresh::{LoginStart, MethodFailure};
 use crate::crd::{ConsentCount, DhanAccount};
 use crate::dhan::{DhanError, Endpoint, IST, outcome_label};
@@ -72,6 +72,14 @@ impl LoginSlots {
         Ok(())
     }
 
+    /// Counts the account's login, found running, whatever the cap says.
+    pub fn hold(&self, uid: &str) {
+        self.reserved
+            .lock()
+            .expect("login slots poisoned")
+            .insert(uid.to_string());
+    }
+
     /// Frees the account's slot once its login has been handled (or never started).
     pub fn release(&self, uid: &str) {
         self.reserved
@@ -115,6 +123,15 @@ pub async fn start(
         }));
     }
     let uid = account.uid().unwrap_or_default();
+    // A Job created just before a crash or a failed status write is still this account's login:
+    // follow it rather than spend another consent.
+    if let Some((job_name, started_at)) = unrecorded_login(ctx, account).await? {
+        ctx.logins.hold(&uid);
+        return Ok(LoginStart::Started {
+            job_name,
+            started_at,
+        });
+    }
     if let Err(running) = ctx.logins.try_reserve(&uid, &ctx.store) {
         return Ok(LoginStart::Queued(format!(
             "waiting for a free login slot ({running} login Jobs running, at most {})",
@@ -135,6 +152,50 @@ pub async fn start(
         ctx.logins.release(&uid);
     }
     result
+}
+
+/// A running login Job of this account that its status does not name.
+async fn unrecorded_login(
+    ctx: &Context,
+    account: &DhanAccount,
+) -> Result<Option<(String, DateTime<Utc>)>, MethodFailure> {
+    let jobs: Api<Job> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let selector = format!("{ACCOUNT_LABEL}={}", account_label(account));
+    let listed = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| MethodFailure::Login(format!("could not list login Jobs: {e}")))?;
+    let uid = account.uid();
+    let newest = listed
+        .items
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .filter(|job| job.metadata.deletion_timestamp.is_none() && !finished(job))
+        .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(newest.map(|job| {
+        let created = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+            .unwrap_or_else(Utc::now);
+        (job.name_any(), created)
+    }))
+}
+
+fn finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
 }
 
 async fn consent_and_job(
@@ -175,6 +236,7 @@ async fn consent_and_job(
         .map_err(|e| MethodFailure::Login(format!("could not create the login Job: {e}")))?;
     Ok(LoginStart::Started {
         job_name: created.name_any(),
+        started_at: Utc::now(),
     })
 }
 

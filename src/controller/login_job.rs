@@ -26,6 +26,20 @@ pub struct LoginJobSettings {
 /// Label on login Jobs naming their account.
 pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/login-for";
 
+/// The value of [`ACCOUNT_LABEL`] for `account`: its name, cut to a label's 63 characters (the
+/// owner reference, not the label, says whose Job it is).
+pub fn account_label(account: &DhanAccount) -> String {
+    short(&account.name_any(), 63)
+}
+
+/// `name` cut to `max` characters, ending in a letter or digit as names and labels must; Job
+/// names end up in Pod labels, so they too stay within 63 characters.
+fn short(name: &str, max: usize) -> String {
+    let cut: String = name.chars().take(max).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
 /// The login Job for `account`, for the consent login page at `login_url`. `totp_after_step` is
 /// the last TOTP step that may have been used for this client: the login waits for a later one.
 pub fn login_job(
@@ -71,11 +85,11 @@ pub fn login_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "generateName": format!("{}-login-", account.name_any()),
+            "generateName": format!("{}-login-", short(&account.name_any(), 40)),
             "namespace": account.namespace(),
             "labels": {
                 "app.kubernetes.io/managed-by": "dhan-operator",
-                ACCOUNT_LABEL: account.name_any(),
+                ACCOUNT_LABEL: account_label(account),
             },
             "ownerReferences": owner.map(|o| vec![o]),
         },
@@ -84,7 +98,7 @@ pub fn login_job(
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": { "labels": { ACCOUNT_LABEL: account.name_any() } },
+                "metadata": { "labels": { ACCOUNT_LABEL: account_label(account) } },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
@@ -182,6 +196,23 @@ mod tests {
             &settings,
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn long_account_names_still_give_valid_job_names_and_labels() {
+        let mut account = account();
+        account.metadata.name = Some(format!("{}.x-{}", "a".repeat(39), "b".repeat(80)));
+        let settings = LoginJobSettings {
+            operator_image: "op:1".into(),
+            chromium_image: "chromium:1".into(),
+            login_timeout: Duration::from_secs(120),
+        };
+        let job = login_job(&account, "https://auth/login", None, &settings);
+        let prefix = job.metadata.generate_name.unwrap();
+        assert_eq!(prefix, format!("{}-login-", "a".repeat(39)));
+        assert!(prefix.len() + 5 <= 63, "generated names fit in a label");
+        let label = &job.metadata.labels.unwrap()[ACCOUNT_LABEL];
+        assert!(label.len() <= 63 && label.ends_with('b'), "{label}");
     }
 
     #[test]

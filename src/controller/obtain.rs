@@ -132,7 +132,13 @@ pub async fn refresh(
         AttemptOutcome::Failed(failures) => {
             record_failure(ctx, account, credentials, outcome, &failures, &purpose).await;
         }
-        AttemptOutcome::Login(LoginStart::Started { job_name }, _) => {
+        AttemptOutcome::Login(
+            LoginStart::Started {
+                job_name,
+                started_at,
+            },
+            _,
+        ) => {
             info!(account = %account.name_any(), namespace = %account.namespace().unwrap_or_default(),
                 job = %job_name, reason = purpose.reason.as_str(), "started a browser login");
             publish(
@@ -148,7 +154,7 @@ pub async fn refresh(
             .await;
             outcome.login = Some(LoginStatus {
                 job_name,
-                started_at: Utc::now(),
+                started_at,
                 reason: purpose.reason,
                 refresh_request: purpose.refresh_request,
             });

@@ -32,8 +32,12 @@ pub enum MethodFailure {
 /// What starting a browser login came to.
 #[derive(Debug)]
 pub enum LoginStart {
-    /// A consent was generated and the login Job created; its result arrives later.
-    Started { job_name: String },
+    /// A consent was generated and the login Job created (or an unrecorded running one found);
+    /// its result arrives later.
+    Started {
+        job_name: String,
+        started_at: DateTime<Utc>,
+    },
     /// The cap on concurrent login Jobs is reached: no consent was spent, try again shortly.
     Queued(String),
 }
