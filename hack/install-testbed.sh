@@ -27,7 +27,7 @@ have_apiserver() {
   [[ -x "$BIN_DIR/kube-apiserver" ]]
 }
 
-if ! have_apiserver; then
+if ! have_apiserver || [[ ! -x "$BIN_DIR/kubelet" || ! -x "$BIN_DIR/kube-controller-manager" || ! -x "$BIN_DIR/kube-scheduler" ]]; then
   command -v go >/dev/null || need_apt+=(golang-go)
   command -v rsync >/dev/null || need_apt+=(rsync)
   [[ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ]] || need_apt+=(golang-github-modern-go-reflect2-dev)
@@ -65,26 +65,57 @@ else
   helm_venv_ok || { log "helm-sdkpy does not load from $HELM_VENV"; exit 1; }
 fi
 
-if have_apiserver; then
-  log "kube-apiserver ready"
+# Kubernetes binaries, all built from Debian's kubernetes source package (1.20.2 with vendor/):
+# kube-apiserver for every test, and a real node for the login-Job tests (docs/testbed.md):
+# kubelet, kube-controller-manager (Job controller, garbage collector, TTL controller) and
+# kube-scheduler. One `make` builds them together so their shared packages compile once.
+K8S_BINARIES=(kube-apiserver kubelet kube-controller-manager kube-scheduler)
+missing_binaries() {
+  local b
+  for b in "${K8S_BINARIES[@]}"; do
+    if [[ "$b" == kube-apiserver ]] && have_apiserver; then continue; fi
+    [[ -x "$BIN_DIR/$b" ]] || echo "$b"
+  done
+}
+mapfile -t MISSING < <(missing_binaries)
+if ((${#MISSING[@]} == 0)); then
+  log "kubernetes binaries ready in $BIN_DIR"
   exit 0
 fi
 
-# Build kube-apiserver from Debian's kubernetes source package (1.20.2 with vendor/).
+# deb-src for the machine's own Debian mirror: copy the URI of the first `deb` entry that serves
+# this release's main suite, so the repository names no package host of its own.
+enable_deb_src() {
+  local codename uri
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+  uri="$(
+    {
+      # deb822 stanzas: print URIs of stanzas whose Types has deb and Suites has the codename.
+      awk -v c="$codename" '
+        /^[[:space:]]*$/ { if (t && s && u) { print u; done = 1; exit } t = s = 0; u = ""; next }
+        /^Types:/  { for (i = 2; i <= NF; i++) if ($i == "deb") t = 1 }
+        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) s = 1 }
+        /^URIs:/   { u = $2 }
+        END        { if (!done && t && s && u) print u }
+      ' /etc/apt/sources.list.d/*.sources 2>/dev/null || true
+      # one-line entries: deb [opts] URI SUITE COMPONENTS...
+      sed -E 's/\[[^]]*\]//' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+        awk -v c="$codename" '$1 == "deb" && $3 == c { print $2 }' || true
+    } | head -1
+  )"
+  [[ -n "$uri" ]] || { log "no apt source for $codename found to derive a deb-src entry from"; exit 1; }
+  log "enabling deb-src for $codename from the machine's apt source"
+  printf 'Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$uri" "$codename" >/etc/apt/sources.list.d/dhan-operator-src.sources
+  apt-get update -qq
+}
+
 SRC_ROOT="$CACHE_DIR/src"
 mkdir -p "$SRC_ROOT"
 if ! ls "$SRC_ROOT"/kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
-  if ! grep -rqs 'deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/ && \
+  if ! grep -rqs '^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/ && \
      ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/; then
-    log "enabling deb-src for bookworm"
-    cat >/etc/apt/sources.list.d/dhan-operator-src.sources <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-    apt-get update -qq
+    enable_deb_src
   fi
   log "downloading Debian's kubernetes source package"
   (cd "$SRC_ROOT" && apt-get source --download-only kubernetes >/dev/null)
@@ -103,15 +134,19 @@ rm -rf "$R2" && mkdir -p "$R2"
 cp -r /usr/share/gocode/src/github.com/modern-go/reflect2/. "$R2/"
 find "$R2" -name '*_test.go' -delete
 
-log "building kube-apiserver (about 5 minutes on 2 cores)"
+what=""
+for b in "${MISSING[@]}"; do what+=" cmd/$b"; done
+log "building${what} (5 to 12 minutes on 2 cores, once)"
 (
   cd "$TREE"
   export GOPATH="$TREE/.go" CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=off
   mkdir -p .go/src/k8s.io
   ln -sfn ../../.. .go/src/k8s.io/kubernetes
-  make WHAT=cmd/kube-apiserver >"$CACHE_DIR/build.log" 2>&1 || { tail -40 "$CACHE_DIR/build.log" >&2; exit 1; }
+  make WHAT="${what# }" >"$CACHE_DIR/build.log" 2>&1 || { tail -40 "$CACHE_DIR/build.log" >&2; exit 1; }
 )
-cp "$TREE/_output/bin/kube-apiserver" "$BIN_DIR/kube-apiserver.tmp"
-mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
+for b in "${MISSING[@]}"; do
+  cp "$TREE/_output/bin/$b" "$BIN_DIR/$b.tmp"
+  mv "$BIN_DIR/$b.tmp" "$BIN_DIR/$b"
+done
 rm -rf "$TREE"
-log "kube-apiserver built: $BIN_DIR/kube-apiserver"
+log "built ${MISSING[*]} into $BIN_DIR"
