@@ -109,7 +109,7 @@ pub struct RolloutTarget {
     pub name: String,
 }
 
-/// The static IPs registered on the Dhan account (dhan-api.md §7): since April 2026 orders from
+/// The static IPs registered on the Dhan account (docs/dhan-api.md §7): since April 2026 orders from
 /// other IPs are rejected. Read-only: the operator never changes them.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -313,7 +313,7 @@ pub struct DhanAccountStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// A browser login running in a Job (dhan-api.md §3).
+/// A browser login running in a Job (docs/dhan-api.md §3).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoginStatus {

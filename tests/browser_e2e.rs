@@ -288,7 +288,7 @@ async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_chang
     assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 1);
     assert_eq!(bed.status("dave").await.phase, Some(Phase::Failed));
 
-    // The failed Job typed a TOTP code: the next login must use a later step (dhan-api.md §1:
+    // The failed Job typed a TOTP code: the next login must use a later step (docs/dhan-api.md §1:
     // a reused step is rejected as a replay), so it gets the last step the Job could have used.
     let last_step = bed
         .status("dave")

@@ -1,5 +1,5 @@
 //! `dhan-operator browser-login` against a real headless Chromium and the real `dhan-mock` login
-//! page: every page variant dhan-api.md §3 allows, and the two ways a login is refused.
+//! page: every page variant docs/dhan-api.md §3 allows, and the two ways a login is refused.
 
 mod support;
 

@@ -19,7 +19,7 @@ pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
 /// Everything one browser login needs. `Debug` shows no credential.
 #[derive(Clone)]
 pub struct LoginConfig {
-    /// `DHAN_LOGIN_URL`: `{auth}/login/consentApp-login?consentAppId=<id>` (dhan-api.md §3).
+    /// `DHAN_LOGIN_URL`: `{auth}/login/consentApp-login?consentAppId=<id>` (docs/dhan-api.md §3).
     pub login_url: String,
     /// `DHAN_REDIRECT_URL_PREFIX`: the app's redirect URL. Unset: any URL with `tokenId=`.
     pub redirect_prefix: Option<String>,
@@ -30,7 +30,7 @@ pub struct LoginConfig {
     /// `DHAN_TOTP_SECRET`, parsed.
     pub totp: TotpKey,
     /// `DHAN_TOTP_AFTER_STEP`: the last 30-second TOTP step already used for this client. Dhan
-    /// rejects a step used twice as a replay (dhan-api.md §1), so the login waits for a later one.
+    /// rejects a step used twice as a replay (docs/dhan-api.md §1), so the login waits for a later one.
     pub totp_after_step: Option<u64>,
     /// `DHAN_TOTP_SECRET` as given, kept only to redact it from error texts.
     pub(crate) totp_secret_text: String,

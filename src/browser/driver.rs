@@ -285,7 +285,7 @@ async fn walk(
 }
 
 /// Types a field's value with real key events: the page's inputs are React-style controlled
-/// inputs that ignore assigned values and synthetic events (dhan-api.md §3).
+/// inputs that ignore assigned values and synthetic events (docs/dhan-api.md §3).
 async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<(), LoginError> {
     let step = field.step;
     let inputs = page
@@ -356,7 +356,7 @@ async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<(), Lo
 
 /// A code with at least `MIN_REMAINING_SECONDS` left in its step, from a step after
 /// `after_step`, waiting for the next step when the current one is nearly over or already used
-/// (dhan-api.md §1, §8).
+/// (docs/dhan-api.md §1, §8).
 async fn fresh_code(totp: &TotpKey, after_step: Option<u64>) -> String {
     loop {
         match totp.plan(Utc::now(), after_step) {

@@ -20,7 +20,7 @@ pub enum Step {
     Pin,
     /// A code field that the page did not say was for the TOTP or for the PIN.
     TotpOrPin,
-    /// Waiting for the 302 to `<redirect URL>?tokenId=<id>` (dhan-api.md §3).
+    /// Waiting for the 302 to `<redirect URL>?tokenId=<id>` (docs/dhan-api.md §3).
     Redirect,
 }
 

@@ -1,4 +1,4 @@
-//! The browser half of the API-key flow (dhan-api.md §3 step 2), run as `dhan-operator
+//! The browser half of the API-key flow (docs/dhan-api.md §3 step 2), run as `dhan-operator
 //! browser-login` in a login Job next to a headless Chromium sidecar.
 //!
 //! - [`config`]: the environment contract set by the Job's Pod spec.

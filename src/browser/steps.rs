@@ -1,5 +1,5 @@
 //! Reading the login page: which fields it shows, for what, how to submit them, and what error it
-//! shows. Pure functions over the facts `snapshot.js` gathers, so every page variant dhan-api.md
+//! shows. Pure functions over the facts `snapshot.js` gathers, so every page variant docs/dhan-api.md
 //! §3 allows (TOTP and PIN in either order, six one-digit boxes or one field) is unit-tested here.
 
 use serde::Deserialize;

@@ -1,4 +1,4 @@
-//! One minter per client ID: a new token kills the client's previous one (dhan-api.md §1), so
+//! One minter per client ID: a new token kills the client's previous one (docs/dhan-api.md §1), so
 //! two DhanAccounts minting for one client would knock each other's tokens out.
 
 use crate::crd::DhanAccount;

@@ -1,4 +1,4 @@
-//! The `browser` method on the operator's side (dhan-api.md §3, design.md "Browser logins in
+//! The `browser` method on the operator's side (docs/dhan-api.md §3, docs/design.md "Browser logins in
 //! Jobs"): generate a consent, run the login in a Job, read the Job's `tokenId`, consume it.
 //!
 //! The login takes minutes, longer than a reconcile should, so it spans reconciles: starting it
@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Dhan allows at most this many consents per client per day (dhan-api.md §3).
+/// Dhan allows at most this many consents per client per day (docs/dhan-api.md §3).
 pub const DAILY_CONSENT_LIMIT: u32 = 25;
 
 /// How long past the Job's own deadline the operator waits for it to be marked failed before

@@ -1,4 +1,4 @@
-//! The Job that performs a browser login for the `browser` method (design.md "Browser logins in
+//! The Job that performs a browser login for the `browser` method (docs/design.md "Browser logins in
 //! Jobs"); `login.rs` creates it and reads its result.
 //!
 //! The Job gets the mobile, PIN and TOTP key through `secretKeyRef`s (never as literal values,

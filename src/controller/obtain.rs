@@ -204,7 +204,7 @@ pub async fn follow_login(
     .await?;
     if !matches!(progress, Progress::Running { .. }) {
         // The Job typed a TOTP code of some step up to now; the next code (in a login or a
-        // mint) must come from a later step, or Dhan rejects it as a replay (dhan-api.md §1).
+        // mint) must come from a later step, or Dhan rejects it as a replay (docs/dhan-api.md §1).
         let now_step = crate::dhan::totp::step_at(Utc::now());
         outcome.last_totp_step = outcome.last_totp_step.max(Some(now_step));
     }
@@ -297,7 +297,7 @@ async fn accept(
         consumer_type: issued.consumer_type.clone(),
         hash: crate::token_hash::token_hash(&uid, issued.token.expose()),
     });
-    // The previous token is dead from this moment (dhan-api.md §1, §2): write the new one
+    // The previous token is dead from this moment (docs/dhan-api.md §1, §2): write the new one
     // before anything else can fail.
     output::write(secrets, account, &issued.token, &facts, method.as_str()).await?;
     ctx.metrics
@@ -414,7 +414,7 @@ async fn record_failure(
     outcome.failure_message = Some(summary.message);
 }
 
-/// The account's registered static IPs (dhan-api.md §7), read once per refresh. Orders from
+/// The account's registered static IPs (docs/dhan-api.md §7), read once per refresh. Orders from
 /// other IPs fail, so this is worth showing; it is never changed from here.
 async fn static_ip(ctx: &Context, token: &AccessToken) -> Option<StaticIpStatus> {
     ctx.limiter.acquire().await;

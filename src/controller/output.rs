@@ -104,7 +104,7 @@ pub async fn read(secrets: &Api<Secret>, account: &DhanAccount) -> Result<Curren
     Ok(Current::Present { token, method })
 }
 
-/// What the operator needs to know about a token, from its JWT claims (dhan-api.md §5).
+/// What the operator needs to know about a token, from its JWT claims (docs/dhan-api.md §5).
 /// `None` when it is not a readable Dhan JWT.
 pub fn token_facts(
     account_uid: &str,

@@ -253,7 +253,7 @@ async fn current(ctx: &Context, account: &DhanAccount) -> Result<Option<Arc<Dhan
     Ok(api.get_opt(&account.name_any()).await?.map(Arc::new))
 }
 
-/// Asks Dhan whether `token` still works (dhan-api.md §4).
+/// Asks Dhan whether `token` still works (docs/dhan-api.md §4).
 async fn probe(ctx: &Context, token: &AccessToken) -> ProbeVerdict {
     ctx.limiter.acquire().await;
     let result = ctx.dhan.profile(token).await;

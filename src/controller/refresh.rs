@@ -87,7 +87,7 @@ pub fn applicability(
         Method::Renew => match renewable {
             Some(r) if r.facts.is_live(now) && r.facts.is_web_token() => Ok(()),
             // RenewToken refuses APP and API-key tokens with HTTP 500 DH-905 and cannot revive
-            // an expired one (dhan-api.md §2): never send it such a token.
+            // an expired one (docs/dhan-api.md §2): never send it such a token.
             _ => Err("needs a live Dhan Web (SELF) token in accessToken".into()),
         },
         Method::Totp => {
@@ -226,7 +226,7 @@ impl Attempt<'_> {
 
     /// generateAccessToken with a fresh code: never with < 5 s left in its step, never a step
     /// used before for this client, and one retry at the next step after "Invalid TOTP", which
-    /// Dhan also answers to a replayed code (dhan-api.md §1).
+    /// Dhan also answers to a replayed code (docs/dhan-api.md §1).
     async fn mint_with_totp(
         &self,
         last_step: &mut Option<u64>,

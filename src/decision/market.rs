@@ -1,4 +1,4 @@
-//! NSE trading hours in IST (dhan-api.md §8). A new token kills the one running trading
+//! NSE trading hours in IST (docs/dhan-api.md §8). A new token kills the one running trading
 //! processes hold, so proactive refreshes stay out of these hours.
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveTime, TimeZone, Utc, Weekday};

@@ -12,7 +12,7 @@ use policy::Policy;
 use schedule::{ProactiveTrigger, next_proactive_refresh};
 use std::time::Duration;
 
-/// Dhan answers "Token can be generated once every 2 minutes." (dhan-api.md §1); a margin on
+/// Dhan answers "Token can be generated once every 2 minutes." (docs/dhan-api.md §1); a margin on
 /// top keeps the operator from ever tripping it.
 pub const DEFAULT_MIN_MINT_INTERVAL: Duration = Duration::from_secs(125);
 
@@ -56,7 +56,7 @@ impl TokenFacts {
     }
 }
 
-/// What a liveness probe of the current token found (dhan-api.md §4).
+/// What a liveness probe of the current token found (docs/dhan-api.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeVerdict {
     Alive,
@@ -72,7 +72,7 @@ pub enum FailureClass {
     Transient,
     /// Dhan's mint throttle: retry once it allows.
     Throttled,
-    /// Dhan's 25 consents per client per day are used up (dhan-api.md §3): retry on the next
+    /// Dhan's 25 consents per client per day are used up (docs/dhan-api.md §3): retry on the next
     /// IST day.
     ConsentLimit,
 }

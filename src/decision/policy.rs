@@ -14,11 +14,11 @@ pub const DEFAULT_VALIDATE_EVERY: Duration = Duration::from_secs(15 * 60);
 /// A way to obtain a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Method {
-    /// RenewToken on a live Dhan Web (`SELF`) token (dhan-api.md §2).
+    /// RenewToken on a live Dhan Web (`SELF`) token (docs/dhan-api.md §2).
     Renew,
-    /// generateAccessToken with PIN + TOTP (dhan-api.md §1).
+    /// generateAccessToken with PIN + TOTP (docs/dhan-api.md §1).
     Totp,
-    /// API-key consent with a browser login (dhan-api.md §3).
+    /// API-key consent with a browser login (docs/dhan-api.md §3).
     Browser,
 }
 

@@ -46,7 +46,7 @@ impl Schedule {
     }
 
     /// The first occurrence strictly after `t` that is outside market hours: a proactive mint
-    /// then would kill the token running trading pods hold (dhan-api.md §8).
+    /// then would kill the token running trading pods hold (docs/dhan-api.md §8).
     pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut candidate = self.next_after(t)?;
         for _ in 0..10_000 {

@@ -1,4 +1,4 @@
-//! Turning any Dhan answer into a [`DhanError`] (dhan-api.md §1, §2, §4, §6).
+//! Turning any Dhan answer into a [`DhanError`] (docs/dhan-api.md §1, §2, §4, §6).
 //!
 //! Dhan's failures are mostly undocumented: four body shapes (§6), HTTP 200 with error bodies
 //! (§1), application errors sent as HTTP 500 (§2). Classification is a pure function of status

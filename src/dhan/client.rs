@@ -1,4 +1,4 @@
-//! The HTTP client for Dhan's token endpoints (dhan-api.md §1–§4, §7).
+//! The HTTP client for Dhan's token endpoints (docs/dhan-api.md §1–§4, §7).
 //!
 //! Deliberately small: one method per endpoint, no retries and no scheduling. Whether and when
 //! to call again is the caller's decision, informed by [`DhanError::kind`]. Read-only towards
@@ -100,7 +100,7 @@ impl DhanClient {
         self
     }
 
-    /// Mints a token with PIN and TOTP (dhan-api.md §1).
+    /// Mints a token with PIN and TOTP (docs/dhan-api.md §1).
     ///
     /// `POST {auth}/app/generateAccessToken?dhanClientId=&pin=&totp=`, no body. **Invalidates the
     /// client's previous token.** The URL holds the PIN and code, so it never appears in errors
@@ -128,7 +128,7 @@ impl DhanClient {
             .map_err(|e| e.redact(&secrets))
     }
 
-    /// Renews a Dhan Web (`SELF`) token for another 24 h (dhan-api.md §2).
+    /// Renews a Dhan Web (`SELF`) token for another 24 h (docs/dhan-api.md §2).
     ///
     /// `GET {api}/v2/RenewToken` with headers `access-token` and `dhanClientId`. The old token
     /// stops working; use the returned one at once. `APP` tokens get
@@ -150,7 +150,7 @@ impl DhanClient {
             .map_err(|e| e.redact(&secrets))
     }
 
-    /// Reads the profile: the liveness probe for a token (dhan-api.md §4).
+    /// Reads the profile: the liveness probe for a token (docs/dhan-api.md §4).
     pub async fn profile(&self, token: &AccessToken) -> Result<Profile, DhanError> {
         let secrets = [token.expose()];
         let url = self.api_url("/profile")?;
@@ -167,7 +167,7 @@ impl DhanClient {
     }
 
     /// Starts the API-key flow: creates a consent and returns its `consentAppId`
-    /// (dhan-api.md §3.1). At most 25 per client per day.
+    /// (docs/dhan-api.md §3.1). At most 25 per client per day.
     pub async fn generate_consent(
         &self,
         client_id: &str,
@@ -189,7 +189,7 @@ impl DhanClient {
         response::parse_consent(status, &body).map_err(|e| e.redact(&secrets))
     }
 
-    /// The browser login page for a consent (dhan-api.md §3.2).
+    /// The browser login page for a consent (docs/dhan-api.md §3.2).
     pub fn consent_login_url(&self, consent_app_id: &str) -> String {
         let mut url = Url::parse(&format!("{}/login/consentApp-login", self.auth_base))
             .expect("auth base was validated in new()");
@@ -198,7 +198,7 @@ impl DhanClient {
         url.into()
     }
 
-    /// Exchanges the `tokenId` from the login redirect for a token (dhan-api.md §3.3).
+    /// Exchanges the `tokenId` from the login redirect for a token (docs/dhan-api.md §3.3).
     ///
     /// The docs say POST, the official SDK uses GET: GET is tried first, POST only when the
     /// server answers 404 or 405 (the method is not routed), so one consent is consumed once.
@@ -237,7 +237,7 @@ impl DhanClient {
             .map_err(|e| e.redact(&secrets))
     }
 
-    /// Reads the static IPs registered on the account (dhan-api.md §7). Never changes them.
+    /// Reads the static IPs registered on the account (docs/dhan-api.md §7). Never changes them.
     pub async fn ip_info(&self, token: &AccessToken) -> Result<IpInfo, DhanError> {
         let secrets = [token.expose()];
         let url = self.api_url("/ip/getIP")?;

@@ -1,12 +1,12 @@
 //! India Standard Time: how Dhan writes clock times.
 //!
 //! Dhan returns `expiryTime` and `tokenValidity` as IST wall-clock times without an offset
-//! (dhan-api.md §1, §4). Reading them as UTC is 5h30m wrong, so every such value goes through
+//! (docs/dhan-api.md §1, §4). Reading them as UTC is 5h30m wrong, so every such value goes through
 //! this module. India has no daylight saving time (§8), so a fixed +05:30 offset is exact.
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-/// IST, UTC+05:30 all year round (dhan-api.md §8).
+/// IST, UTC+05:30 all year round (docs/dhan-api.md §8).
 pub const IST: FixedOffset = match FixedOffset::east_opt(5 * 3600 + 30 * 60) {
     Some(offset) => offset,
     None => panic!("+05:30 is a valid offset"),
@@ -32,7 +32,7 @@ impl IstParseError {
     }
 }
 
-/// Parses a token response's `expiryTime` (dhan-api.md §1).
+/// Parses a token response's `expiryTime` (docs/dhan-api.md §1).
 ///
 /// Dhan sends IST without an offset, with or without a fraction (`2026-09-11T19:19:40.019`,
 /// `2025-09-23T12:37:23`). Should a server ever add `Z` or an explicit offset, that offset is
@@ -62,7 +62,7 @@ pub fn parse_expiry_time(raw: &str) -> Result<DateTime<Utc>, IstParseError> {
     Err(IstParseError::new(raw, EXPECTED))
 }
 
-/// Parses the profile's `tokenValidity`, `DD/MM/YYYY HH:MM` in IST (dhan-api.md §4).
+/// Parses the profile's `tokenValidity`, `DD/MM/YYYY HH:MM` in IST (docs/dhan-api.md §4).
 pub fn parse_token_validity(raw: &str) -> Result<DateTime<Utc>, IstParseError> {
     const EXPECTED: &str = "DD/MM/YYYY HH:MM in IST";
     let value = raw.trim();
@@ -85,7 +85,7 @@ pub fn ist_to_utc(naive: NaiveDateTime) -> DateTime<Utc> {
 
 /// The first IST midnight strictly after `now`.
 ///
-/// Dhan's 25-consents-per-day limit (dhan-api.md §3) most probably resets at midnight IST; the
+/// Dhan's 25-consents-per-day limit (docs/dhan-api.md §3) most probably resets at midnight IST; the
 /// exact reset time is undocumented, so callers should treat this as the earliest retry.
 pub fn next_ist_midnight(now: DateTime<Utc>) -> DateTime<Utc> {
     let today: NaiveDate = now.with_timezone(&IST).date_naive();

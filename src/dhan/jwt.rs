@@ -1,6 +1,6 @@
 //! Reading the claims of a Dhan access token.
 //!
-//! Dhan tokens are HS512 JWTs (dhan-api.md §5). The operator has no key to verify them and does
+//! Dhan tokens are HS512 JWTs (docs/dhan-api.md §5). The operator has no key to verify them and does
 //! not need one: it only reads `exp` (the real expiry), `iat` and `tokenConsumerType` (`SELF`
 //! tokens can be renewed, `APP` tokens cannot — §2) to plan its own work. Dhan decides whether a
 //! token is valid.
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::error::DhanError;
 
-/// The claims the operator reads from a Dhan JWT (dhan-api.md §5).
+/// The claims the operator reads from a Dhan JWT (docs/dhan-api.md §5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
     /// `exp`: when Dhan stops accepting the token. The source of truth for expiry (§1).
@@ -27,7 +27,7 @@ pub struct TokenClaims {
 }
 
 impl TokenClaims {
-    /// Whether Dhan documents this token as renewable through `RenewToken` (dhan-api.md §2):
+    /// Whether Dhan documents this token as renewable through `RenewToken` (docs/dhan-api.md §2):
     /// only tokens generated on Dhan Web (`tokenConsumerType: "SELF"`) are.
     pub fn is_renewable(&self) -> bool {
         self.consumer_type

@@ -10,7 +10,7 @@
 //! - [`ist`]: Dhan's IST timestamps.
 //!
 //! Pure functions take `now` as an argument; the client only reads a clock for one fallback and
-//! lets tests replace it. `/work/shared/dhan-api.md` (cited as §n) is the specification.
+//! lets tests replace it. `docs/dhan-api.md` (cited as §n) is the specification.
 
 pub mod classify;
 pub mod client;

@@ -1,6 +1,6 @@
 //! Reading Dhan's success bodies, leniently.
 //!
-//! Success is decided by content, not by HTTP status (dhan-api.md §1): a token response is a
+//! Success is decided by content, not by HTTP status (docs/dhan-api.md §1): a token response is a
 //! success when it carries a non-empty `accessToken` (or `token`, §2 [?]), and anything else is
 //! handed to [`classify_for`]. Every field but the token is optional.
 
@@ -20,7 +20,7 @@ const TOKEN_LIFETIME: TimeDelta = TimeDelta::hours(24);
 /// Beyond this, JWT `exp` and `expiryTime` disagree enough to be worth a warning.
 const EXPIRY_DISAGREEMENT: TimeDelta = TimeDelta::seconds(60);
 
-/// The account profile (`GET /v2/profile`, dhan-api.md §4). Used as the liveness probe.
+/// The account profile (`GET /v2/profile`, docs/dhan-api.md §4). Used as the liveness probe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
     /// `dhanClientId`.
@@ -39,7 +39,7 @@ pub struct Profile {
     pub data_validity: Option<String>,
 }
 
-/// The static IPs registered on the account (`GET /v2/ip/getIP`, dhan-api.md §7). Read-only:
+/// The static IPs registered on the account (`GET /v2/ip/getIP`, docs/dhan-api.md §7). Read-only:
 /// the operator never sets IPs (a change locks them for 7 days).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IpInfo {

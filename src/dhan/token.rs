@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::error::DhanError;
 use super::jwt::{self, TokenClaims};
 
-/// A Dhan access token (a JWT, dhan-api.md §5).
+/// A Dhan access token (a JWT, docs/dhan-api.md §5).
 ///
 /// It prints as `AccessToken(<redacted>)` through both `Debug` and `Display`, so a token inside
 /// a struct, an error or a log line can never leak by accident; [`AccessToken::expose`] is the
@@ -21,7 +21,7 @@ impl AccessToken {
         &self.0
     }
 
-    /// Reads the JWT claims without verifying the signature (dhan-api.md §5).
+    /// Reads the JWT claims without verifying the signature (docs/dhan-api.md §5).
     pub fn claims(&self) -> Result<TokenClaims, DhanError> {
         jwt::decode_claims(&self.0)
     }
@@ -51,7 +51,7 @@ impl fmt::Display for AccessToken {
     }
 }
 
-/// A token Dhan just handed out (mint, renew or consent, dhan-api.md §1–§3).
+/// A token Dhan just handed out (mint, renew or consent, docs/dhan-api.md §1–§3).
 ///
 /// Minting and renewing invalidate the previous token of the client (§1, §2), so the caller must
 /// switch to this one at once.

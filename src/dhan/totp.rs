@@ -1,4 +1,4 @@
-//! TOTP codes for minting (dhan-api.md §1) and when it is safe to send one.
+//! TOTP codes for minting (docs/dhan-api.md §1) and when it is safe to send one.
 //!
 //! Dhan rejects a correct code that was already used within its 30-second step (replay
 //! protection, §1), and a code sent in the last seconds of its step may arrive after the step has
@@ -118,7 +118,7 @@ impl TotpKey {
     ///
     /// The current step is used unless fewer than [`MIN_REMAINING_SECONDS`] remain in it, or it
     /// is not after `last_used_step` — a step already used for this client would be rejected as
-    /// a replay (dhan-api.md §1). Otherwise the answer is to wait for the first acceptable step.
+    /// a replay (docs/dhan-api.md §1). Otherwise the answer is to wait for the first acceptable step.
     pub fn plan(&self, now: DateTime<Utc>, last_used_step: Option<u64>) -> CodePlan {
         let current = step_at(now);
         let remaining = step_start(current + 1) - now;

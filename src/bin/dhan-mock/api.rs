@@ -1,4 +1,4 @@
-//! Read-only api.dhan.co endpoints used to probe a token (dhan-api.md §4) and the static-IP
+//! Read-only api.dhan.co endpoints used to probe a token (docs/dhan-api.md §4) and the static-IP
 //! lookup (§7).
 
 use axum::extract::State;

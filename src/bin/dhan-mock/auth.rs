@@ -1,4 +1,4 @@
-//! Token-producing endpoints: TOTP mint (dhan-api.md §1), RenewToken (§2), and the API-key consent
+//! Token-producing endpoints: TOTP mint (docs/dhan-api.md §1), RenewToken (§2), and the API-key consent
 //! pair generate-consent / consumeApp-consent (§3).
 //!
 //! Each endpoint has a synchronous core taking `now_ms` (unit-tested with a fixed clock) and a

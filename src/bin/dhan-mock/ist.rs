@@ -1,4 +1,4 @@
-//! IST renderings. Dhan prints times as India local time *without* an offset (dhan-api.md §1,
+//! IST renderings. Dhan prints times as India local time *without* an offset (docs/dhan-api.md §1,
 //! §4); India has no DST (§8), but chrono-tz is used anyway so the zone is named, not hard-coded.
 
 use chrono::{DateTime, NaiveDate, Utc};

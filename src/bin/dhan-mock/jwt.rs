@@ -1,4 +1,4 @@
-//! HS512 JWTs shaped like Dhan's access tokens (dhan-api.md §5).
+//! HS512 JWTs shaped like Dhan's access tokens (docs/dhan-api.md §5).
 //!
 //! Clients are expected to decode the payload *without* verifying the signature, so the mock signs
 //! with a key only it knows: a client that tried to verify would fail, which is the point.

@@ -1,4 +1,4 @@
-// Consent login page logic (dhan-api.md §3). It imitates a React app with controlled inputs:
+// Consent login page logic (docs/dhan-api.md §3). It imitates a React app with controlled inputs:
 // the submitted values live in JS state that only *trusted* user events update, and the DOM is
 // re-rendered from that state. Assigning `.value` from a script, or dispatching synthetic
 // events, changes nothing that gets submitted — a driver must type real keys.

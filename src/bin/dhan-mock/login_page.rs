@@ -1,4 +1,4 @@
-//! The browser half of the API-key flow (dhan-api.md §3 step 2): a login page asking for the
+//! The browser half of the API-key flow (docs/dhan-api.md §3 step 2): a login page asking for the
 //! mobile number, then TOTP and PIN (order per account), a JSON endpoint the page posts each
 //! step to, and the final hop that answers 302 to `<redirect URL>?tokenId=<id>`.
 

@@ -1,5 +1,5 @@
 //! `dhan-mock`: a stand-in for Dhan's auth and token-probe APIs, written from
-//! /work/shared/dhan-api.md (not from the operator's client) so tests cannot pass on a shared
+//! docs/dhan-api.md (not from the operator's client) so tests cannot pass on a shared
 //! misunderstanding. One listener serves both hosts' paths: `/app/*` and `/login/*` (auth.dhan.co)
 //! and `/v2/*` (api.dhan.co), plus `/__control/*` for tests.
 

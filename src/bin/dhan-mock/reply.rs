@@ -1,4 +1,4 @@
-//! Responses in exactly the four error shapes of dhan-api.md §6, plus the outcome label that goes
+//! Responses in exactly the four error shapes of docs/dhan-api.md §6, plus the outcome label that goes
 //! into the call log. Handlers' core logic returns a `Reply` so unit tests can inspect status and
 //! body without running an HTTP stack.
 

@@ -1,5 +1,5 @@
 //! RFC 6238 checks (SHA1, 6 digits, 30 s) as Dhan does them for `generateAccessToken` and the
-//! consent login page (dhan-api.md §1, §3).
+//! consent login page (docs/dhan-api.md §1, §3).
 //!
 //! `totp_rs::Builder::build_noncompliant` is used because Dhan secrets can be shorter than the
 //! 128 bits the compliant constructor insists on.

@@ -101,7 +101,7 @@ fn similar_words_do_not_trigger_specific_rules() {
     ], classify);
 }
 
-/// dhan-api.md §1 [?]: "some test fixtures use HTTP 401 with the DH-901 shape" on a mint.
+/// docs/dhan-api.md §1 [?]: "some test fixtures use HTTP 401 with the DH-901 shape" on a mint.
 /// Decision: permanent `InvalidCredentials` (see `classify_for`).
 #[rustfmt::skip]
 #[test]
