@@ -5,10 +5,12 @@
 //! - [`controller`]: the Kubernetes glue that gathers facts and applies decisions.
 //! - [`crd`]: the `DhanAccount` resource.
 //! - [`http`] / [`metrics`]: the operator's HTTP surface.
+//! - [`clock`]: the one clock the reconciler reads.
 //! - [`leader`]: Lease-based leader election between replicas.
 //! - [`browser`]: the `browser-login` driver run in login Jobs (Chromium over CDP).
 
 pub mod browser;
+pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod decision;

@@ -1,5 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::clock::SystemClock;
 use dhan_operator::controller::login::LoginSettings;
 use dhan_operator::controller::login_job::LoginJobSettings;
 use dhan_operator::controller::{self, Settings};
@@ -102,6 +103,11 @@ struct RunArgs {
     #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_login_jobs: u16,
+    /// Browser logins per client and IST day that may fail after reaching Dhan's PIN/TOTP step
+    /// before the account stops (wrong PINs typed repeatedly can lock a Dhan account).
+    #[arg(long, env = "MAX_FAILED_LOGINS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_failed_logins: u32,
     /// How long one browser login may take (the Job's deadline adds a minute for Chromium).
     #[arg(long, env = "LOGIN_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
     login_timeout: Duration,
@@ -162,10 +168,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let settings = Settings {
         namespace: args.namespace,
-        dhan,
+        dhan: Arc::new(dhan),
+        clock: Arc::new(SystemClock),
+        may_mint: Arc::new(|| true),
         dhan_calls_per_second: args.dhan_calls_per_second,
         limits: Limits {
             min_mint_interval: args.min_mint_interval,
+            max_failed_logins: args.max_failed_logins,
         },
         concurrency: args.concurrency,
         login: LoginSettings {

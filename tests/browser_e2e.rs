@@ -411,7 +411,7 @@ async fn operator_counts_consents_and_stops_at_25_a_day() {
     bed.create_account("hank", browser_spec(CLIENT, "hank-dhan"))
         .await;
     // 25 consents already spent today, as a previous run of the operator recorded them.
-    let today = dhan_operator::controller::login::ist_day(chrono::Utc::now());
+    let today = dhan_operator::decision::memory::ist_day(chrono::Utc::now());
     bed.accounts()
         .patch_status(
             "hank",
@@ -541,8 +541,15 @@ async fn a_running_login_job_missing_from_status_is_followed_not_repeated() {
         chromium_image: "registry.test/headless-shell:e2e".into(),
         login_timeout: Duration::from_secs(60),
     };
-    let job =
-        dhan_operator::controller::login_job::login_job(&account, &login_url, None, &settings);
+    let consent_id = consent["consentAppId"].as_str().unwrap();
+    let job = dhan_operator::controller::login_job::login_job(
+        &account,
+        &dhan_operator::controller::login::job_name(&account, consent_id),
+        &login_url,
+        None,
+        dhan_operator::decision::RefreshReason::NoToken,
+        &settings,
+    );
     let job = jobs(&bed).create(&Default::default(), &job).await.unwrap();
     let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
     kubelet.pause();

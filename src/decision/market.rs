@@ -33,6 +33,11 @@ pub fn in_market_hours(t: DateTime<Utc>) -> bool {
     at(local, GUARD_START) <= t && t < at(local, MARKET_CLOSE)
 }
 
+/// The 15:30 IST close of the day `t` falls on.
+pub fn market_close(t: DateTime<Utc>) -> DateTime<Utc> {
+    at(t.with_timezone(&ist()), MARKET_CLOSE)
+}
+
 /// The 08:45 IST before the session `t` falls in.
 pub fn before_open(t: DateTime<Utc>) -> DateTime<Utc> {
     at(t.with_timezone(&ist()), PULL_BACK_TO)
@@ -61,6 +66,14 @@ mod tests {
         for (t, expected) in cases {
             assert_eq!(in_market_hours(utc(t)), expected, "{t}");
         }
+    }
+
+    #[test]
+    fn market_close_is_1530_ist_the_same_day() {
+        assert_eq!(
+            market_close(utc("2026-11-23T05:30:00Z")),
+            utc("2026-11-23T10:00:00Z")
+        );
     }
 
     #[test]

@@ -139,6 +139,58 @@ fn classify_by_message(parsed: &ErrorBody) -> Option<DhanError> {
     if has_any(text, &["consent limit"]) {
         return Some(DhanError::ConsentLimitExceeded { message: message() });
     }
+    // Before "invalid token", which "Invalid Token Id" also contains: a used or expired
+    // tokenId says nothing about the app's credentials (§3 step 3).
+    if has_any(
+        text,
+        &[
+            "invalid token id",
+            "invalid tokenid",
+            "token id expired",
+            "tokenid expired",
+            "token id already used",
+            "tokenid already used",
+        ],
+    ) {
+        return Some(DhanError::ConsentExpired { message: message() });
+    }
+    if has_any(
+        text,
+        &[
+            "invalid client",
+            "client id invalid",
+            "invalid dhan client",
+            "client not found",
+        ],
+    ) {
+        return Some(DhanError::InvalidClientId { message: message() });
+    }
+    if has_any(
+        text,
+        &[
+            "totp not enabled",
+            "totp is not enabled",
+            "totp has not been enabled",
+            "enable totp",
+        ],
+    ) {
+        return Some(DhanError::TotpNotEnabled { message: message() });
+    }
+    if has_any(
+        text,
+        &[
+            "account locked",
+            "account is locked",
+            "account has been locked",
+            "account blocked",
+            "account is blocked",
+            "account has been blocked",
+            "user blocked",
+            "user is blocked",
+        ],
+    ) {
+        return Some(DhanError::AccountLocked { message: message() });
+    }
     None
 }
 

@@ -1,0 +1,262 @@
+//! Applying what a round decided, in this order: the token to the output Secret (the previous
+//! token is dead the moment Dhan issues a new one, so nothing may fail before this write), the
+//! login Job, restarts of workloads, the status, the events. Nothing here decides: a refused
+//! Secret write goes back to the round, which says what it means.
+
+use super::Context;
+use super::gather::{Blocked, Gathered};
+use super::login;
+use super::output;
+use super::rollout;
+use super::status::{self, Report};
+use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::decision::round::Note;
+use crate::decision::{Assessment, Stored, assess};
+use crate::metrics::MethodLabels;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+/// Applies a finished round.
+pub async fn apply(
+    ctx: &Context,
+    account: &DhanAccount,
+    facts: Gathered,
+) -> Result<Action, kube::Error> {
+    let Gathered {
+        spec,
+        mut round,
+        moved_from,
+        ..
+    } = facts;
+    let uid = account.uid().unwrap_or_default();
+    let namespace = account.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    if let Some(held) = round.token_to_store().cloned() {
+        let secret = output::secret_for(account, &spec.output, &held.token, held.method.as_deref());
+        let result = output::write(&secrets, &secret).await;
+        match &result {
+            Ok(()) => {
+                ctx.memos.written_token(&uid, &held.token.facts.hash);
+                if let Some((name, from_uid)) = &moved_from {
+                    output::delete_moved(&secrets, name, from_uid).await?;
+                    round.notes.push(Note {
+                        warning: false,
+                        reason: "TokenMoved",
+                        message: format!(
+                            "Moved the token from Secret {name:?} to {:?} without a new mint",
+                            spec.output.name
+                        ),
+                    });
+                }
+            }
+            Err(error) => warn!(account = %account.name_any(), namespace, %error,
+                "the output Secret write was refused; the token is kept"),
+        }
+        round.stored(result.map_err(|e| describe(&e)));
+        if let Some(held) = round.token.as_ref().filter(|h| h.stored != Stored::Current)
+            && matches!(held.stored, Stored::Unwritten { .. })
+        {
+            ctx.memos.keep_unwritten(&uid, held);
+        }
+    }
+
+    if let Some(job) = &round.job_to_delete {
+        login::delete_job(ctx, &namespace, job).await;
+    }
+    if let Some(plan) = &round.job_to_create {
+        let reason = round
+            .memory
+            .login
+            .as_ref()
+            .map(|l| l.reason)
+            .expect("a login record goes with a Job to create");
+        if let Err(error) = login::create_job(ctx, account, plan, reason).await {
+            round.notes.push(Note {
+                warning: true,
+                reason: "LoginJobFailed",
+                message: format!(
+                    "could not create the login Job {}: {}",
+                    plan.job_name,
+                    describe(&error)
+                ),
+            });
+        }
+    }
+    if round.login_ended && round.job_to_create.is_none() {
+        ctx.logins.release(&uid);
+    }
+
+    let old = account.status.clone().unwrap_or_default();
+    if let Some(held) = round.token.as_ref().filter(|h| h.stored == Stored::Current)
+        && old.token_hash.as_deref() != Some(held.token.facts.hash.as_str())
+        && let Some(targets) = &account.spec.rollout_restart_targets
+    {
+        // After the Secret and before status: a crash in between repeats this on restart,
+        // and the hash check on each workload makes the repeat a no-op.
+        let hash = &held.token.facts.hash;
+        let problems = rollout::restart_targets(&ctx.client, &namespace, targets, hash).await;
+        round.notes.push(if problems.is_empty() {
+            Note {
+                warning: false,
+                reason: "RolloutRestarted",
+                message: format!("Restarted {} workload(s) for the new token", targets.len()),
+            }
+        } else {
+            Note {
+                warning: true,
+                reason: "RolloutRestartFailed",
+                message: problems.join("; "),
+            }
+        });
+    }
+
+    if let Some(held) = &round.token
+        && let Some((at, verdict)) = round.probe
+    {
+        ctx.memos
+            .remember_probe(&uid, &held.token.facts.hash, at, verdict);
+    }
+    if let Some(refreshed) = &round.refreshed {
+        let seconds = (ctx.clock.now() - refreshed.began)
+            .as_seconds_f64()
+            .max(0.0);
+        ctx.metrics
+            .refresh_duration
+            .get_or_create(&MethodLabels {
+                method: refreshed.method.as_str().into(),
+            })
+            .observe(seconds);
+    }
+
+    let now = ctx.clock.now();
+    let assessment = assess(&round, now);
+    let holder = round
+        .token
+        .as_ref()
+        .filter(|h| h.stored == Stored::Current)
+        .map(|_| spec.output.name.as_str())
+        .or(old.secret_name.as_deref());
+    let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
+    write_status(ctx, account, &old, report.compose(&old)).await?;
+    for note in &round.notes {
+        log_note(account, note);
+        publish(ctx, account, note).await;
+    }
+    Ok(requeue(&assessment))
+}
+
+/// Applies a blocked account: any login in progress is abandoned (its Job deleted, its slot
+/// freed), and the status says why nothing happens.
+pub async fn blocked(
+    ctx: &Context,
+    account: &DhanAccount,
+    why: Blocked,
+) -> Result<Action, kube::Error> {
+    let old = account.status.clone().unwrap_or_default();
+    let uid = account.uid().unwrap_or_default();
+    let mut memory = status::memory_from(&old, None);
+    if let Some(login) = memory.login.take() {
+        login::delete_job(
+            ctx,
+            &account.namespace().unwrap_or_default(),
+            &login.job_name,
+        )
+        .await;
+        ctx.logins.release(&uid);
+    }
+    let now = ctx.clock.now();
+    let live = old.expires_at.is_some_and(|t| t > now);
+    let assessment =
+        crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
+    let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
+    if old.message.as_deref() != Some(assessment.message.as_str())
+        || old.phase != Some(assessment.phase)
+    {
+        let note = Note {
+            warning: true,
+            reason: why.reason,
+            message: assessment.message.clone(),
+        };
+        log_note(account, &note);
+        publish(ctx, account, &note).await;
+    }
+    write_status(ctx, account, &old, status).await?;
+    Ok(requeue(&assessment))
+}
+
+fn requeue(assessment: &Assessment) -> Action {
+    assessment
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue)
+}
+
+/// A Kubernetes API error in words, without the request (which could carry a token).
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(e) => format!("{} ({} {})", e.message, e.code, e.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Server-side applies the status, unless it equals the current one.
+async fn write_status(
+    ctx: &Context,
+    account: &DhanAccount,
+    old: &DhanAccountStatus,
+    status: DhanAccountStatus,
+) -> Result<(), kube::Error> {
+    if &status == old {
+        return Ok(());
+    }
+    let api: Api<DhanAccount> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1",
+        "kind": "DhanAccount",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &account.name_any(),
+            &PatchParams::apply(output::FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    ctx.memos.remember_status_write(
+        &account.uid().unwrap_or_default(),
+        written.resource_version(),
+    );
+    Ok(())
+}
+
+fn log_note(account: &DhanAccount, note: &Note) {
+    let name = account.name_any();
+    let namespace = account.namespace().unwrap_or_default();
+    if note.warning {
+        warn!(account = %name, %namespace, reason = note.reason, "{}", note.message);
+    } else {
+        info!(account = %name, %namespace, reason = note.reason, "{}", note.message);
+    }
+}
+
+async fn publish(ctx: &Context, account: &DhanAccount, note: &Note) {
+    let event = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.into(),
+        note: Some(note.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &account.object_ref(&())).await {
+        warn!(%error, "could not publish event");
+    }
+}
