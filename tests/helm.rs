@@ -320,6 +320,8 @@ async fn create_account(client: &Client, namespace: &str, name: &str, client_id:
             "clientId": client_id,
             "credentialsSecret": format!("{name}-dhan"),
             "rolloutRestartTargets": [{ "kind": "Deployment", "name": "algo" }],
+            // The chart's identity must be allowed to make the Secret owned by its account.
+            "deletionPolicy": "Delete",
         },
     }))
     .unwrap();
@@ -378,7 +380,7 @@ async fn assert_refreshed(
             .iter()
             .flatten()
             .any(|o| o.kind == "DhanAccount" && o.name == name),
-        "the output Secret is owned by its DhanAccount"
+        "deletionPolicy Delete: the output Secret is owned by its DhanAccount"
     );
 
     let events = support::wait_for(Duration::from_secs(10), || async {

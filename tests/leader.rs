@@ -101,7 +101,7 @@ async fn only_the_leader_mints_and_a_standby_takes_over() {
     );
     assert!(
         second.output().contains("waiting to become leader")
-            && !second.output().contains("obtained a new token"),
+            && !second.output().contains("Obtained a new token"),
         "the standby does not reconcile"
     );
 

@@ -315,10 +315,14 @@ fn token_id_from(message: &str) -> Option<TokenId> {
 pub fn classify_login_failure(message: &str) -> LoginSeen {
     let message: String = message.chars().take(300).collect();
     let refusals = [
-        ("PIN rejected:", FailureKind::LoginRefused, true),
-        ("TOTP rejected:", FailureKind::LoginRefused, true),
-        ("TOTP or PIN rejected:", FailureKind::LoginRefused, true),
-        ("mobile number rejected:", FailureKind::LoginRefused, false),
+        ("PIN rejected:", FailureKind::InvalidPin, true),
+        ("TOTP rejected:", FailureKind::InvalidTotp, true),
+        (
+            "TOTP or PIN rejected:",
+            FailureKind::InvalidCredentials,
+            true,
+        ),
+        ("mobile number rejected:", FailureKind::InvalidMobile, false),
         ("configuration:", FailureKind::InvalidConfig, false),
     ];
     match refusals
@@ -396,15 +400,15 @@ mod tests {
     #[test]
     fn refusals_of_the_credentials_are_held_and_the_rest_backed_off() {
         for (message, kind, counts) in [
-            ("PIN rejected: Invalid PIN", FailureKind::LoginRefused, true),
+            ("PIN rejected: Invalid PIN", FailureKind::InvalidPin, true),
             (
                 "TOTP rejected: Invalid TOTP",
-                FailureKind::LoginRefused,
+                FailureKind::InvalidTotp,
                 true,
             ),
             (
                 "mobile number rejected: Mobile not registered",
-                FailureKind::LoginRefused,
+                FailureKind::InvalidMobile,
                 false,
             ),
             (

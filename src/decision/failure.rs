@@ -27,7 +27,9 @@ pub enum FailureKind {
     InvalidConfig,
     /// A web token Dhan no longer accepts cannot be renewed (docs/dhan-api.md §2).
     TokenDead,
-    /// A browser login refused a credential (PIN, TOTP, mobile, password).
+    /// The login page did not accept the mobile number.
+    InvalidMobile,
+    /// A browser login refused another credential (a password step, say).
     LoginRefused,
     /// Too many failed browser logins today: stop before Dhan locks the account.
     LoginLockout,
@@ -79,6 +81,7 @@ impl FailureKind {
             MalformedToken => "MalformedToken",
             InvalidConfig => "InvalidConfig",
             TokenDead => "TokenDead",
+            InvalidMobile => "InvalidMobile",
             LoginRefused => "LoginRefused",
             LoginLockout => "LoginLockout",
             NoUsableMethod => "NoUsableMethod",
@@ -100,8 +103,8 @@ impl FailureKind {
         match self {
             InvalidPin | InvalidTotp | InvalidCredentials | InvalidClientId | TotpNotEnabled
             | AccountLocked | AppUnauthorized | NoApiAccess | AccountIssue | RenewNotAllowed
-            | MalformedToken | InvalidConfig | TokenDead | LoginRefused | LoginLockout
-            | NoUsableMethod => Handling::Hold,
+            | MalformedToken | InvalidConfig | TokenDead | InvalidMobile | LoginRefused
+            | LoginLockout | NoUsableMethod => Handling::Hold,
             MintThrottled => Handling::AfterMintInterval,
             ConsentLimitExceeded => Handling::NextIstDay,
             RateLimited | ServerError | Rejected | UnexpectedResponse | Timeout | Network
@@ -122,6 +125,7 @@ impl FailureKind {
                 | TotpNotEnabled
                 | AccountLocked
                 | AppUnauthorized
+                | InvalidMobile
                 | LoginRefused
                 | LoginLockout
         )
@@ -339,6 +343,7 @@ mod tests {
             MalformedToken,
             InvalidConfig,
             TokenDead,
+            InvalidMobile,
             LoginRefused,
             LoginLockout,
             NoUsableMethod,
