@@ -7,11 +7,12 @@ use super::Context;
 use super::gather::{Blocked, Gathered};
 use super::login;
 use super::output;
+use super::output::OutputSpec;
 use super::rollout;
 use super::status::{self, Report};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Note;
-use crate::decision::{Assessment, Stored, assess};
+use crate::decision::{Assessment, Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -32,106 +33,11 @@ pub async fn apply(
         moved_from,
         ..
     } = facts;
-    let uid = account.uid().unwrap_or_default();
-    let namespace = account.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-
-    if let Some(held) = round.token_to_store().cloned() {
-        let secret = output::secret_for(account, &spec.output, &held.token, held.method.as_deref());
-        let result = output::write(&secrets, &secret).await;
-        match &result {
-            Ok(()) => {
-                ctx.memos.written_token(&uid, &held.token.facts.hash);
-                if let Some((name, from_uid)) = &moved_from {
-                    output::delete_moved(&secrets, name, from_uid).await?;
-                    round.notes.push(Note {
-                        warning: false,
-                        reason: "TokenMoved",
-                        message: format!(
-                            "Moved the token from Secret {name:?} to {:?} without a new mint",
-                            spec.output.name
-                        ),
-                    });
-                }
-            }
-            Err(error) => warn!(account = %account.name_any(), namespace, %error,
-                "the output Secret write was refused; the token is kept"),
-        }
-        round.stored(result.map_err(|e| describe(&e)));
-        if let Some(held) = round.token.as_ref().filter(|h| h.stored != Stored::Current)
-            && matches!(held.stored, Stored::Unwritten { .. })
-        {
-            ctx.memos.keep_unwritten(&uid, held);
-        }
-    }
-
-    if let Some(job) = &round.job_to_delete {
-        login::delete_job(ctx, &namespace, job).await;
-    }
-    if let Some(plan) = &round.job_to_create {
-        let reason = round
-            .memory
-            .login
-            .as_ref()
-            .map(|l| l.reason)
-            .expect("a login record goes with a Job to create");
-        if let Err(error) = login::create_job(ctx, account, plan, reason).await {
-            round.notes.push(Note {
-                warning: true,
-                reason: "LoginJobFailed",
-                message: format!(
-                    "could not create the login Job {}: {}",
-                    plan.job_name,
-                    describe(&error)
-                ),
-            });
-        }
-    }
-    if round.login_ended && round.job_to_create.is_none() {
-        ctx.logins.release(&uid);
-    }
-
+    store_token(ctx, account, &spec.output, &mut round, moved_from).await?;
+    login_jobs(ctx, account, &mut round).await;
     let old = account.status.clone().unwrap_or_default();
-    if let Some(held) = round.token.as_ref().filter(|h| h.stored == Stored::Current)
-        && old.token_hash.as_deref() != Some(held.token.facts.hash.as_str())
-        && let Some(targets) = &account.spec.rollout_restart_targets
-    {
-        // After the Secret and before status: a crash in between repeats this on restart,
-        // and the hash check on each workload makes the repeat a no-op.
-        let hash = &held.token.facts.hash;
-        let problems = rollout::restart_targets(&ctx.client, &namespace, targets, hash).await;
-        round.notes.push(if problems.is_empty() {
-            Note {
-                warning: false,
-                reason: "RolloutRestarted",
-                message: format!("Restarted {} workload(s) for the new token", targets.len()),
-            }
-        } else {
-            Note {
-                warning: true,
-                reason: "RolloutRestartFailed",
-                message: problems.join("; "),
-            }
-        });
-    }
-
-    if let Some(held) = &round.token
-        && let Some((at, verdict)) = round.probe
-    {
-        ctx.memos
-            .remember_probe(&uid, &held.token.facts.hash, at, verdict);
-    }
-    if let Some(refreshed) = &round.refreshed {
-        let seconds = (ctx.clock.now() - refreshed.began)
-            .as_seconds_f64()
-            .max(0.0);
-        ctx.metrics
-            .refresh_duration
-            .get_or_create(&MethodLabels {
-                method: refreshed.method.as_str().into(),
-            })
-            .observe(seconds);
-    }
+    restart_workloads(ctx, account, &old, &mut round).await;
+    remember(ctx, account, &round);
 
     let now = ctx.clock.now();
     let assessment = assess(&round, now);
@@ -148,6 +54,141 @@ pub async fn apply(
         publish(ctx, account, note).await;
     }
     Ok(requeue(&assessment))
+}
+
+/// The token into the output Secret, first. A refused write keeps the token in memory (it is
+/// the only live one) and goes back to the round, which reports it and retries the write.
+async fn store_token(
+    ctx: &Context,
+    account: &DhanAccount,
+    spec: &OutputSpec,
+    round: &mut Round,
+    moved_from: Option<(String, String)>,
+) -> Result<(), kube::Error> {
+    let Some(held) = round.token_to_store().cloned() else {
+        return Ok(());
+    };
+    let uid = account.uid().unwrap_or_default();
+    let namespace = account.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
+    let result = output::write(&secrets, &secret).await;
+    match &result {
+        Ok(()) => {
+            ctx.memos.written_token(&uid, &held.token.facts.hash);
+            if let Some((name, from_uid)) = &moved_from {
+                output::delete_moved(&secrets, name, from_uid).await?;
+                round.notes.push(Note {
+                    warning: false,
+                    reason: "TokenMoved",
+                    message: format!(
+                        "Moved the token from Secret {name:?} to {:?} without a new mint",
+                        spec.name
+                    ),
+                });
+            }
+        }
+        Err(error) => warn!(account = %account.name_any(), namespace, %error,
+            "the output Secret write was refused; the token is kept"),
+    }
+    round.stored(result.map_err(|e| describe(&e)));
+    if let Some(held) = round
+        .token
+        .as_ref()
+        .filter(|h| matches!(h.stored, Stored::Unwritten { .. }))
+    {
+        ctx.memos.keep_unwritten(&uid, held);
+    }
+    Ok(())
+}
+
+/// Deletes a finished login Job, creates a new one, frees the slot of a login that ended.
+async fn login_jobs(ctx: &Context, account: &DhanAccount, round: &mut Round) {
+    let namespace = account.namespace().unwrap_or_default();
+    if let Some(job) = &round.job_to_delete {
+        login::delete_job(ctx, &namespace, job).await;
+    }
+    if let Some(plan) = &round.job_to_create {
+        let reason = round
+            .memory
+            .login
+            .as_ref()
+            .map(|l| l.reason)
+            .expect("a login record goes with a Job to create");
+        if let Err(error) = login::create_job(ctx, account, plan, reason).await {
+            let message = format!(
+                "could not create the login Job {}: {}",
+                plan.job_name,
+                describe(&error)
+            );
+            round.notes.push(Note {
+                warning: true,
+                reason: "LoginJobFailed",
+                message,
+            });
+        }
+    }
+    if round.login_ended && round.job_to_create.is_none() {
+        ctx.logins.release(&account.uid().unwrap_or_default());
+    }
+}
+
+/// Restarts the rollout targets after a real token change. After the Secret and before
+/// status: a crash in between repeats this on restart, and the hash check on each workload
+/// makes the repeat a no-op.
+async fn restart_workloads(
+    ctx: &Context,
+    account: &DhanAccount,
+    old: &DhanAccountStatus,
+    round: &mut Round,
+) {
+    let Some(held) = round.token.as_ref().filter(|h| h.stored == Stored::Current) else {
+        return;
+    };
+    let Some(targets) = &account.spec.rollout_restart_targets else {
+        return;
+    };
+    let hash = &held.token.facts.hash;
+    if old.token_hash.as_deref() == Some(hash.as_str()) {
+        return;
+    }
+    let namespace = account.namespace().unwrap_or_default();
+    let problems = rollout::restart_targets(&ctx.client, &namespace, targets, hash).await;
+    round.notes.push(if problems.is_empty() {
+        Note {
+            warning: false,
+            reason: "RolloutRestarted",
+            message: format!("Restarted {} workload(s) for the new token", targets.len()),
+        }
+    } else {
+        Note {
+            warning: true,
+            reason: "RolloutRestartFailed",
+            message: problems.join("; "),
+        }
+    });
+}
+
+/// What this process keeps beyond the status: the probe, the refresh duration.
+fn remember(ctx: &Context, account: &DhanAccount, round: &Round) {
+    if let Some(held) = &round.token
+        && let Some((at, verdict)) = round.probe
+    {
+        let uid = account.uid().unwrap_or_default();
+        ctx.memos
+            .remember_probe(&uid, &held.token.facts.hash, at, verdict);
+    }
+    if let Some(refreshed) = &round.refreshed {
+        let seconds = (ctx.clock.now() - refreshed.began)
+            .as_seconds_f64()
+            .max(0.0);
+        ctx.metrics
+            .refresh_duration
+            .get_or_create(&MethodLabels {
+                method: refreshed.method.as_str().into(),
+            })
+            .observe(seconds);
+    }
 }
 
 /// Applies a blocked account: any login in progress is abandoned (its Job deleted, its slot

@@ -9,9 +9,9 @@ use super::login::{self, LoginFound};
 use super::output::{self, Found};
 use super::spec::{self, Spec};
 use super::status::memory_from;
-use crate::crd::DhanAccount;
+use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Inputs;
-use crate::decision::{Held, LoginSeen, Method, Phase, Round, Stored, Token};
+use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token};
 use crate::dhan::AccessToken;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -76,53 +76,10 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
 
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-    let out = &spec.output;
-    let (mut token, mut moved_from) = match output::read(&secrets, account, &out.name, out).await? {
-        Found::Foreign => {
-            return Ok(blocked(
-                Phase::Failed,
-                "SecretNotOwned",
-                format!(
-                    "Secret {:?} exists and is not owned by this DhanAccount; it is left \
-                     untouched — delete it or choose another spec.secretName",
-                    out.name
-                ),
-            ));
-        }
-        Found::Ours {
-            token: Some(token),
-            method,
-            shaped,
-            ..
-        } => (
-            Some(held(token, method.or(status.method.clone()), shaped)),
-            None,
-        ),
-        Found::Ours { token: None, .. } | Found::Absent => (None, None),
+    let (token, moved_from) = match find_token(ctx, account, &secrets, &spec, &status).await? {
+        Ok(found) => found,
+        Err(blocked) => return Ok(Facts::Blocked(blocked)),
     };
-    if token.is_none()
-        && let Some(previous) = status.secret_name.as_ref().filter(|n| **n != out.name)
-        && let Found::Ours {
-            uid: from_uid,
-            token: Some(found),
-            method,
-            ..
-        } = output::read(&secrets, account, previous, out).await?
-    {
-        token = Some(held(found, method.or(status.method.clone()), false));
-        moved_from = Some((previous.clone(), from_uid));
-    }
-    if let Some(kept) = ctx.memos.unwritten(&uid) {
-        let landed = token
-            .as_ref()
-            .is_some_and(|t| t.token.facts.hash == kept.token.facts.hash);
-        if landed {
-            ctx.memos.written_token(&uid, &kept.token.facts.hash);
-        } else if kept.token.facts.is_live(now) {
-            token = Some(kept);
-            moved_from = None;
-        }
-    }
 
     let credentials =
         Credentials::load(&secrets, &account.spec, account.metadata.generation).await?;
@@ -138,30 +95,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     let mut memory = memory_from(&status, facts);
     let probe = ctx.memos.probe(&uid, facts.map(|f| f.hash.as_str()));
 
-    let namespace = account.namespace().unwrap_or_default();
-    let found = match &memory.login {
-        Some(record) => login::progress(ctx, &namespace, record, &credentials).await?,
-        None if ctx.login.enabled && spec.policy.methods.contains(&Method::Browser) => {
-            match login::unrecorded(ctx, account).await? {
-                Some(record) => {
-                    ctx.logins.hold(&uid);
-                    memory.login = Some(record);
-                    LoginFound {
-                        seen: LoginSeen::Running,
-                        token_id: None,
-                    }
-                }
-                None => LoginFound {
-                    seen: LoginSeen::None,
-                    token_id: None,
-                },
-            }
-        }
-        None => LoginFound {
-            seen: LoginSeen::None,
-            token_id: None,
-        },
-    };
+    let found = find_login(ctx, account, &spec, &credentials, &mut memory).await?;
     let inputs = Inputs {
         policy: spec.policy.clone(),
         limits: ctx.limits.clone(),
@@ -181,6 +115,99 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         moved_from,
         token_id: found.token_id,
     })))
+}
+
+/// The current token: in the output Secret, in the Secret it moved from (a renamed
+/// `secretName`), or obtained and not yet written (kept in memory). `Err` when the output
+/// Secret belongs to someone else.
+async fn find_token(
+    ctx: &Context,
+    account: &DhanAccount,
+    secrets: &Api<Secret>,
+    spec: &Spec,
+    status: &DhanAccountStatus,
+) -> Result<Result<(Option<Held>, Option<(String, String)>), Blocked>, kube::Error> {
+    let uid = account.uid().unwrap_or_default();
+    let out = &spec.output;
+    let (mut token, mut moved_from) = match output::read(secrets, account, &out.name, out).await? {
+        Found::Foreign => {
+            return Ok(Err(Blocked {
+                phase: Phase::Failed,
+                reason: "SecretNotOwned",
+                message: format!(
+                    "Secret {:?} exists and is not owned by this DhanAccount; it is left \
+                     untouched — delete it or choose another spec.secretName",
+                    out.name
+                ),
+                requeue: None,
+            }));
+        }
+        Found::Ours {
+            token: Some(token),
+            method,
+            shaped,
+            ..
+        } => (
+            Some(held(token, method.or(status.method.clone()), shaped)),
+            None,
+        ),
+        Found::Ours { token: None, .. } | Found::Absent => (None, None),
+    };
+    if token.is_none()
+        && let Some(previous) = status.secret_name.as_ref().filter(|n| **n != out.name)
+        && let Found::Ours {
+            uid: from_uid,
+            token: Some(found),
+            method,
+            ..
+        } = output::read(secrets, account, previous, out).await?
+    {
+        token = Some(held(found, method.or(status.method.clone()), false));
+        moved_from = Some((previous.clone(), from_uid));
+    }
+    if let Some(kept) = ctx.memos.unwritten(&uid) {
+        let landed = token
+            .as_ref()
+            .is_some_and(|t| t.token.facts.hash == kept.token.facts.hash);
+        if landed {
+            ctx.memos.written_token(&uid, &kept.token.facts.hash);
+        } else if kept.token.facts.is_live(ctx.clock.now()) {
+            token = Some(kept);
+            moved_from = None;
+        }
+    }
+    Ok(Ok((token, moved_from)))
+}
+
+/// What became of the recorded browser login; a running login Job the status does not name
+/// (created just before a crash) is adopted into the memory.
+async fn find_login(
+    ctx: &Context,
+    account: &DhanAccount,
+    spec: &Spec,
+    credentials: &Credentials,
+    memory: &mut Memory,
+) -> Result<LoginFound, kube::Error> {
+    let nothing = LoginFound {
+        seen: LoginSeen::None,
+        token_id: None,
+    };
+    if let Some(record) = &memory.login {
+        let namespace = account.namespace().unwrap_or_default();
+        return login::progress(ctx, &namespace, record, credentials).await;
+    }
+    if !ctx.login.enabled || !spec.policy.methods.contains(&Method::Browser) {
+        return Ok(nothing);
+    }
+    let Some(record) = login::unrecorded(ctx, account).await? else {
+        return Ok(nothing);
+    };
+    ctx.logins.hold(&account.uid().unwrap_or_default());
+    memory.login = Some(record);
+    Ok(LoginFound {
+        seen: LoginSeen::Running,
+        token_id: None,
+    })
 }
 
 fn held(token: Token, method: Option<String>, shaped: bool) -> Held {

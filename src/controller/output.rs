@@ -297,5 +297,5 @@ pub async fn delete_moved(secrets: &Api<Secret>, name: &str, uid: &str) -> Resul
 
 /// RFC 3339 in UTC with second precision, as written to Secrets and status.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    crate::decision::round::rfc3339(t)
+    crate::decision::rfc3339(t)
 }

@@ -3,8 +3,10 @@
 //! authoritative — and it runs before any call to Dhan, so a spec the output Secret could
 //! not be written with never costs a mint (a new token kills the previous one).
 
-use super::output::{ACCOUNT_LABEL, MANAGED_BY_LABEL, OPERATOR_ANNOTATION_PREFIX, OutputSpec};
-use crate::crd::{DhanAccount, DhanAccountSpec};
+use super::output::{
+    ACCOUNT_LABEL, Keys, MANAGED_BY_LABEL, OPERATOR_ANNOTATION_PREFIX, OutputSpec,
+};
+use crate::crd::{DhanAccount, DhanAccountSpec, SecretKeys};
 use crate::decision::duration::parse_duration;
 use crate::decision::policy::{
     DEFAULT_RENEW_BEFORE, DEFAULT_SCHEDULE, DEFAULT_TIME_ZONE, DEFAULT_VALIDATE_EVERY,
@@ -137,8 +139,32 @@ fn output(account: &DhanAccount) -> Result<OutputSpec, SpecError> {
         return Err(invalid(field, format!("{name:?} {problem}")));
     }
     let template = spec.secret_template.clone().unwrap_or_default();
-    let custom = template.keys.unwrap_or_default();
-    let keys = super::output::Keys {
+    let keys = keys(template.keys.unwrap_or_default())?;
+    let labels = template.labels.unwrap_or_default();
+    let annotations = template.annotations.unwrap_or_default();
+    metadata(&labels, &annotations)?;
+    let delete_with_account = match spec.deletion_policy.as_deref() {
+        None | Some("Retain") => false,
+        Some("Delete") => true,
+        Some(other) => {
+            return Err(invalid(
+                "deletionPolicy",
+                format!("{other:?} must be Retain or Delete"),
+            ));
+        }
+    };
+    Ok(OutputSpec {
+        name,
+        keys,
+        labels,
+        annotations,
+        delete_with_account,
+    })
+}
+
+/// The output Secret's key names: valid, and one per value.
+fn keys(custom: SecretKeys) -> Result<Keys, SpecError> {
+    let keys = Keys {
         token: custom
             .access_token
             .unwrap_or_else(|| super::output::DEFAULT_TOKEN_KEY.into()),
@@ -164,8 +190,15 @@ fn output(account: &DhanAccount) -> Result<OutputSpec, SpecError> {
             ));
         }
     }
-    let labels = template.labels.unwrap_or_default();
-    for (key, value) in &labels {
+    Ok(keys)
+}
+
+/// The template's labels and annotations: what the API server accepts, none of the operator's.
+fn metadata(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), SpecError> {
+    for (key, value) in labels {
         qualified_name(key)
             .map_err(|p| invalid("secretTemplate.labels", format!("key {key:?} {p}")))?;
         label_value(value)
@@ -177,9 +210,8 @@ fn output(account: &DhanAccount) -> Result<OutputSpec, SpecError> {
             ));
         }
     }
-    let annotations = template.annotations.unwrap_or_default();
     let mut size = 0;
-    for (key, value) in &annotations {
+    for (key, value) in annotations {
         qualified_name(key)
             .map_err(|p| invalid("secretTemplate.annotations", format!("key {key:?} {p}")))?;
         if key.starts_with(OPERATOR_ANNOTATION_PREFIX) {
@@ -196,23 +228,7 @@ fn output(account: &DhanAccount) -> Result<OutputSpec, SpecError> {
             "total size exceeds what the API server accepts (256 KiB, less the operator's)",
         ));
     }
-    let delete_with_account = match spec.deletion_policy.as_deref() {
-        None | Some("Retain") => false,
-        Some("Delete") => true,
-        Some(other) => {
-            return Err(invalid(
-                "deletionPolicy",
-                format!("{other:?} must be Retain or Delete"),
-            ));
-        }
-    };
-    Ok(OutputSpec {
-        name,
-        keys,
-        labels,
-        annotations,
-        delete_with_account,
-    })
+    Ok(())
 }
 
 fn alnum(c: char) -> bool {

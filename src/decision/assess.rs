@@ -3,7 +3,8 @@
 
 use super::decide::{Block, Decision, Wait};
 use super::duration::format_duration;
-use super::round::{LoginSeen, Round, Stored, rfc3339};
+use super::rfc3339;
+use super::round::{LoginSeen, Round, Stored};
 use super::token::ProbeVerdict;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -84,188 +85,192 @@ pub fn blocked(
     }
 }
 
+/// What the assessment of a round looks at.
+struct View<'a> {
+    round: &'a Round,
+    now: DateTime<Utc>,
+    /// A valid token is in the output Secret.
+    ready: bool,
+    /// "current token valid until …", "no token yet", …
+    validity: String,
+}
+
+impl View<'_> {
+    fn until(&self, t: DateTime<Utc>) -> Duration {
+        (t - self.now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_secs(1))
+    }
+
+    /// The Ready reason: `TokenValid`, or the failure that left no valid token.
+    fn reason(&self) -> String {
+        match &self.round.memory.last_failure {
+            _ if self.ready => "TokenValid".into(),
+            Some(failure) => failure.reason.clone(),
+            None => "NoValidToken".into(),
+        }
+    }
+
+    fn failure_text(&self) -> String {
+        self.round
+            .memory
+            .last_failure
+            .as_ref()
+            .map_or_else(|| "last refresh failed".into(), |f| f.message.clone())
+    }
+
+    fn assessment(&self, phase: Phase, message: String) -> Assessment {
+        Assessment {
+            phase,
+            ready: self.ready,
+            reason: self.reason(),
+            message,
+            next_refresh: None,
+            requeue: None,
+        }
+    }
+}
+
 /// Where a round left the account.
 pub fn assess(round: &Round, now: DateTime<Utc>) -> Assessment {
     let facts = round.token_facts();
     let dead = matches!(round.probe, Some((_, ProbeVerdict::Dead)));
-    let unwritten = round.token.as_ref().and_then(|h| match &h.stored {
-        Stored::Unwritten {
-            refusals,
-            last_error: Some(error),
-        } => Some((*refusals, error.clone())),
-        _ => None,
-    });
     let live = facts.is_some_and(|t| t.is_live(now)) && !dead;
-    let ready = live && unwritten.is_none();
-    let until = |t: DateTime<Utc>| {
-        (t - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .max(Duration::from_secs(1))
-    };
     let validity = match facts {
         Some(t) if live => format!("current token valid until {}", rfc3339(t.expires_at)),
         Some(_) if dead => "Dhan rejected the current token".into(),
         Some(t) => format!("current token expired at {}", rfc3339(t.expires_at)),
         None => "no token yet".into(),
     };
-    // The Ready reason: the token's state, or the failure that left none.
-    let ready_reason = || match &round.memory.last_failure {
-        _ if ready => "TokenValid".to_string(),
-        Some(failure) => failure.reason.clone(),
-        None => "NoValidToken".to_string(),
-    };
-    let plain = |live: bool| if live { "TokenValid" } else { "NoValidToken" }.to_string();
-    if let Some((refusals, error)) = unwritten {
-        let retry = write_retry(refusals);
-        return Assessment {
-            phase: Phase::Backoff,
-            ready: false,
-            reason: "SecretWriteRefused".into(),
-            message: format!(
-                "token obtained but the Secret write was refused ({refusals}×): {error}; the \
-                 token is kept in memory and written again in {} — no new token is minted \
-                 while it is valid",
-                format_duration(retry)
-            ),
-            next_refresh: None,
-            requeue: Some(retry),
-        };
+    if let Some(Stored::Unwritten {
+        refusals,
+        last_error: Some(error),
+    }) = round.token.as_ref().map(|h| &h.stored)
+    {
+        return write_refused(*refusals, error);
     }
-    let base = |phase, reason, message| Assessment {
-        phase,
-        ready,
-        reason,
-        message,
-        next_refresh: None,
-        requeue: None,
+    let view = View {
+        round,
+        now,
+        ready: live,
+        validity,
     };
-    if let Some(login) = round
-        .memory
-        .login
-        .as_ref()
-        .filter(|_| round.login == LoginSeen::Running)
+    if let Some(login) = round.memory.login.as_ref()
+        && round.login == LoginSeen::Running
     {
         // The Job's changes wake the reconciler; the requeue only bounds a missed event.
+        let message = format!(
+            "browser login running in Job {} since {}; {}",
+            login.job_name,
+            rfc3339(login.started_at),
+            view.validity
+        );
         return Assessment {
             requeue: Some(Duration::from_secs(30)),
-            ..base(
-                Phase::WaitingForLogin,
-                plain(ready),
-                format!(
-                    "browser login running in Job {} since {}; {validity}",
-                    login.job_name,
-                    rfc3339(login.started_at)
-                ),
-            )
+            ..view.assessment(Phase::WaitingForLogin, message)
         };
     }
     if let Some(why) = &round.queued {
+        let message = format!("{why}; {}", view.validity);
         return Assessment {
             requeue: Some(Duration::from_secs(10)),
-            ..base(
-                Phase::WaitingForLogin,
-                plain(ready),
-                format!("{why}; {validity}"),
-            )
+            ..view.assessment(Phase::WaitingForLogin, message)
         };
     }
-    let failure_text = || {
-        round
-            .memory
-            .last_failure
-            .as_ref()
-            .map(|f| f.message.clone())
-            .unwrap_or_else(|| "last refresh failed".into())
-    };
     match round.decision.clone().unwrap_or(Decision::Suspended) {
-        Decision::Suspended => base(
+        Decision::Suspended => view.assessment(
             Phase::Suspended,
-            if ready { "TokenValid" } else { "Suspended" }.to_string(),
             "suspended: no calls to Dhan; the token Secret is left as it is".into(),
         ),
-        Decision::HoldFailed { until: wake } => Assessment {
-            requeue: wake.filter(|t| *t > now).map(until),
-            ..base(
+        Decision::HoldFailed { until } => Assessment {
+            requeue: until.filter(|t| *t > now).map(|t| view.until(t)),
+            ..view.assessment(
                 Phase::Failed,
-                ready_reason(),
                 format!(
                     "{}; not retrying until the DhanAccount or one of its credential Secrets \
-                     changes; {validity}",
-                    failure_text()
+                     changes; {}",
+                    view.failure_text(),
+                    view.validity
                 ),
             )
         },
-        Decision::Wait(Wait {
-            until: at,
-            next_refresh,
-            blocked,
-        }) => {
-            let (phase, reason, message) = match (blocked, ready) {
-                (None, true) => (
-                    Phase::Ready,
-                    plain(true),
-                    format!("{validity}; next refresh at {}", rfc3339(next_refresh)),
-                ),
-                (Some((reason, Block::MarketHours)), _) => (
-                    Phase::Ready,
-                    ready_reason(),
-                    format!(
-                        "{validity}; refresh ({}) held until {}: a new token during market \
-                         hours would kill the one running pods hold",
-                        reason.describe(),
-                        rfc3339(next_refresh)
-                    ),
-                ),
-                (Some(_), _) if round.memory.failed_attempts > 0 => (
-                    Phase::Backoff,
-                    ready_reason(),
-                    format!(
-                        "attempt {} failed: {}; retrying at {} (in {}); {validity}",
-                        round.memory.failed_attempts,
-                        failure_text(),
-                        rfc3339(next_refresh),
-                        format_duration(until(next_refresh))
-                    ),
-                ),
-                (Some((reason, Block::Limits)), true) => (
-                    Phase::Ready,
-                    plain(true),
-                    format!(
-                        "{validity}; refresh ({}) held until {} by Dhan's mint limit",
-                        reason.describe(),
-                        rfc3339(next_refresh)
-                    ),
-                ),
-                (Some((reason, Block::Limits)), false) => (
-                    if facts.is_some() {
-                        Phase::Expired
-                    } else {
-                        Phase::Pending
-                    },
-                    plain(false),
-                    format!(
-                        "{}; {validity}; Dhan's limits allow the next token at {}",
-                        reason.describe(),
-                        rfc3339(next_refresh)
-                    ),
-                ),
-                (None, false) => (Phase::Expired, plain(false), validity.clone()),
-            };
-            Assessment {
-                next_refresh: Some(next_refresh),
-                requeue: Some(until(at)),
-                ..base(phase, reason, message)
-            }
-        }
+        Decision::Wait(wait) => waiting(&view, &wait),
         // The round stopped before a decision settled (its step budget).
         Decision::Refresh(_) | Decision::Probe | Decision::Adopt => Assessment {
             requeue: Some(Duration::from_secs(5)),
-            ..base(
+            ..view.assessment(
                 Phase::Refreshing,
-                plain(ready),
-                format!("refresh in progress; {validity}"),
+                format!("refresh in progress; {}", view.validity),
             )
         },
+    }
+}
+
+/// A new token that could not be written: the only live token, kept and written again.
+fn write_refused(refusals: u32, error: &str) -> Assessment {
+    let retry = write_retry(refusals);
+    Assessment {
+        phase: Phase::Backoff,
+        ready: false,
+        reason: "SecretWriteRefused".into(),
+        message: format!(
+            "token obtained but the Secret write was refused ({refusals}×): {error}; the token \
+             is kept in memory and written again in {} — no new token is minted while it is \
+             valid",
+            format_duration(retry)
+        ),
+        next_refresh: None,
+        requeue: Some(retry),
+    }
+}
+
+/// Nothing to do until `wait.until`: ready, held back, or backing off.
+fn waiting(view: &View<'_>, wait: &Wait) -> Assessment {
+    let next = rfc3339(wait.next_refresh);
+    let validity = &view.validity;
+    let (phase, message) = match (wait.blocked, view.ready) {
+        (None, true) => (Phase::Ready, format!("{validity}; next refresh at {next}")),
+        (Some((reason, Block::MarketHours)), _) => (
+            Phase::Ready,
+            format!(
+                "{validity}; refresh ({}) held until {next}: a new token during market hours \
+                 would kill the one running pods hold",
+                reason.describe()
+            ),
+        ),
+        (Some(_), _) if view.round.memory.failed_attempts > 0 => (
+            Phase::Backoff,
+            format!(
+                "attempt {} failed: {}; retrying at {next} (in {}); {validity}",
+                view.round.memory.failed_attempts,
+                view.failure_text(),
+                format_duration(view.until(wait.next_refresh))
+            ),
+        ),
+        (Some((reason, Block::Limits)), true) => (
+            Phase::Ready,
+            format!(
+                "{validity}; refresh ({}) held until {next} by Dhan's mint limit",
+                reason.describe()
+            ),
+        ),
+        (Some((reason, Block::Limits)), false) => (
+            if view.round.token.is_some() {
+                Phase::Expired
+            } else {
+                Phase::Pending
+            },
+            format!(
+                "{}; {validity}; Dhan's limits allow the next token at {next}",
+                reason.describe()
+            ),
+        ),
+        (None, false) => (Phase::Expired, validity.clone()),
+    };
+    Assessment {
+        next_refresh: Some(wait.next_refresh),
+        requeue: Some(view.until(wait.until)),
+        ..view.assessment(phase, message)
     }
 }

@@ -1,7 +1,7 @@
 //! What the operator remembers about an account between reconciles. It lives in the status
 //! (and the output Secret's annotations), so it survives restarts and leader changes.
 
-use super::decide::RefreshReason;
+use super::reason::RefreshReason;
 use crate::dhan::IST;
 use chrono::{DateTime, Utc};
 

@@ -18,16 +18,18 @@ pub mod market;
 pub mod memory;
 pub mod method;
 pub mod policy;
+pub mod reason;
 pub mod round;
 pub mod schedule;
 pub mod token;
 
 pub use assess::{Assessment, Phase, assess};
-pub use decide::{Block, Decision, Facts, RefreshReason, Wait, decide};
+pub use decide::{Block, Decision, Facts, Wait, decide};
 pub use failure::{Failure, FailureKind, MethodFailure};
 pub use memory::{DayCount, LastFailure, LoginRecord, Memory};
 pub use method::{Method, Usable};
 pub use policy::{Limits, Policy};
+pub use reason::RefreshReason;
 pub use round::{Held, Inputs, LoginSeen, Outcome, Round, Step, Stored};
 pub use token::{ProbeVerdict, Token, TokenFacts};
 
@@ -36,6 +38,11 @@ use std::time::Duration;
 
 fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// RFC 3339 in UTC with second precision, as written to Secrets, status and messages.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Retry time after the `failed_attempts`-th consecutive failure handled by backoff.
