@@ -92,9 +92,12 @@ pub fn classify_for(endpoint: Endpoint, status: u16, body: &str) -> DhanError {
     }
 }
 
+/// Phrases, and the error they mean given Dhan's message.
+type MessageRule = (&'static [&'static str], fn(String) -> DhanError);
+
 /// Phrases that name what happened, whatever the status, in order of precedence, with the
 /// error each means. (A wrong PIN stays a wrong PIN when the text also mentions the account.)
-const MESSAGE_RULES: &[(&[&str], fn(String) -> DhanError)] = &[
+const MESSAGE_RULES: &[MessageRule] = &[
     (
         &[
             "invalid pin",
