@@ -12,13 +12,13 @@ use super::rollout;
 use super::status::{self, Report};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Note;
-use crate::decision::{Assessment, Round, Stored, assess};
+use crate::decision::{Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
+use std::time::Duration;
 use tracing::{info, warn};
 
 /// Applies a finished round.
@@ -26,7 +26,7 @@ pub async fn apply(
     ctx: &Context,
     account: &DhanAccount,
     facts: Gathered,
-) -> Result<Action, kube::Error> {
+) -> Result<Option<Duration>, kube::Error> {
     let Gathered {
         spec,
         mut round,
@@ -53,7 +53,7 @@ pub async fn apply(
         log_note(account, note);
         publish(ctx, account, note).await;
     }
-    Ok(requeue(&assessment))
+    Ok(assessment.requeue)
 }
 
 /// The token into the output Secret, first. A refused write keeps the token in memory (it is
@@ -197,7 +197,7 @@ pub async fn blocked(
     ctx: &Context,
     account: &DhanAccount,
     why: Blocked,
-) -> Result<Action, kube::Error> {
+) -> Result<Option<Duration>, kube::Error> {
     let old = account.status.clone().unwrap_or_default();
     let uid = account.uid().unwrap_or_default();
     let mut memory = status::memory_from(&old, None);
@@ -227,13 +227,7 @@ pub async fn blocked(
         publish(ctx, account, &note).await;
     }
     write_status(ctx, account, &old, status).await?;
-    Ok(requeue(&assessment))
-}
-
-fn requeue(assessment: &Assessment) -> Action {
-    assessment
-        .requeue
-        .map_or_else(Action::await_change, Action::requeue)
+    Ok(assessment.requeue)
 }
 
 /// A Kubernetes API error in words, without the request (which could carry a token).

@@ -32,6 +32,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use login::{LoginSettings, LoginSlots};
 use memo::Memos;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -135,15 +136,20 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .await;
 }
 
-/// Drops what this process remembers of accounts that are gone.
+/// Drops what this process remembers of accounts that are gone (a deleted object is never
+/// reconciled again, so nothing else would).
 async fn prune(ctx: Arc<Context>) {
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
-        let live: std::collections::HashSet<String> =
-            ctx.store.state().iter().filter_map(|a| a.uid()).collect();
-        for uid in ctx.memos.retain(|uid| live.contains(uid)) {
-            ctx.logins.release(&uid);
-        }
+        let live: HashSet<String> = ctx.store.state().iter().filter_map(|a| a.uid()).collect();
+        prune_once(&ctx, &live);
+    }
+}
+
+/// Forgets every account whose UID is not in `live`.
+pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
+    for uid in ctx.memos.retain(|uid| live.contains(uid)) {
+        ctx.logins.release(&uid);
     }
 }
 
@@ -164,3 +170,6 @@ fn accounts_using(store: &Store<DhanAccount>, secret: &Secret) -> Vec<ObjectRef<
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

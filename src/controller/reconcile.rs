@@ -36,8 +36,17 @@ impl Error {
 }
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let requeue = reconcile_once(account, ctx).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// One reconcile; returns when to run again without an event.
+pub async fn reconcile_once(
+    account: Arc<DhanAccount>,
+    ctx: Arc<Context>,
+) -> Result<Option<Duration>, Error> {
     let Some(account) = current(&ctx, account).await? else {
-        return Ok(Action::await_change());
+        return Ok(None);
     };
     let gathered = match gather::gather(&ctx, &account).await? {
         Facts::Blocked(why) => return Ok(apply::blocked(&ctx, &account, why).await?),

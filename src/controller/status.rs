@@ -112,8 +112,9 @@ impl Report<'_> {
             consents: day(&memory.consents),
             failed_logins: day(&memory.failed_logins),
             secret_name: self.token.and(self.secret_name.map(str::to_string)),
-            retry_not_before: second(memory.retry_not_before),
-            mint_unconfirmed_at: second(memory.mint_unconfirmed),
+            // Exact, not to the second: they bound when the next mint may happen.
+            retry_not_before: memory.retry_not_before,
+            mint_unconfirmed_at: memory.mint_unconfirmed,
             conditions: vec![ready_condition(
                 old,
                 a.ready,

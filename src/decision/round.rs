@@ -254,9 +254,9 @@ impl Round {
 
     fn probed(&mut self, verdict: ProbeVerdict, now: DateTime<Utc>) {
         self.probed = true;
-        let was_dead = matches!(self.probe, Some((_, ProbeVerdict::Dead)));
+        let previous = self.probe;
         self.probe = Some((now, verdict));
-        if verdict == ProbeVerdict::Dead && !was_dead {
+        if verdict == ProbeVerdict::Dead && !matches!(previous, Some((_, ProbeVerdict::Dead))) {
             self.notes.push(Note {
                 warning: true,
                 reason: "TokenRejected",
@@ -266,10 +266,15 @@ impl Round {
         let Some(unconfirmed) = self.memory.mint_unconfirmed else {
             return;
         };
-        if now < after(unconfirmed, LATE_TOKEN_PROBE_DELAY) || verdict == ProbeVerdict::Unknown {
+        // Dhan's mint limit runs from the lost mint too: it is remembered until then.
+        if now >= after(unconfirmed, self.inputs.limits.min_mint_interval) {
+            self.memory.mint_unconfirmed = None;
+        }
+        let due = after(unconfirmed, LATE_TOKEN_PROBE_DELAY);
+        let late_check = now >= due && previous.is_none_or(|(at, _)| at < due);
+        if !late_check || verdict == ProbeVerdict::Unknown {
             return;
         }
-        self.memory.mint_unconfirmed = None;
         let message = match verdict {
             ProbeVerdict::Dead => format!(
                 "the mint at {} whose answer was lost was carried out by Dhan and revoked the \
