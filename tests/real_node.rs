@@ -64,7 +64,11 @@ async fn api_key_client(bed: &Bed, client_id: &str, secret: &str, pin: &str) {
         .await;
     bed.put_secret(
         secret,
-        &[("mobile", MOBILE), ("pin", pin), ("totpSecret", TOTP_SECRET)],
+        &[
+            ("mobile", MOBILE),
+            ("pin", pin),
+            ("totpSecret", TOTP_SECRET),
+        ],
     )
     .await;
 }
@@ -141,13 +145,19 @@ fn assert_ran_and_completed(pod: &Pod, name: &str) -> String {
         }
     }
     eprintln!(
-        "Pod {} container {name}: {} image {} ({}), started {:?}, exited 0 at {:?}",
+        "Pod {} container {name}: {} image {} ({}), started {}, exited 0 at {}",
         pod.name_any(),
         id,
         status.image,
         status.image_id,
-        terminated.started_at.map(|t| t.0.to_string()),
-        terminated.finished_at.map(|t| t.0.to_string()),
+        terminated
+            .started_at
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        terminated
+            .finished_at
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
     );
     terminated.message.unwrap_or_default()
 }
@@ -165,7 +175,10 @@ async fn api_key_account_becomes_ready_through_a_login_job_run_by_a_real_kubelet
     let status = account.status.unwrap();
     assert_eq!(status.method.as_deref(), Some("browser"));
     let token = bed.token_in_secret("carol-token").await;
-    assert_eq!(bed.mock.account(CLIENT).await["currentToken"], token.as_str());
+    assert_eq!(
+        bed.mock.account(CLIENT).await["currentToken"],
+        token.as_str()
+    );
 
     let jobs = recorder.jobs();
     assert_eq!(jobs.len(), 1, "one login Job");
@@ -181,7 +194,10 @@ async fn api_key_account_becomes_ready_through_a_login_job_run_by_a_real_kubelet
     let spec = pod.spec.as_ref().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some("dhan-node"), "scheduled");
     let token_id = assert_ran_and_completed(pod, "login");
-    assert!(!token_id.trim().is_empty(), "a tokenId in the termination message");
+    assert!(
+        !token_id.trim().is_empty(),
+        "a tokenId in the termination message"
+    );
     assert_ran_and_completed(pod, "chromium");
     // The operator consumed it: Dhan's tokenId is single-use (docs/dhan-api.md §3).
     assert_eq!(bed.mock.account(CLIENT).await["consentLogins"], 1);
@@ -199,7 +215,14 @@ async fn api_key_account_becomes_ready_through_a_login_job_run_by_a_real_kubelet
     .await;
 
     let codes = recent_codes();
-    let mut secrets = vec![APP_SECRET, PIN, MOBILE, TOTP_SECRET, &token, token_id.trim()];
+    let mut secrets = vec![
+        APP_SECRET,
+        PIN,
+        MOBILE,
+        TOTP_SECRET,
+        &token,
+        token_id.trim(),
+    ];
     secrets.extend(codes.iter().map(String::as_str));
     bed.assert_nothing_leaks(&secrets).await;
 }
@@ -207,8 +230,9 @@ async fn api_key_account_becomes_ready_through_a_login_job_run_by_a_real_kubelet
 #[tokio::test]
 async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs_off() {
     const CLIENT: &str = "1500000002";
-    // A sidecar image nobody can pull (a typo, a private registry): the Pod never starts, only
-    // activeDeadlineSeconds (login timeout + 60 s) ends the Job.
+    // A sidecar image nobody can pull (a typo, a private registry without a pull secret): the
+    // login gives up on Chromium after its timeout, but the Pod runs on with the sidecar waiting
+    // for its image; only activeDeadlineSeconds (login timeout + 60 s) ends the Job.
     let node = node();
     let mut bed = bed(None).await;
     bed.operator = Some(bed.spawn_operator(
@@ -228,14 +252,15 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
     bed.create_account("dora", browser_spec(CLIENT, "dora-dhan"))
         .await;
 
-    let account = bed
-        .wait_phase_for("dora", Phase::Backoff, LOGIN_WAIT)
-        .await;
+    let account = bed.wait_phase_for("dora", Phase::Backoff, LOGIN_WAIT).await;
     let status = account.status.unwrap();
     assert_eq!(status.last_failure_reason.as_deref(), Some("LoginFailed"));
     assert_eq!(status.failed_attempts, Some(1));
     let message = status.message.unwrap();
-    assert!(message.contains("DeadlineExceeded"), "{message}");
+    assert!(
+        message.contains("timed out at the Chromium connection step"),
+        "the login's own account of it: {message}"
+    );
     assert_eq!(bed.ready_condition("dora").await.as_deref(), Some("False"));
 
     let jobs = recorder.jobs();
@@ -260,6 +285,51 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
         ),
         "the sidecar never started: {waiting:?}"
     );
+    let login = container(&pods[0], "login")
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("the login container ended");
+    assert_ne!(login.exit_code, 0);
+    // One consent spent; the next one waits for the backoff.
+    assert_eq!(bed.mock.calls_to("generate-consent", CLIENT).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_login_ends_its_job_at_once_with_the_sidecar_closed() {
+    const CLIENT: &str = "1500000004";
+    let bed = bed(Some(&[])).await;
+    let recorder = Recorder::start(bed.client.clone(), &bed.ns);
+    api_key_client(&bed, CLIENT, "fred-dhan", "999111").await;
+    bed.create_account("fred", browser_spec(CLIENT, "fred-dhan"))
+        .await;
+
+    let account = bed.wait_phase_for("fred", Phase::Failed, LOGIN_WAIT).await;
+    let status = account.status.unwrap();
+    assert_eq!(status.last_failure_reason.as_deref(), Some("InvalidPin"));
+    let jobs = recorder.jobs();
+    assert_eq!(jobs.len(), 1);
+    let (reason, _) = condition(&jobs[0], "Failed").expect("the Job failed");
+    assert_eq!(
+        reason, "BackoffLimitExceeded",
+        "failed by the login, not the deadline"
+    );
+    let pods = recorder.pods_of(&jobs[0].name_any());
+    assert_eq!(pods.len(), 1, "backoffLimit 0: no second Pod");
+    let login = container(&pods[0], "login")
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("the login container ended");
+    assert_ne!(login.exit_code, 0);
+    let message = login.message.unwrap_or_default();
+    assert!(message.contains("PIN rejected"), "{message}");
+    // A failed login closes the browser too, so the Pod ends without waiting for its deadline.
+    assert_ran_and_completed(&pods[0], "chromium");
+    let codes = recent_codes();
+    let mut secrets = vec![APP_SECRET, PIN, "999111", MOBILE, TOTP_SECRET];
+    secrets.extend(codes.iter().map(String::as_str));
+    bed.assert_nothing_leaks(&secrets).await;
 }
 
 /// A login Job whose result nobody collects (the operator gone): `ttlSecondsAfterFinished`
@@ -344,7 +414,9 @@ async fn a_finished_login_job_nobody_collects_is_removed_by_its_ttl() {
         .await
         .unwrap();
     assert!(
-        consumed["accessToken"].as_str().is_some_and(|t| !t.is_empty()),
+        consumed["accessToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
         "the termination message is a tokenId Dhan accepts: {consumed}"
     );
 }

@@ -107,8 +107,16 @@ impl Node {
             if !name.starts_with(&format!("{namespace}_{pod}_")) {
                 continue;
             }
-            for container in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-                for file in std::fs::read_dir(container.path()).into_iter().flatten().flatten() {
+            for container in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for file in std::fs::read_dir(container.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     let text = std::fs::read_to_string(file.path()).unwrap_or_default();
                     out.push_str(&format!(
                         "--- {}/{}\n{text}",
@@ -151,7 +159,11 @@ where
             .boxed();
         while let Some(event) = events.next().await {
             let object = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => o,
+                Ok(
+                    watcher::Event::Apply(o)
+                    | watcher::Event::InitApply(o)
+                    | watcher::Event::Delete(o),
+                ) => o,
                 _ => continue,
             };
             into.lock().unwrap().insert(object.name_any(), object);
@@ -164,7 +176,10 @@ impl Recorder {
         let pods = Arc::new(Mutex::new(BTreeMap::new()));
         let jobs = Arc::new(Mutex::new(BTreeMap::new()));
         let tasks = vec![
-            record(Api::<Pod>::namespaced(client.clone(), namespace), pods.clone()),
+            record(
+                Api::<Pod>::namespaced(client.clone(), namespace),
+                pods.clone(),
+            ),
             record(Api::<Job>::namespaced(client, namespace), jobs.clone()),
         ];
         Recorder { pods, jobs, tasks }
