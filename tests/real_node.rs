@@ -108,6 +108,12 @@ fn condition(job: &Job, type_: &str) -> Option<(String, String)> {
         })
 }
 
+/// Prints past the test harness's output capture, so `make test`'s log shows what the node did.
+fn show(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn container<'a>(pod: &'a Pod, name: &str) -> &'a ContainerStatus {
     pod.status
         .as_ref()
@@ -141,10 +147,10 @@ fn assert_ran_and_completed(pod: &Pod, name: &str) -> String {
     );
     for line in node().containerd_log_about(runtime_id) {
         if line.contains("StartContainer") {
-            eprintln!("containerd: {line}");
+            show(format!("containerd: {line}"));
         }
     }
-    eprintln!(
+    show(format!(
         "Pod {} container {name}: {} image {} ({}), started {}, exited 0 at {}",
         pod.name_any(),
         id,
@@ -158,7 +164,7 @@ fn assert_ran_and_completed(pod: &Pod, name: &str) -> String {
             .finished_at
             .map(|t| t.0.to_string())
             .unwrap_or_default(),
-    );
+    ));
     terminated.message.unwrap_or_default()
 }
 

@@ -95,39 +95,6 @@ impl Node {
             .map(str::to_owned)
             .collect()
     }
-
-    /// Everything the Pod's containers wrote, from the kubelet's log files (`/var/log/pods`).
-    pub fn pod_logs(&self, namespace: &str, pod: &str) -> String {
-        let mut out = String::new();
-        let Ok(dirs) = std::fs::read_dir("/var/log/pods") else {
-            return out;
-        };
-        for dir in dirs.flatten() {
-            let name = dir.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(&format!("{namespace}_{pod}_")) {
-                continue;
-            }
-            for container in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                for file in std::fs::read_dir(container.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let text = std::fs::read_to_string(file.path()).unwrap_or_default();
-                    out.push_str(&format!(
-                        "--- {}/{}\n{text}",
-                        container.file_name().to_string_lossy(),
-                        file.file_name().to_string_lossy()
-                    ));
-                }
-            }
-        }
-        out
-    }
 }
 
 /// The newest state seen of every Pod and Job in a namespace, deleted ones included: login Jobs
