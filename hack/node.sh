@@ -223,6 +223,13 @@ up() {
   echo "$DIR" >"$ACTIVE"
   local start_s=$SECONDS
   record_host_state
+  # From here on the host is changed: undo it on failure, and once the watched process is gone.
+  trap 'log "up failed; cleaning up"; down' EXIT
+  if [[ -n "$WATCH_PID" ]]; then
+    setsid nohup bash -c 'while kill -0 "$1" 2>/dev/null; do [[ -f "$3/host-state" ]] || exit 0; sleep 1; done
+                          "$2" down "$3"' \
+      watcher "$WATCH_PID" "$HACK/node.sh" "$DIR" </dev/null >"$DIR/watcher.log" 2>&1 &
+  fi
 
   # The bridge and its host address exist before any Pod, so servers can bind NODE_IP first.
   ip link add "$BRIDGE" type bridge 2>/dev/null || true
@@ -252,12 +259,7 @@ up() {
     --container-runtime remote --container-runtime-endpoint "unix://$DIR/containerd.sock" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 2
   wait_until 90 "node $NODE_NAME Ready" node_ready
-
-  if [[ -n "$WATCH_PID" ]]; then
-    setsid nohup bash -c 'while kill -0 "$1" 2>/dev/null; do [[ -f "$3/pids" ]] || exit 0; sleep 1; done
-                          "$2" down "$3"' \
-      watcher "$WATCH_PID" "$HACK/node.sh" "$DIR" </dev/null >"$DIR/watcher.log" 2>&1 &
-  fi
+  trap - EXIT
   cat >"$DIR/env" <<EOF
 NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP
