@@ -1,8 +1,10 @@
-//! The `browser` method end to end on the real control plane: the operator generates a consent
-//! and creates a login Job; the test harness plays the kubelet (no kubelet runs here) by running
-//! the Job's `login` container command against a local headless Chromium and `dhan-mock`'s login
-//! page, then recording the Pod's termination message and the Job's completion; the operator
-//! consumes the consent and writes the token.
+//! The `browser` method's bookkeeping on the real control plane: the operator generates a consent
+//! and creates a login Job; the test harness plays the kubelet by running the Job's `login`
+//! container command against a local headless Chromium and `dhan-mock`'s login page, then
+//! recording the Pod's termination message and the Job's completion; the operator consumes the
+//! consent and writes the token. The played kubelet can hold Jobs unfinished on cue (the login
+//! cap, a Job deleted midway, a Job followed after a restart); `real_node.rs` runs login Jobs on a
+//! real kubelet and containerd.
 
 mod support;
 

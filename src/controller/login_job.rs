@@ -121,13 +121,16 @@ pub fn login_job(
                         {
                             "name": "chromium",
                             "image": settings.chromium_image,
+                            // No --remote-debugging-port/-address: port 9222 is the image's
+                            // contract. chromedp/headless-shell's entrypoint forwards 9222 to
+                            // Chromium on 9223 with socat and appends these args; a port flag
+                            // here makes Chromium race socat for 9222 and lose, and the login
+                            // then hangs until activeDeadlineSeconds.
                             "args": [
                                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                                 "--no-first-run", "--disable-background-networking",
                                 "--disable-component-update", "--disable-sync",
                                 "--user-data-dir=/tmp/profile",
-                                "--remote-debugging-address=127.0.0.1",
-                                "--remote-debugging-port=9222",
                             ],
                             "securityContext": hardened,
                             "resources": resources,
