@@ -374,8 +374,15 @@ async fn a_finished_login_job_nobody_collects_is_removed_by_its_ttl() {
         chromium_image: node.chromium_image().into(),
         login_timeout: Duration::from_secs(60),
     };
-    let mut job =
-        dhan_operator::controller::login_job::login_job(&account, &login_url, None, &settings);
+    let consent_id = consent["consentAppId"].as_str().unwrap();
+    let mut job = dhan_operator::controller::login_job::login_job(
+        &account,
+        &dhan_operator::controller::login::job_name(&account, consent_id),
+        &login_url,
+        None,
+        dhan_operator::decision::RefreshReason::NoToken,
+        &settings,
+    );
     job.spec.as_mut().unwrap().ttl_seconds_after_finished = Some(5);
     let jobs: Api<Job> = Api::namespaced(bed.client.clone(), &bed.ns);
     let job = jobs.create(&PostParams::default(), &job).await.unwrap();
