@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use dhan_operator::clock::SystemClock;
+use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
 use dhan_operator::controller::login_job::LoginJobSettings;
 use dhan_operator::controller::{self, Settings};
@@ -8,7 +8,7 @@ use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
 use dhan_operator::dhan::DhanClient;
 use dhan_operator::http::{Readiness, router};
-use dhan_operator::leader::LeaderElector;
+use dhan_operator::leader::{self, ElectionSettings};
 use dhan_operator::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +76,10 @@ struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "dhan-operator-leader")]
     leader_elect_lease: String,
+    /// How long the leader Lease stays valid without renewal: a standby takes over after that.
+    /// Must exceed --dhan-timeout plus 10s, so a mint in flight always ends first.
+    #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "45s", value_parser = duration_arg)]
+    leader_elect_lease_duration: Duration,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -166,11 +170,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = router(metrics.clone(), readiness.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let settings = Settings {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut settings = Settings {
         namespace: args.namespace,
         dhan: Arc::new(dhan),
-        clock: Arc::new(SystemClock),
-        may_mint: Arc::new(|| true),
+        clock: clock.clone(),
+        leadership: None,
+        dhan_timeout: args.dhan_timeout,
         dhan_calls_per_second: args.dhan_calls_per_second,
         limits: Limits {
             min_mint_interval: args.min_mint_interval,
@@ -193,24 +199,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         info!("stopped");
         return Ok(());
     }
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let elector = LeaderElector::new(
-        client.clone(),
-        args.leader_elect_namespace.as_deref().unwrap_or("default"),
-        &args.leader_elect_lease,
-        identity,
+    let needed = args.dhan_timeout + leader::SKEW_MARGIN + leader::RENEW_EVERY;
+    anyhow::ensure!(
+        args.leader_elect_lease_duration > needed,
+        "--leader-elect-lease-duration must be longer than --dhan-timeout plus {}s, so that a \
+         mint in flight ends before another replica could take over",
+        (leader::SKEW_MARGIN + leader::RENEW_EVERY).as_secs()
     );
+    let election = ElectionSettings {
+        namespace: args
+            .leader_elect_namespace
+            .unwrap_or_else(|| "default".into()),
+        lease: args.leader_elect_lease,
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        duration: args.leader_elect_lease_duration,
+    };
+    let (mut is_leader, leadership) = leader::elect(client.clone(), election, clock).await?;
     info!("waiting to become leader");
-    elector.acquire().await;
+    while !*is_leader.borrow_and_update() {
+        is_leader.changed().await?;
+    }
+    info!("became leader");
+    settings.leadership = Some(leadership);
     tokio::select! {
         _ = controller::run(client, settings, metrics) => {
             info!("stopped");
             Ok(())
         }
-        _ = elector.hold() => {
-            // Dropping the controller cancels every reconcile in flight: a replica that might
-            // no longer be leader must not mint.
+        _ = async { while *is_leader.borrow_and_update() && is_leader.changed().await.is_ok() {} } => {
+            // Dropping the controller cancels every reconcile in flight; a reconcile that
+            // resumes before this is noticed is stopped by the Lease check before any mint.
             anyhow::bail!("lost leadership; exiting so that only the new leader reconciles")
         }
     }

@@ -127,7 +127,11 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
         ),
         ("dhan-operator.dev", "dhanaccounts/status", &["patch"]),
         ("dhan-operator.dev", "dhanaccounts/finalizers", &["update"]),
-        ("", "secrets", &["create", "get", "list", "patch", "watch"]),
+        (
+            "",
+            "secrets",
+            &["create", "delete", "get", "list", "patch", "watch"],
+        ),
         ("events.k8s.io", "events", &["create", "patch"]),
         ("apps", "deployments", &["get", "patch"]),
         ("apps", "statefulsets", &["get", "patch"]),
@@ -215,8 +219,8 @@ async fn assert_leader_election_rbac(client: &Client, namespace: &str, fullname:
     assert!(
         rules
             .iter()
-            .any(|r| r.verbs == ["get", "update"] && r.resource_names == Some(vec![lease.clone()])),
-        "get/update only on Lease {lease}: {rules:?}"
+            .any(|r| r.verbs == ["get", "patch"] && r.resource_names == Some(vec![lease.clone()])),
+        "get/patch only on Lease {lease}: {rules:?}"
     );
     let binding = Api::<RoleBinding>::namespaced(client.clone(), namespace)
         .get(&format!("{fullname}-leader-election"))

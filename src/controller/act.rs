@@ -29,8 +29,11 @@ pub async fn perform(
     let round = &facts.round;
     let client_id = round.inputs.policy.client_id.as_str();
     let mints = matches!(step, Step::Consume | Step::Try(_));
-    if mints && !(ctx.may_mint)() {
-        return Err(NotLeader);
+    if mints && let Some(leadership) = &ctx.leadership {
+        // A mint in flight must end before any other replica could take over.
+        if !leadership.holds_for(ctx.dhan_timeout).await {
+            return Err(NotLeader);
+        }
     }
     let outcome = match step {
         Step::Consume => {

@@ -33,7 +33,7 @@ pub async fn apply(
         moved_from,
         ..
     } = facts;
-    store_token(ctx, account, &spec.output, &mut round, moved_from).await?;
+    store_token(ctx, account, &spec.output, &mut round, moved_from).await;
     login_jobs(ctx, account, &mut round).await;
     let old = account.status.clone().unwrap_or_default();
     restart_workloads(ctx, account, &old, &mut round).await;
@@ -64,9 +64,9 @@ async fn store_token(
     spec: &OutputSpec,
     round: &mut Round,
     moved_from: Option<(String, String)>,
-) -> Result<(), kube::Error> {
+) {
     let Some(held) = round.token_to_store().cloned() else {
-        return Ok(());
+        return;
     };
     let uid = account.uid().unwrap_or_default();
     let namespace = account.namespace().unwrap_or_default();
@@ -77,14 +77,22 @@ async fn store_token(
         Ok(()) => {
             ctx.memos.written_token(&uid, &held.token.facts.hash);
             if let Some((name, from_uid)) = &moved_from {
-                output::delete_moved(&secrets, name, from_uid).await?;
+                let removed = output::delete_moved(&secrets, name, from_uid).await;
                 round.notes.push(Note {
-                    warning: false,
+                    warning: removed.is_err(),
                     reason: "TokenMoved",
-                    message: format!(
-                        "Moved the token from Secret {name:?} to {:?} without a new mint",
-                        spec.name
-                    ),
+                    message: match removed {
+                        Ok(()) => format!(
+                            "Moved the token from Secret {name:?} to {:?} without a new mint",
+                            spec.name
+                        ),
+                        Err(e) => format!(
+                            "Moved the token to Secret {:?} without a new mint; the old Secret \
+                             {name:?} could not be removed: {}",
+                            spec.name,
+                            describe(&e)
+                        ),
+                    },
                 });
             }
         }
@@ -99,7 +107,6 @@ async fn store_token(
     {
         ctx.memos.keep_unwritten(&uid, held);
     }
-    Ok(())
 }
 
 /// Deletes a finished login Job, creates a new one, frees the slot of a login that ended.

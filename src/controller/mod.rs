@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::crd::DhanAccount;
 use crate::decision::Limits;
 use crate::dhan::DhanApi;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use futures::StreamExt;
@@ -55,9 +56,10 @@ pub struct Context {
     /// What this process remembers per account between reconciles (probes, unwritten tokens,
     /// its own last status write).
     pub memos: Memos,
-    /// Whether this process may still call Dhan to mint: false once leadership may have passed
-    /// to another replica.
-    pub may_mint: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// With several replicas: confirms before each mint that this process still leads.
+    pub leadership: Option<Arc<Leadership>>,
+    /// The longest one Dhan call may take (its client timeout).
+    pub dhan_timeout: Duration,
 }
 
 /// Settings of the controller.
@@ -69,7 +71,8 @@ pub struct Settings {
     pub limits: Limits,
     pub concurrency: u16,
     pub login: LoginSettings,
-    pub may_mint: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub leadership: Option<Arc<Leadership>>,
+    pub dhan_timeout: Duration,
 }
 
 /// How often per-account memory of deleted accounts is dropped.
@@ -107,7 +110,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         memos: Memos::default(),
         logins: LoginSlots::new(settings.login.max_concurrent),
         login: settings.login.clone(),
-        may_mint: settings.may_mint,
+        leadership: settings.leadership,
+        dhan_timeout: settings.dhan_timeout,
     });
     tokio::spawn(prune(context.clone()));
     info!("controller started");

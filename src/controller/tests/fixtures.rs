@@ -265,7 +265,8 @@ impl Bench {
             },
             logins: LoginSlots::new(4),
             memos: Memos::default(),
-            may_mint: Arc::new(|| true),
+            leadership: None,
+            dhan_timeout: Duration::from_secs(20),
         });
         Bench {
             api,
