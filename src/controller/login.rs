@@ -9,7 +9,9 @@
 use super::Context;
 use super::credentials::{CredentialKey, Credentials};
 use super::login_job::{ACCOUNT_LABEL, LoginJobSettings, account_label, login_job};
+use super::login_outcome::{LoginJobFailure, outcome, read_job};
 use super::refresh::{LoginStart, MethodFailure};
+pub use crate::browser::TokenId;
 use crate::crd::{ConsentCount, DhanAccount};
 use crate::dhan::{DhanError, Endpoint, IST, outcome_label};
 use chrono::{DateTime, Utc};
@@ -242,32 +244,25 @@ async fn consent_and_job(
 
 /// Where a login Job stands.
 #[derive(Debug)]
-pub enum Progress {
+pub enum LoginProgress {
     /// Still running; give up on it after `deadline`.
     Running { deadline: DateTime<Utc> },
-    /// The login succeeded: the `tokenId` from the termination message.
+    /// The login succeeded: the single-use `tokenId` from the login container's report.
     LoggedIn(TokenId),
     /// The login failed; the Job is left for `kubectl describe` until its TTL removes it.
+    Failed(LoginJobFailure),
+}
+
+/// [`LoginProgress`] with the failure folded into a [`MethodFailure`], for the current
+/// reconciler.
+#[derive(Debug)]
+pub enum Progress {
+    Running { deadline: DateTime<Utc> },
+    LoggedIn(TokenId),
     Failed(MethodFailure),
 }
 
-/// Dhan's single-use `tokenId`. Exchanging it needs the app secret, but it is still kept out of
-/// `Debug` and logs.
-pub struct TokenId(String);
-
-impl TokenId {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for TokenId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenId(<redacted>)")
-    }
-}
-
-/// Looks at the login Job `job_name` started at `started_at`.
+/// Looks at the login Job `job_name` started at `started_at` (see [`login_progress`]).
 pub async fn progress(
     ctx: &Context,
     namespace: &str,
@@ -275,138 +270,68 @@ pub async fn progress(
     started_at: DateTime<Utc>,
     credentials: &Credentials,
 ) -> Result<Progress, kube::Error> {
+    Ok(
+        match login_progress(ctx, namespace, job_name, started_at, credentials).await? {
+            LoginProgress::Running { deadline } => Progress::Running { deadline },
+            LoginProgress::LoggedIn(token_id) => Progress::LoggedIn(token_id),
+            LoginProgress::Failed(failure) => Progress::Failed(failure.into()),
+        },
+    )
+}
+
+/// Looks at the login Job `job_name` started at `started_at`: the `login` container's report as
+/// soon as that container has terminated, whatever the Job's state; a failure when the Job ended,
+/// vanished or outlived its deadline without one.
+pub async fn login_progress(
+    ctx: &Context,
+    namespace: &str,
+    job_name: &str,
+    started_at: DateTime<Utc>,
+    credentials: &Credentials,
+) -> Result<LoginProgress, kube::Error> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job = jobs.get_opt(job_name).await?;
     let Some(job) = job.filter(|j| j.metadata.deletion_timestamp.is_none()) else {
-        return Ok(Progress::Failed(MethodFailure::Login(format!(
-            "the login Job {job_name} was deleted before it finished"
-        ))));
+        return Ok(LoginProgress::Failed(LoginJobFailure::Job {
+            message: format!("the login Job {job_name} was deleted before it finished"),
+            reached_credential_step: None,
+        }));
     };
-    let condition = |type_: &str| {
-        job.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
-            .cloned()
-    };
-    let complete = condition("Complete");
-    let failed = condition("Failed");
-    if complete.is_none() && failed.is_none() {
-        let allowed = job
-            .spec
-            .as_ref()
-            .and_then(|s| s.active_deadline_seconds)
-            .map_or(ctx.login.job.login_timeout, |s| {
-                Duration::from_secs(s.max(0) as u64)
-            })
-            + DEADLINE_GRACE;
-        let deadline = started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
-        if Utc::now() < deadline {
-            return Ok(Progress::Running { deadline });
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("job-name={job_name}");
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    match outcome(job_name, read_job(&job, &listed.items)) {
+        Some(Ok(token_id)) => return Ok(LoginProgress::LoggedIn(token_id)),
+        Some(Err(LoginJobFailure::Login(failure))) => {
+            // The driver redacted already; the operator knows the credentials too and checks again.
+            let secrets = credential_texts(credentials);
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let failure = LoginJobFailure::Login(failure.redacted(&secrets));
+            return Ok(LoginProgress::Failed(failure));
         }
-        delete_job(ctx, namespace, job_name).await;
-        return Ok(Progress::Failed(MethodFailure::Login(format!(
+        Some(Err(failure)) => return Ok(LoginProgress::Failed(failure)),
+        None => {}
+    }
+    let allowed = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.active_deadline_seconds)
+        .map_or(ctx.login.job.login_timeout, |s| {
+            Duration::from_secs(s.max(0) as u64)
+        })
+        + DEADLINE_GRACE;
+    let deadline = started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
+    if Utc::now() < deadline {
+        return Ok(LoginProgress::Running { deadline });
+    }
+    delete_job(ctx, namespace, job_name).await;
+    Ok(LoginProgress::Failed(LoginJobFailure::Job {
+        message: format!(
             "the login Job {job_name} did not finish within {}s",
             allowed.as_secs()
-        ))));
-    }
-    let message = termination_message(ctx, namespace, &job).await?;
-    let secrets = credential_texts(credentials);
-    if complete.is_some() {
-        return Ok(match message.as_deref().and_then(token_id_from) {
-            Some(token_id) => Progress::LoggedIn(token_id),
-            None => Progress::Failed(MethodFailure::Login(format!(
-                "the login Job {job_name} completed without a tokenId in its termination message"
-            ))),
-        });
-    }
-    let failure = match message.filter(|m| !m.trim().is_empty()) {
-        Some(message) => classify_login_failure(&redact(&message, &secrets)),
-        None => {
-            let why = failed
-                .map(|c| {
-                    [c.reason, c.message]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(": ")
-                })
-                .unwrap_or_default();
-            MethodFailure::Login(format!(
-                "the login Job {job_name} failed without a message from the login ({why})"
-            ))
-        }
-    };
-    Ok(Progress::Failed(failure))
-}
-
-/// The `login` container's termination message, from the newest finished Pod of `job`.
-async fn termination_message(
-    ctx: &Context,
-    namespace: &str,
-    job: &Job,
-) -> Result<Option<String>, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("job-name={}", job.name_any());
-    let job_uid = job.uid();
-    let mut messages: Vec<(Option<k8s_openapi::jiff::Timestamp>, String)> = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        // Only the Job's own Pods: anyone may label a Pod `job-name`.
-        .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == job_uid.as_ref())
-        })
-        .filter_map(|pod| {
-            let statuses = pod.status?.container_statuses?;
-            let terminated = statuses
-                .into_iter()
-                .find(|c| c.name == "login")?
-                .state?
-                .terminated?;
-            Some((terminated.finished_at.map(|t| t.0), terminated.message?))
-        })
-        .collect();
-    messages.sort_by_key(|(finished, _)| *finished);
-    Ok(messages.pop().map(|(_, message)| message))
-}
-
-/// A `tokenId` is one opaque word; anything else in a successful Job's message is not one.
-fn token_id_from(message: &str) -> Option<TokenId> {
-    let text = message.trim();
-    let plausible = !text.is_empty()
-        && text.len() <= 512
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.~=+/".contains(c));
-    plausible.then(|| TokenId(text.to_string()))
-}
-
-/// Turns `browser-login`'s failure message into a failure the reconciler can act on. Refusals of
-/// what the user typed in the credentials are permanent, like a wrong PIN on a mint: retrying
-/// on a timer could get the account locked.
-pub fn classify_login_failure(message: &str) -> MethodFailure {
-    let message: String = message.chars().take(300).collect();
-    let permanent = [
-        ("PIN rejected:", "InvalidPin"),
-        ("TOTP rejected:", "InvalidTotp"),
-        ("TOTP or PIN rejected:", "InvalidCredentials"),
-        ("mobile number rejected:", "InvalidMobile"),
-        ("configuration:", "LoginConfig"),
-    ];
-    match permanent
-        .iter()
-        .find(|(prefix, _)| message.starts_with(prefix))
-    {
-        Some((_, reason)) => MethodFailure::LoginRefused {
-            reason,
-            message: format!("the browser login was refused: {message}"),
-        },
-        None => MethodFailure::Login(format!("the browser login failed: {message}")),
-    }
+        ),
+        reached_credential_step: None,
+    }))
 }
 
 fn credential_texts(credentials: &Credentials) -> Vec<String> {
@@ -416,12 +341,6 @@ fn credential_texts(credentials: &Credentials) -> Vec<String> {
         .map(|v| v.expose().trim().to_string())
         .filter(|v| v.len() >= 4)
         .collect()
-}
-
-fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_string(), |text, s| {
-        text.replace(s.as_str(), "<redacted>")
-    })
 }
 
 /// Deletes a login Job and its Pod. Best effort: the Job's TTL removes it anyway.
@@ -459,57 +378,6 @@ mod tests {
     }
 
     #[test]
-    fn refusals_of_the_credentials_are_permanent_and_the_rest_transient() {
-        for (message, reason) in [
-            ("PIN rejected: Invalid PIN", "InvalidPin"),
-            ("TOTP rejected: Invalid TOTP", "InvalidTotp"),
-            (
-                "mobile number rejected: Mobile not registered",
-                "InvalidMobile",
-            ),
-            (
-                "configuration: DHAN_MOBILE has fewer than 10 digits",
-                "LoginConfig",
-            ),
-        ] {
-            match classify_login_failure(message) {
-                MethodFailure::LoginRefused {
-                    reason: r,
-                    message: m,
-                } => {
-                    assert_eq!(r, reason);
-                    assert!(m.contains(message), "{m}");
-                }
-                other => panic!("{message}: {other:?}"),
-            }
-        }
-        for message in [
-            "login page rejected: Invalid or expired consent",
-            "timed out at the redirect step",
-            "no PIN field found",
-            "browser error: connection reset",
-        ] {
-            assert!(
-                matches!(classify_login_failure(message), MethodFailure::Login(ref m) if m.contains(message)),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_token_id_is_one_opaque_word() {
-        assert_eq!(
-            token_id_from("  9f1c2d3e-aa01-4c5b-9d7e-1234567890ab\n")
-                .unwrap()
-                .expose(),
-            "9f1c2d3e-aa01-4c5b-9d7e-1234567890ab"
-        );
-        assert!(token_id_from("").is_none());
-        assert!(token_id_from("PIN rejected: Invalid PIN").is_none());
-        assert!(token_id_from(&"a".repeat(513)).is_none());
-    }
-
-    #[test]
     fn login_slots_cap_concurrent_logins_across_accounts() {
         let (store, _writer) = kube::runtime::reflector::store::<DhanAccount>();
         let slots = LoginSlots::new(2);
@@ -520,14 +388,5 @@ mod tests {
         assert!(slots.try_reserve("a", &store).is_ok());
         slots.release("a");
         assert!(slots.try_reserve("c", &store).is_ok());
-    }
-
-    #[test]
-    fn failure_texts_lose_any_credential() {
-        let secrets = vec!["482913".to_string()];
-        assert_eq!(
-            redact("PIN rejected: 482913 is wrong", &secrets),
-            "PIN rejected: <redacted> is wrong"
-        );
     }
 }

@@ -4,6 +4,7 @@ pub mod conflict;
 pub mod credentials;
 pub mod login;
 pub mod login_job;
+pub mod login_outcome;
 pub mod obtain;
 pub mod output;
 pub mod reconcile;
