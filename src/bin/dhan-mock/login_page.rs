@@ -104,7 +104,11 @@ fn other_host(headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
-    let other = if name == "localhost" { "127.0.0.1" } else { "localhost" };
+    let other = if name == "localhost" {
+        "127.0.0.1"
+    } else {
+        "localhost"
+    };
     if port.is_empty() {
         other.to_owned()
     } else {
@@ -200,7 +204,11 @@ mod tests {
         );
         assert!(html.contains(r#""steps":["mobile","pin","totp"]"#));
         assert!(html.contains(r#""inputs":"single""#));
-        for default in [r#""errors":"alert""#, r#""labels":"aria""#, r#""submit":"button""#] {
+        for default in [
+            r#""errors":"alert""#,
+            r#""labels":"aria""#,
+            r#""submit":"button""#,
+        ] {
             assert!(html.contains(default), "{default}");
         }
         assert!(html.contains("isTrusted"));
@@ -214,7 +222,10 @@ mod tests {
         );
         assert!(text_only.contains(r#""steps":["mobile","password","totp","pin"]"#));
         assert!(text_only.contains(r#""submit":"auto-with-button""#));
-        assert!(!text_only.contains("hunter22"), "the page never carries the password");
+        assert!(
+            !text_only.contains("hunter22"),
+            "the page never carries the password"
+        );
     }
 
     #[test]

@@ -138,10 +138,19 @@ pub fn verify_step(mock: &Mock, req: &StepRequest, now_ms: i64) -> (Reply, Optio
     (r, client)
 }
 
+/// A server goes on with a request whose client hung up (a page that navigated away while its
+/// call was slow): the step is verified, counted and logged all the same.
 pub async fn verify(
     State(mock): State<Shared>,
     body: Result<Json<StepRequest>, JsonRejection>,
 ) -> Response {
+    match tokio::spawn(verify_detached(mock, body)).await {
+        Ok(response) => response,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn verify_detached(mock: Shared, body: Result<Json<StepRequest>, JsonRejection>) -> Response {
     let Ok(Json(req)) = body else {
         let r = Reply::auth_error(StatusCode::BAD_REQUEST, "Invalid request", "bad_request");
         return finish(&mock, "login-verify", "POST", None, r);
@@ -330,10 +339,18 @@ mod tests {
     fn wrong_credentials_lock_the_login_for_the_ist_day() {
         let m = mock(120);
         add_account(&m, "A");
-        m.lock().accounts.get_mut("A").unwrap().cfg.login_attempts_before_lock = 1;
+        m.lock()
+            .accounts
+            .get_mut("A")
+            .unwrap()
+            .cfg
+            .login_attempts_before_lock = 1;
         let id = new_consent(&m);
         step(&m, &id, "mobile", "9876543210", T0_MS);
-        assert_eq!(step(&m, &id, "totp", "000000", T0_MS).outcome, "invalid_totp");
+        assert_eq!(
+            step(&m, &id, "totp", "000000", T0_MS).outcome,
+            "invalid_totp"
+        );
         let id = new_consent(&m);
         step(&m, &id, "mobile", "9876543210", T0_MS);
         let locked = step(&m, &id, "totp", &code(T0_MS), T0_MS);
@@ -343,7 +360,10 @@ mod tests {
         let tomorrow = T0_MS + 86_400_000;
         let id = new_consent(&m);
         step(&m, &id, "mobile", "9876543210", tomorrow);
-        assert_eq!(step(&m, &id, "totp", &code(tomorrow), tomorrow).outcome, "step_ok");
+        assert_eq!(
+            step(&m, &id, "totp", &code(tomorrow), tomorrow).outcome,
+            "step_ok"
+        );
     }
 
     #[test]
@@ -352,7 +372,10 @@ mod tests {
         add_account(&m, "A");
         let id = new_consent(&m);
         step(&m, &id, "mobile", "9876543210", T0_MS);
-        assert_eq!(step(&m, &id, "totp", &code(T0_MS), T0_MS).outcome, "step_ok");
+        assert_eq!(
+            step(&m, &id, "totp", &code(T0_MS), T0_MS).outcome,
+            "step_ok"
+        );
         let again = step(&m, &id, "totp", &code(T0_MS), T0_MS + 200);
         assert_eq!(again.outcome, "totp_replay");
         assert_eq!(again.body["message"], "Invalid TOTP");
@@ -364,9 +387,15 @@ mod tests {
         add_account(&m, "A");
         m.lock().accounts.get_mut("A").unwrap().cfg.password = Some("hunter22".into());
         let id = new_consent(&m);
-        assert_eq!(step(&m, &id, "mobile", "9876543210", T0_MS).body["next"], "password");
+        assert_eq!(
+            step(&m, &id, "mobile", "9876543210", T0_MS).body["next"],
+            "password"
+        );
         let wrong = step(&m, &id, "password", "hunter", T0_MS);
         assert_eq!(wrong.body["message"], "Incorrect password");
-        assert_eq!(step(&m, &id, "password", "hunter22", T0_MS).body["next"], "totp");
+        assert_eq!(
+            step(&m, &id, "password", "hunter22", T0_MS).body["next"],
+            "totp"
+        );
     }
 }
