@@ -9,6 +9,7 @@
 use super::Context;
 use super::credentials::{CredentialKey, Credentials};
 use super::login_job::{ACCOUNT_LABEL, LoginJobSettings, account_label, login_job};
+use super::login_network_policy::apply_login_network_policy;
 use super::login_outcome::{LoginJobFailure, outcome, read_job};
 use super::refresh::{LoginStart, MethodFailure};
 pub use crate::browser::TokenId;
@@ -215,6 +216,9 @@ async fn consent_and_job(
     let app_secret = credentials
         .get(CredentialKey::ApiSecret)
         .map_err(|m| MethodFailure::NotApplicable(m.to_string()))?;
+    // The login Pod's fence goes up before anything is spent: a policy that cannot be applied
+    // costs no consent, and the Pod never starts without it.
+    apply_login_network_policy(ctx, account).await?;
     ctx.limiter.acquire().await;
     let result = ctx
         .dhan

@@ -19,12 +19,62 @@ pub struct LoginJobSettings {
     pub operator_image: String,
     /// A headless Chromium exposing CDP on port 9222.
     pub chromium_image: String,
+    /// The Chromium binary in that image, run directly (the image's own entrypoint may add flags
+    /// of its own, such as a second DevTools port); empty: the image's entrypoint.
+    pub chromium_command: String,
+    /// A `Localhost` seccomp profile (path under the kubelet's seccomp root) that allows the
+    /// user namespaces Chromium's sandbox needs; with it Chromium keeps its sandbox. Without it
+    /// the sidecar runs under `RuntimeDefault`, which refuses them, so `--no-sandbox` is needed.
+    pub chromium_seccomp_profile: Option<String>,
     /// How long `browser-login` may take.
     pub login_timeout: Duration,
+    /// Hosts besides the login URL's own where credentials may be typed (`*.dhan.co`).
+    pub allowed_hosts: String,
+    /// Address ranges login Pods may not reach even on port 443 (metadata, link-local, the
+    /// cluster's pod and service ranges).
+    pub egress_blocked_cidrs: Vec<String>,
 }
+
+impl LoginJobSettings {
+    /// The defaults of the operator's flags, with these images.
+    pub fn new(operator_image: &str, chromium_image: &str, login_timeout: Duration) -> Self {
+        LoginJobSettings {
+            operator_image: operator_image.to_owned(),
+            chromium_image: chromium_image.to_owned(),
+            chromium_command: DEFAULT_CHROMIUM_COMMAND.to_owned(),
+            chromium_seccomp_profile: None,
+            login_timeout,
+            allowed_hosts: DEFAULT_ALLOWED_HOSTS.to_owned(),
+            egress_blocked_cidrs: DEFAULT_EGRESS_BLOCKED_CIDRS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// The Chromium binary of `chromedp/headless-shell` images.
+pub const DEFAULT_CHROMIUM_COMMAND: &str = "/headless-shell/headless-shell";
+/// Dhan's own hosts: the consent page may hand over to another of them (docs/dhan-api.md §3).
+pub const DEFAULT_ALLOWED_HOSTS: &str = "*.dhan.co";
+/// Link-local (cloud metadata at 169.254.169.254), private and shared ranges where pod and
+/// service networks live, and their IPv6 counterparts. Dhan is on the public internet.
+pub const DEFAULT_EGRESS_BLOCKED_CIDRS: &[&str] = &[
+    "169.254.0.0/16",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fe80::/10",
+    "fc00::/7",
+];
 
 /// Label on login Jobs naming their account.
 pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/login-for";
+/// Label on login Pods (and value of `app.kubernetes.io/component`), selected by their
+/// NetworkPolicy.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const COMPONENT: &str = "browser-login";
 
 /// The value of [`ACCOUNT_LABEL`] for `account`: its name, cut to a label's 63 characters (the
 /// owner reference, not the label, says whose Job it is).
@@ -61,7 +111,16 @@ pub fn login_job(
     .into_iter()
     .flatten()
     .collect();
+    // Some login pages ask for a password (docs/dhan-api.md §3): the `password` key of the
+    // credentials Secret, when there is one; a page asking without it fails without typing.
+    if let Some(secret) = &account.spec.credentials_secret {
+        env.push(
+            json!({ "name": "DHAN_PASSWORD", "valueFrom": { "secretKeyRef": {
+            "name": secret, "key": "password", "optional": true } } }),
+        );
+    }
     env.push(json!({ "name": "DHAN_LOGIN_URL", "value": login_url }));
+    env.push(json!({ "name": "DHAN_LOGIN_ALLOWED_HOSTS", "value": settings.allowed_hosts }));
     if let Some(step) = totp_after_step {
         env.push(json!({ "name": "DHAN_TOTP_AFTER_STEP", "value": step.to_string() }));
     }
@@ -81,6 +140,7 @@ pub fn login_job(
     // Room for the login itself plus Chromium's start and the final Browser.close.
     let deadline = settings.login_timeout.as_secs() + 60;
     let owner = account.controller_owner_ref(&());
+    let chromium = chromium_container(settings, &hardened, &resources);
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -98,7 +158,10 @@ pub fn login_job(
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": { "labels": { ACCOUNT_LABEL: account_label(account) } },
+                "metadata": { "labels": {
+                    ACCOUNT_LABEL: account_label(account),
+                    COMPONENT_LABEL: COMPONENT,
+                } },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
@@ -122,24 +185,7 @@ pub fn login_job(
                                 "limits": { "cpu": "200m", "memory": "128Mi" },
                             },
                         },
-                        {
-                            "name": "chromium",
-                            "image": settings.chromium_image,
-                            "args": [
-                                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                "--no-first-run", "--disable-background-networking",
-                                "--disable-component-update", "--disable-sync",
-                                "--user-data-dir=/tmp/profile",
-                                "--remote-debugging-address=127.0.0.1",
-                                "--remote-debugging-port=9222",
-                            ],
-                            "securityContext": hardened,
-                            "resources": resources,
-                            "volumeMounts": [
-                                { "name": "shm", "mountPath": "/dev/shm" },
-                                { "name": "tmp", "mountPath": "/tmp" },
-                            ],
-                        },
+                        chromium,
                     ],
                     "volumes": [
                         { "name": "shm", "emptyDir": { "medium": "Memory", "sizeLimit": "256Mi" } },
@@ -150,6 +196,52 @@ pub fn login_job(
         },
     });
     serde_json::from_value(job).expect("the login Job is well-formed")
+}
+
+/// The Chromium sidecar. Its DevTools port listens on the Pod's loopback only, where the `login`
+/// container reaches it; nothing outside the Pod can drive the browser.
+fn chromium_container(settings: &LoginJobSettings, hardened: &Value, resources: &Value) -> Value {
+    let mut args: Vec<&str> = vec![
+        "--headless",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--user-data-dir=/tmp/profile",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=9222",
+    ];
+    let mut security = hardened.clone();
+    match &settings.chromium_seccomp_profile {
+        // A profile that allows user namespaces lets Chromium build its own sandbox even as
+        // UID 65532 with no capabilities (the tests run it so).
+        Some(profile) => {
+            security["seccompProfile"] =
+                json!({ "type": "Localhost", "localhostProfile": profile });
+        }
+        // RuntimeDefault refuses the user namespaces Chromium's sandbox is made of, and the
+        // setuid helper is ruled out by allowPrivilegeEscalation: false. The Pod (non-root, no
+        // capabilities, read-only root, seccomp, egress limited by NetworkPolicy) is the boundary.
+        None => args.insert(0, "--no-sandbox"),
+    }
+    let mut container = json!({
+        "name": "chromium",
+        "image": settings.chromium_image,
+        "args": args,
+        "env": [{ "name": "HOME", "value": "/tmp" }],
+        "securityContext": security,
+        "resources": resources,
+        "volumeMounts": [
+            { "name": "shm", "mountPath": "/dev/shm" },
+            { "name": "tmp", "mountPath": "/tmp" },
+        ],
+    });
+    if !settings.chromium_command.is_empty() {
+        container["command"] = json!([settings.chromium_command]);
+    }
+    container
 }
 
 #[cfg(test)]
@@ -184,11 +276,7 @@ mod tests {
     }
 
     fn job_json() -> Value {
-        let settings = LoginJobSettings {
-            operator_image: "op:1".into(),
-            chromium_image: "chromium:1".into(),
-            login_timeout: Duration::from_secs(120),
-        };
+        let settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
         serde_json::to_value(login_job(
             &account(),
             "https://auth/login?consentAppId=c1",
@@ -202,11 +290,7 @@ mod tests {
     fn long_account_names_still_give_valid_job_names_and_labels() {
         let mut account = account();
         account.metadata.name = Some(format!("{}.x-{}", "a".repeat(39), "b".repeat(80)));
-        let settings = LoginJobSettings {
-            operator_image: "op:1".into(),
-            chromium_image: "chromium:1".into(),
-            login_timeout: Duration::from_secs(120),
-        };
+        let settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
         let job = login_job(&account, "https://auth/login", None, &settings);
         let prefix = job.metadata.generate_name.unwrap();
         assert_eq!(prefix, format!("{}-login-", "a".repeat(39)));
@@ -260,5 +344,72 @@ mod tests {
             .find(|e| e["name"] == "DHAN_TOTP_AFTER_STEP")
             .unwrap();
         assert_eq!(step["value"], "59000000");
+    }
+
+    fn chromium(job: &Value) -> Value {
+        job["spec"]["template"]["spec"]["containers"][1].clone()
+    }
+
+    #[test]
+    fn chromium_runs_its_binary_on_loopback_without_its_sandbox_under_runtime_default() {
+        let job = job_json();
+        let chromium = chromium(&job);
+        assert_eq!(
+            chromium["command"],
+            json!(["/headless-shell/headless-shell"])
+        );
+        let args: Vec<&str> = chromium["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(args.contains(&"--no-sandbox"), "{args:?}");
+        assert!(args.contains(&"--remote-debugging-address=127.0.0.1"));
+        assert!(chromium["securityContext"].get("seccompProfile").is_none());
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"][COMPONENT_LABEL],
+            COMPONENT
+        );
+    }
+
+    #[test]
+    fn with_a_seccomp_profile_chromium_keeps_its_sandbox() {
+        let mut settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
+        settings.chromium_seccomp_profile = Some("profiles/chromium.json".into());
+        settings.chromium_command = String::new();
+        let job =
+            serde_json::to_value(login_job(&account(), "https://a/l", None, &settings)).unwrap();
+        let chromium = chromium(&job);
+        assert!(!chromium["args"].to_string().contains("--no-sandbox"));
+        assert_eq!(
+            chromium["securityContext"]["seccompProfile"],
+            json!({"type": "Localhost", "localhostProfile": "profiles/chromium.json"})
+        );
+        assert!(chromium.get("command").is_none(), "the image's entrypoint");
+    }
+
+    #[test]
+    fn the_login_gets_the_allow_list_and_an_optional_password() {
+        let job = job_json();
+        let env = job["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        let var = |name: &str| {
+            env.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        assert_eq!(var("DHAN_LOGIN_ALLOWED_HOSTS")["value"], "*.dhan.co");
+        assert_eq!(
+            var("DHAN_PASSWORD")["valueFrom"]["secretKeyRef"],
+            json!({"name": "alice-dhan", "key": "password", "optional": true})
+        );
     }
 }

@@ -4,6 +4,7 @@ pub mod conflict;
 pub mod credentials;
 pub mod login;
 pub mod login_job;
+pub mod login_network_policy;
 pub mod login_outcome;
 pub mod obtain;
 pub mod output;
@@ -20,7 +21,7 @@ use crate::rate_limit::RateLimiter;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -135,10 +136,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             Some(ns) => Api::namespaced(context.client.clone(), ns),
             None => Api::all(context.client.clone()),
         };
-        controller.owns(
-            jobs,
-            watcher::Config::default().labels(login_job::ACCOUNT_LABEL),
-        )
+        // Their Pods too: the `login` container's result counts as soon as it terminates, even
+        // while a Chromium sidecar that did not exit keeps the Job running.
+        let pods: Api<Pod> = match &settings.namespace {
+            Some(ns) => Api::namespaced(context.client.clone(), ns),
+            None => Api::all(context.client.clone()),
+        };
+        let pod_index = context.store.clone();
+        controller
+            .owns(
+                jobs,
+                watcher::Config::default().labels(login_job::ACCOUNT_LABEL),
+            )
+            .watches(
+                pods,
+                watcher::Config::default().labels(login_job::ACCOUNT_LABEL),
+                move |pod| account_of_login_pod(&pod_index, &pod),
+            )
     } else {
         controller
     };
@@ -152,6 +166,21 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The account a login Pod belongs to, by its label (the account's name, cut to 63 characters).
+fn account_of_login_pod(store: &Store<DhanAccount>, pod: &Pod) -> Vec<ObjectRef<DhanAccount>> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let Some(label) = pod.labels().get(login_job::ACCOUNT_LABEL) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|a| login_job::account_label(a) == *label)
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
 }
 
 /// Accounts that own `secret` (their output) or read credentials from it.
