@@ -116,8 +116,8 @@ async fn wait_for_chart_crd(client: &Client) {
 }
 
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
-/// least privilege. Widening them must be a deliberate change of this table. Jobs and Pods only
-/// with `browserLogin.enabled`.
+/// least privilege. Widening them must be a deliberate change of this table. Jobs, Pods and
+/// NetworkPolicies only with `browserLogin.enabled`.
 fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut table: Vec<(&str, &str, &[&str])> = vec![
         (
@@ -140,6 +140,11 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
             &["create", "delete", "get", "list", "watch"],
         ));
         table.push(("", "pods", &["get", "list", "watch"]));
+        table.push((
+            "networking.k8s.io",
+            "networkpolicies",
+            &["create", "get", "patch"],
+        ));
     }
     table
         .iter()
@@ -749,7 +754,9 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         "--browser-logins",
         "--max-concurrent-login-jobs=2",
         "--login-timeout=120s",
-        "--chromium-image=chromedp/headless-shell:stable",
+        "--chromium-image=chromedp/headless-shell@sha256:2d349b544a1ea6b5b5fd7c0fe99215ff662339c57407ee2e8c0a11af93516b04",
+        "--chromium-command=/headless-shell/headless-shell",
+        "--login-allowed-hosts=*.dhan.co",
     ] {
         assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
     }
