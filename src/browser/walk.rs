@@ -72,17 +72,21 @@ fn verdict(verdict: Verdict, step: Step) -> Result<TokenId, LoginFailure> {
     }
 }
 
-/// Refuses a page on a host where nothing may be typed; `about:blank` is the tab before the
-/// first navigation commits.
+/// Whether the tab shows a web page at all: `about:blank` before the first navigation commits and
+/// Chromium's own error page after an aborted one (the intercepted redirect) are not pages to
+/// read or to judge by their host.
+fn is_web_page(facts: &PageFacts) -> bool {
+    facts.url.starts_with("https://") || facts.url.starts_with("http://")
+}
+
+/// Refuses a web page on a host where nothing may be typed.
 fn on_allowed_host(
     config: &LoginConfig,
     facts: &PageFacts,
     step: Step,
 ) -> Result<(), LoginFailure> {
     match config.allowed_hosts.check(&facts.url) {
-        Err(origin) if facts.url != "about:blank" => {
-            Err(LoginFailure::origin_refused(step, &origin))
-        }
+        Err(origin) if is_web_page(facts) => Err(LoginFailure::origin_refused(step, &origin)),
         _ => Ok(()),
     }
 }
@@ -129,6 +133,16 @@ async fn walk_screens(
             sleep(POLL).await;
             continue;
         };
+        if !is_web_page(&facts) {
+            if screen_since.elapsed() > FIELD_GRACE {
+                return Err(LoginFailure::unexpected(
+                    expected_next(&done),
+                    "the browser shows no page: the last navigation failed",
+                ));
+            }
+            sleep(POLL).await;
+            continue;
+        }
         on_allowed_host(config, &facts, progress.get())?;
         let shown = resolved_fields(&facts, &done);
         if shown.is_empty() {
@@ -289,7 +303,7 @@ async fn wait_outcome(
         if let Some(v) = network.verdict() {
             return verdict(v, step).map(Outcome::Token);
         }
-        if let Some(facts) = read(page).await {
+        if let Some(facts) = read(page).await.filter(is_web_page) {
             on_allowed_host(config, &facts, step)?;
             let now = resolved_fields(&facts, done);
             if !now.is_empty() && steps_of(&now) != submitted {
