@@ -682,8 +682,9 @@ async fn a_login_counts_as_soon_as_its_container_ends_even_if_chromium_never_exi
     let runs = kubelet.runs();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].exit_code, 0, "{}", runs[0].output);
-    // The Job never completed; the operator removes it (and with it the hung sidecar).
-    wait_for(Duration::from_secs(30), || {
+    // The Job never completed; the operator removes it (and with it the hung sidecar) once
+    // REAP_AFTER (30 s) has passed since the token was taken.
+    wait_for(Duration::from_secs(60), || {
         let jobs = jobs(&bed);
         let name = job_name.clone();
         async move { jobs.get_opt(&name).await.unwrap().is_none().then_some(()) }

@@ -31,10 +31,11 @@ pub async fn apply(
         spec,
         mut round,
         moved_from,
+        finished_jobs,
         ..
     } = facts;
     store_token(ctx, account, &spec.output, &mut round, moved_from).await;
-    login_jobs(ctx, account, &mut round).await;
+    login_jobs(ctx, account, &mut round, &finished_jobs.done).await;
     let old = account.status.clone().unwrap_or_default();
     restart_workloads(ctx, account, &old, &mut round).await;
     remember(ctx, account, &round);
@@ -53,7 +54,18 @@ pub async fn apply(
         log_note(account, note);
         publish(ctx, account, note).await;
     }
-    Ok(assessment.requeue)
+    // A login Job still running after its token was taken is removed by the next reconcile:
+    // its completion wakes the account, and this bounds a Chromium that never exits.
+    let reap = round
+        .job_still_running
+        .then_some(login::REAP_AFTER + Duration::from_secs(1));
+    let reap_due = finished_jobs
+        .reap_at
+        .map(|at| (at - now).to_std().unwrap_or_default() + Duration::from_secs(1));
+    Ok([assessment.requeue, reap, reap_due]
+        .into_iter()
+        .flatten()
+        .min())
 }
 
 /// The token into the output Secret, first. A refused write keeps the token in memory (it is
@@ -109,10 +121,10 @@ async fn store_token(
     }
 }
 
-/// Deletes a finished login Job, creates a new one, frees the slot of a login that ended.
-async fn login_jobs(ctx: &Context, account: &DhanAccount, round: &mut Round) {
+/// Deletes finished login Jobs, creates a new one, frees the slot of a login that ended.
+async fn login_jobs(ctx: &Context, account: &DhanAccount, round: &mut Round, finished: &[String]) {
     let namespace = account.namespace().unwrap_or_default();
-    if let Some(job) = &round.job_to_delete {
+    for job in round.job_to_delete.iter().chain(finished) {
         login::delete_job(ctx, &namespace, job).await;
     }
     if let Some(plan) = &round.job_to_create {

@@ -35,6 +35,17 @@ pub struct Gathered {
     pub moved_from: Option<(String, String)>,
     /// The finished login's `tokenId`, for the consume step.
     pub token_id: Option<login::TokenId>,
+    /// Login Jobs whose result was taken in before they completed.
+    pub finished_jobs: FinishedJobs,
+}
+
+/// Login Jobs whose result was taken in before they completed.
+#[derive(Default)]
+pub struct FinishedJobs {
+    /// To remove now.
+    pub done: Vec<String>,
+    /// When one still running is due for removal (a reconcile must run then).
+    pub reap_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub enum Facts {
@@ -95,7 +106,16 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     let mut memory = memory_from(&status, facts);
     let probe = ctx.memos.probe(&uid, facts.map(|f| f.hash.as_str()));
 
-    let found = find_login(ctx, account, &spec, &credentials, &mut memory).await?;
+    let mut finished_jobs = FinishedJobs::default();
+    let found = find_login(
+        ctx,
+        account,
+        &spec,
+        &credentials,
+        &mut memory,
+        &mut finished_jobs,
+    )
+    .await?;
     let inputs = Inputs {
         policy: spec.policy.clone(),
         limits: ctx.limits.clone(),
@@ -114,6 +134,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         round,
         moved_from,
         token_id: found.token_id,
+        finished_jobs,
     })))
 }
 
@@ -187,6 +208,7 @@ async fn find_login(
     spec: &Spec,
     credentials: &Credentials,
     memory: &mut Memory,
+    finished_jobs: &mut FinishedJobs,
 ) -> Result<LoginFound, kube::Error> {
     let nothing = LoginFound {
         seen: LoginSeen::None,
@@ -203,7 +225,13 @@ async fn find_login(
         .into_iter()
         .flatten()
         .max();
-    let Some(record) = login::unrecorded(ctx, account, handled).await? else {
+    // Only a login that produced a token has its still-running Job removed: a failed one is
+    // left for `kubectl describe` and its deadline.
+    let succeeded_last = memory.last_mint > memory.last_failure.as_ref().map(|f| f.at);
+    let jobs = login::unrecorded(ctx, account, handled, succeeded_last).await?;
+    finished_jobs.done = jobs.completed;
+    finished_jobs.reap_at = jobs.reap_at;
+    let Some(record) = jobs.running else {
         return Ok(nothing);
     };
     ctx.logins.hold(&account.uid().unwrap_or_default());

@@ -29,6 +29,10 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// How long a login Job whose result was taken in may go on running (its Chromium closing)
+/// before the operator removes it.
+pub const REAP_AFTER: Duration = Duration::from_secs(30);
+
 /// How long past the Job's own deadline the operator waits for it to be marked failed before
 /// giving up on it (covers a cluster whose Job controller is slow or absent).
 const DEADLINE_GRACE: Duration = Duration::from_secs(60);
@@ -116,21 +120,46 @@ impl LoginFound {
     }
 }
 
-/// A running login Job of this account that its status does not name (created just before a
-/// crash or a failed status write): it is still this account's login, to be followed rather
-/// than paid for with another consent. Jobs created before `handled` (the last result the
-/// memory holds) are logins whose end was already taken in, even if their Job still runs.
+/// The account's login Jobs the status does not name.
+pub struct UnrecordedJobs {
+    /// A running login Job created just before a crash or a failed status write: still this
+    /// account's login, to be followed rather than paid for with another consent.
+    pub running: Option<LoginRecord>,
+    /// Logins whose result was already taken in and whose Job completed since (its Chromium
+    /// was still closing when the token was consumed), or still runs [`REAP_AFTER`] later (a
+    /// Chromium that does not exit): removed, as the operator removes every successful login
+    /// Job. Failed ones stay for `kubectl describe` until their TTL.
+    pub completed: Vec<String>,
+    /// When a handled login Job that still runs becomes due for removal.
+    pub reap_at: Option<DateTime<Utc>>,
+}
+
+/// Lists the account's login Jobs. Jobs created before `handled` (the last result the memory
+/// holds) are logins whose end was already taken in, even if their Job still runs; with
+/// `reap_running` (that result was a token) such a Job still running is removed after
+/// [`REAP_AFTER`].
 pub async fn unrecorded(
     ctx: &Context,
     account: &DhanAccount,
     handled: Option<DateTime<Utc>>,
-) -> Result<Option<LoginRecord>, kube::Error> {
+    reap_running: bool,
+) -> Result<UnrecordedJobs, kube::Error> {
     let jobs: Api<Job> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
     let selector = format!("{LOGIN_FOR_LABEL}={}", account_label(account));
     let listed = jobs.list(&ListParams::default().labels(&selector)).await?;
     let uid = account.uid();
-    let newest = listed
+    let created = |job: &Job| {
+        job.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+    };
+    // Creation times have whole seconds: a Job of the same second as the last result is taken
+    // for handled.
+    let is_new =
+        |job: &Job| handled.is_none_or(|h| created(job).is_some_and(|c| c > h.timestamp()));
+    let ours: Vec<Job> = listed
         .items
         .into_iter()
         .filter(|job| {
@@ -138,37 +167,53 @@ pub async fn unrecorded(
                 .iter()
                 .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
         })
-        .filter(|job| job.metadata.deletion_timestamp.is_none() && !finished(job))
-        .filter(|job| {
-            let created = job
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second());
-            // Creation times have whole seconds: a Job of the same second as the last result
-            // is taken for handled.
-            handled.is_none_or(|h| created.is_some_and(|c| c > h.timestamp()))
+        .filter(|job| job.metadata.deletion_timestamp.is_none())
+        .collect();
+    let reap_at = handled.map(|h| h + chrono::Duration::from_std(REAP_AFTER).unwrap_or_default());
+    let reap_at = reap_at.filter(|_| reap_running);
+    let overdue = reap_at.is_some_and(|at| ctx.clock.now() >= at);
+    let completed = ours
+        .iter()
+        .filter(|job| !is_new(job) && (succeeded(job) || (!finished(job) && overdue)))
+        .map(|job| job.name_any())
+        .collect();
+    let handled_jobs_running = ours.iter().any(|job| !is_new(job) && !finished(job));
+    let running = ours
+        .into_iter()
+        .filter(|job| !finished(job) && is_new(job))
+        .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0))
+        .map(|job| {
+            let started_at = created(&job)
+                .and_then(|t| DateTime::from_timestamp(t, 0))
+                .unwrap_or_else(|| ctx.clock.now());
+            let reason = job
+                .annotations()
+                .get(LOGIN_REASON_ANNOTATION)
+                .and_then(|r| RefreshReason::parse(r))
+                .unwrap_or(RefreshReason::NoToken);
+            LoginRecord {
+                job_name: job.name_any(),
+                started_at,
+                reason,
+                refresh_request: None,
+            }
+        });
+    let reap_at = reap_at.filter(|_| !overdue && handled_jobs_running);
+    Ok(UnrecordedJobs {
+        running,
+        completed,
+        reap_at,
+    })
+}
+
+fn succeeded(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
         })
-        .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0));
-    Ok(newest.map(|job| {
-        let started_at = job
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
-            .unwrap_or_else(|| ctx.clock.now());
-        let reason = job
-            .annotations()
-            .get(LOGIN_REASON_ANNOTATION)
-            .and_then(|r| RefreshReason::parse(r))
-            .unwrap_or(RefreshReason::NoToken);
-        LoginRecord {
-            job_name: job.name_any(),
-            started_at,
-            reason,
-            refresh_request: None,
-        }
-    }))
 }
 
 fn finished(job: &Job) -> bool {
@@ -205,7 +250,9 @@ pub async fn progress(
     match outcome(job_name, read_job(&job, &listed.items)) {
         Some(Ok(token_id)) => {
             return Ok(LoginFound {
-                seen: LoginSeen::Succeeded,
+                seen: LoginSeen::Succeeded {
+                    job_done: finished(&job),
+                },
                 token_id: Some(token_id),
             });
         }

@@ -38,6 +38,9 @@ pub struct Round {
     pub job_to_delete: Option<String>,
     /// A recorded login ended in this reconcile: its slot is free.
     pub login_ended: bool,
+    /// A login's token was taken while its Job still ran (Chromium closing): the Job is removed
+    /// by a later reconcile, once it completed or failed to.
+    pub job_still_running: bool,
     /// The last decision, for the status.
     pub decision: Option<Decision>,
     attempt: Option<Attempt>,
@@ -69,6 +72,7 @@ impl Round {
             job_to_create: None,
             job_to_delete: None,
             login_ended: false,
+            job_still_running: false,
             decision: None,
             attempt: None,
             attempted: false,
@@ -104,7 +108,7 @@ impl Round {
         }
         loop {
             match self.login {
-                LoginSeen::Succeeded => return Step::Consume,
+                LoginSeen::Succeeded { .. } => return Step::Consume,
                 LoginSeen::Running => return Step::Finish,
                 _ => {}
             }
@@ -212,7 +216,7 @@ impl Round {
             (None, Some(login)) => (login.reason, login.refresh_request, login.started_at),
             (None, None) => (RefreshReason::NoToken, None, now),
         };
-        if self.login == LoginSeen::Succeeded {
+        if matches!(self.login, LoginSeen::Succeeded { .. }) {
             self.finish_login();
         }
         self.notes.push(Note {

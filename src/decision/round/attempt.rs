@@ -90,7 +90,7 @@ impl Round {
         if failure.kind.outcome_unknown() {
             self.memory.mint_unconfirmed = Some(now);
         }
-        if self.login == LoginSeen::Succeeded {
+        if matches!(self.login, LoginSeen::Succeeded { .. }) {
             // The consume of a finished login failed: that login is over.
             let record = self.memory.login.clone().expect("a login was recorded");
             self.finish_login();

@@ -18,7 +18,7 @@ impl Round {
             self.memory.last_totp_step = self.memory.last_totp_step.max(Some(now_step));
         }
         match login {
-            LoginSeen::Running | LoginSeen::Succeeded => self.login = login,
+            LoginSeen::Running | LoginSeen::Succeeded { .. } => self.login = login,
             LoginSeen::None => {
                 self.memory.login = None;
                 self.login_ended = true;
@@ -71,8 +71,13 @@ impl Round {
     }
 
     pub(super) fn finish_login(&mut self) {
+        let still_running = self.login == LoginSeen::Succeeded { job_done: false };
         if let Some(record) = self.memory.login.take() {
-            self.job_to_delete = Some(record.job_name);
+            if still_running {
+                self.job_still_running = true;
+            } else {
+                self.job_to_delete = Some(record.job_name);
+            }
             self.login_ended = true;
         }
         self.login = LoginSeen::None;

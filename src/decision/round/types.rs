@@ -51,8 +51,12 @@ pub struct Held {
 pub enum LoginSeen {
     None,
     Running,
-    /// The login Job handed back a `tokenId` (kept by the controller).
-    Succeeded,
+    /// The login Job handed back a `tokenId` (kept by the controller). `job_done` when the Job
+    /// itself has finished: one still running (its Chromium closing) is left to finish and to
+    /// its TTL rather than deleted under the sidecar.
+    Succeeded {
+        job_done: bool,
+    },
     /// The login failed; `counts` when it reached Dhan's PIN/TOTP step (lockout).
     Failed {
         failure: Failure,
