@@ -7,8 +7,11 @@
 //! - [`http`] / [`metrics`]: the operator's HTTP surface.
 //! - [`leader`]: Lease-based leader election between replicas.
 //! - [`browser`]: the `browser-login` driver run in login Jobs (Chromium over CDP).
+//! - [`calendar_file`]: the trading calendar file, loaded and re-read at run time.
+//! - [`notify`]: notifications of account state changes to Telegram or a webhook.
 
 pub mod browser;
+pub mod calendar_file;
 pub mod controller;
 pub mod crd;
 pub mod decision;
@@ -16,5 +19,6 @@ pub mod dhan;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod rate_limit;
 pub mod token_hash;

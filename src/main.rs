@@ -9,6 +9,7 @@ use dhan_operator::dhan::DhanClient;
 use dhan_operator::http::{Readiness, router};
 use dhan_operator::leader::LeaderElector;
 use dhan_operator::metrics::Metrics;
+use dhan_operator::{calendar_file, notify};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -27,8 +28,11 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Print the DhanAccount CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (all, or the one named by its plural).
+    Crd {
+        #[arg(value_parser = ["dhanaccounts", "dhannotifiers"])]
+        which: Option<String>,
+    },
     /// Log in on Dhan's consent page through a Chromium sidecar (in a login Job) and write the
     /// redirect's tokenId to the termination log. Configured by environment only.
     BrowserLogin,
@@ -105,6 +109,15 @@ struct RunArgs {
     /// How long one browser login may take (the Job's deadline adds a minute for Chromium).
     #[arg(long, env = "LOGIN_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
     login_timeout: Duration,
+    /// Trading calendar (YAML: holidays and special sessions) for market-hours protection and
+    /// `refresh.tradingDaysOnly`; re-read when it changes. Default: the calendar shipped with
+    /// this release.
+    #[arg(long, env = "TRADING_CALENDAR")]
+    trading_calendar: Option<std::path::PathBuf>,
+    /// Send DhanNotifier alerts (Telegram, webhooks). Needs the DhanNotifier CRD and rights to
+    /// watch DhanNotifiers and patch their status.
+    #[arg(long, env = "NOTIFICATIONS")]
+    notifications: bool,
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -130,8 +143,14 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", dhan_operator::crd::crd_yaml());
+        Command::Crd { which } => {
+            let accounts = dhan_operator::crd::crd_yaml();
+            let notifiers = dhan_operator::notify::resource::crd_yaml();
+            match which.as_deref() {
+                Some("dhanaccounts") => print!("{accounts}"),
+                Some(_) => print!("{notifiers}"),
+                None => print!("{accounts}---\n{notifiers}"),
+            }
             Ok(())
         }
         Command::Run(args) => run(args).await,
@@ -152,6 +171,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
 
     let metrics = Arc::new(Metrics::default());
+    let calendar_text = calendar_file::install_initial(args.trading_calendar.as_deref(), &metrics)?;
+    if let (Some(path), Some(text)) = (args.trading_calendar.clone(), calendar_text) {
+        tokio::spawn(calendar_file::watch(path, text, metrics.clone()));
+    }
     let readiness = Readiness::default();
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
         .await
@@ -160,6 +183,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = router(metrics.clone(), readiness.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let notifier = args
+        .notifications
+        .then(|| notify::run(client.clone(), args.namespace.clone(), metrics.clone()));
     let settings = Settings {
         namespace: args.namespace,
         dhan,
@@ -179,15 +205,29 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     readiness.set(true);
+    let elector_client = client.clone();
+    // Only the leader reconciles and notifies: the notifier runs beside the controller and
+    // stops with it.
+    let work = async move {
+        match notifier {
+            Some(notifier) => {
+                tokio::select! {
+                    _ = controller::run(client, settings, metrics) => {}
+                    _ = notifier => {}
+                }
+            }
+            None => controller::run(client, settings, metrics).await,
+        }
+    };
     if !args.leader_elect {
-        controller::run(client, settings, metrics).await;
+        work.await;
         info!("stopped");
         return Ok(());
     }
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
     let elector = LeaderElector::new(
-        client.clone(),
+        elector_client,
         args.leader_elect_namespace.as_deref().unwrap_or("default"),
         &args.leader_elect_lease,
         identity,
@@ -195,7 +235,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("waiting to become leader");
     elector.acquire().await;
     tokio::select! {
-        _ = controller::run(client, settings, metrics) => {
+        _ = work => {
             info!("stopped");
             Ok(())
         }

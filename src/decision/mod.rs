@@ -2,6 +2,7 @@
 //! reconciler and an injected clock. No Kubernetes, no I/O.
 
 pub mod backoff;
+pub mod calendar;
 pub mod duration;
 pub mod market;
 pub mod policy;
@@ -217,6 +218,18 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         };
         if newer {
             return Decision::Adopt;
+        }
+    }
+
+    // refresh.tradingDaysOnly: a token that lapsed with no session before the next scheduled
+    // refresh waits for it instead of being minted for nobody.
+    if live_token.is_none() && facts.token.is_some() && new_request.is_none() {
+        if let Some(at) = facts.policy.schedule.lapse_until(now) {
+            return Decision::Wait(Wait {
+                until: at,
+                next_refresh: at,
+                blocked: None,
+            });
         }
     }
 

@@ -1,7 +1,8 @@
-//! When the next proactive refresh is due: a pure function of the token, the policy and the
-//! clock, in the spirit of cert-manager's renewal-time calculation.
+//! When the next proactive refresh is due: a pure function of the token, the policy, the
+//! trading calendar and the clock, in the spirit of cert-manager's renewal-time calculation.
 
-use super::market::{before_open, in_market_hours};
+use super::calendar::{self, TradingCalendar};
+use super::market::{before_open_on, in_market_hours_on, ist_date, next_session};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub struct Schedule {
     cron: Cron,
     time_zone: Tz,
+    trading_days_only: bool,
 }
 
 impl Schedule {
@@ -27,7 +29,11 @@ impl Schedule {
             .map_err(|e| ScheduleError::Expression(format!("{expression:?}: {e}")))?;
         let time_zone = Tz::from_str(time_zone)
             .map_err(|_| ScheduleError::TimeZone(format!("unknown time zone {time_zone:?}")))?;
-        let schedule = Schedule { cron, time_zone };
+        let schedule = Schedule {
+            cron,
+            time_zone,
+            trading_days_only: false,
+        };
         // A pattern such as "0 0 30 2 *" parses but never fires.
         if schedule.next_after(Utc::now()).is_none() {
             return Err(ScheduleError::Expression(format!(
@@ -35,6 +41,19 @@ impl Schedule {
             )));
         }
         Ok(schedule)
+    }
+
+    /// `refresh.tradingDaysOnly`: fire only on IST dates the exchange trades, and let a token
+    /// lapse between sessions rather than mint one nobody trades with.
+    pub fn with_trading_days_only(self, trading_days_only: bool) -> Self {
+        Schedule {
+            trading_days_only,
+            ..self
+        }
+    }
+
+    pub fn trading_days_only(&self) -> bool {
+        self.trading_days_only
     }
 
     /// The first occurrence strictly after `t`.
@@ -45,17 +64,51 @@ impl Schedule {
             .map(|next| next.with_timezone(&Utc))
     }
 
-    /// The first occurrence strictly after `t` that is outside market hours: a proactive mint
-    /// then would kill the token running trading pods hold (docs/dhan-api.md §8).
-    pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The first occurrence strictly after `t` that is outside market hours (a proactive mint
+    /// then would kill the token running trading pods hold, docs/dhan-api.md §8) and, with
+    /// `tradingDaysOnly`, on a trading day.
+    pub fn next_slot_after(
+        &self,
+        calendar: &TradingCalendar,
+        t: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let mut candidate = self.next_after(t)?;
         for _ in 0..10_000 {
-            if !in_market_hours(candidate) {
+            let wanted = !self.trading_days_only || calendar.is_trading_day(ist_date(candidate));
+            if wanted && !in_market_hours_on(calendar, candidate) {
                 return Some(candidate);
             }
             candidate = self.next_after(candidate)?;
         }
         None
+    }
+
+    /// [`Schedule::next_slot_after`] with the calendar in force.
+    pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_slot_after(&calendar::current(), t)
+    }
+
+    /// With `tradingDaysOnly`, a token that has expired while no session comes before the next
+    /// scheduled refresh is left to wait for that refresh: the time to mint. `None` otherwise
+    /// (mint now).
+    pub fn lapse_until_on(
+        &self,
+        calendar: &TradingCalendar,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if !self.trading_days_only {
+            return None;
+        }
+        let next = self.next_slot_after(calendar, now)?;
+        match next_session(calendar, now) {
+            Some((open, _)) if open < next => None,
+            _ => Some(next),
+        }
+    }
+
+    /// [`Schedule::lapse_until_on`] with the calendar in force.
+    pub fn lapse_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.lapse_until_on(&calendar::current(), now)
     }
 }
 
@@ -77,28 +130,53 @@ pub enum ProactiveTrigger {
     SafetyNet,
 }
 
-/// Plans the next proactive refresh of a token obtained at `obtained_at` that expires at
-/// `expires_at`.
-///
-/// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
-/// drifting, and what makes the plan survive operator restarts: it is recomputed from the
-/// token alone.
+/// [`next_proactive_refresh_on`] with the calendar in force.
 pub fn next_proactive_refresh(
     schedule: &Schedule,
     renew_before: Duration,
     obtained_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> (DateTime<Utc>, ProactiveTrigger) {
-    let scheduled = schedule.next_outside_market_after(obtained_at);
+    next_proactive_refresh_on(
+        &calendar::current(),
+        schedule,
+        renew_before,
+        obtained_at,
+        expires_at,
+    )
+}
+
+/// Plans the next proactive refresh of a token obtained at `obtained_at` that expires at
+/// `expires_at`.
+///
+/// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
+/// drifting, and what makes the plan survive operator restarts: it is recomputed from the
+/// token alone.
+pub fn next_proactive_refresh_on(
+    calendar: &TradingCalendar,
+    schedule: &Schedule,
+    renew_before: Duration,
+    obtained_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> (DateTime<Utc>, ProactiveTrigger) {
+    let scheduled = schedule.next_slot_after(calendar, obtained_at);
+    let safety_net = expires_at - renew_before;
     match scheduled {
         Some(at) if at <= expires_at => (at, ProactiveTrigger::Scheduled),
+        // tradingDaysOnly: the safety net is only for a token that would lapse before or
+        // during a session; one that lapses between sessions waits for the schedule.
+        Some(at)
+            if schedule.trading_days_only
+                && next_session(calendar, safety_net).is_none_or(|(open, _)| open >= at) =>
+        {
+            (at, ProactiveTrigger::Scheduled)
+        }
         _ => {
-            let safety_net = expires_at - renew_before;
             // Pull a safety net out of market hours, unless the token is younger than that:
             // then refreshing near expiry disturbs running pods least. Depends on the token
             // only, never on "now", so the plan cannot shift while it is waited for.
-            let pulled_back = before_open(safety_net);
-            let at = if in_market_hours(safety_net) && pulled_back > obtained_at {
+            let pulled_back = before_open_on(calendar, safety_net);
+            let at = if in_market_hours_on(calendar, safety_net) && pulled_back > obtained_at {
                 pulled_back
             } else {
                 safety_net
@@ -197,6 +275,109 @@ mod tests {
         assert_eq!(
             schedule.next_after(utc("2026-11-23T07:00:00Z")),
             Some(utc("2026-11-23T08:00:00Z"))
+        );
+    }
+
+    /// Diwali 2026: Muhurat on Sunday 8 Nov, Balipratipada on Tuesday 10 Nov.
+    fn diwali_2026() -> TradingCalendar {
+        TradingCalendar::parse(
+            "holidays: [{date: 2026-11-10, name: Diwali-Balipratipada}]\n\
+             specialSessions: [{date: 2026-11-08, open: '17:45', close: '19:30', name: Muhurat}]",
+        )
+        .unwrap()
+    }
+
+    fn trading_days_only() -> Schedule {
+        daily_0800_ist().with_trading_days_only(true)
+    }
+
+    #[test]
+    fn trading_days_only_skips_weekends_and_holidays() {
+        let calendar = diwali_2026();
+        let cases = [
+            // (token minted, expected next refresh, why)
+            (
+                "2026-11-20T02:30:03Z",
+                "2026-11-23T02:30:00Z",
+                "Friday: next Monday",
+            ),
+            (
+                "2026-11-09T02:30:03Z",
+                "2026-11-11T02:30:00Z",
+                "Monday: Tuesday is a holiday",
+            ),
+            (
+                "2026-11-06T02:30:03Z",
+                "2026-11-08T02:30:00Z",
+                "Friday: Sunday has Muhurat",
+            ),
+        ];
+        for (minted, expected, why) in cases {
+            let minted = utc(minted);
+            let (at, trigger) = next_proactive_refresh_on(
+                &calendar,
+                &trading_days_only(),
+                TEN_MINUTES,
+                minted,
+                minted + DAY,
+            );
+            assert_eq!(
+                (at, trigger),
+                (utc(expected), ProactiveTrigger::Scheduled),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_day_schedules_still_refresh_on_weekends() {
+        let minted = utc("2026-11-20T02:30:03Z"); // Friday
+        let (at, _) = next_proactive_refresh_on(
+            &diwali_2026(),
+            &daily_0800_ist(),
+            TEN_MINUTES,
+            minted,
+            minted + DAY,
+        );
+        assert_eq!(at, utc("2026-11-21T02:30:00Z"), "Saturday 08:00 IST");
+    }
+
+    #[test]
+    fn trading_days_only_keeps_the_safety_net_for_a_session_the_token_would_miss() {
+        // Minted Sunday 11:00 IST (a dead token replaced): it expires Monday 11:00 IST, in the
+        // middle of Monday's session, so it is refreshed before Monday's open.
+        let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata")
+            .unwrap()
+            .with_trading_days_only(true);
+        let minted = utc("2026-11-22T05:30:00Z");
+        let (at, trigger) =
+            next_proactive_refresh_on(&diwali_2026(), &schedule, TEN_MINUTES, minted, minted + DAY);
+        assert_eq!(trigger, ProactiveTrigger::SafetyNet);
+        assert_eq!(at, utc("2026-11-23T03:15:00Z"), "Monday 08:45 IST");
+    }
+
+    #[test]
+    fn a_lapsed_token_waits_for_the_next_trading_day_only_when_asked() {
+        let calendar = diwali_2026();
+        let saturday_0800 = utc("2026-11-21T02:30:03Z");
+        assert_eq!(
+            trading_days_only().lapse_until_on(&calendar, saturday_0800),
+            Some(utc("2026-11-23T02:30:00Z")),
+            "Saturday: wait for Monday 08:00 IST"
+        );
+        assert_eq!(
+            daily_0800_ist().lapse_until_on(&calendar, saturday_0800),
+            None
+        );
+        // Monday 08:00: the session is due before the next scheduled time.
+        assert_eq!(
+            trading_days_only().lapse_until_on(&calendar, utc("2026-11-23T02:30:00Z")),
+            None
+        );
+        // Friday noon, during a session: mint now.
+        assert_eq!(
+            trading_days_only().lapse_until_on(&calendar, utc("2026-11-20T06:30:00Z")),
+            None
         );
     }
 }
