@@ -223,14 +223,17 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
 
     // refresh.tradingDaysOnly: a token that lapsed with no session before the next scheduled
     // refresh waits for it instead of being minted for nobody.
-    if live_token.is_none() && facts.token.is_some() && new_request.is_none() {
-        if let Some(at) = facts.policy.schedule.lapse_until(now) {
-            return Decision::Wait(Wait {
-                until: at,
-                next_refresh: at,
-                blocked: None,
-            });
-        }
+    if let (None, Some(_), None, Some(at)) = (
+        live_token,
+        &facts.token,
+        new_request,
+        facts.policy.schedule.lapse_until(now),
+    ) {
+        return Decision::Wait(Wait {
+            until: at,
+            next_refresh: at,
+            blocked: None,
+        });
     }
 
     let (due, next_refresh) = match live_token {

@@ -46,15 +46,25 @@ pub fn describe(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| format!("Secret {} has no key {token_key:?}", secret.name_any()))?;
     let claims = decode_claims(&token).map_err(|e| {
-        format!("key {token_key:?} of Secret {} does not hold a Dhan token: {e}", secret.name_any())
+        format!(
+            "key {token_key:?} of Secret {} does not hold a Dhan token: {e}",
+            secret.name_any()
+        )
     })?;
     let mut lines = vec![
-        format!("Secret:      {}/{}", secret.namespace().unwrap_or_default(), secret.name_any()),
+        format!(
+            "Secret:      {}/{}",
+            secret.namespace().unwrap_or_default(),
+            secret.name_any()
+        ),
         format!(
             "Account:     {}",
             owner.map_or("- (not written by a DhanAccount)".into(), |a| a.name_any())
         ),
-        format!("Key:         {token_key} ({} characters, not shown)", token.chars().count()),
+        format!(
+            "Key:         {token_key} ({} characters, not shown)",
+            token.chars().count()
+        ),
         format!(
             "Type:        {}",
             match claims.consumer_type.as_deref() {
@@ -63,17 +73,24 @@ pub fn describe(
                 None => "unknown (no tokenConsumerType claim)".into(),
             }
         ),
-        format!("Client:      {}", claims.client_id.clone().unwrap_or_else(|| "-".into())),
+        format!(
+            "Client:      {}",
+            claims.client_id.clone().unwrap_or_else(|| "-".into())
+        ),
     ];
-    if let (Some(in_token), Some(in_secret)) = (claims.client_id.as_deref(), value(&client_key)) {
-        if in_token != in_secret {
-            lines.push(format!(
-                "Warning:     {client_key} says {in_secret}, the token is for {in_token}"
-            ));
-        }
+    if let (Some(in_token), Some(in_secret)) = (claims.client_id.as_deref(), value(&client_key))
+        && in_token != in_secret
+    {
+        lines.push(format!(
+            "Warning:     {client_key} says {in_secret}, the token is for {in_token}"
+        ));
     }
     if let Some(iat) = claims.iat {
-        lines.push(format!("Issued:      {} ({})", ist_time(iat), relative(iat, now)));
+        lines.push(format!(
+            "Issued:      {} ({})",
+            ist_time(iat),
+            relative(iat, now)
+        ));
     }
     let state = if claims.exp > now { "valid" } else { "EXPIRED" };
     lines.push(format!(

@@ -118,12 +118,13 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 Api::namespaced(client, &namespace)
             };
-            let accounts = match name {
-                Some(name) => vec![api.get(&name).await.with_context(|| {
-                    format!("dhanaccount {name:?} in namespace {namespace:?}")
-                })?],
-                None => api.list(&Default::default()).await?.items,
-            };
+            let accounts =
+                match name {
+                    Some(name) => vec![api.get(&name).await.with_context(|| {
+                        format!("dhanaccount {name:?} in namespace {namespace:?}")
+                    })?],
+                    None => api.list(&Default::default()).await?.items,
+                };
             if accounts.is_empty() {
                 eprintln!("No DhanAccounts found in namespace {namespace}.");
                 return Ok(0);

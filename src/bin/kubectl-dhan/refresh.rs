@@ -34,7 +34,11 @@ pub fn throttle_note(status: &DhanAccountStatus, now: DateTime<Utc>) -> Option<S
 }
 
 /// What a status says about the request `value`, if it is settled.
-pub fn settled(status: &DhanAccountStatus, value: &str, hash_before: Option<&str>) -> Option<Outcome> {
+pub fn settled(
+    status: &DhanAccountStatus,
+    value: &str,
+    hash_before: Option<&str>,
+) -> Option<Outcome> {
     if status.refresh_request_handled.as_deref() != Some(value) {
         return None;
     }
@@ -54,10 +58,18 @@ pub fn settled(status: &DhanAccountStatus, value: &str, hash_before: Option<&str
     }
     let expiry = status
         .expires_at
-        .map(|t| format!(", valid until {} ({})", ist_time(t), relative(t, Utc::now())))
+        .map(|t| {
+            format!(
+                ", valid until {} ({})",
+                ist_time(t),
+                relative(t, Utc::now())
+            )
+        })
         .unwrap_or_default();
     let method = status.method.as_deref().unwrap_or("-");
-    Some(Outcome::Refreshed(format!("new token (method {method}){expiry}")))
+    Some(Outcome::Refreshed(format!(
+        "new token (method {method}){expiry}"
+    )))
 }
 
 /// Sets the annotation and, with `wait`, follows the account for up to `timeout`.

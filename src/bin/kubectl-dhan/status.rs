@@ -11,7 +11,9 @@ use kube::ResourceExt;
 const CONSENTS_PER_DAY: u32 = 25;
 
 fn or_dash(value: Option<String>) -> String {
-    value.filter(|v| !v.is_empty()).unwrap_or_else(|| "-".into())
+    value
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<String> {
@@ -23,12 +25,13 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
         .map(|c| consents_today(Some(c), now))
         .filter(|n| *n > 0)
         .map(|n| format!("{n}/{CONSENTS_PER_DAY}"));
-    let failure = status.last_failure_reason.clone().map(|reason| {
-        match status.last_failure_time {
+    let failure = status
+        .last_failure_reason
+        .clone()
+        .map(|reason| match status.last_failure_time {
             Some(t) => format!("{reason} ({})", relative(t, now)),
             None => reason,
-        }
-    });
+        });
     let mut row = Vec::new();
     if all_namespaces {
         row.push(account.namespace().unwrap_or_default());

@@ -25,7 +25,9 @@ pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// An IST wall-clock time, the way Indian traders read it.
 pub fn ist_time(t: DateTime<Utc>) -> String {
-    t.with_timezone(&ist()).format("%Y-%m-%d %H:%M:%S IST").to_string()
+    t.with_timezone(&ist())
+        .format("%Y-%m-%d %H:%M:%S IST")
+        .to_string()
 }
 
 #[cfg(test)]
