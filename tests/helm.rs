@@ -35,6 +35,12 @@ const WAIT: Duration = Duration::from_secs(60);
 static OPERATOR_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The python of the venv `hack/install-testbed.sh` builds; the test fails (not skips) without it.
+/// The trading calendar the chart ships as a ConfigMap.
+const CHART_CALENDAR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/dhan-operator/files/trading-calendar.yaml"
+);
+
 fn helm_python() -> PathBuf {
     let cache = std::env::var_os("DHAN_OPERATOR_CACHE")
         .map(PathBuf::from)
@@ -117,7 +123,7 @@ async fn wait_for_chart_crd(client: &Client) {
 
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
 /// least privilege. Widening them must be a deliberate change of this table. Jobs and Pods only
-/// with `browserLogin.enabled`.
+/// with `browserLogin.enabled`; DhanNotifiers with `notifications.enabled` (the default).
 fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut table: Vec<(&str, &str, &[&str])> = vec![
         (
@@ -127,6 +133,12 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
         ),
         ("dhan-operator.dev", "dhanaccounts/status", &["patch"]),
         ("dhan-operator.dev", "dhanaccounts/finalizers", &["update"]),
+        (
+            "dhan-operator.dev",
+            "dhannotifiers",
+            &["get", "list", "watch"],
+        ),
+        ("dhan-operator.dev", "dhannotifiers/status", &["patch"]),
         ("", "secrets", &["create", "get", "list", "patch", "watch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
         ("apps", "deployments", &["get", "patch"]),
@@ -266,6 +278,10 @@ fn run_like_the_deployment(
         .map(|arg| {
             if arg.starts_with("--metrics-addr=") {
                 "--metrics-addr=127.0.0.1:0".to_string()
+            } else if arg.starts_with("--trading-calendar=") {
+                // The ConfigMap's content (checked against this file by the cluster-wide test),
+                // where the pod would have it mounted.
+                format!("--trading-calendar={}", CHART_CALENDAR)
             } else {
                 arg
             }
@@ -566,9 +582,20 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         format!("--dhan-auth-url={}", mock.url),
         format!("--dhan-api-url={}", mock.url),
         "--metrics-addr=0.0.0.0:8080".to_string(),
+        "--notifications".to_string(),
+        "--trading-calendar=/etc/dhan-operator/calendar/trading-calendar.yaml".to_string(),
     ] {
         assert!(args.contains(&expected), "{expected} missing from {args:?}");
     }
+    let calendar = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&format!("{RELEASE}-trading-calendar"))
+        .await
+        .expect("the trading-calendar ConfigMap");
+    assert_eq!(
+        calendar.data.unwrap_or_default()["trading-calendar.yaml"].trim_end(),
+        std::fs::read_to_string(CHART_CALENDAR).unwrap().trim_end(),
+        "the ConfigMap carries files/trading-calendar.yaml"
+    );
 
     // The operator as the ServiceAccount: takes the Lease in the release namespace...
     wait_for_chart_crd(&client).await;

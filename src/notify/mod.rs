@@ -14,7 +14,7 @@ use crate::crd::DhanAccount;
 use crate::decision::calendar;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use health::{Health, Notice, health_of, notice_for};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -91,7 +91,12 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     let mut states: HashMap<String, NotifierState> = HashMap::new();
     info!("notifications started");
     while wakeups.next().await.is_some() {
-        if account_store.is_empty() && notifier_store.is_empty() {
+        // Until both caches hold the full lists, an account not yet listed would look deleted
+        // and be reported afresh once it appears.
+        let synced = |store_ready: Option<Result<(), _>>| store_ready.is_some_and(|r| r.is_ok());
+        if !synced(account_store.wait_until_ready().now_or_never())
+            || !synced(notifier_store.wait_until_ready().now_or_never())
+        {
             continue;
         }
         evaluate(
