@@ -219,3 +219,53 @@ async fn a_restarted_operator_does_not_repeat_and_a_dead_receiver_is_counted() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(received.all().len(), 1, "{:?}", received.all());
 }
+
+#[tokio::test]
+async fn only_the_leader_sends() {
+    let (url, received) = receiver().await;
+    let bed = Bed::without_operator("notify-leader").await;
+    let args = [
+        "--notifications",
+        "--leader-elect",
+        "--leader-elect-namespace",
+        &bed.ns,
+        "--leader-elect-lease",
+        "notify-leader",
+    ];
+    let first = bed.spawn_operator(&args, &[("POD_NAME", "replica-a")]);
+    support::wait_for(Duration::from_secs(30), || async {
+        first
+            .output()
+            .contains("notifications started")
+            .then_some(())
+    })
+    .await;
+    let second = bed.spawn_operator(&args, &[("POD_NAME", "replica-b")]);
+    bed.put_secret("team-hook", &[("url", &format!("{url}/hook"))])
+        .await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "alerts" },
+        "spec": { "webhook": { "secretName": "team-hook" } }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    bed.put_secret("carl-dhan", &[("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "carl",
+        json!({ "clientId": "1600000003", "credentialsSecret": "carl-dhan" }),
+    )
+    .await;
+    bed.wait_phase("carl", Phase::Failed).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (!received.all().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(received.all().len(), 1, "{:?}", received.all());
+    assert!(
+        !second.output().contains("notifications started"),
+        "the standby does not notify"
+    );
+}
