@@ -104,6 +104,7 @@ async fn a_failure_then_a_recovery_sends_exactly_two_messages_per_channel() {
     assert_eq!(webhook.len(), 2, "{:?}", received.all());
     assert_eq!(telegram[0]["chat_id"], "4242");
     let failed = telegram[0]["text"].as_str().unwrap();
+    println!("messages sent:\n{failed}\n{}", telegram[1]["text"]);
     assert!(failed.contains(&format!("{}/alice", bed.ns)), "{failed}");
     assert!(failed.contains("cannot be refreshed"), "{failed}");
     assert!(

@@ -44,7 +44,10 @@ pub fn text(notice: Notice, account: &DhanAccount, now: DateTime<Utc>) -> String
         Some(t) if t > now => format!(
             "The current token stays valid until {} (in {}).",
             ist_time(t),
-            format_duration((t - now).to_std().unwrap_or_default())
+            // Whole minutes: seconds are noise on a phone.
+            format_duration(std::time::Duration::from_secs(
+                (t - now).num_minutes().max(0) as u64 * 60
+            ))
         ),
         Some(t) => format!("The token expired at {}.", ist_time(t)),
         None => "There is no token.".to_string(),
