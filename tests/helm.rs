@@ -596,6 +596,14 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         std::fs::read_to_string(CHART_CALENDAR).unwrap().trim_end(),
         "the ConfigMap carries files/trading-calendar.yaml"
     );
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), NS)
+            .get_opt(&format!("{RELEASE}-dashboard"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the Grafana dashboard is off by default"
+    );
 
     // The operator as the ServiceAccount: takes the Lease in the release namespace...
     wait_for_chart_crd(&client).await;
@@ -695,6 +703,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
             // With browser logins the operator also watches Jobs: the Role must allow it.
             "browserLogin": { "enabled": true, "maxConcurrentJobs": 2 },
+            "grafanaDashboard": { "enabled": true },
         }),
     );
 
@@ -703,6 +712,22 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .get(SA)
         .await
         .expect("the ServiceAccount named by serviceAccount.name");
+    let dashboard = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&format!("{FULLNAME}-dashboard"))
+        .await
+        .expect("the dashboard ConfigMap with grafanaDashboard.enabled");
+    assert_eq!(
+        dashboard
+            .labels()
+            .get("grafana_dashboard")
+            .map(String::as_str),
+        Some("1"),
+        "the label Grafana's sidecar selects"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&dashboard.data.unwrap_or_default()["dhan-operator.json"])
+            .expect("the dashboard is JSON");
+    assert_eq!(json["uid"], "dhan-operator");
     let role = Api::<Role>::namespaced(client.clone(), &watched)
         .get(FULLNAME)
         .await
