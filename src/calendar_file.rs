@@ -1,4 +1,4 @@
-//! The trading calendar file (`--trading-calendar`): read at start, then re-read every minute so
+//! The trading calendar file (`--trading-calendar`): read at start, then re-read every 30 s so
 //! an edited ConfigMap takes effect without a restart (the kubelet swaps mounted files in place).
 
 use crate::decision::calendar::{self, TradingCalendar};
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
-const RECHECK_EVERY: Duration = Duration::from_secs(60);
+const RECHECK_EVERY: Duration = Duration::from_secs(30);
 /// Warn this long before the calendar runs out, so there is time to add NSE's next list.
 const WARN_BEFORE_END: Days = Days::new(30);
 
@@ -55,7 +55,7 @@ pub fn install_initial(path: Option<&Path>, metrics: &Metrics) -> anyhow::Result
     }
 }
 
-/// Re-reads `path` every minute; a changed, valid file replaces the calendar in force, an
+/// Re-reads `path` every 30 s; a changed, valid file replaces the calendar in force, an
 /// invalid one is reported and ignored (the last good calendar stays).
 pub async fn watch(path: PathBuf, mut last: String, metrics: Arc<Metrics>) {
     loop {

@@ -86,12 +86,12 @@ impl Default for Metrics {
         // Counters start at zero rather than appearing at their first increment: a family with no
         // series is left out of the scrape, and increase() over a series that appears at 1
         // misses that first event.
-        reconcile_errors.get_or_create(&ReasonLabels {
+        let _ = reconcile_errors.get_or_create(&ReasonLabels {
             reason: "KubeApi".into(), // controller::reconcile::Error::metric_label
         });
         for channel in ["telegram", "webhook", "queue"] {
             for outcome in ["Sent", "Failed"] {
-                notifications.get_or_create(&NotificationLabels {
+                let _ = notifications.get_or_create(&NotificationLabels {
                     channel: channel.into(),
                     outcome: outcome.into(),
                 });
