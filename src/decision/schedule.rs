@@ -380,4 +380,89 @@ mod tests {
             None
         );
     }
+
+    /// November 2026 through the whole decision logic with the shipped calendar: Diwali's
+    /// Sunday Muhurat session, the Balipratipada and Guru Nanak holidays, four weekends.
+    #[test]
+    fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
+        use crate::crd::{DhanAccountSpec, RefreshSpec};
+        use crate::decision::market::next_session;
+        use crate::decision::policy::Policy;
+        use crate::decision::{Decision, Facts, Limits, Memory, ProbeVerdict, TokenFacts, decide};
+
+        let calendar = TradingCalendar::builtin();
+        let policy = Policy::from_spec(&DhanAccountSpec {
+            client_id: "1000000001".into(),
+            refresh: Some(RefreshSpec {
+                trading_days_only: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        let limits = Limits::default();
+        let (start, end) = (utc("2026-11-02T02:00:00Z"), utc("2026-12-01T00:00:00Z"));
+        let mut now = start;
+        let mut token: Option<TokenFacts> = None;
+        let mut memory = Memory::default();
+        let mut probe = None;
+        let mut mints = Vec::new();
+        while now < end {
+            let facts = Facts {
+                now,
+                policy: &policy,
+                limits: &limits,
+                token: token.clone(),
+                web_token: None,
+                probe,
+                memory: &memory,
+                inputs_fingerprint: "inputs",
+                refresh_request: None,
+            };
+            match decide(&facts) {
+                Decision::Refresh(_) => {
+                    mints.push(now);
+                    token = Some(TokenFacts {
+                        expires_at: now + DAY,
+                        issued_at: now,
+                        obtained_at: now,
+                        consumer_type: Some("APP".into()),
+                        hash: mints.len().to_string(),
+                    });
+                    memory.last_mint = Some(now);
+                    probe = Some((now, ProbeVerdict::Alive));
+                }
+                Decision::Probe => probe = Some((now, ProbeVerdict::Alive)),
+                Decision::Wait(wait) => now = wait.until.max(now + chrono::Duration::seconds(1)),
+                other => panic!("unexpected {other:?} at {now}"),
+            }
+        }
+        for mint in &mints[1..] {
+            assert!(
+                calendar.is_trading_day(ist_date(*mint)),
+                "minted on a non-trading day: {mint}"
+            );
+        }
+        assert!(
+            mints.contains(&utc("2026-11-08T02:30:00Z")),
+            "Muhurat Sunday 08:00 IST"
+        );
+        assert!(
+            !mints
+                .iter()
+                .any(|m| ist_date(*m) == ist_date(utc("2026-11-10T06:00:00Z")))
+        );
+        // Every session of the month runs on a token minted before it that outlives it.
+        let mut t = start;
+        while let Some((open, close)) = next_session(&calendar, t).filter(|(o, _)| *o < end) {
+            assert!(
+                mints.iter().any(|m| *m <= open && *m + DAY >= close),
+                "session {open}..{close} without a token"
+            );
+            t = close;
+        }
+        // November 2026: 21 weekdays less 2 holidays, plus the Muhurat Sunday = 20 trading days,
+        // one scheduled mint each, plus the first token at the start (07:30 IST, Monday 2nd).
+        assert_eq!(mints.len(), 20 + 1, "{mints:?}");
+    }
 }
