@@ -152,31 +152,38 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Inspect {
             what: Inspect::Secret { name },
-        } => {
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-            let secret = secrets
-                .get(&name)
-                .await
-                .with_context(|| format!("secret {name:?} in namespace {namespace:?}"))?;
-            let accounts: Api<DhanAccount> = Api::namespaced(client, &namespace);
-            let owner = match secret
-                .owner_references()
-                .iter()
-                .find(|o| o.kind == "DhanAccount")
-            {
-                Some(o) => accounts.get_opt(&o.name).await?,
-                None => None,
-            };
-            match inspect::describe(&secret, owner.as_ref(), now) {
-                Ok(text) => {
-                    print!("{text}");
-                    Ok(0)
-                }
-                Err(problem) => {
-                    eprintln!("error: {problem}");
-                    Ok(1)
-                }
-            }
+        } => inspect_secret(client, &namespace, &name, now).await,
+    }
+}
+
+async fn inspect_secret(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<i32> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(name)
+        .await
+        .with_context(|| format!("secret {name:?} in namespace {namespace:?}"))?;
+    let accounts: Api<DhanAccount> = Api::namespaced(client, namespace);
+    let owner = match secret
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "DhanAccount")
+    {
+        Some(o) => accounts.get_opt(&o.name).await?,
+        None => None,
+    };
+    match inspect::describe(&secret, owner.as_ref(), now) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            Ok(1)
         }
     }
 }
