@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A throw-away Kubernetes control plane (etcd + kube-apiserver, no kubelet, no controller-manager)
-# on loopback, for the integration tests and for poking at by hand.
+# A throw-away Kubernetes control plane (etcd + kube-apiserver) on loopback, for the integration
+# tests and for poking at by hand. hack/node.sh adds a node (kubelet, controller-manager,
+# scheduler) to it when a test needs Pods to run.
 #
 #   hack/controlplane.sh up DIR [--watch-pid PID]   start; prints the admin kubeconfig path last
 #   hack/controlplane.sh down DIR                   stop (idempotent)
@@ -152,6 +153,7 @@ EOF
     --service-cluster-ip-range 10.0.0.0/24 \
     --allow-privileged \
     --disable-admission-plugins ServiceAccount \
+    --kubelet-preferred-address-types InternalIP \
     </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
   echo $! >>"$DIR/pids"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on this machine: a real kube-apiserver + etcd, the mock Dhan, the
-# operator, and three sample accounts. Ends with `kubectl get dhanaccounts`; cleans up on exit.
+# operator, and three sample accounts; when this machine can run a node (hack/node.sh check), a
+# fourth account that logs in through a browser-login Job on it. Ends with
+# `kubectl get dhanaccounts`; cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ WORK=$(mktemp -d /tmp/dhan-demo.XXXXXX)
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  hack/node.sh down "$WORK/node" >/dev/null 2>&1 || true
   hack/controlplane.sh down "$WORK/cp" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -28,8 +31,24 @@ say "Installing the DhanAccount CRD"
 kubectl apply -f crds/dhanaccounts.yaml
 kubectl wait --for=condition=Established crd/dhanaccounts.dhan-operator.dev --timeout=30s
 
+# A node runs the browser-login Jobs; its Pods reach the host (and the mock) at NODE_IP.
+MOCK_HOST=127.0.0.1
+BROWSER_FLAGS=()
+if why=$(hack/node.sh check); then
+  say "Starting a node: containerd, kubelet, controller-manager, scheduler"
+  hack/node.sh up "$WORK/node" --control-plane "$WORK/cp" --operator-bin "$BIN/dhan-operator" \
+    --watch-pid $$
+  # shellcheck disable=SC1091
+  source "$WORK/node/env"
+  MOCK_HOST=$NODE_IP
+  BROWSER_FLAGS=(--browser-logins --login-image "$OPERATOR_IMAGE" --chromium-image "$CHROMIUM_IMAGE")
+  kubectl get nodes -o wide
+else
+  echo "no node on this machine ($why): the browser-login account is left out"
+fi
+
 say "Starting the mock Dhan server"
-"$BIN/dhan-mock" --listen 127.0.0.1:0 --accounts hack/demo/mock-accounts.json \
+"$BIN/dhan-mock" --listen "$MOCK_HOST:0" --accounts hack/demo/mock-accounts.json \
   >"$WORK/mock.out" 2>"$WORK/mock.log" &
 PIDS+=($!)
 for _ in $(seq 100); do
@@ -41,7 +60,7 @@ echo "mock Dhan at $MOCK"
 
 say "Starting the operator"
 RUST_LOG=info "$BIN/dhan-operator" run --dhan-auth-url "$MOCK" --dhan-api-url "$MOCK" \
-  --metrics-addr 127.0.0.1:0 2>"$WORK/operator.log" &
+  --metrics-addr 127.0.0.1:0 "${BROWSER_FLAGS[@]}" 2>"$WORK/operator.log" &
 PIDS+=($!)
 
 say "Creating sample accounts (alice: PIN+TOTP, bob: Dhan Web token, carol: incomplete Secret)"
@@ -57,6 +76,20 @@ say "Waiting for the accounts to become Ready"
 kubectl -n trading wait --for=condition=Ready dhanaccount/alice dhanaccount/bob --timeout=90s
 kubectl -n research wait --for=jsonpath='{.status.phase}'=Failed dhanaccount/carol --timeout=60s 2>/dev/null \
   || sleep 3
+
+if ((${#BROWSER_FLAGS[@]})); then
+  say "Dave has only a Dhan app: a login Job on the node types his mobile, TOTP and PIN"
+  kubectl apply -f hack/demo/browser-account.yaml
+  for _ in $(seq 120); do
+    [[ -n "$(kubectl -n trading get pods -l dhan-operator.dev/login-for=dave -o name)" ]] && break
+    sleep 0.5
+  done
+  sleep 2
+  kubectl -n trading get jobs,pods -o wide
+  kubectl -n trading wait --for=condition=Ready dhanaccount/dave --timeout=180s
+  kubectl -n trading get events --field-selector involvedObject.name=dave \
+    -o custom-columns=REASON:.reason,MESSAGE:.message
+fi
 
 say "Asking for an immediate refresh of bob: Dhan's 2-minute mint limit still applies"
 kubectl -n trading annotate dhanaccount/bob dhan-operator.dev/refresh-requested="$(date +%s)" --overwrite

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian bookworm machine, idempotently:
 #   - apt packages: etcd-server, chromium, and the toolchain to build kube-apiserver;
-#   - a real kube-apiserver 1.20 built from Debian's source package, cached outside the repo;
+#   - a real kube-apiserver 1.20 built from Debian's source package, cached outside the repo,
+#     with the kubelet, kube-controller-manager and kube-scheduler of a real node;
+#   - the node's runtime (containerd, runc, CNI plugins) and its base images (hack/images.sh:
+#     a headless-shell-compatible Chromium and a pause image, from Debian packages);
 #   - real Helm for tests/helm.rs: the helm-sdkpy wheel (the official Helm library) in a Python
 #     venv at $CACHE_DIR/helm-venv, driven by hack/helm.py (Debian has no helm package).
 # Honours KUBEBUILDER_ASSETS: when it names a directory holding etcd and kube-apiserver,
@@ -19,6 +22,13 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The real node (hack/node.sh) and its images (hack/images.sh).
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+[[ -x /bin/busybox ]] || need_apt+=(busybox-static)
 # python3 -m venv needs ensurepip, which Debian ships separately.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 
@@ -66,7 +76,7 @@ else
 fi
 
 # Kubernetes binaries, all built from Debian's kubernetes source package (1.20.2 with vendor/):
-# kube-apiserver for every test, and a real node for the login-Job tests (docs/testbed.md):
+# kube-apiserver for every test, and a real node for the login-Job tests (hack/node.sh):
 # kubelet, kube-controller-manager (Job controller, garbage collector, TTL controller) and
 # kube-scheduler. One `make` builds them together so their shared packages compile once.
 K8S_BINARIES=(kube-apiserver kubelet kube-controller-manager kube-scheduler)
@@ -77,6 +87,8 @@ missing_binaries() {
     [[ -x "$BIN_DIR/$b" ]] || echo "$b"
   done
 }
+"$(dirname "$0")/images.sh" base
+
 mapfile -t MISSING < <(missing_binaries)
 if ((${#MISSING[@]} == 0)); then
   log "kubernetes binaries ready in $BIN_DIR"

@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::decision::Phase;
+
 /// Annotation whose every new value asks for an immediate refresh (still subject to the
 /// per-client mint throttle).
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-requested";
@@ -96,6 +98,13 @@ pub struct DhanAccountSpec {
     /// Stop all calls to Dhan for this account; the current Secret is left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+
+    /// What happens to the output Secret when the DhanAccount is deleted: `Retain` (default)
+    /// keeps it — and its still-valid token, which a re-created DhanAccount of the same name
+    /// adopts without minting — or `Delete` removes it with the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Retain", "Delete"]))]
+    pub deletion_policy: Option<String>,
 }
 
 /// A workload to restart when the token changes.
@@ -217,26 +226,6 @@ pub struct RefreshSpec {
     pub trading_days_only: Option<bool>,
 }
 
-/// Lifecycle phase of a DhanAccount.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Phase {
-    Pending,
-    Refreshing,
-    WaitingForLogin,
-    Ready,
-    Backoff,
-    Expired,
-    Failed,
-    Conflict,
-    Suspended,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
-    }
-}
-
 /// Kubernetes 1.20 rejects the `null` member schemars adds to an optional enum.
 fn phase_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -312,7 +301,21 @@ pub struct DhanAccountStatus {
     pub login: Option<LoginStatus>,
     /// Consents generated for this client on the current IST day: Dhan allows 25 a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consents: Option<ConsentCount>,
+    pub consents: Option<DailyCount>,
+    /// Browser logins that failed after reaching Dhan's PIN/TOTP step, on the current IST day;
+    /// at the operator's limit the account stops, so Dhan does not lock it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_logins: Option<DailyCount>,
+    /// The Secret that holds the current token (a renamed `secretName` moves it from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// No new attempt before this time (backoff after a failure, Dhan's limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_not_before: Option<DateTime<Utc>>,
+    /// A mint whose answer was lost (a timeout) at this time: Dhan may still have carried it
+    /// out and revoked the previous token, which is probed before anything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_unconfirmed_at: Option<DateTime<Utc>>,
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -333,13 +336,13 @@ pub struct LoginStatus {
     pub refresh_request: Option<String>,
 }
 
-/// Consents generated on one IST calendar day.
+/// A count on one IST calendar day.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ConsentCount {
+pub struct DailyCount {
     /// The IST date, `YYYY-MM-DD`.
     pub day: String,
-    /// Consents generated that day.
+    /// The count that day.
     pub count: u32,
 }
 

@@ -1,127 +1,112 @@
-//! Leader election over a `coordination.k8s.io/v1` Lease: with several replicas only the holder
-//! reconciles, so a client ID never gets two minters.
+//! Leader election between replicas, so a client ID never gets two minters (a new token kills
+//! the previous one, docs/dhan-api.md §1).
+//!
+//! [`kube_lease_manager`] holds a `coordination.k8s.io` Lease: it renews it every
+//! [`RENEW_EVERY`] and takes over one whose holder has not renewed it for the lease's duration.
+//! On its own that is not enough: a leader frozen for a while (a paused VM, SIGSTOP, a long GC
+//! pause) resumes with reconciles in flight before it notices it lost the Lease. So before
+//! every call that mints, [`Leadership::holds_for`] reads the Lease back and checks that this
+//! process still holds it for longer than the call can take.
+//!
+//! The clock assumption: a standby takes over when the holder's `renewTime` plus the duration
+//! is past by *its* clock; the holder stops minting [`SKEW_MARGIN`] earlier by its own clock.
+//! Two replicas' clocks must differ by less than that margin (NTP keeps nodes within
+//! milliseconds).
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{ObjectMeta, PostParams};
+use crate::clock::Clock;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::warn;
 
-/// How long a lease is valid without renewal.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the holder renews (and others retry).
-pub const RETRY_PERIOD: Duration = Duration::from_secs(3);
+/// How often the holder renews the Lease.
+pub const RENEW_EVERY: Duration = Duration::from_secs(5);
+/// How much earlier than a standby could take over the holder stops minting.
+pub const SKEW_MARGIN: Duration = Duration::from_secs(5);
+/// The longest a Lease read may take before the guard gives up (and refuses the mint).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub struct LeaderElector {
-    api: Api<Lease>,
-    name: String,
-    identity: String,
+/// Settings of leader election.
+#[derive(Clone, Debug)]
+pub struct ElectionSettings {
+    pub namespace: String,
+    pub lease: String,
+    pub identity: String,
+    /// How long the Lease stays valid without renewal; a standby takes over after that.
+    pub duration: Duration,
 }
 
-impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: String) -> Self {
-        LeaderElector {
-            api: Api::namespaced(client, namespace),
-            name: name.to_string(),
-            identity,
-        }
-    }
+/// Whether this process still holds the Lease.
+pub struct Leadership {
+    leases: Api<Lease>,
+    settings: ElectionSettings,
+    clock: Arc<dyn Clock>,
+}
 
-    /// Waits until this process holds the lease.
-    pub async fn acquire(&self) {
-        loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
-                    info!(identity = %self.identity, lease = %self.name, "became leader");
-                    return;
-                }
-                Ok(false) => {}
-                Err(error) => warn!(%error, "leader election"),
+impl Leadership {
+    /// True when the Lease names this process and stays valid for `needed` more (plus the
+    /// skew margin), as read from the API server now.
+    pub async fn holds_for(&self, needed: Duration) -> bool {
+        let read = tokio::time::timeout(READ_TIMEOUT, self.leases.get(&self.settings.lease)).await;
+        let lease = match read {
+            Ok(Ok(lease)) => lease,
+            Ok(Err(error)) => {
+                warn!(%error, "could not read the leader Lease; not minting");
+                return false;
             }
-            tokio::time::sleep(RETRY_PERIOD).await;
-        }
-    }
-
-    /// Renews the lease until it is lost, then returns. The caller must stop reconciling at
-    /// once: another replica may take over after `LEASE_DURATION`.
-    pub async fn hold(&self) {
-        let mut last_renewal = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(RETRY_PERIOD).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => {
-                    warn!(identity = %self.identity, "lost the leader lease to another replica");
-                    return;
-                }
-                Err(error) => {
-                    warn!(%error, "could not renew the leader lease");
-                    // Stop before the lease can expire and another replica can start.
-                    if last_renewal.elapsed() + RETRY_PERIOD >= LEASE_DURATION {
-                        return;
-                    }
-                }
+            Err(_) => {
+                warn!("reading the leader Lease timed out; not minting");
+                return false;
             }
-        }
-    }
-
-    /// One round: create, renew, or take over an expired lease. `Ok(true)` when held.
-    async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
-                spec: Some(self.spec(now, now, 0)),
-            };
-            return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
-            };
         };
-        let spec = lease.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.as_deref();
-        let ours = holder == Some(self.identity.as_str());
-        let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-            let duration = spec.lease_duration_seconds.unwrap_or(15) as i64;
-            renewed.0 + SignedDuration::from_secs(duration) < now
-        });
-        if !ours && !expired && holder.is_some() {
-            return Ok(false);
-        }
-        let acquired = if ours {
-            spec.acquire_time.map_or(now, |t| t.0)
-        } else {
-            now
+        let Some(spec) = lease.spec else {
+            return false;
         };
-        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-        lease.spec = Some(self.spec(acquired, now, transitions));
-        // `replace` carries the resourceVersion: two replicas racing for an expired lease
-        // cannot both win.
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
-        }
+        let ours = spec.holder_identity.as_deref() == Some(self.settings.identity.as_str());
+        let Some(renewed) = spec.renew_time else {
+            return false;
+        };
+        let Some(renewed) = chrono::DateTime::from_timestamp_micros(renewed.0.as_microsecond())
+        else {
+            return false;
+        };
+        let duration = spec
+            .lease_duration_seconds
+            .map_or(self.settings.duration, |s| {
+                Duration::from_secs(s.max(0) as u64)
+            });
+        let valid_until = renewed + chrono::Duration::from_std(duration).unwrap_or_default();
+        let margin = chrono::Duration::from_std(needed + SKEW_MARGIN).unwrap_or_default();
+        ours && self.clock.now() + margin < valid_until
     }
+}
 
-    fn spec(&self, acquired: Timestamp, renewed: Timestamp, transitions: i32) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
-            acquire_time: Some(MicroTime(acquired)),
-            renew_time: Some(MicroTime(renewed)),
-            lease_transitions: Some(transitions),
-            ..Default::default()
-        }
-    }
+/// Starts holding the Lease. The receiver says whether this process is the leader; the
+/// returned [`Leadership`] confirms it before each mint.
+pub async fn elect(
+    client: Client,
+    settings: ElectionSettings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(watch::Receiver<bool>, Arc<Leadership>)> {
+    let duration = settings.duration.as_secs().max(RENEW_EVERY.as_secs() + 1);
+    // kube-lease-manager renews when less than `grace` is left: renewing every RENEW_EVERY.
+    let grace = duration - RENEW_EVERY.as_secs();
+    let manager = LeaseManagerBuilder::new(client.clone(), settings.lease.clone())
+        .with_namespace(settings.namespace.clone())
+        .with_identity(settings.identity.clone())
+        .with_duration(duration)
+        .with_grace(grace)
+        .with_field_manager("dhan-operator-leader")
+        .build()
+        .await?;
+    let (is_leader, _task) = manager.watch().await;
+    let leadership = Arc::new(Leadership {
+        leases: Api::namespaced(client, &settings.namespace),
+        settings,
+        clock,
+    });
+    Ok((is_leader, leadership))
 }

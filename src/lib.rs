@@ -5,6 +5,7 @@
 //! - [`controller`]: the Kubernetes glue that gathers facts and applies decisions.
 //! - [`crd`]: the `DhanAccount` resource.
 //! - [`http`] / [`metrics`]: the operator's HTTP surface.
+//! - [`clock`]: the one clock the reconciler reads.
 //! - [`leader`]: Lease-based leader election between replicas.
 //! - [`browser`]: the `browser-login` driver run in login Jobs (Chromium over CDP).
 //! - [`calendar_file`]: the trading calendar file, loaded and re-read at run time.
@@ -12,6 +13,7 @@
 
 pub mod browser;
 pub mod calendar_file;
+pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod decision;

@@ -1,5 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
 use dhan_operator::controller::login_job::LoginJobSettings;
 use dhan_operator::controller::{self, Settings};
@@ -7,7 +8,7 @@ use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
 use dhan_operator::dhan::DhanClient;
 use dhan_operator::http::{Readiness, router};
-use dhan_operator::leader::LeaderElector;
+use dhan_operator::leader::{self, ElectionSettings};
 use dhan_operator::metrics::Metrics;
 use dhan_operator::{calendar_file, notify};
 use std::sync::Arc;
@@ -79,6 +80,10 @@ struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, default_value = "dhan-operator-leader")]
     leader_elect_lease: String,
+    /// How long the leader Lease stays valid without renewal: a standby takes over after that.
+    /// Must exceed --dhan-timeout plus 10s, so a mint in flight always ends first.
+    #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "45s", value_parser = duration_arg)]
+    leader_elect_lease_duration: Duration,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -106,6 +111,11 @@ struct RunArgs {
     #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_login_jobs: u16,
+    /// Browser logins per client and IST day that may fail after reaching Dhan's PIN/TOTP step
+    /// before the account stops (wrong PINs typed repeatedly can lock a Dhan account).
+    #[arg(long, env = "MAX_FAILED_LOGINS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_failed_logins: u32,
     /// How long one browser login may take (the Job's deadline adds a minute for Chromium).
     #[arg(long, env = "LOGIN_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
     login_timeout: Duration,
@@ -183,15 +193,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = router(metrics.clone(), readiness.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let notifier = args
-        .notifications
-        .then(|| notify::run(client.clone(), args.namespace.clone(), metrics.clone()));
-    let settings = Settings {
+    let notifier_namespace = args.namespace.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut settings = Settings {
         namespace: args.namespace,
-        dhan,
+        dhan: Arc::new(dhan),
+        clock: clock.clone(),
+        leadership: None,
+        dhan_timeout: args.dhan_timeout,
         dhan_calls_per_second: args.dhan_calls_per_second,
         limits: Limits {
             min_mint_interval: args.min_mint_interval,
+            max_failed_logins: args.max_failed_logins,
         },
         concurrency: args.concurrency,
         login: LoginSettings {
@@ -205,43 +218,47 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     readiness.set(true);
-    let elector_client = client.clone();
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
     // stops with it.
-    let work = async move {
-        match notifier {
-            Some(notifier) => {
-                tokio::select! {
-                    _ = controller::run(client, settings, metrics) => {}
-                    _ = notifier => {}
-                }
-            }
-            None => controller::run(client, settings, metrics).await,
-        }
-    };
+    let notifier = args
+        .notifications
+        .then(|| notify::run(client.clone(), notifier_namespace, metrics.clone()));
     if !args.leader_elect {
-        work.await;
+        with_notifier(controller::run(client, settings, metrics), notifier).await;
         info!("stopped");
         return Ok(());
     }
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let elector = LeaderElector::new(
-        elector_client,
-        args.leader_elect_namespace.as_deref().unwrap_or("default"),
-        &args.leader_elect_lease,
-        identity,
+    let needed = args.dhan_timeout + leader::SKEW_MARGIN + leader::RENEW_EVERY;
+    anyhow::ensure!(
+        args.leader_elect_lease_duration > needed,
+        "--leader-elect-lease-duration must be longer than --dhan-timeout plus {}s, so that a \
+         mint in flight ends before another replica could take over",
+        (leader::SKEW_MARGIN + leader::RENEW_EVERY).as_secs()
     );
+    let election = ElectionSettings {
+        namespace: args
+            .leader_elect_namespace
+            .unwrap_or_else(|| "default".into()),
+        lease: args.leader_elect_lease,
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        duration: args.leader_elect_lease_duration,
+    };
+    let (mut is_leader, leadership) = leader::elect(client.clone(), election, clock).await?;
     info!("waiting to become leader");
-    elector.acquire().await;
+    while !*is_leader.borrow_and_update() {
+        is_leader.changed().await?;
+    }
+    info!("became leader");
+    settings.leadership = Some(leadership);
     tokio::select! {
-        _ = work => {
+        _ = with_notifier(controller::run(client, settings, metrics), notifier) => {
             info!("stopped");
             Ok(())
         }
-        _ = elector.hold() => {
-            // Dropping the controller cancels every reconcile in flight: a replica that might
-            // no longer be leader must not mint.
+        _ = async { while *is_leader.borrow_and_update() && is_leader.changed().await.is_ok() {} } => {
+            // Dropping the controller cancels every reconcile in flight; a reconcile that
+            // resumes before this is noticed is stopped by the Lease check before any mint.
             anyhow::bail!("lost leadership; exiting so that only the new leader reconciles")
         }
     }
@@ -251,4 +268,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "dhan-operator".into())
+}
+
+/// Runs the controller and, when on, the notifier; returns when either stops.
+async fn with_notifier(
+    controller: impl std::future::Future<Output = ()>,
+    notifier: Option<impl std::future::Future<Output = ()>>,
+) {
+    match notifier {
+        Some(notifier) => {
+            tokio::select! {
+                _ = controller => {}
+                _ = notifier => {}
+            }
+        }
+        None => controller.await,
+    }
 }

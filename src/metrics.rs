@@ -196,10 +196,11 @@ impl prometheus_client::collector::Collector for AccountCollector {
                 "Consents generated for the account's client on the current IST day (Dhan allows 25)",
                 |a| {
                     let consents = a.status.as_ref()?.consents.as_ref()?;
-                    let today = crate::controller::login::consents_today(
-                        Some(consents),
-                        chrono::Utc::now(),
-                    );
+                    let count = crate::decision::DayCount {
+                        day: consents.day.clone(),
+                        count: consents.count,
+                    };
+                    let today = crate::decision::DayCount::today(Some(&count), chrono::Utc::now());
                     Some(f64::from(today))
                 },
             ),

@@ -1,8 +1,10 @@
-//! The `browser` method end to end on the real control plane: the operator generates a consent
-//! and creates a login Job; the test harness plays the kubelet (no kubelet runs here) by running
-//! the Job's `login` container command against a local headless Chromium and `dhan-mock`'s login
-//! page, then recording the Pod's termination message and the Job's completion; the operator
-//! consumes the consent and writes the token.
+//! The `browser` method's bookkeeping on the real control plane: the operator generates a consent
+//! and creates a login Job; the test harness plays the kubelet by running the Job's `login`
+//! container command against a local headless Chromium and `dhan-mock`'s login page, then
+//! recording the Pod's termination message and the Job's completion; the operator consumes the
+//! consent and writes the token. The played kubelet can hold Jobs unfinished on cue (the login
+//! cap, a Job deleted midway, a Job followed after a restart); `real_node.rs` runs login Jobs on a
+//! real kubelet and containerd.
 
 mod support;
 
@@ -411,7 +413,7 @@ async fn operator_counts_consents_and_stops_at_25_a_day() {
     bed.create_account("hank", browser_spec(CLIENT, "hank-dhan"))
         .await;
     // 25 consents already spent today, as a previous run of the operator recorded them.
-    let today = dhan_operator::controller::login::ist_day(chrono::Utc::now());
+    let today = dhan_operator::decision::memory::ist_day(chrono::Utc::now());
     bed.accounts()
         .patch_status(
             "hank",
@@ -541,8 +543,15 @@ async fn a_running_login_job_missing_from_status_is_followed_not_repeated() {
         chromium_image: "registry.test/headless-shell:e2e".into(),
         login_timeout: Duration::from_secs(60),
     };
-    let job =
-        dhan_operator::controller::login_job::login_job(&account, &login_url, None, &settings);
+    let consent_id = consent["consentAppId"].as_str().unwrap();
+    let job = dhan_operator::controller::login_job::login_job(
+        &account,
+        &dhan_operator::controller::login::job_name(&account, consent_id),
+        &login_url,
+        None,
+        dhan_operator::decision::RefreshReason::NoToken,
+        &settings,
+    );
     let job = jobs(&bed).create(&Default::default(), &job).await.unwrap();
     let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
     kubelet.pause();

@@ -71,10 +71,16 @@ async fn totp_account_becomes_ready_with_the_token_the_mock_issued() {
         secret.labels().get("team").map(String::as_str),
         Some("algo")
     );
-    let owner = &secret.owner_references()[0];
+    assert!(
+        secret.owner_references().is_empty(),
+        "deletionPolicy Retain (the default): the Secret outlives its account"
+    );
     assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("DhanAccount", "alice")
+        secret
+            .annotations()
+            .get("dhan-operator.dev/account")
+            .map(String::as_str),
+        Some("alice")
     );
     assert_eq!(
         bed.mock

@@ -139,7 +139,11 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
             &["get", "list", "watch"],
         ),
         ("dhan-operator.dev", "dhannotifiers/status", &["patch"]),
-        ("", "secrets", &["create", "get", "list", "patch", "watch"]),
+        (
+            "",
+            "secrets",
+            &["create", "delete", "get", "list", "patch", "watch"],
+        ),
         ("events.k8s.io", "events", &["create", "patch"]),
         ("apps", "deployments", &["get", "patch"]),
         ("apps", "statefulsets", &["get", "patch"]),
@@ -227,8 +231,8 @@ async fn assert_leader_election_rbac(client: &Client, namespace: &str, fullname:
     assert!(
         rules
             .iter()
-            .any(|r| r.verbs == ["get", "update"] && r.resource_names == Some(vec![lease.clone()])),
-        "get/update only on Lease {lease}: {rules:?}"
+            .any(|r| r.verbs == ["get", "patch"] && r.resource_names == Some(vec![lease.clone()])),
+        "get/patch only on Lease {lease}: {rules:?}"
     );
     let binding = Api::<RoleBinding>::namespaced(client.clone(), namespace)
         .get(&format!("{fullname}-leader-election"))
@@ -336,6 +340,8 @@ async fn create_account(client: &Client, namespace: &str, name: &str, client_id:
             "clientId": client_id,
             "credentialsSecret": format!("{name}-dhan"),
             "rolloutRestartTargets": [{ "kind": "Deployment", "name": "algo" }],
+            // The chart's identity must be allowed to make the Secret owned by its account.
+            "deletionPolicy": "Delete",
         },
     }))
     .unwrap();
@@ -394,7 +400,7 @@ async fn assert_refreshed(
             .iter()
             .flatten()
             .any(|o| o.kind == "DhanAccount" && o.name == name),
-        "the output Secret is owned by its DhanAccount"
+        "deletionPolicy Delete: the output Secret is owned by its DhanAccount"
     );
 
     let events = support::wait_for(Duration::from_secs(10), || async {

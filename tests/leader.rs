@@ -76,6 +76,10 @@ async fn only_the_leader_mints_and_a_standby_takes_over() {
             ns.clone(),
             "--leader-elect-lease".into(),
             lease.into(),
+            "--leader-elect-lease-duration".into(),
+            "15s".into(),
+            "--dhan-timeout".into(),
+            "3s".into(),
         ]
     };
     let a_args = args("test-leader");
@@ -101,7 +105,7 @@ async fn only_the_leader_mints_and_a_standby_takes_over() {
     );
     assert!(
         second.output().contains("waiting to become leader")
-            && !second.output().contains("obtained a new token"),
+            && !second.output().contains("Obtained a new token"),
         "the standby does not reconcile"
     );
 
@@ -127,4 +131,85 @@ async fn only_the_leader_mints_and_a_standby_takes_over() {
         "the new leader adopts alice's existing token instead of minting again"
     );
     assert!(second.try_wait().is_none(), "the new leader keeps running");
+}
+
+/// A leader frozen (SIGSTOP) long enough for a standby to take over resumes with its watch
+/// events and reconciles pending: the Lease check before each mint stops it, so each refresh
+/// still costs exactly one mint.
+#[tokio::test]
+async fn a_frozen_leader_that_resumes_after_a_takeover_never_mints() {
+    let cp = support::control_plane();
+    let client = cp.client().await;
+    support::install_crd(&client).await;
+    let ns = support::namespace(&client, "frozen").await;
+    let mock = MockDhan::start(&[]).await;
+    mock.register(json!({ "clientId": "1200000011", "pin": PIN, "totpSecret": TOTP_SECRET }))
+        .await;
+    let args = [
+        "--namespace",
+        &ns,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--dhan-auth-url",
+        &mock.url,
+        "--dhan-api-url",
+        &mock.url,
+        "--leader-elect",
+        "--leader-elect-namespace",
+        &ns,
+        "--leader-elect-lease",
+        "frozen-leader",
+        "--leader-elect-lease-duration",
+        "15s",
+        "--dhan-timeout",
+        "3s",
+    ];
+    let mut first = support::start_operator(&args, &[("POD_NAME", "replica-a")]);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |who: &'static str| {
+        let leases = leases.clone();
+        async move {
+            support::wait_for(Duration::from_secs(60), || async {
+                let lease = leases.get("frozen-leader").await.ok()?;
+                (lease.spec?.holder_identity.as_deref() == Some(who)).then_some(())
+            })
+            .await
+        }
+    };
+    holder("replica-a").await;
+    let second = support::start_operator(&args, &[("POD_NAME", "replica-b")]);
+
+    signal(first.pid(), "-STOP");
+    // Created while the leader is frozen: both replicas see it, only one may mint.
+    add_account(&client, &ns, "carol", "1200000011").await;
+    holder("replica-b").await;
+    wait_ready(&client, &ns, "carol", Duration::from_secs(60)).await;
+    signal(first.pid(), "-CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first.try_wait().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    assert_eq!(
+        mock.calls_to("generateAccessToken", "1200000011")
+            .await
+            .len(),
+        1,
+        "exactly one mint: the resumed replica did not mint\n{}",
+        first.output()
+    );
+    assert!(
+        first.output().contains("lost leadership") || first.output().contains("not calling Dhan"),
+        "the resumed replica noticed it no longer leads:\n{}",
+        first.output()
+    );
+    assert!(second.output().contains("became leader"));
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
 }

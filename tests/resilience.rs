@@ -350,8 +350,8 @@ async fn revoked_token_is_probed_dead_and_replaced(client_id: &str, style: Optio
     assert!(
         output
             .lines()
-            .any(|l| l.contains("obtained a new token") && l.contains("\"ProbedDead\"")),
-        "a refresh for reason ProbedDead"
+            .any(|l| l.contains("Obtained a new token") && l.contains("Dhan rejected the token")),
+        "a refresh because Dhan rejected the token"
     );
 }
 

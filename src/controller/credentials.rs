@@ -1,6 +1,8 @@
 //! Reading an account's credentials from Secrets in its own namespace.
 
 use crate::crd::{DhanAccountSpec, SecretKeyRef};
+use crate::decision::method::Offered;
+use crate::dhan::TotpKey;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use sha2::{Digest, Sha256};
@@ -185,6 +187,39 @@ impl Credentials {
             values,
             sources,
             fingerprint,
+        }
+    }
+}
+
+impl Credentials {
+    /// What these credentials offer the decision, as plain facts (never a value).
+    pub fn offered(&self, browser_logins: bool) -> Offered {
+        let missing = CredentialKey::ALL
+            .iter()
+            .filter(|k| **k != CredentialKey::AccessToken)
+            .filter_map(|k| self.get(*k).err().map(|m| (k.default_key(), m.to_string())))
+            .collect();
+        let totp_key_unusable = self.get(CredentialKey::TotpSecret).ok().and_then(|raw| {
+            TotpKey::parse(raw.expose()).err().map(|e| {
+                format!(
+                    "{} is not a usable TOTP key: {e}",
+                    self.describe(CredentialKey::TotpSecret)
+                )
+            })
+        });
+        let mobile_unusable = self.get(CredentialKey::Mobile).ok().and_then(|mobile| {
+            (crate::browser::config::mobile_digits(mobile.expose()).len() < 10).then(|| {
+                format!(
+                    "{} is not a mobile number (fewer than 10 digits)",
+                    self.describe(CredentialKey::Mobile)
+                )
+            })
+        });
+        Offered {
+            missing,
+            totp_key_unusable,
+            mobile_unusable,
+            browser_logins,
         }
     }
 }

@@ -1,29 +1,29 @@
-//! The `browser` method on the operator's side (docs/dhan-api.md §3, docs/design.md "Browser logins in
-//! Jobs"): generate a consent, run the login in a Job, read the Job's `tokenId`, consume it.
+//! The `browser` method's Kubernetes side (docs/dhan-api.md §3, docs/design.md "Browser logins
+//! in Jobs"): the login Job's progress and result, its creation and deletion, and the cap on
+//! concurrent logins.
 //!
-//! The login takes minutes, longer than a reconcile should, so it spans reconciles: starting it
+//! A login takes minutes, longer than a reconcile should, so it spans reconciles: starting it
 //! records `status.login`; later reconciles (woken by the Job's changes) look at the Job until
-//! it has finished. The app secret stays here: the Job gets the mobile, PIN and TOTP key through
-//! `secretKeyRef`s and hands back only the single-use `tokenId`.
+//! it has finished. The app secret stays in the operator: the Job gets the mobile, PIN and
+//! TOTP key through `secretKeyRef`s and hands back only the single-use `tokenId`.
 
 use super::Context;
-use super::credentials::{CredentialKey, Credentials};
-use super::login_job::{ACCOUNT_LABEL, LoginJobSettings, account_label, login_job};
-use super::refresh::{LoginStart, MethodFailure};
-use crate::crd::{ConsentCount, DhanAccount};
-use crate::dhan::{DhanError, Endpoint, IST, outcome_label};
-use chrono::{DateTime, Utc};
+use super::credentials::Credentials;
+use super::login_job::{LOGIN_FOR_LABEL, LOGIN_REASON_ANNOTATION, LoginJobSettings, login_job};
+use super::output::{account_label, short};
+use crate::crd::DhanAccount;
+use crate::decision::round::LoginJob;
+use crate::decision::{Failure, FailureKind, LoginRecord, LoginSeen, RefreshReason};
+use chrono::DateTime;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// Dhan allows at most this many consents per client per day (docs/dhan-api.md §3).
-pub const DAILY_CONSENT_LIMIT: u32 = 25;
 
 /// How long past the Job's own deadline the operator waits for it to be marked failed before
 /// giving up on it (covers a cluster whose Job controller is slow or absent).
@@ -89,170 +89,15 @@ impl LoginSlots {
     }
 }
 
-/// The IST calendar day of `now`, as `status.consents.day` records it.
-pub fn ist_day(now: DateTime<Utc>) -> String {
-    now.with_timezone(&IST).format("%Y-%m-%d").to_string()
+/// The login Job's name for a consent: the same consent always gives the same name, so a
+/// creation repeated after a crash finds the first Job instead of making a second.
+pub fn job_name(account: &DhanAccount, consent_id: &str) -> String {
+    let digest = Sha256::digest(consent_id.as_bytes());
+    let suffix: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-login-{suffix}", short(&account.name_any(), 40))
 }
 
-/// Consents already generated on the IST day of `now`.
-pub fn consents_today(consents: Option<&ConsentCount>, now: DateTime<Utc>) -> u32 {
-    consents
-        .filter(|c| c.day == ist_day(now))
-        .map_or(0, |c| c.count)
-}
-
-/// Starts a browser login for `account`: checks the day's consent budget and the cap on
-/// concurrent Jobs (neither spends anything), generates a consent, creates the login Job.
-/// `consents` is updated as soon as Dhan has issued a consent, whatever happens next.
-pub async fn start(
-    ctx: &Context,
-    account: &DhanAccount,
-    client_id: &str,
-    credentials: &Credentials,
-    consents: &mut Option<ConsentCount>,
-    totp_after_step: Option<u64>,
-) -> Result<LoginStart, MethodFailure> {
-    let now = Utc::now();
-    let used = consents_today(consents.as_ref(), now);
-    if used >= DAILY_CONSENT_LIMIT {
-        return Err(MethodFailure::Dhan(DhanError::ConsentLimitExceeded {
-            message: format!(
-                "{used} of {DAILY_CONSENT_LIMIT} consents already generated today (IST); \
-                 next login after midnight IST"
-            ),
-        }));
-    }
-    let uid = account.uid().unwrap_or_default();
-    // A Job created just before a crash or a failed status write is still this account's login:
-    // follow it rather than spend another consent.
-    if let Some((job_name, started_at)) = unrecorded_login(ctx, account).await? {
-        ctx.logins.hold(&uid);
-        return Ok(LoginStart::Started {
-            job_name,
-            started_at,
-        });
-    }
-    if let Err(running) = ctx.logins.try_reserve(&uid, &ctx.store) {
-        return Ok(LoginStart::Queued(format!(
-            "waiting for a free login slot ({running} login Jobs running, at most {})",
-            ctx.login.max_concurrent
-        )));
-    }
-    let result = consent_and_job(
-        ctx,
-        account,
-        client_id,
-        credentials,
-        consents,
-        used,
-        totp_after_step,
-    )
-    .await;
-    if result.is_err() {
-        ctx.logins.release(&uid);
-    }
-    result
-}
-
-/// A running login Job of this account that its status does not name.
-async fn unrecorded_login(
-    ctx: &Context,
-    account: &DhanAccount,
-) -> Result<Option<(String, DateTime<Utc>)>, MethodFailure> {
-    let jobs: Api<Job> =
-        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-    let selector = format!("{ACCOUNT_LABEL}={}", account_label(account));
-    let listed = jobs
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| MethodFailure::Login(format!("could not list login Jobs: {e}")))?;
-    let uid = account.uid();
-    let newest = listed
-        .items
-        .into_iter()
-        .filter(|job| {
-            job.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-        })
-        .filter(|job| job.metadata.deletion_timestamp.is_none() && !finished(job))
-        .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0));
-    Ok(newest.map(|job| {
-        let created = job
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
-            .unwrap_or_else(Utc::now);
-        (job.name_any(), created)
-    }))
-}
-
-fn finished(job: &Job) -> bool {
-    job.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
-}
-
-async fn consent_and_job(
-    ctx: &Context,
-    account: &DhanAccount,
-    client_id: &str,
-    credentials: &Credentials,
-    consents: &mut Option<ConsentCount>,
-    used: u32,
-    totp_after_step: Option<u64>,
-) -> Result<LoginStart, MethodFailure> {
-    let app_id = credentials
-        .get(CredentialKey::ApiKey)
-        .map_err(|m| MethodFailure::NotApplicable(m.to_string()))?;
-    let app_secret = credentials
-        .get(CredentialKey::ApiSecret)
-        .map_err(|m| MethodFailure::NotApplicable(m.to_string()))?;
-    ctx.limiter.acquire().await;
-    let result = ctx
-        .dhan
-        .generate_consent(client_id, app_id.expose(), app_secret.expose())
-        .await;
-    ctx.metrics
-        .dhan_call(Endpoint::GenerateConsent, outcome_label(&result));
-    let consent_id = result.map_err(MethodFailure::Dhan)?;
-    *consents = Some(ConsentCount {
-        day: ist_day(Utc::now()),
-        count: used + 1,
-    });
-
-    let login_url = ctx.dhan.consent_login_url(&consent_id);
-    let job = login_job(account, &login_url, totp_after_step, &ctx.login.job);
-    let jobs: Api<Job> =
-        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-    let created = jobs
-        .create(&PostParams::default(), &job)
-        .await
-        .map_err(|e| MethodFailure::Login(format!("could not create the login Job: {e}")))?;
-    Ok(LoginStart::Started {
-        job_name: created.name_any(),
-        started_at: Utc::now(),
-    })
-}
-
-/// Where a login Job stands.
-#[derive(Debug)]
-pub enum Progress {
-    /// Still running; give up on it after `deadline`.
-    Running { deadline: DateTime<Utc> },
-    /// The login succeeded: the `tokenId` from the termination message.
-    LoggedIn(TokenId),
-    /// The login failed; the Job is left for `kubectl describe` until its TTL removes it.
-    Failed(MethodFailure),
-}
-
-/// Dhan's single-use `tokenId`. Exchanging it needs the app secret, but it is still kept out of
-/// `Debug` and logs.
+/// Dhan's single-use `tokenId`. It is kept out of `Debug`, logs, status and events.
 pub struct TokenId(String);
 
 impl TokenId {
@@ -267,18 +112,86 @@ impl std::fmt::Debug for TokenId {
     }
 }
 
-/// Looks at the login Job `job_name` started at `started_at`.
+/// What became of the recorded login: the state for the decision, and on success the tokenId.
+pub struct LoginFound {
+    pub seen: LoginSeen,
+    pub token_id: Option<TokenId>,
+}
+
+impl LoginFound {
+    fn seen(seen: LoginSeen) -> LoginFound {
+        LoginFound {
+            seen,
+            token_id: None,
+        }
+    }
+}
+
+/// A running login Job of this account that its status does not name (created just before a
+/// crash or a failed status write): it is still this account's login, to be followed rather
+/// than paid for with another consent.
+pub async fn unrecorded(
+    ctx: &Context,
+    account: &DhanAccount,
+) -> Result<Option<LoginRecord>, kube::Error> {
+    let jobs: Api<Job> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let selector = format!("{LOGIN_FOR_LABEL}={}", account_label(account));
+    let listed = jobs.list(&ListParams::default().labels(&selector)).await?;
+    let uid = account.uid();
+    let newest = listed
+        .items
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .filter(|job| job.metadata.deletion_timestamp.is_none() && !finished(job))
+        .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0));
+    Ok(newest.map(|job| {
+        let started_at = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+            .unwrap_or_else(|| ctx.clock.now());
+        let reason = job
+            .annotations()
+            .get(LOGIN_REASON_ANNOTATION)
+            .and_then(|r| RefreshReason::parse(r))
+            .unwrap_or(RefreshReason::NoToken);
+        LoginRecord {
+            job_name: job.name_any(),
+            started_at,
+            reason,
+            refresh_request: None,
+        }
+    }))
+}
+
+fn finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+/// Looks at the recorded login's Job.
 pub async fn progress(
     ctx: &Context,
     namespace: &str,
-    job_name: &str,
-    started_at: DateTime<Utc>,
+    login: &LoginRecord,
     credentials: &Credentials,
-) -> Result<Progress, kube::Error> {
+) -> Result<LoginFound, kube::Error> {
+    let job_name = &login.job_name;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job = jobs.get_opt(job_name).await?;
     let Some(job) = job.filter(|j| j.metadata.deletion_timestamp.is_none()) else {
-        return Ok(Progress::Failed(MethodFailure::Login(format!(
+        return Ok(LoginFound::seen(failed(format!(
             "the login Job {job_name} was deleted before it finished"
         ))));
     };
@@ -290,8 +203,8 @@ pub async fn progress(
             .cloned()
     };
     let complete = condition("Complete");
-    let failed = condition("Failed");
-    if complete.is_none() && failed.is_none() {
+    let failed_condition = condition("Failed");
+    if complete.is_none() && failed_condition.is_none() {
         let allowed = job
             .spec
             .as_ref()
@@ -300,12 +213,12 @@ pub async fn progress(
                 Duration::from_secs(s.max(0) as u64)
             })
             + DEADLINE_GRACE;
-        let deadline = started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
-        if Utc::now() < deadline {
-            return Ok(Progress::Running { deadline });
+        let deadline = login.started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
+        if ctx.clock.now() < deadline {
+            return Ok(LoginFound::seen(LoginSeen::Running));
         }
         delete_job(ctx, namespace, job_name).await;
-        return Ok(Progress::Failed(MethodFailure::Login(format!(
+        return Ok(LoginFound::seen(failed(format!(
             "the login Job {job_name} did not finish within {}s",
             allowed.as_secs()
         ))));
@@ -314,16 +227,19 @@ pub async fn progress(
     let secrets = credential_texts(credentials);
     if complete.is_some() {
         return Ok(match message.as_deref().and_then(token_id_from) {
-            Some(token_id) => Progress::LoggedIn(token_id),
-            None => Progress::Failed(MethodFailure::Login(format!(
+            Some(token_id) => LoginFound {
+                seen: LoginSeen::Succeeded,
+                token_id: Some(token_id),
+            },
+            None => LoginFound::seen(failed(format!(
                 "the login Job {job_name} completed without a tokenId in its termination message"
             ))),
         });
     }
-    let failure = match message.filter(|m| !m.trim().is_empty()) {
+    let seen = match message.filter(|m| !m.trim().is_empty()) {
         Some(message) => classify_login_failure(&redact(&message, &secrets)),
         None => {
-            let why = failed
+            let why = failed_condition
                 .map(|c| {
                     [c.reason, c.message]
                         .into_iter()
@@ -332,12 +248,19 @@ pub async fn progress(
                         .join(": ")
                 })
                 .unwrap_or_default();
-            MethodFailure::Login(format!(
+            failed(format!(
                 "the login Job {job_name} failed without a message from the login ({why})"
             ))
         }
     };
-    Ok(Progress::Failed(failure))
+    Ok(LoginFound::seen(seen))
+}
+
+fn failed(message: String) -> LoginSeen {
+    LoginSeen::Failed {
+        failure: Failure::new(FailureKind::LoginFailed, message),
+        counts: false,
+    }
 }
 
 /// The `login` container's termination message, from the newest finished Pod of `job`.
@@ -385,32 +308,37 @@ fn token_id_from(message: &str) -> Option<TokenId> {
     plausible.then(|| TokenId(text.to_string()))
 }
 
-/// Turns `browser-login`'s failure message into a failure the reconciler can act on. Refusals of
-/// what the user typed in the credentials are permanent, like a wrong PIN on a mint: retrying
-/// on a timer could get the account locked.
-pub fn classify_login_failure(message: &str) -> MethodFailure {
+/// Turns `browser-login`'s failure message into what the decision acts on. Refusals of what
+/// the user typed in the credentials are held, like a wrong PIN on a mint: retrying on a timer
+/// could get the account locked. A refused PIN or TOTP reached Dhan's credential step and
+/// counts toward the day's lockout limit.
+pub fn classify_login_failure(message: &str) -> LoginSeen {
     let message: String = message.chars().take(300).collect();
-    let permanent = [
-        ("PIN rejected:", "InvalidPin"),
-        ("TOTP rejected:", "InvalidTotp"),
-        ("TOTP or PIN rejected:", "InvalidCredentials"),
-        ("mobile number rejected:", "InvalidMobile"),
-        ("configuration:", "LoginConfig"),
+    let refusals = [
+        ("PIN rejected:", FailureKind::InvalidPin, true),
+        ("TOTP rejected:", FailureKind::InvalidTotp, true),
+        (
+            "TOTP or PIN rejected:",
+            FailureKind::InvalidCredentials,
+            true,
+        ),
+        ("mobile number rejected:", FailureKind::InvalidMobile, false),
+        ("configuration:", FailureKind::InvalidConfig, false),
     ];
-    match permanent
+    match refusals
         .iter()
-        .find(|(prefix, _)| message.starts_with(prefix))
+        .find(|(prefix, _, _)| message.starts_with(prefix))
     {
-        Some((_, reason)) => MethodFailure::LoginRefused {
-            reason,
-            message: format!("the browser login was refused: {message}"),
+        Some((_, kind, counts)) => LoginSeen::Failed {
+            failure: Failure::new(*kind, format!("the browser login was refused: {message}")),
+            counts: *counts,
         },
-        None => MethodFailure::Login(format!("the browser login failed: {message}")),
+        None => failed(format!("the browser login failed: {message}")),
     }
 }
 
 fn credential_texts(credentials: &Credentials) -> Vec<String> {
-    CredentialKey::ALL
+    super::credentials::CredentialKey::ALL
         .iter()
         .filter_map(|k| credentials.get(*k).ok())
         .map(|v| v.expose().trim().to_string())
@@ -424,6 +352,31 @@ fn redact(text: &str, secrets: &[String]) -> String {
     })
 }
 
+/// Creates the login Job for a consent. An existing Job of that name is the same login.
+pub async fn create_job(
+    ctx: &Context,
+    account: &DhanAccount,
+    plan: &LoginJob,
+    reason: RefreshReason,
+) -> Result<(), kube::Error> {
+    let login_url = ctx.dhan.consent_login_url(&plan.consent_id);
+    let job = login_job(
+        account,
+        &plan.job_name,
+        &login_url,
+        plan.totp_after_step,
+        reason,
+        &ctx.login.job,
+    );
+    let jobs: Api<Job> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes a login Job and its Pod. Best effort: the Job's TTL removes it anyway.
 pub async fn delete_job(ctx: &Context, namespace: &str, job_name: &str) {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
@@ -431,8 +384,12 @@ pub async fn delete_job(ctx: &Context, namespace: &str, job_name: &str) {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    if let Err(error) = jobs.delete(job_name, &params).await {
-        tracing::warn!(%error, job = job_name, namespace, "could not delete a login Job");
+    match jobs.delete(job_name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(error) => {
+            tracing::warn!(%error, job = job_name, namespace, "could not delete a login Job")
+        }
     }
 }
 
@@ -440,59 +397,48 @@ pub async fn delete_job(ctx: &Context, namespace: &str, job_name: &str) {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
     #[test]
-    fn the_consent_count_restarts_on_each_ist_day() {
-        let count = ConsentCount {
-            day: "2026-11-24".into(),
-            count: 7,
-        };
-        // 2026-11-24 00:10 IST is 2026-11-23 18:40 UTC.
-        assert_eq!(consents_today(Some(&count), at("2026-11-23T18:40:00Z")), 7);
-        assert_eq!(consents_today(Some(&count), at("2026-11-24T18:29:59Z")), 7);
-        assert_eq!(consents_today(Some(&count), at("2026-11-24T18:30:00Z")), 0);
-        assert_eq!(consents_today(Some(&count), at("2026-11-23T18:29:59Z")), 0);
-        assert_eq!(consents_today(None, at("2026-11-24T06:00:00Z")), 0);
-    }
-
-    #[test]
-    fn refusals_of_the_credentials_are_permanent_and_the_rest_transient() {
-        for (message, reason) in [
-            ("PIN rejected: Invalid PIN", "InvalidPin"),
-            ("TOTP rejected: Invalid TOTP", "InvalidTotp"),
+    fn refusals_of_the_credentials_are_held_and_the_rest_backed_off() {
+        for (message, kind, counts) in [
+            ("PIN rejected: Invalid PIN", FailureKind::InvalidPin, true),
+            (
+                "TOTP rejected: Invalid TOTP",
+                FailureKind::InvalidTotp,
+                true,
+            ),
             (
                 "mobile number rejected: Mobile not registered",
-                "InvalidMobile",
+                FailureKind::InvalidMobile,
+                false,
             ),
             (
                 "configuration: DHAN_MOBILE has fewer than 10 digits",
-                "LoginConfig",
+                FailureKind::InvalidConfig,
+                false,
+            ),
+            (
+                "login page rejected: Invalid or expired consent",
+                FailureKind::LoginFailed,
+                false,
+            ),
+            (
+                "timed out at the redirect step",
+                FailureKind::LoginFailed,
+                false,
+            ),
+            (
+                "browser error: connection reset",
+                FailureKind::LoginFailed,
+                false,
             ),
         ] {
             match classify_login_failure(message) {
-                MethodFailure::LoginRefused {
-                    reason: r,
-                    message: m,
-                } => {
-                    assert_eq!(r, reason);
-                    assert!(m.contains(message), "{m}");
+                LoginSeen::Failed { failure, counts: c } => {
+                    assert_eq!((failure.kind, c), (kind, counts), "{message}");
+                    assert!(failure.message.contains(message), "{}", failure.message);
                 }
                 other => panic!("{message}: {other:?}"),
             }
-        }
-        for message in [
-            "login page rejected: Invalid or expired consent",
-            "timed out at the redirect step",
-            "no PIN field found",
-            "browser error: connection reset",
-        ] {
-            assert!(
-                matches!(classify_login_failure(message), MethodFailure::Login(ref m) if m.contains(message)),
-                "{message}"
-            );
         }
     }
 
@@ -507,6 +453,10 @@ mod tests {
         assert!(token_id_from("").is_none());
         assert!(token_id_from("PIN rejected: Invalid PIN").is_none());
         assert!(token_id_from(&"a".repeat(513)).is_none());
+        assert_eq!(
+            format!("{:?}", token_id_from("secret-id").unwrap()),
+            "TokenId(<redacted>)"
+        );
     }
 
     #[test]
@@ -529,5 +479,21 @@ mod tests {
             redact("PIN rejected: 482913 is wrong", &secrets),
             "PIN rejected: <redacted> is wrong"
         );
+    }
+
+    #[test]
+    fn job_names_are_stable_per_consent_and_fit_in_a_label() {
+        let account = DhanAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some("a".repeat(100)),
+                ..Default::default()
+            },
+            spec: Default::default(),
+            status: None,
+        };
+        let name = job_name(&account, "consent-1");
+        assert_eq!(name, job_name(&account, "consent-1"));
+        assert_ne!(name, job_name(&account, "consent-2"));
+        assert!(name.len() <= 63, "{name}");
     }
 }

@@ -6,7 +6,9 @@
 //! its termination message.
 
 use super::credentials::{CredentialKey, source_of};
+use super::output::{MANAGED_BY, MANAGED_BY_LABEL, account_label};
 use crate::crd::DhanAccount;
+use crate::decision::RefreshReason;
 use k8s_openapi::api::batch::v1::Job;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -23,29 +25,22 @@ pub struct LoginJobSettings {
     pub login_timeout: Duration,
 }
 
-/// Label on login Jobs naming their account.
-pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/login-for";
+/// Label on login Jobs naming their account (the owner reference, not the label, says whose
+/// Job it is).
+pub const LOGIN_FOR_LABEL: &str = "dhan-operator.dev/login-for";
 
-/// The value of [`ACCOUNT_LABEL`] for `account`: its name, cut to a label's 63 characters (the
-/// owner reference, not the label, says whose Job it is).
-pub fn account_label(account: &DhanAccount) -> String {
-    short(&account.name_any(), 63)
-}
-
-/// `name` cut to `max` characters, ending in a letter or digit as names and labels must; Job
-/// names end up in Pod labels, so they too stay within 63 characters.
-fn short(name: &str, max: usize) -> String {
-    let cut: String = name.chars().take(max).collect();
-    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
+/// Why the login was started (a `RefreshReason`), so a login found unrecorded after a crash
+/// keeps its reason.
+pub const LOGIN_REASON_ANNOTATION: &str = "dhan-operator.dev/login-reason";
 
 /// The login Job for `account`, for the consent login page at `login_url`. `totp_after_step` is
 /// the last TOTP step that may have been used for this client: the login waits for a later one.
 pub fn login_job(
     account: &DhanAccount,
+    name: &str,
     login_url: &str,
     totp_after_step: Option<u64>,
+    reason: RefreshReason,
     settings: &LoginJobSettings,
 ) -> Job {
     let env_from_secret = |name: &str, key: CredentialKey| -> Option<Value> {
@@ -85,12 +80,13 @@ pub fn login_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "generateName": format!("{}-login-", short(&account.name_any(), 40)),
+            "name": name,
             "namespace": account.namespace(),
             "labels": {
-                "app.kubernetes.io/managed-by": "dhan-operator",
-                ACCOUNT_LABEL: account_label(account),
+                MANAGED_BY_LABEL: MANAGED_BY,
+                LOGIN_FOR_LABEL: account_label(account),
             },
+            "annotations": { LOGIN_REASON_ANNOTATION: reason.as_str() },
             "ownerReferences": owner.map(|o| vec![o]),
         },
         "spec": {
@@ -98,7 +94,7 @@ pub fn login_job(
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": { "labels": { ACCOUNT_LABEL: account_label(account) } },
+                "metadata": { "labels": { LOGIN_FOR_LABEL: account_label(account) } },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
@@ -125,13 +121,16 @@ pub fn login_job(
                         {
                             "name": "chromium",
                             "image": settings.chromium_image,
+                            // No --remote-debugging-port/-address: port 9222 is the image's
+                            // contract. chromedp/headless-shell's entrypoint forwards 9222 to
+                            // Chromium on 9223 with socat and appends these args; a port flag
+                            // here makes Chromium race socat for 9222 and lose, and the login
+                            // then hangs until activeDeadlineSeconds.
                             "args": [
                                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                                 "--no-first-run", "--disable-background-networking",
                                 "--disable-component-update", "--disable-sync",
                                 "--user-data-dir=/tmp/profile",
-                                "--remote-debugging-address=127.0.0.1",
-                                "--remote-debugging-port=9222",
                             ],
                             "securityContext": hardened,
                             "resources": resources,
@@ -191,15 +190,17 @@ mod tests {
         };
         serde_json::to_value(login_job(
             &account(),
+            "alice-login-0123456789",
             "https://auth/login?consentAppId=c1",
             Some(59_000_000),
+            RefreshReason::Scheduled,
             &settings,
         ))
         .unwrap()
     }
 
     #[test]
-    fn long_account_names_still_give_valid_job_names_and_labels() {
+    fn long_account_names_still_give_valid_labels() {
         let mut account = account();
         account.metadata.name = Some(format!("{}.x-{}", "a".repeat(39), "b".repeat(80)));
         let settings = LoginJobSettings {
@@ -207,12 +208,20 @@ mod tests {
             chromium_image: "chromium:1".into(),
             login_timeout: Duration::from_secs(120),
         };
-        let job = login_job(&account, "https://auth/login", None, &settings);
-        let prefix = job.metadata.generate_name.unwrap();
-        assert_eq!(prefix, format!("{}-login-", "a".repeat(39)));
-        assert!(prefix.len() + 5 <= 63, "generated names fit in a label");
-        let label = &job.metadata.labels.unwrap()[ACCOUNT_LABEL];
+        let job = login_job(
+            &account,
+            "a-login-1",
+            "https://auth/login",
+            None,
+            RefreshReason::NoToken,
+            &settings,
+        );
+        let label = &job.metadata.labels.unwrap()[LOGIN_FOR_LABEL];
         assert!(label.len() <= 63 && label.ends_with('b'), "{label}");
+        assert_eq!(
+            job.metadata.annotations.unwrap()[LOGIN_REASON_ANNOTATION],
+            "NoToken"
+        );
     }
 
     #[test]

@@ -1,22 +1,28 @@
-//! The Kubernetes side: watches DhanAccounts and the Secrets they use, and runs the reconciler.
+//! The Kubernetes side: watches DhanAccounts and the Secrets and Jobs they use, and runs the
+//! reconciler — gather ([`gather`]), decide (`crate::decision`) with Dhan calls ([`act`]),
+//! apply ([`apply`]).
 
+pub mod act;
+pub mod apply;
 pub mod conflict;
 pub mod credentials;
+pub mod gather;
 pub mod login;
 pub mod login_job;
-pub mod obtain;
+pub mod memo;
 pub mod output;
 pub mod reconcile;
-pub mod refresh;
 pub mod rollout;
+pub mod spec;
 pub mod status;
 
+use crate::clock::Clock;
 use crate::crd::DhanAccount;
-use crate::decision::{Limits, ProbeVerdict};
-use crate::dhan::DhanClient;
+use crate::decision::Limits;
+use crate::dhan::DhanApi;
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
@@ -26,14 +32,18 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use login::{LoginSettings, LoginSlots};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use memo::Memos;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 use tracing::info;
 
 /// Shared state of all reconciles.
 pub struct Context {
     pub client: Client,
-    pub dhan: DhanClient,
+    pub dhan: Arc<dyn DhanApi>,
+    /// The only clock the reconciler reads.
+    pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
     pub limits: Limits,
     pub recorder: Recorder,
@@ -43,57 +53,30 @@ pub struct Context {
     pub login: LoginSettings,
     /// The cap on concurrent login Jobs.
     pub logins: LoginSlots,
-    /// Last probe per account UID: (token hash, when, verdict). Kept in memory only, so a
-    /// probe that finds nothing new writes nothing.
-    probes: Mutex<HashMap<String, ProbeRecord>>,
-}
-
-/// The last probe of an account: which token, when, and what Dhan said.
-struct ProbeRecord {
-    token_hash: String,
-    at: DateTime<Utc>,
-    verdict: ProbeVerdict,
-}
-
-impl Context {
-    /// The last probe of this account's current token, if any.
-    pub fn probe_of(
-        &self,
-        uid: &str,
-        token_hash: Option<&str>,
-    ) -> Option<(DateTime<Utc>, ProbeVerdict)> {
-        let probes = self.probes.lock().expect("probe map poisoned");
-        let record = probes.get(uid)?;
-        (Some(record.token_hash.as_str()) == token_hash).then_some((record.at, record.verdict))
-    }
-
-    pub fn remember_probe(
-        &self,
-        uid: &str,
-        token_hash: &str,
-        at: DateTime<Utc>,
-        verdict: ProbeVerdict,
-    ) {
-        self.probes.lock().expect("probe map poisoned").insert(
-            uid.to_string(),
-            ProbeRecord {
-                token_hash: token_hash.to_string(),
-                at,
-                verdict,
-            },
-        );
-    }
+    /// What this process remembers per account between reconciles (probes, unwritten tokens,
+    /// its own last status write).
+    pub memos: Memos,
+    /// With several replicas: confirms before each mint that this process still leads.
+    pub leadership: Option<Arc<Leadership>>,
+    /// The longest one Dhan call may take (its client timeout).
+    pub dhan_timeout: Duration,
 }
 
 /// Settings of the controller.
 pub struct Settings {
     pub namespace: Option<String>,
-    pub dhan: DhanClient,
+    pub dhan: Arc<dyn DhanApi>,
+    pub clock: Arc<dyn Clock>,
     pub dhan_calls_per_second: f64,
     pub limits: Limits,
     pub concurrency: u16,
     pub login: LoginSettings,
+    pub leadership: Option<Arc<Leadership>>,
+    pub dhan_timeout: Duration,
 }
+
+/// How often per-account memory of deleted accounts is dropped.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
@@ -119,14 +102,18 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         dhan: settings.dhan,
+        clock: settings.clock,
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
         store,
         metrics,
-        probes: Mutex::default(),
+        memos: Memos::default(),
         logins: LoginSlots::new(settings.login.max_concurrent),
         login: settings.login.clone(),
+        leadership: settings.leadership,
+        dhan_timeout: settings.dhan_timeout,
     });
+    tokio::spawn(prune(context.clone()));
     info!("controller started");
     let controller = if settings.login.enabled {
         // Login Jobs are owned by their account: a finished one wakes its account at once.
@@ -136,7 +123,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         };
         controller.owns(
             jobs,
-            watcher::Config::default().labels(login_job::ACCOUNT_LABEL),
+            watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
         )
     } else {
         controller
@@ -153,26 +140,40 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .await;
 }
 
+/// Drops what this process remembers of accounts that are gone (a deleted object is never
+/// reconciled again, so nothing else would).
+async fn prune(ctx: Arc<Context>) {
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        let live: HashSet<String> = ctx.store.state().iter().filter_map(|a| a.uid()).collect();
+        prune_once(&ctx, &live);
+    }
+}
+
+/// Forgets every account whose UID is not in `live`.
+pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
+    for uid in ctx.memos.retain(|uid| live.contains(uid)) {
+        ctx.logins.release(&uid);
+    }
+}
+
 /// Accounts that own `secret` (their output) or read credentials from it.
 fn accounts_using(store: &Store<DhanAccount>, secret: &Secret) -> Vec<ObjectRef<DhanAccount>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
-    let owners: Vec<String> = secret
-        .owner_references()
-        .iter()
-        .filter(|o| o.kind == "DhanAccount")
-        .map(|o| o.uid.clone())
-        .collect();
+    let account = secret.annotations().get(output::ACCOUNT_ANNOTATION);
     store
         .state()
         .iter()
         .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|a| {
-            a.uid().is_some_and(|uid| owners.contains(&uid))
-                || credentials::CredentialKey::ALL.iter().any(|key| {
-                    credentials::source_of(&a.spec, *key).is_some_and(|s| s.secret_name == name)
-                })
+            account == Some(&a.name_any())
+                || a.spec.secret_name.as_deref() == Some(name.as_str())
+                || spec::credential_secret_names(&a.spec).contains(&name)
         })
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

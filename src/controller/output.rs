@@ -1,181 +1,277 @@
-//! The output Secret trading pods consume: read what it holds, write a new token into it.
+//! The output Secret trading pods consume: find the token it holds, write a token into it.
 //!
-//! The Secret is written before status and carries the facts needed to resume (when the token
-//! was obtained, how, its hash), so an operator killed between the two writes recognises the
-//! token as current on restart instead of minting again.
+//! The Secret carries what the operator needs to resume (when its token was obtained, how, its
+//! hash, its expiry, which key holds it), so an operator killed between the Secret and status
+//! writes recognises the token as current on restart instead of minting again, and a renamed
+//! Secret or key still leads to the live token.
 
 use crate::crd::DhanAccount;
-use crate::decision::TokenFacts;
+use crate::decision::{Token, TokenFacts};
 use crate::dhan::AccessToken;
 use crate::token_hash::token_hash;
 use chrono::{DateTime, Utc};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 pub const DEFAULT_TOKEN_KEY: &str = "DHAN_ACCESS_TOKEN";
 pub const DEFAULT_CLIENT_ID_KEY: &str = "DHAN_CLIENT_ID";
 pub const DEFAULT_EXPIRES_AT_KEY: &str = "DHAN_TOKEN_EXPIRES_AT";
 
+/// Annotations and labels under this prefix are the operator's own.
+pub const OPERATOR_ANNOTATION_PREFIX: &str = "dhan-operator.dev/";
 pub const OBTAINED_AT_ANNOTATION: &str = "dhan-operator.dev/obtained-at";
 pub const METHOD_ANNOTATION: &str = "dhan-operator.dev/method";
+/// The token's keyed hash, on the output Secret and on restarted workloads' pod templates.
 pub const TOKEN_HASH_ANNOTATION: &str = "dhan-operator.dev/token-hash";
 pub const EXPIRES_AT_ANNOTATION: &str = "dhan-operator.dev/expires-at";
+/// Which data key holds the token, so a renamed key still leads to it.
+pub const TOKEN_KEY_ANNOTATION: &str = "dhan-operator.dev/token-key";
+/// A hash of the Secret's wanted shape (keys, labels, annotations, ownership).
+pub const SHAPE_ANNOTATION: &str = "dhan-operator.dev/shape";
+/// The full name of the account the Secret belongs to (labels are cut at 63 characters).
+pub const ACCOUNT_ANNOTATION: &str = "dhan-operator.dev/account";
+/// Label naming the account, for selection (cut to 63 characters).
 pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/account";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "dhan-operator";
 pub const FIELD_MANAGER: &str = "dhan-operator";
 
-/// Name of the output Secret.
-pub fn secret_name(account: &DhanAccount) -> String {
-    account
-        .spec
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-token", account.name_any()))
-}
-
 /// Key names in the output Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Keys {
     pub token: String,
     pub client_id: String,
     pub expires_at: String,
 }
 
-pub fn keys(account: &DhanAccount) -> Keys {
-    let custom = account
-        .spec
-        .secret_template
-        .as_ref()
-        .and_then(|t| t.keys.clone())
-        .unwrap_or_default();
-    Keys {
-        token: custom
-            .access_token
-            .unwrap_or_else(|| DEFAULT_TOKEN_KEY.into()),
-        client_id: custom
-            .client_id
-            .unwrap_or_else(|| DEFAULT_CLIENT_ID_KEY.into()),
-        expires_at: custom
-            .expires_at
-            .unwrap_or_else(|| DEFAULT_EXPIRES_AT_KEY.into()),
+/// The output Secret as the spec wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub name: String,
+    pub keys: Keys,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `deletionPolicy: Delete`: the Secret is owned by the account and goes with it.
+    pub delete_with_account: bool,
+}
+
+impl OutputSpec {
+    /// A short hash of everything about the Secret's shape, so a change is seen and the token
+    /// rewritten (never re-minted).
+    pub fn shape(&self, client_id: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(format!(
+            "v1;{:?};{:?};{:?};{};{client_id}",
+            self.keys, self.labels, self.annotations, self.delete_with_account
+        ));
+        hasher.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
-/// What the output Secret holds.
-pub enum Current {
+/// What an output Secret holds.
+#[derive(Clone, Debug)]
+pub enum Found {
     Absent,
-    /// A Secret of that name exists but this account does not own it: never overwrite it.
+    /// A Secret of that name exists but is not this account's: never overwrite it.
     Foreign,
-    Present {
-        token: Option<(AccessToken, TokenFacts)>,
+    Ours {
+        /// The Secret's UID (a moved-from Secret is deleted only if it is still this one).
+        uid: String,
+        token: Option<Token>,
         method: Option<String>,
+        /// Whether it has the shape the spec wants.
+        shaped: bool,
     },
 }
 
-/// Reads and decodes the token in the output Secret.
-pub async fn read(secrets: &Api<Secret>, account: &DhanAccount) -> Result<Current, kube::Error> {
-    let Some(secret) = secrets.get_opt(&secret_name(account)).await? else {
-        return Ok(Current::Absent);
-    };
-    let uid = account.uid().unwrap_or_default();
-    let owned = secret
-        .owner_references()
-        .iter()
-        .any(|owner| owner.uid == uid);
-    if !owned {
-        return Ok(Current::Foreign);
-    }
-    let annotations = secret.annotations();
-    let method = annotations.get(METHOD_ANNOTATION).cloned();
-    let obtained_at = annotations
-        .get(OBTAINED_AT_ANNOTATION)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let token = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&keys(account).token))
-        .map(|b| AccessToken::from(String::from_utf8_lossy(&b.0).trim().to_string()))
-        .and_then(|token| {
-            let facts = token_facts(&uid, &token, obtained_at)?;
-            Some((token, facts))
-        });
-    Ok(Current::Present { token, method })
+/// The key with which token hashes are made for an account: stable across a delete and
+/// re-create, so a retained Secret's token keeps its hash.
+pub fn hash_key(account: &DhanAccount) -> String {
+    format!(
+        "{}/{}",
+        account.namespace().unwrap_or_default(),
+        account.name_any()
+    )
 }
 
-/// What the operator needs to know about a token, from its JWT claims (docs/dhan-api.md §5).
-/// `None` when it is not a readable Dhan JWT.
+/// The account label's value: its name cut to a label's 63 characters, ending in a letter or
+/// digit.
+pub fn account_label(account: &DhanAccount) -> String {
+    short(&account.name_any(), 63)
+}
+
+/// `name` cut to `max` characters, ending in a letter or digit as names and labels must.
+pub fn short(name: &str, max: usize) -> String {
+    let cut: String = name.chars().take(max).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// Whether `secret` belongs to `account`: owned by it, or (after a delete and re-create with
+/// `deletionPolicy: Retain`) left by an account of the same name and owned by nothing.
+fn belongs_to(secret: &Secret, account: &DhanAccount) -> bool {
+    let uid = account.uid().unwrap_or_default();
+    let owners = secret.owner_references();
+    if owners.iter().any(|o| o.uid == uid) {
+        return true;
+    }
+    let managed = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY);
+    let named = secret.annotations().get(ACCOUNT_ANNOTATION) == Some(&account.name_any());
+    managed && named && !owners.iter().any(|o| o.controller == Some(true))
+}
+
+/// Reads Secret `name` and what it holds for `account`.
+pub async fn read(
+    secrets: &Api<Secret>,
+    account: &DhanAccount,
+    name: &str,
+    spec: &OutputSpec,
+) -> Result<Found, kube::Error> {
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(Found::Absent);
+    };
+    Ok(examine(&secret, account, spec))
+}
+
+/// What `secret` holds for `account`.
+pub fn examine(secret: &Secret, account: &DhanAccount, spec: &OutputSpec) -> Found {
+    if !belongs_to(secret, account) {
+        return Found::Foreign;
+    }
+    let annotations = secret.annotations();
+    let time = |key: &str| {
+        annotations
+            .get(key)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let value = [
+        Some(&spec.keys.token),
+        annotations.get(TOKEN_KEY_ANNOTATION),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|key| data.get(key))
+    .map(|b| AccessToken::from(String::from_utf8_lossy(&b.0).trim().to_string()))
+    .filter(|t| !t.expose().is_empty());
+    let token = value.and_then(|value| {
+        let facts = token_facts(
+            &hash_key(account),
+            &value,
+            time(OBTAINED_AT_ANNOTATION),
+            time(EXPIRES_AT_ANNOTATION),
+        )?;
+        Some(Token { value, facts })
+    });
+    let shaped = annotations.get(SHAPE_ANNOTATION)
+        == Some(&spec.shape(account.spec.client_id.trim()))
+        && secret.name_any() == spec.name
+        && data.contains_key(&spec.keys.token);
+    Found::Ours {
+        uid: secret.uid().unwrap_or_default(),
+        token,
+        method: annotations.get(METHOD_ANNOTATION).cloned(),
+        shaped,
+    }
+}
+
+/// What the operator needs to know about a token: from its JWT claims (docs/dhan-api.md §5),
+/// or, for a token whose claims cannot be read, from the expiry recorded when it was issued.
+/// `None` when neither says when it expires.
 pub fn token_facts(
-    account_uid: &str,
+    hash_key: &str,
     token: &AccessToken,
     obtained_at: Option<DateTime<Utc>>,
+    recorded_expiry: Option<DateTime<Utc>>,
 ) -> Option<TokenFacts> {
-    let claims = token.claims().ok()?;
+    let claims = token.claims().ok();
+    let expires_at = claims.as_ref().map(|c| c.exp).or(recorded_expiry)?;
     let issued_at = claims
-        .iat
-        .unwrap_or(claims.exp - chrono::Duration::hours(24));
+        .as_ref()
+        .and_then(|c| c.iat)
+        .unwrap_or(expires_at - chrono::Duration::hours(24));
     Some(TokenFacts {
-        expires_at: claims.exp,
+        expires_at,
         issued_at,
         obtained_at: obtained_at.unwrap_or(issued_at).max(issued_at),
-        consumer_type: claims.consumer_type,
-        hash: token_hash(account_uid, token.expose()),
+        consumer_type: claims.and_then(|c| c.consumer_type),
+        hash: token_hash(hash_key, token.expose()),
     })
 }
 
-/// Writes `token` into the output Secret (server-side apply, owned by the account).
-pub async fn write(
-    secrets: &Api<Secret>,
+/// The output Secret for `token`, as server-side apply will send it.
+pub fn secret_for(
     account: &DhanAccount,
-    token: &AccessToken,
-    facts: &TokenFacts,
-    method: &str,
-) -> Result<(), kube::Error> {
-    let keys = keys(account);
-    let template = account.spec.secret_template.clone().unwrap_or_default();
-    let mut labels = template.labels.unwrap_or_default();
-    labels.insert(
-        "app.kubernetes.io/managed-by".into(),
-        "dhan-operator".into(),
-    );
-    labels.insert(ACCOUNT_LABEL.into(), account.name_any());
-    let mut annotations = template.annotations.unwrap_or_default();
+    spec: &OutputSpec,
+    token: &Token,
+    method: Option<&str>,
+) -> Secret {
+    let facts = &token.facts;
+    let mut labels = spec.labels.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    labels.insert(ACCOUNT_LABEL.into(), account_label(account));
+    let mut annotations = spec.annotations.clone();
     annotations.insert(OBTAINED_AT_ANNOTATION.into(), rfc3339(facts.obtained_at));
     annotations.insert(EXPIRES_AT_ANNOTATION.into(), rfc3339(facts.expires_at));
-    annotations.insert(METHOD_ANNOTATION.into(), method.into());
     annotations.insert(TOKEN_HASH_ANNOTATION.into(), facts.hash.clone());
-
+    annotations.insert(TOKEN_KEY_ANNOTATION.into(), spec.keys.token.clone());
+    annotations.insert(ACCOUNT_ANNOTATION.into(), account.name_any());
+    let client_id = account.spec.client_id.trim();
+    annotations.insert(SHAPE_ANNOTATION.into(), spec.shape(client_id));
+    if let Some(method) = method {
+        annotations.insert(METHOD_ANNOTATION.into(), method.into());
+    }
     let data = BTreeMap::from([
-        (keys.token, ByteString(token.expose().as_bytes().to_vec())),
         (
-            keys.client_id,
-            ByteString(account.spec.client_id.trim().as_bytes().to_vec()),
+            spec.keys.token.clone(),
+            ByteString(token.value.expose().as_bytes().to_vec()),
         ),
         (
-            keys.expires_at,
+            spec.keys.client_id.clone(),
+            ByteString(client_id.as_bytes().to_vec()),
+        ),
+        (
+            spec.keys.expires_at.clone(),
             ByteString(rfc3339(facts.expires_at).into_bytes()),
         ),
     ]);
-    let secret = Secret {
+    let owner = spec
+        .delete_with_account
+        .then(|| account.controller_owner_ref(&()))
+        .flatten();
+    Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name(account)),
+            name: Some(spec.name.clone()),
             namespace: account.namespace(),
             labels: Some(labels),
             annotations: Some(annotations),
-            owner_references: account.controller_owner_ref(&()).map(|o| vec![o]),
+            // Always sent, empty under `Retain`: server-side apply then drops an owner
+            // reference this field manager set before, so the Secret outlives the account.
+            owner_references: Some(owner.into_iter().collect()),
             ..Default::default()
         },
         type_: Some("Opaque".into()),
         data: Some(data),
         ..Default::default()
-    };
-    let mut value = serde_json::to_value(&secret).expect("a Secret serialises");
+    }
+}
+
+/// Writes `token` into the output Secret (server-side apply).
+pub async fn write(secrets: &Api<Secret>, secret: &Secret) -> Result<(), kube::Error> {
+    let mut value = serde_json::to_value(secret).expect("a Secret serialises");
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
     secrets
         .patch(
-            &secret_name(account),
+            &secret.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(value),
         )
@@ -183,7 +279,23 @@ pub async fn write(
     Ok(())
 }
 
+/// Deletes the Secret a token moved away from, only if it is still the one read (its UID).
+pub async fn delete_moved(secrets: &Api<Secret>, name: &str, uid: &str) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// RFC 3339 in UTC with second precision, as written to Secrets and status.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::decision::rfc3339(t)
 }

@@ -1,69 +1,173 @@
-//! Composing the status from what the reconcile found. A status equal to the current one is
-//! not written: steady state issues no PATCH.
+//! The status is the operator's memory of an account: read into a [`Memory`] before deciding,
+//! written back with the [`Assessment`] after. A status equal to the current one is not
+//! written: steady state issues no PATCH.
 
-use crate::crd::{Condition, ConsentCount, DhanAccountStatus, LoginStatus, Phase, StaticIpStatus};
-use crate::decision::{FailureClass, Memory, TokenFacts};
+use crate::crd::{Condition, DailyCount, DhanAccountStatus, LoginStatus, StaticIpStatus};
+use crate::decision::{Assessment, DayCount, LastFailure, LoginRecord, Memory, RefreshReason};
+use crate::decision::{Round, TokenFacts};
+use crate::dhan::IpInfo;
 use chrono::{DateTime, SubsecRound, Utc};
 
-/// What the status should say.
+/// What the status remembers, with the output Secret's record of when its token was obtained.
+pub fn memory_from(status: &DhanAccountStatus, token: Option<&TokenFacts>) -> Memory {
+    let day = |c: &Option<DailyCount>| {
+        c.as_ref().map(|c| DayCount {
+            day: c.day.clone(),
+            count: c.count,
+        })
+    };
+    Memory {
+        last_mint: status.last_refresh_time.max(token.map(|t| t.obtained_at)),
+        failed_attempts: status.failed_attempts.unwrap_or(0),
+        last_failure: status.last_failure_time.map(|at| LastFailure {
+            at,
+            reason: status.last_failure_reason.clone().unwrap_or_default(),
+            message: status.last_failure_message.clone().unwrap_or_default(),
+        }),
+        retry_not_before: status.retry_not_before,
+        held_inputs: status.failed_inputs.clone(),
+        refresh_request_handled: status.refresh_request_handled.clone(),
+        last_totp_step: status.last_totp_step,
+        consents: day(&status.consents),
+        failed_logins: day(&status.failed_logins),
+        login: status.login.as_ref().map(|l| LoginRecord {
+            job_name: l.job_name.clone(),
+            started_at: l.started_at,
+            // Written by this operator from the same enum; an unknown value can only come from
+            // a hand edit, and "no token" is the neutral description.
+            reason: RefreshReason::parse(&l.reason).unwrap_or(RefreshReason::NoToken),
+            refresh_request: l.refresh_request.clone(),
+        }),
+        mint_unconfirmed: status.mint_unconfirmed_at,
+    }
+}
+
+/// The status after a reconcile.
 pub struct Report<'a> {
-    pub phase: Phase,
-    pub message: String,
-    /// Reason of the Ready condition.
-    pub reason: &'a str,
-    pub token: Option<&'a TokenFacts>,
-    pub token_dead: bool,
-    pub method: Option<String>,
     pub memory: &'a Memory,
-    pub last_failure_reason: Option<String>,
-    pub last_failure_message: Option<String>,
-    pub last_totp_step: Option<u64>,
-    pub next_refresh: Option<DateTime<Utc>>,
-    pub static_ip: Option<StaticIpStatus>,
-    pub login: Option<LoginStatus>,
-    pub consents: Option<ConsentCount>,
+    pub token: Option<&'a TokenFacts>,
+    /// How the token was obtained.
+    pub method: Option<&'a str>,
+    /// The Secret holding the token.
+    pub secret_name: Option<&'a str>,
+    pub static_ip: Option<&'a IpInfo>,
+    pub assessment: &'a Assessment,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
 }
 
 impl Report<'_> {
-    /// The status to write, keeping condition transition times that did not change.
+    /// The report of a finished round.
+    pub fn of<'a>(
+        round: &'a Round,
+        assessment: &'a Assessment,
+        secret_name: Option<&'a str>,
+        generation: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Report<'a> {
+        Report {
+            memory: &round.memory,
+            token: round.token_facts(),
+            method: round.token.as_ref().and_then(|h| h.method.as_deref()),
+            secret_name,
+            static_ip: round.static_ip.as_ref(),
+            assessment,
+            generation,
+            now,
+        }
+    }
+
+    /// The status to write, keeping what this report does not know (the static IPs read at
+    /// an earlier refresh) and condition transition times that did not change.
     pub fn compose(&self, old: &DhanAccountStatus) -> DhanAccountStatus {
-        let live = self
-            .token
-            .is_some_and(|t| t.is_live(self.now) && !self.token_dead);
-        let ready = ready_condition(
-            old,
-            live,
-            self.reason,
-            &self.message,
-            self.generation,
-            self.now,
-        );
         let memory = self.memory;
+        let a = self.assessment;
+        let day = |c: &Option<DayCount>| {
+            c.as_ref().map(|c| DailyCount {
+                day: c.day.clone(),
+                count: c.count,
+            })
+        };
+        let second = |t: Option<DateTime<Utc>>| t.map(|t| t.trunc_subsecs(0));
         DhanAccountStatus {
-            phase: Some(self.phase),
-            method: self.method.clone(),
+            phase: Some(a.phase),
+            method: self.token.and(self.method.map(str::to_string)),
             token_type: self.token.and_then(|t| t.consumer_type.clone()),
             issued_at: self.token.map(|t| t.issued_at),
             expires_at: self.token.map(|t| t.expires_at),
-            next_refresh_time: self.next_refresh.map(|t| t.trunc_subsecs(0)),
-            last_refresh_time: memory.last_mint.map(|t| t.trunc_subsecs(0)),
+            next_refresh_time: second(a.next_refresh),
+            last_refresh_time: second(memory.last_mint),
             failed_attempts: (memory.failed_attempts > 0).then_some(memory.failed_attempts),
-            last_failure_time: memory.last_failure.map(|(t, _)| t.trunc_subsecs(0)),
-            last_failure_reason: self.last_failure_reason.clone(),
-            last_failure_message: self.last_failure_message.clone(),
-            failed_inputs: memory.permanent_failure_inputs.clone(),
-            last_totp_step: self.last_totp_step,
+            last_failure_time: second(memory.last_failure.as_ref().map(|f| f.at)),
+            last_failure_reason: memory.last_failure.as_ref().map(|f| f.reason.clone()),
+            last_failure_message: memory.last_failure.as_ref().map(|f| f.message.clone()),
+            failed_inputs: memory.held_inputs.clone(),
+            last_totp_step: memory.last_totp_step,
             refresh_request_handled: memory.refresh_request_handled.clone(),
-            message: Some(self.message.clone()),
+            message: Some(a.message.clone()),
             token_hash: self.token.map(|t| t.hash.clone()),
             observed_generation: self.generation,
-            static_ip: self.static_ip.clone(),
-            login: self.login.clone(),
-            consents: self.consents.clone(),
-            conditions: vec![ready],
+            static_ip: self.static_ip.map(static_ip).or(old.static_ip.clone()),
+            login: memory.login.as_ref().map(login_status),
+            consents: day(&memory.consents),
+            failed_logins: day(&memory.failed_logins),
+            secret_name: self.token.and(self.secret_name.map(str::to_string)),
+            // Exact, not to the second: they bound when the next mint may happen.
+            retry_not_before: memory.retry_not_before,
+            mint_unconfirmed_at: memory.mint_unconfirmed,
+            conditions: vec![ready_condition(
+                old,
+                a.ready,
+                &a.reason,
+                &a.message,
+                self.generation,
+                self.now,
+            )],
         }
+    }
+}
+
+/// The status of an account that needs no Dhan call (invalid spec, conflict, foreign Secret):
+/// the previous status with the new phase, message and Ready condition.
+pub fn blocked(
+    old: &DhanAccountStatus,
+    memory: &Memory,
+    assessment: &Assessment,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> DhanAccountStatus {
+    let mut status = old.clone();
+    status.phase = Some(assessment.phase);
+    status.message = Some(assessment.message.clone());
+    status.next_refresh_time = None;
+    status.observed_generation = generation;
+    status.login = memory.login.as_ref().map(login_status);
+    status.conditions = vec![ready_condition(
+        old,
+        assessment.ready,
+        &assessment.reason,
+        &assessment.message,
+        generation,
+        now,
+    )];
+    status
+}
+
+fn login_status(login: &LoginRecord) -> LoginStatus {
+    LoginStatus {
+        job_name: login.job_name.clone(),
+        started_at: login.started_at,
+        reason: login.reason.as_str().into(),
+        refresh_request: login.refresh_request.clone(),
+    }
+}
+
+fn static_ip(info: &IpInfo) -> StaticIpStatus {
+    StaticIpStatus {
+        primary_ip: info.primary_ip.clone().filter(|ip| !ip.is_empty()),
+        secondary_ip: info.secondary_ip.clone().filter(|ip| !ip.is_empty()),
+        orders_allowed: info.orders_allowed,
+        ip_match_status: info.ip_match_status.clone(),
     }
 }
 
@@ -91,110 +195,5 @@ pub fn ready_condition(
     }
 }
 
-/// The operator's memory of past attempts, as persisted in status (and the output Secret's
-/// record of when its token was obtained).
-pub fn memory_from(status: &DhanAccountStatus, token: Option<&TokenFacts>) -> Memory {
-    let failed_attempts = status.failed_attempts.unwrap_or(0);
-    let class = match status.last_failure_reason.as_deref() {
-        Some("MintThrottled") => FailureClass::Throttled,
-        Some("ConsentLimitExceeded") => FailureClass::ConsentLimit,
-        _ => FailureClass::Transient,
-    };
-    Memory {
-        last_mint: status.last_refresh_time.max(token.map(|t| t.obtained_at)),
-        failed_attempts,
-        last_failure: status
-            .last_failure_time
-            .filter(|_| failed_attempts > 0)
-            .map(|t| (t, class)),
-        permanent_failure_inputs: status.failed_inputs.clone(),
-        refresh_request_handled: status.refresh_request_handled.clone(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn now() -> DateTime<Utc> {
-        "2026-11-23T02:30:00Z".parse().unwrap()
-    }
-
-    fn token() -> TokenFacts {
-        TokenFacts {
-            expires_at: now() + chrono::Duration::hours(24),
-            issued_at: now(),
-            obtained_at: now(),
-            consumer_type: Some("APP".into()),
-            hash: "0123456789abcdef".into(),
-        }
-    }
-
-    fn report<'a>(
-        token: Option<&'a TokenFacts>,
-        memory: &'a Memory,
-        at: DateTime<Utc>,
-    ) -> Report<'a> {
-        Report {
-            phase: Phase::Ready,
-            message: "ok".into(),
-            reason: "TokenValid",
-            token,
-            token_dead: false,
-            method: Some("totp".into()),
-            memory,
-            last_failure_reason: None,
-            last_failure_message: None,
-            last_totp_step: Some(5),
-            next_refresh: Some(now() + chrono::Duration::hours(24)),
-            static_ip: None,
-            login: None,
-            consents: None,
-            generation: Some(1),
-            now: at,
-        }
-    }
-
-    #[test]
-    fn recomposing_an_unchanged_status_gives_an_equal_status() {
-        let token = token();
-        let memory = Memory::default();
-        let first = report(Some(&token), &memory, now()).compose(&DhanAccountStatus::default());
-        let later =
-            report(Some(&token), &memory, now() + chrono::Duration::minutes(15)).compose(&first);
-        assert_eq!(first, later, "no write on a reconcile that changed nothing");
-        assert_eq!(first.conditions[0].status, "True");
-        assert_eq!(first.token_hash.as_deref(), Some("0123456789abcdef"));
-    }
-
-    #[test]
-    fn ready_is_false_for_a_dead_or_missing_token() {
-        let token = token();
-        let memory = Memory::default();
-        let mut dead = report(Some(&token), &memory, now());
-        dead.token_dead = true;
-        assert_eq!(
-            dead.compose(&DhanAccountStatus::default()).conditions[0].status,
-            "False"
-        );
-        let none = report(None, &memory, now()).compose(&DhanAccountStatus::default());
-        assert_eq!(none.conditions[0].status, "False");
-        assert_eq!(none.token_hash, None);
-    }
-
-    #[test]
-    fn memory_survives_a_round_trip_through_status() {
-        let token = token();
-        let memory = Memory {
-            last_mint: Some(now()),
-            failed_attempts: 2,
-            last_failure: Some((now(), FailureClass::Throttled)),
-            permanent_failure_inputs: Some("fp".into()),
-            refresh_request_handled: Some("r1".into()),
-        };
-        let mut r = report(Some(&token), &memory, now());
-        r.last_failure_reason = Some("MintThrottled".into());
-        let status = r.compose(&DhanAccountStatus::default());
-        assert_eq!(memory_from(&status, Some(&token)), memory);
-    }
-}
+mod tests;

@@ -81,6 +81,19 @@ pub fn before_open_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<
     open - PULL_BACK
 }
 
+/// The close of the session `t` falls in (15:30 IST for the regular one); for a `t` outside
+/// every session, the regular close that day.
+pub fn market_close_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<Utc> {
+    session_at(calendar, t)
+        .map(|(_, close)| close)
+        .unwrap_or_else(|| at(ist_date(t), calendar.regular_session().close))
+}
+
+/// [`market_close_on`] with the calendar in force.
+pub fn market_close(t: DateTime<Utc>) -> DateTime<Utc> {
+    market_close_on(&calendar::current(), t)
+}
+
 /// [`in_market_hours_on`] with the calendar in force.
 pub fn in_market_hours(t: DateTime<Utc>) -> bool {
     in_market_hours_on(&calendar::current(), t)
@@ -168,6 +181,21 @@ mod tests {
             before_open_on(&calendar, utc("2026-11-08T13:30:00Z")),
             utc("2026-11-08T12:00:00Z"),
             "17:30 IST before the Muhurat session"
+        );
+    }
+
+    #[test]
+    fn market_close_is_the_end_of_the_session() {
+        let calendar = diwali_2026();
+        assert_eq!(
+            market_close_on(&calendar, utc("2026-11-23T05:30:00Z")),
+            utc("2026-11-23T10:00:00Z"),
+            "15:30 IST on a regular day"
+        );
+        assert_eq!(
+            market_close_on(&calendar, utc("2026-11-08T13:00:00Z")),
+            utc("2026-11-08T14:00:00Z"),
+            "19:30 IST at the end of the Muhurat session"
         );
     }
 

@@ -34,8 +34,9 @@ impl Schedule {
             time_zone,
             trading_days_only: false,
         };
-        // A pattern such as "0 0 30 2 *" parses but never fires.
-        if schedule.next_after(Utc::now()).is_none() {
+        // A pattern such as "0 0 30 2 *" parses but never fires. Whether a 5-field pattern
+        // fires does not depend on the date it is asked from.
+        if schedule.next_after(DateTime::UNIX_EPOCH).is_none() {
             return Err(ScheduleError::Expression(format!(
                 "{expression:?} never fires"
             )));

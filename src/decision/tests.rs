@@ -1,31 +1,39 @@
-//! The decision logic driven through simulated days with a fake clock and a fake Dhan that
-//! issues 24-hour tokens.
+//! The functional core driven through simulated days: a fake clock and a fake Dhan that
+//! issues 24-hour tokens answer the steps of real [`Round`]s, and only what the operator
+//! persists (the output Secret's token and the status [`Memory`]) is carried from one
+//! reconcile to the next, plus the probe this process remembers.
 
 use super::market::in_market_hours;
+use super::round::{Held, Inputs, LoginSeen, Outcome, Round, Step, Stored};
+use super::schedule::Schedule;
 use super::*;
-use crate::crd::{DhanAccountSpec, RefreshSpec};
+use crate::dhan::AccessToken;
 use chrono::{Datelike, Duration as ChronoDuration, TimeZone, Timelike};
+use std::time::Duration;
 
 const DAY: ChronoDuration = ChronoDuration::hours(24);
 const LIMITS: Limits = Limits {
-    min_mint_interval: DEFAULT_MIN_MINT_INTERVAL,
+    min_mint_interval: policy::DEFAULT_MIN_MINT_INTERVAL,
+    max_failed_logins: policy::DEFAULT_MAX_FAILED_LOGINS,
 };
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn policy(refresh: RefreshSpec) -> Policy {
-    Policy::from_spec(&DhanAccountSpec {
+fn policy_with(schedule: &str, validate_every: Option<Duration>) -> Policy {
+    Policy {
         client_id: "1000000001".into(),
-        refresh: Some(refresh),
-        ..Default::default()
-    })
-    .unwrap()
+        methods: vec![Method::Renew, Method::Totp],
+        schedule: Schedule::parse(schedule, "Asia/Kolkata").unwrap(),
+        renew_before: policy::DEFAULT_RENEW_BEFORE,
+        validate_every,
+        suspend: false,
+    }
 }
 
 fn default_policy() -> Policy {
-    policy(RefreshSpec::default())
+    policy_with("0 8 * * *", Some(policy::DEFAULT_VALIDATE_EVERY))
 }
 
 /// How the fake Dhan answers a mint.
@@ -37,13 +45,28 @@ enum DhanAnswer {
     ConsentLimit,
 }
 
-/// The reconciler's loop, reduced to its bookkeeping: the only state carried between steps is
-/// what the real operator persists (the output Secret's token and the status `Memory`), plus
-/// the probe result this process remembers.
+impl DhanAnswer {
+    fn failure(self) -> Option<FailureKind> {
+        match self {
+            DhanAnswer::Token => None,
+            DhanAnswer::ServerError => Some(FailureKind::Rejected),
+            DhanAnswer::Throttled => Some(FailureKind::MintThrottled),
+            DhanAnswer::ConsentLimit => Some(FailureKind::ConsentLimitExceeded),
+        }
+    }
+}
+
+fn totp_usable() -> Usable {
+    Usable {
+        totp: Ok(()),
+        browser: Err("off".into()),
+    }
+}
+
+/// The reconciler's loop with a fake Dhan: each reconcile is a real [`Round`].
 struct Sim {
     now: DateTime<Utc>,
     policy: Policy,
-    limits: Limits,
     token: Option<TokenFacts>,
     memory: Memory,
     probe: Option<(DateTime<Utc>, ProbeVerdict)>,
@@ -62,7 +85,6 @@ impl Sim {
         Sim {
             now: start,
             policy,
-            limits: Limits::default(),
             token: None,
             memory: Memory::default(),
             probe: None,
@@ -75,71 +97,89 @@ impl Sim {
         }
     }
 
-    fn decide(&self) -> Decision {
-        decide(&Facts {
-            now: self.now,
-            policy: &self.policy,
-            limits: &self.limits,
-            token: self.token.clone(),
-            web_token: None,
-            probe: self.probe,
-            memory: &self.memory,
-            inputs_fingerprint: "inputs",
-            refresh_request: None,
-        })
+    fn new_token(&mut self) -> Token {
+        self.serial += 1;
+        Token {
+            value: AccessToken::from(format!("token-{}", self.serial)),
+            facts: TokenFacts {
+                expires_at: self.now + DAY,
+                issued_at: self.now,
+                obtained_at: self.now,
+                consumer_type: Some("APP".into()),
+                hash: format!("h{}", self.serial),
+            },
+        }
     }
 
     /// Runs one reconcile and returns when the next one happens.
     fn step(&mut self) -> DateTime<Utc> {
-        match self.decide() {
-            Decision::Refresh(reason) => {
-                self.attempts.push(self.now);
-                match (self.dhan)(self.now) {
-                    DhanAnswer::Token => {
-                        self.serial += 1;
-                        self.token = Some(TokenFacts {
-                            expires_at: self.now + DAY,
-                            issued_at: self.now,
-                            obtained_at: self.now,
-                            consumer_type: Some("APP".into()),
-                            hash: format!("h{}", self.serial),
-                        });
-                        self.memory.last_mint = Some(self.now);
-                        self.memory.failed_attempts = 0;
-                        self.memory.last_failure = None;
-                        self.revoked = false;
-                        self.probe = None;
-                        self.mints.push((self.now, reason));
-                    }
-                    DhanAnswer::ServerError => {
-                        self.memory.failed_attempts += 1;
-                        self.memory.last_failure = Some((self.now, FailureClass::Transient));
-                    }
-                    DhanAnswer::Throttled => {
-                        self.memory.failed_attempts += 1;
-                        self.memory.last_failure = Some((self.now, FailureClass::Throttled));
-                    }
-                    DhanAnswer::ConsentLimit => {
-                        self.memory.failed_attempts += 1;
-                        self.memory.last_failure = Some((self.now, FailureClass::ConsentLimit));
+        let inputs = Inputs {
+            policy: self.policy.clone(),
+            limits: LIMITS,
+            usable: totp_usable(),
+            fingerprint: "inputs".into(),
+            web_token: None,
+            refresh_request: None,
+        };
+        let held = self.token.clone().map(|facts| Held {
+            token: Token {
+                value: AccessToken::from("t".to_string()),
+                facts,
+            },
+            method: Some("totp".into()),
+            stored: Stored::Current,
+        });
+        let mut round = Round::new(
+            inputs,
+            held,
+            self.probe,
+            self.memory.clone(),
+            LoginSeen::None,
+            self.now,
+        );
+        loop {
+            let outcome = match round.next(self.now) {
+                Step::Finish => break,
+                Step::Try(method) => {
+                    assert_eq!(method, Method::Totp, "renew never applies to APP tokens");
+                    self.attempts.push(self.now);
+                    match (self.dhan)(self.now).failure() {
+                        None => Outcome::Issued {
+                            method,
+                            token: self.new_token(),
+                            totp_step: None,
+                        },
+                        Some(kind) => Outcome::Failed {
+                            method,
+                            failure: Failure::new(kind, kind.reason()),
+                            totp_step: None,
+                        },
                     }
                 }
-                self.now
-            }
-            Decision::Probe => {
-                let verdict = if self.revoked {
+                Step::Probe => Outcome::Probed(if self.revoked {
                     ProbeVerdict::Dead
                 } else {
                     ProbeVerdict::Alive
-                };
-                self.probe = Some((self.now, verdict));
-                self.now
-            }
-            Decision::Wait(wait) => {
+                }),
+                Step::ReadStaticIp => Outcome::StaticIp(None),
+                Step::Consume => panic!("no browser logins here"),
+            };
+            round.absorb(outcome, self.now);
+        }
+        if let Some(refreshed) = &round.refreshed {
+            self.mints.push((self.now, refreshed.reason));
+            self.revoked = false;
+        }
+        round.stored(Ok(()));
+        self.token = round.token_facts().cloned();
+        self.probe = round.probe;
+        self.memory = round.memory.clone();
+        match round.decision.clone() {
+            Some(Decision::Wait(wait)) => {
                 assert!(wait.until > self.now, "a wait must move time forward");
                 wait.until
             }
-            other => panic!("unexpected decision {other:?}"),
+            other => panic!("unexpected end of a round: {other:?}"),
         }
     }
 
@@ -149,11 +189,7 @@ impl Sim {
         while self.now < end {
             on_tick(self);
             let next = self.step();
-            self.now = if next == self.now {
-                self.now + ChronoDuration::seconds(1)
-            } else {
-                next + ChronoDuration::seconds(self.latency)
-            };
+            self.now = next + ChronoDuration::seconds(self.latency);
             guard += 1;
             assert!(guard < 100_000, "simulation does not converge");
         }
@@ -182,19 +218,15 @@ fn eight_ist_on(t: DateTime<Utc>) -> DateTime<Utc> {
 fn thirty_days_one_mint_a_day_within_a_minute_of_the_schedule() {
     let start = utc("2026-11-01T00:00:00Z");
     let mut sim = Sim::new(start, default_policy());
-    let mut max_expired = ChronoDuration::zero();
-    let mut expired_since: Option<DateTime<Utc>> = None;
-    sim.run_until(start + DAY * 30, |sim| {
-        let expired = sim.token.as_ref().is_none_or(|t| !t.is_live(sim.now));
-        match (expired, expired_since) {
-            (true, None) if sim.token.is_some() => expired_since = Some(sim.now),
-            (false, Some(since)) => {
-                max_expired = max_expired.max(sim.now - since);
-                expired_since = None;
-            }
-            _ => {}
-        }
-    });
+    sim.run_until(start + DAY * 30, |_| {});
+    // Each token lives 24 h: the longest time without a live token is the longest lateness
+    // of a mint past its predecessor's expiry.
+    let max_expired = sim
+        .mint_times()
+        .windows(2)
+        .map(|w| (w[1] - (w[0] + DAY)).max(ChronoDuration::zero()))
+        .max()
+        .unwrap();
     let mints = sim.mint_times();
     // The first mint happens at start (no token); then one per day at 08:00 IST.
     assert_eq!(mints[0], start);
@@ -242,10 +274,7 @@ fn no_proactive_mint_inside_market_hours() {
     let start = utc("2026-11-01T00:00:00Z");
     let mut sim = Sim::new(
         start,
-        policy(RefreshSpec {
-            schedule: Some("30 10 * * *".into()),
-            ..Default::default()
-        }),
+        policy_with("30 10 * * *", Some(policy::DEFAULT_VALIDATE_EVERY)),
     );
     sim.run_until(start + DAY * 30, |_| {});
     for (t, reason) in &sim.mints[1..] {
@@ -318,7 +347,7 @@ fn dead_token_waits_for_the_mint_throttle() {
         now,
         policy: &policy,
         limits: &LIMITS,
-        token: Some(token),
+        token: Some(&token),
         web_token: None,
         probe: Some((now, ProbeVerdict::Dead)),
         memory: &memory,
@@ -330,7 +359,7 @@ fn dead_token_waits_for_the_mint_throttle() {
         Decision::Wait(Wait {
             until: now + ChronoDuration::seconds(95),
             next_refresh: now + ChronoDuration::seconds(95),
-            blocked: Some(RefreshReason::ProbedDead),
+            blocked: Some((RefreshReason::ProbedDead, Block::Limits)),
         })
     );
 }
@@ -440,7 +469,7 @@ fn never_mints_twice_within_the_throttle_even_after_a_restart() {
         refresh_request: None,
     });
     assert!(
-        matches!(decision, Decision::Wait(Wait { blocked: Some(RefreshReason::NoToken), until, .. }) if until == now + ChronoDuration::seconds(65))
+        matches!(decision, Decision::Wait(Wait { blocked: Some((RefreshReason::NoToken, Block::Limits)), until, .. }) if until == now + ChronoDuration::seconds(65))
     );
 }
 
@@ -461,7 +490,7 @@ fn permanent_failure_holds_until_inputs_change_or_a_refresh_is_requested() {
     let now = utc("2026-11-22T10:00:00Z");
     let policy = default_policy();
     let memory = Memory {
-        permanent_failure_inputs: Some("v1".into()),
+        held_inputs: Some("v1".into()),
         refresh_request_handled: Some("a".into()),
         ..Default::default()
     };
@@ -506,29 +535,31 @@ fn adopts_a_newer_web_token_but_not_an_older_one() {
     let now = utc("2026-11-22T10:00:00Z");
     let policy = default_policy();
     let memory = Memory::default();
-    let facts = |token, web| Facts {
-        now,
-        policy: &policy,
-        limits: &LIMITS,
-        token,
-        web_token: web,
-        probe: Some((now, ProbeVerdict::Alive)),
-        memory: &memory,
-        inputs_fingerprint: "x",
-        refresh_request: None,
+    let decide_with = |token: Option<&TokenFacts>, web: Option<&TokenFacts>| {
+        decide(&Facts {
+            now,
+            policy: &policy,
+            limits: &LIMITS,
+            token,
+            web_token: web,
+            probe: Some((now, ProbeVerdict::Alive)),
+            memory: &memory,
+            inputs_fingerprint: "x",
+            refresh_request: None,
+        })
     };
     let web = live_token(now, "web", 1, "SELF");
-    assert_eq!(decide(&facts(None, Some(web.clone()))), Decision::Adopt);
+    assert_eq!(decide_with(None, Some(&web)), Decision::Adopt);
     let renewed = live_token(now, "renewed", 0, "SELF");
     assert!(matches!(
-        decide(&facts(Some(renewed), Some(web.clone()))),
+        decide_with(Some(&renewed), Some(&web)),
         Decision::Wait(_)
     ));
     let older = live_token(now, "older", 3, "APP");
-    assert_eq!(decide(&facts(Some(older), Some(web))), Decision::Adopt);
+    assert_eq!(decide_with(Some(&older), Some(&web)), Decision::Adopt);
     let expired_web = live_token(now, "dead", 25, "SELF");
     assert_eq!(
-        decide(&facts(None, Some(expired_web))),
+        decide_with(None, Some(&expired_web)),
         Decision::Refresh(RefreshReason::NoToken)
     );
 }
@@ -547,7 +578,7 @@ fn requested_refresh_happens_once_per_annotation_value() {
         now,
         policy: &policy,
         limits: &LIMITS,
-        token: Some(token.clone()),
+        token: Some(&token),
         web_token: None,
         probe: Some((now, ProbeVerdict::Alive)),
         memory: &handled,
@@ -571,7 +602,7 @@ fn unknown_probe_verdict_never_mints() {
         now,
         policy: &policy,
         limits: &LIMITS,
-        token: Some(token),
+        token: Some(&token),
         web_token: None,
         probe: Some((now, ProbeVerdict::Unknown)),
         memory: &memory,
@@ -594,7 +625,7 @@ fn probes_every_validate_every_and_not_when_disabled() {
             now,
             policy,
             limits: &LIMITS,
-            token: Some(token.clone()),
+            token: Some(&token),
             web_token: None,
             probe,
             memory: &memory,
@@ -608,10 +639,7 @@ fn probes_every_validate_every_and_not_when_disabled() {
     assert!(
         matches!(run(&every_15m, recent), Decision::Wait(w) if w.until == now + ChronoDuration::minutes(10))
     );
-    let disabled = policy(RefreshSpec {
-        validate_every: Some("0".into()),
-        ..Default::default()
-    });
+    let disabled = policy_with("0 8 * * *", None);
     assert!(matches!(run(&disabled, None), Decision::Wait(_)));
 }
 

@@ -92,54 +92,99 @@ pub fn classify_for(endpoint: Endpoint, status: u16, body: &str) -> DhanError {
     }
 }
 
-fn classify_by_message(parsed: &ErrorBody) -> Option<DhanError> {
-    let text = &parsed.match_text;
-    let message = || parsed.display_message();
-    if has_any(
-        text,
+/// Phrases, and the error they mean given Dhan's message.
+type MessageRule = (&'static [&'static str], fn(String) -> DhanError);
+
+/// Phrases that name what happened, whatever the status, in order of precedence, with the
+/// error each means. (A wrong PIN stays a wrong PIN when the text also mentions the account.)
+const MESSAGE_RULES: &[MessageRule] = &[
+    (
         &[
             "invalid pin",
             "incorrect pin",
             "wrong pin",
             "pin is invalid",
         ],
-    ) {
-        return Some(DhanError::InvalidPin { message: message() });
-    }
-    if has_any(
-        text,
+        |message| DhanError::InvalidPin { message },
+    ),
+    (
         &[
             "invalid totp",
             "incorrect totp",
             "wrong totp",
             "totp is invalid",
         ],
-    ) {
-        return Some(DhanError::InvalidTotp { message: message() });
-    }
-    if has_any(
-        text,
+        |message| DhanError::InvalidTotp { message },
+    ),
+    (
         &[
             "generated once every",
             "once every 2 minutes",
             "once every two minutes",
         ],
-    ) {
-        return Some(DhanError::MintThrottled);
-    }
-    if has_any(
-        text,
+        |_| DhanError::MintThrottled,
+    ),
+    (
         &[
             "renewal of token not allowed",
             "not allowed for this token type",
         ],
-    ) {
-        return Some(DhanError::RenewNotAllowed);
-    }
-    if has_any(text, &["consent limit"]) {
-        return Some(DhanError::ConsentLimitExceeded { message: message() });
-    }
-    None
+        |_| DhanError::RenewNotAllowed,
+    ),
+    (&["consent limit"], |message| {
+        DhanError::ConsentLimitExceeded { message }
+    }),
+    // Before "invalid token", which "Invalid Token Id" also contains: a used or expired
+    // tokenId says nothing about the app's credentials (§3 step 3).
+    (
+        &[
+            "invalid token id",
+            "invalid tokenid",
+            "token id expired",
+            "tokenid expired",
+            "token id already used",
+            "tokenid already used",
+        ],
+        |message| DhanError::ConsentExpired { message },
+    ),
+    (
+        &[
+            "invalid client",
+            "client id invalid",
+            "invalid dhan client",
+            "client not found",
+        ],
+        |message| DhanError::InvalidClientId { message },
+    ),
+    (
+        &[
+            "totp not enabled",
+            "totp is not enabled",
+            "totp has not been enabled",
+            "enable totp",
+        ],
+        |message| DhanError::TotpNotEnabled { message },
+    ),
+    (
+        &[
+            "account locked",
+            "account is locked",
+            "account has been locked",
+            "account blocked",
+            "account is blocked",
+            "account has been blocked",
+            "user blocked",
+            "user is blocked",
+        ],
+        |message| DhanError::AccountLocked { message },
+    ),
+];
+
+fn classify_by_message(parsed: &ErrorBody) -> Option<DhanError> {
+    MESSAGE_RULES
+        .iter()
+        .find(|(phrases, _)| has_any(&parsed.match_text, phrases))
+        .map(|(_, error)| error(parsed.display_message()))
 }
 
 fn dead_token_signal(status: u16, parsed: &ErrorBody) -> Option<String> {

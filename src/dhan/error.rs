@@ -80,6 +80,34 @@ pub enum DhanError {
         /// Dhan's message.
         message: String,
     },
+    /// "Invalid Client": Dhan does not know the client ID (§1 [?]; an account fact, so
+    /// permanent).
+    #[error("Dhan does not know this client ID ({message}); check spec.clientId")]
+    InvalidClientId {
+        /// Dhan's message.
+        message: String,
+    },
+    /// TOTP is not enabled on the account, so PIN + TOTP minting cannot work (§1: "Works only
+    /// if TOTP was enabled on the account").
+    #[error("TOTP is not enabled on this Dhan account ({message}); enable it on Dhan Web")]
+    TotpNotEnabled {
+        /// Dhan's message.
+        message: String,
+    },
+    /// Dhan locked or blocked the account, e.g. after repeated wrong PINs (§3 [seen in similar
+    /// brokers' tools]).
+    #[error("Dhan reports the account as locked ({message}); unlock it on Dhan Web")]
+    AccountLocked {
+        /// Dhan's message.
+        message: String,
+    },
+    /// The consent's `tokenId` was already used or has expired (§3 step 3): a new login is
+    /// needed, the app credentials are fine.
+    #[error("Dhan no longer accepts the login's tokenId ({message}); a new login is needed")]
+    ConsentExpired {
+        /// Dhan's message.
+        message: String,
+    },
     /// DH-902: the account has no API access or data subscription (§6).
     #[error("Dhan says the account has no API access ({message})")]
     NoApiAccess {
@@ -164,6 +192,9 @@ impl DhanError {
             | RenewNotAllowed
             | AppUnauthorized { .. }
             | InvalidCredentials { .. }
+            | InvalidClientId { .. }
+            | TotpNotEnabled { .. }
+            | AccountLocked { .. }
             | NoApiAccess { .. }
             | AccountIssue { .. }
             | MalformedToken { .. }
@@ -176,6 +207,7 @@ impl DhanError {
             | ServerError { .. }
             | Rejected { .. }
             | UnexpectedResponse { .. }
+            | ConsentExpired { .. }
             | Timeout
             | Network { .. } => ErrorKind::Unknown,
         }
@@ -192,6 +224,10 @@ impl DhanError {
             ConsentLimitExceeded { .. } => "ConsentLimitExceeded",
             AppUnauthorized { .. } => "AppUnauthorized",
             InvalidCredentials { .. } => "InvalidCredentials",
+            InvalidClientId { .. } => "InvalidClientId",
+            TotpNotEnabled { .. } => "TotpNotEnabled",
+            AccountLocked { .. } => "AccountLocked",
+            ConsentExpired { .. } => "ConsentExpired",
             NoApiAccess { .. } => "NoApiAccess",
             AccountIssue { .. } => "AccountIssue",
             TokenDead { .. } => "TokenDead",
@@ -236,6 +272,18 @@ impl DhanError {
                 message: r(message),
             },
             InvalidCredentials { message } => InvalidCredentials {
+                message: r(message),
+            },
+            InvalidClientId { message } => InvalidClientId {
+                message: r(message),
+            },
+            TotpNotEnabled { message } => TotpNotEnabled {
+                message: r(message),
+            },
+            AccountLocked { message } => AccountLocked {
+                message: r(message),
+            },
+            ConsentExpired { message } => ConsentExpired {
                 message: r(message),
             },
             NoApiAccess { message } => NoApiAccess {
@@ -341,6 +389,10 @@ mod tests {
             DhanError::ConsentLimitExceeded { message: m() },
             DhanError::AppUnauthorized { message: m() },
             DhanError::InvalidCredentials { message: m() },
+            DhanError::InvalidClientId { message: m() },
+            DhanError::TotpNotEnabled { message: m() },
+            DhanError::AccountLocked { message: m() },
+            DhanError::ConsentExpired { message: m() },
             DhanError::NoApiAccess { message: m() },
             DhanError::AccountIssue { message: m() },
             DhanError::TokenDead {
@@ -398,6 +450,10 @@ mod tests {
             ("ConsentLimitExceeded", ConsentLimit),
             ("AppUnauthorized", Permanent),
             ("InvalidCredentials", Permanent),
+            ("InvalidClientId", Permanent),
+            ("TotpNotEnabled", Permanent),
+            ("AccountLocked", Permanent),
+            ("ConsentExpired", Unknown),
             ("NoApiAccess", Permanent),
             ("AccountIssue", Permanent),
             ("TokenDead", TokenDead),

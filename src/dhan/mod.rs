@@ -1,5 +1,6 @@
 //! Everything about talking to Dhan, and nothing about Kubernetes.
 //!
+//! - [`api`]: the calls the operator makes, as a trait (tests put a scripted Dhan behind it).
 //! - [`client`]: the HTTP calls (mint, renew, profile probe, consent flow, IP info).
 //! - [`error`]: what a failure means — a [`DhanError`] whose [`ErrorKind`] tells the caller
 //!   whether to give up, wait, re-mint or retry.
@@ -12,6 +13,7 @@
 //! Pure functions take `now` as an argument; the client only reads a clock for one fallback and
 //! lets tests replace it. `docs/dhan-api.md` (cited as §n) is the specification.
 
+pub mod api;
 pub mod classify;
 pub mod client;
 pub mod error;
@@ -21,6 +23,7 @@ pub mod response;
 pub mod token;
 pub mod totp;
 
+pub use api::DhanApi;
 pub use classify::{classify, classify_for};
 pub use client::DhanClient;
 pub use error::{DhanError, Endpoint, ErrorKind, MINT_THROTTLE, outcome_label};

@@ -1,5 +1,6 @@
-//! `Kubelet`: plays the kubelet (and the Job controller) for the operator's login Jobs on a test
-//! bed where none runs. For each new Job labelled `dhan-operator.dev/login-for` it runs the
+//! `Kubelet`: plays the kubelet (and the Job controller) for the operator's login Jobs, for the
+//! tests that must hold a login Job unfinished on cue ([`Kubelet::pause`]), which a real kubelet
+//! does not offer; `tests/real_node.rs` runs login Jobs on a real node. For each new Job labelled `dhan-operator.dev/login-for` it runs the
 //! `login` container's command locally — the operator binary, with the env the Pod spec defines
 //! (`secretKeyRef`s resolved through the API) — against a fresh local headless Chromium standing
 //! in for the sidecar, then records what a cluster would: a Pod owned by the Job with the

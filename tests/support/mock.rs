@@ -16,7 +16,13 @@ pub struct MockDhan {
 impl MockDhan {
     /// Starts a mock on a free port; `args` are extra flags (e.g. `--mint-throttle-seconds`).
     pub async fn start(args: &[&str]) -> MockDhan {
-        let mut all = vec!["--listen", "127.0.0.1:0"];
+        MockDhan::start_on("127.0.0.1", args).await
+    }
+
+    /// Like [`MockDhan::start`], listening on `host` (e.g. where a node's Pods reach the host).
+    pub async fn start_on(host: &str, args: &[&str]) -> MockDhan {
+        let listen = format!("{host}:0");
+        let mut all = vec!["--listen", listen.as_str()];
         all.extend_from_slice(args);
         let process = ChildProcess::spawn(MOCK_BIN, &all, &[("RUST_LOG", "info")]);
         let url = super::wait_for(Duration::from_secs(10), || async {

@@ -8,6 +8,7 @@ mod chromium;
 mod controlplane;
 mod kubelet;
 mod mock;
+mod node;
 mod process;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ pub use chromium::{Chromium, free_port};
 pub use controlplane::{ControlPlane, control_plane};
 pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
+pub use node::{Node, Recorder, node};
 pub use process::{ChildProcess, start_operator};
 
 /// Path of the operator binary cargo built for this test run.

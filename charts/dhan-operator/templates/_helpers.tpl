@@ -107,11 +107,11 @@ why the operator needs it.
   verbs: ["update"]
 # Secrets: read the credentials Secrets and the output token Secret, watch them (a changed
 # credential retries a Failed account), and write the output Secret with server-side apply
-# (create + patch). No update, no delete: the output Secret goes away with its DhanAccount through
-# its owner reference.
+# (create + patch). Delete: a renamed spec.secretName moves the token to the new Secret and
+# removes the old one (only the account's own, checked by UID). No update.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events for refreshes, failures and conflicts (events.k8s.io/v1; patch aggregates repeats).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

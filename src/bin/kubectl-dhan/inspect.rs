@@ -3,29 +3,38 @@
 
 use crate::when::{ist_time, relative};
 use chrono::{DateTime, Utc};
-use dhan_operator::controller::output::{DEFAULT_CLIENT_ID_KEY, DEFAULT_TOKEN_KEY, keys};
+use dhan_operator::controller::output::{
+    DEFAULT_CLIENT_ID_KEY, DEFAULT_TOKEN_KEY, TOKEN_KEY_ANNOTATION,
+};
 use dhan_operator::crd::DhanAccount;
 use dhan_operator::dhan::jwt::decode_claims;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
-/// Where the token and client ID are in `secret`: its owning DhanAccount's key names, else the
-/// defaults.
+/// Where the token and client ID are in `secret`: the key the operator recorded on it, its
+/// account's key names, else the defaults.
 pub fn key_names(secret: &Secret, owner: Option<&DhanAccount>) -> (String, String) {
-    let (token, client) = match owner {
-        Some(account) => {
-            let keys = keys(account);
-            (keys.token, keys.client_id)
-        }
-        None => (DEFAULT_TOKEN_KEY.into(), DEFAULT_CLIENT_ID_KEY.into()),
-    };
+    let custom = owner
+        .and_then(|a| a.spec.secret_template.as_ref())
+        .and_then(|t| t.keys.clone())
+        .unwrap_or_default();
     let has = |k: &str| secret.data.as_ref().is_some_and(|d| d.contains_key(k));
+    let token = secret
+        .annotations()
+        .get(TOKEN_KEY_ANNOTATION)
+        .cloned()
+        .or(custom.access_token)
+        .unwrap_or_else(|| DEFAULT_TOKEN_KEY.into());
     // A credentials Secret holds a pasted Dhan Web token under `accessToken`.
-    if !has(&token) && has("accessToken") {
-        ("accessToken".into(), client)
+    let token = if !has(&token) && has("accessToken") {
+        "accessToken".into()
     } else {
-        (token, client)
-    }
+        token
+    };
+    let client = custom
+        .client_id
+        .unwrap_or_else(|| DEFAULT_CLIENT_ID_KEY.into());
+    (token, client)
 }
 
 /// The report, or why there is none. Never contains the token.

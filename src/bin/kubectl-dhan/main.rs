@@ -13,6 +13,7 @@ mod when;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use dhan_operator::controller::output::ACCOUNT_ANNOTATION;
 use dhan_operator::crd::DhanAccount;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -168,12 +169,21 @@ async fn inspect_secret(
         .await
         .with_context(|| format!("secret {name:?} in namespace {namespace:?}"))?;
     let accounts: Api<DhanAccount> = Api::namespaced(client, namespace);
-    let owner = match secret
-        .owner_references()
-        .iter()
-        .find(|o| o.kind == "DhanAccount")
-    {
-        Some(o) => accounts.get_opt(&o.name).await?,
+    // The operator names the account on its Secret (an owner reference only exists with
+    // deletionPolicy: Delete).
+    let account_name = secret
+        .annotations()
+        .get(ACCOUNT_ANNOTATION)
+        .cloned()
+        .or_else(|| {
+            secret
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "DhanAccount")
+                .map(|o| o.name.clone())
+        });
+    let owner = match account_name {
+        Some(name) => accounts.get_opt(&name).await?,
         None => None,
     };
     match inspect::describe(&secret, owner.as_ref(), now) {

@@ -3,8 +3,8 @@
 use crate::table::render;
 use crate::when::relative;
 use chrono::{DateTime, Utc};
-use dhan_operator::controller::login::consents_today;
 use dhan_operator::crd::DhanAccount;
+use dhan_operator::decision::DayCount;
 use kube::ResourceExt;
 
 /// Dhan's daily consent limit per client (docs/dhan-api.md §3).
@@ -22,7 +22,13 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
     let consents = status
         .consents
         .as_ref()
-        .map(|c| consents_today(Some(c), now))
+        .map(|c| {
+            let count = DayCount {
+                day: c.day.clone(),
+                count: c.count,
+            };
+            DayCount::today(Some(&count), now)
+        })
         .filter(|n| *n > 0)
         .map(|n| format!("{n}/{CONSENTS_PER_DAY}"));
     let failure = status
@@ -79,7 +85,7 @@ pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhan_operator::crd::{ConsentCount, DhanAccountSpec, DhanAccountStatus, Phase};
+    use dhan_operator::crd::{DailyCount, DhanAccountSpec, DhanAccountStatus, Phase};
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -109,7 +115,7 @@ mod tests {
                 expires_at: Some(utc("2026-11-24T03:00:00Z")),
                 last_refresh_time: Some(utc("2026-11-23T03:00:00Z")),
                 next_refresh_time: Some(utc("2026-11-24T02:30:00Z")),
-                consents: Some(ConsentCount {
+                consents: Some(DailyCount {
                     day: "2026-11-23".into(),
                     count: 2,
                 }),

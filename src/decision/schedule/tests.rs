@@ -198,21 +198,20 @@ fn a_lapsed_token_waits_for_the_next_trading_day_only_when_asked() {
 /// Sunday Muhurat session, the Balipratipada and Guru Nanak holidays, four weekends.
 #[test]
 fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
-    use crate::crd::{DhanAccountSpec, RefreshSpec};
     use crate::decision::market::next_session;
-    use crate::decision::policy::Policy;
+    use crate::decision::method::Method;
+    use crate::decision::policy::{self, Policy};
     use crate::decision::{Decision, Facts, Limits, Memory, ProbeVerdict, TokenFacts, decide};
 
     let calendar = TradingCalendar::builtin();
-    let policy = Policy::from_spec(&DhanAccountSpec {
+    let policy = Policy {
         client_id: "1000000001".into(),
-        refresh: Some(RefreshSpec {
-            trading_days_only: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .unwrap();
+        methods: vec![Method::Totp],
+        schedule: trading_days_only(),
+        renew_before: policy::DEFAULT_RENEW_BEFORE,
+        validate_every: Some(policy::DEFAULT_VALIDATE_EVERY),
+        suspend: false,
+    };
     let limits = Limits::default();
     let (start, end) = (utc("2026-11-02T02:00:00Z"), utc("2026-12-01T00:00:00Z"));
     let mut now = start;
@@ -225,7 +224,7 @@ fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
             now,
             policy: &policy,
             limits: &limits,
-            token: token.clone(),
+            token: token.as_ref(),
             web_token: None,
             probe,
             memory: &memory,

@@ -95,9 +95,9 @@ fn messages_match_case_and_punctuation_insensitively() {
 fn similar_words_do_not_trigger_specific_rules() {
     check(&[
         (200, r#"{"status":"error","message":"Invalid pincode"}"#, "Rejected", Unknown),
-        (400, r#"{"status":"error","message":"Invalid tokenId"}"#, "Rejected", Unknown),
-        (200, r#"{"status":"error","message":"TOTP not enabled"}"#, "Rejected", Unknown),
         (200, r#"{"status":"error","message":"Token generated"}"#, "Rejected", Unknown),
+        (200, r#"{"status":"error","message":"Client order rejected"}"#, "Rejected", Unknown),
+        (200, r#"{"status":"error","message":"Unlocked account features"}"#, "Rejected", Unknown),
     ], classify);
 }
 
@@ -247,8 +247,28 @@ fn consent_failures() {
     ], |s, b| classify_for(Endpoint::GenerateConsent, s, b));
     check(&[
         (401, r#"{"status":"error","message":"Unauthorized"}"#, "AppUnauthorized", Permanent),
-        (400, r#"{"status":"error","message":"Invalid tokenId"}"#, "Rejected", Unknown),
+        // A used or expired tokenId needs a new login, not new app credentials.
+        (400, r#"{"status":"error","message":"Invalid tokenId"}"#, "ConsentExpired", Unknown),
+        (200, r#"{"status":"error","message":"Invalid Token Id"}"#, "ConsentExpired", Unknown),
+        (401, r#"{"status":"error","message":"Token Id expired"}"#, "ConsentExpired", Unknown),
     ], |s, b| classify_for(Endpoint::ConsumeConsent, s, b));
+}
+
+/// Answers about the account itself that docs/dhan-api.md lists as [?] or not at all: the
+/// conservative reading is permanent (a person must look), never a retry loop.
+#[rustfmt::skip]
+#[test]
+fn account_answers_are_permanent() {
+    check(&[
+        (200, r#"{"status":"error","message":"Invalid Client"}"#, "InvalidClientId", Permanent),
+        (400, r#"{"status":"error","message":"Invalid client id"}"#, "InvalidClientId", Permanent),
+        (200, r#"{"status":"error","message":"TOTP not enabled for this account"}"#, "TotpNotEnabled", Permanent),
+        (200, r#"{"status":"error","message":"Please enable TOTP to generate token"}"#, "TotpNotEnabled", Permanent),
+        (200, r#"{"status":"error","message":"Your account is locked. Please reset your PIN"}"#, "AccountLocked", Permanent),
+        (403, r#"{"status":"error","message":"User is blocked"}"#, "AccountLocked", Permanent),
+        // A wrong PIN is still a wrong PIN when the text also mentions the account.
+        (200, r#"{"status":"error","message":"Invalid Pin, account will be locked after 3 attempts"}"#, "InvalidPin", Permanent),
+    ], mint);
 }
 
 #[test]

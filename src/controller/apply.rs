@@ -1,0 +1,304 @@
+//! Applying what a round decided, in this order: the token to the output Secret (the previous
+//! token is dead the moment Dhan issues a new one, so nothing may fail before this write), the
+//! login Job, restarts of workloads, the status, the events. Nothing here decides: a refused
+//! Secret write goes back to the round, which says what it means.
+
+use super::Context;
+use super::gather::{Blocked, Gathered};
+use super::login;
+use super::output;
+use super::output::OutputSpec;
+use super::rollout;
+use super::status::{self, Report};
+use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::decision::round::Note;
+use crate::decision::{Round, Stored, assess};
+use crate::metrics::MethodLabels;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Applies a finished round.
+pub async fn apply(
+    ctx: &Context,
+    account: &DhanAccount,
+    facts: Gathered,
+) -> Result<Option<Duration>, kube::Error> {
+    let Gathered {
+        spec,
+        mut round,
+        moved_from,
+        ..
+    } = facts;
+    store_token(ctx, account, &spec.output, &mut round, moved_from).await;
+    login_jobs(ctx, account, &mut round).await;
+    let old = account.status.clone().unwrap_or_default();
+    restart_workloads(ctx, account, &old, &mut round).await;
+    remember(ctx, account, &round);
+
+    let now = ctx.clock.now();
+    let assessment = assess(&round, now);
+    let holder = round
+        .token
+        .as_ref()
+        .filter(|h| h.stored == Stored::Current)
+        .map(|_| spec.output.name.as_str())
+        .or(old.secret_name.as_deref());
+    let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
+    write_status(ctx, account, &old, report.compose(&old)).await?;
+    for note in &round.notes {
+        log_note(account, note);
+        publish(ctx, account, note).await;
+    }
+    Ok(assessment.requeue)
+}
+
+/// The token into the output Secret, first. A refused write keeps the token in memory (it is
+/// the only live one) and goes back to the round, which reports it and retries the write.
+async fn store_token(
+    ctx: &Context,
+    account: &DhanAccount,
+    spec: &OutputSpec,
+    round: &mut Round,
+    moved_from: Option<(String, String)>,
+) {
+    let Some(held) = round.token_to_store().cloned() else {
+        return;
+    };
+    let uid = account.uid().unwrap_or_default();
+    let namespace = account.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
+    let result = output::write(&secrets, &secret).await;
+    match &result {
+        Ok(()) => {
+            ctx.memos.written_token(&uid, &held.token.facts.hash);
+            if let Some((name, from_uid)) = &moved_from {
+                let removed = output::delete_moved(&secrets, name, from_uid).await;
+                round.notes.push(Note {
+                    warning: removed.is_err(),
+                    reason: "TokenMoved",
+                    message: match removed {
+                        Ok(()) => format!(
+                            "Moved the token from Secret {name:?} to {:?} without a new mint",
+                            spec.name
+                        ),
+                        Err(e) => format!(
+                            "Moved the token to Secret {:?} without a new mint; the old Secret \
+                             {name:?} could not be removed: {}",
+                            spec.name,
+                            describe(&e)
+                        ),
+                    },
+                });
+            }
+        }
+        Err(error) => warn!(account = %account.name_any(), namespace, %error,
+            "the output Secret write was refused; the token is kept"),
+    }
+    round.stored(result.map_err(|e| describe(&e)));
+    if let Some(held) = round
+        .token
+        .as_ref()
+        .filter(|h| matches!(h.stored, Stored::Unwritten { .. }))
+    {
+        ctx.memos.keep_unwritten(&uid, held);
+    }
+}
+
+/// Deletes a finished login Job, creates a new one, frees the slot of a login that ended.
+async fn login_jobs(ctx: &Context, account: &DhanAccount, round: &mut Round) {
+    let namespace = account.namespace().unwrap_or_default();
+    if let Some(job) = &round.job_to_delete {
+        login::delete_job(ctx, &namespace, job).await;
+    }
+    if let Some(plan) = &round.job_to_create {
+        let reason = round
+            .memory
+            .login
+            .as_ref()
+            .map(|l| l.reason)
+            .expect("a login record goes with a Job to create");
+        if let Err(error) = login::create_job(ctx, account, plan, reason).await {
+            let message = format!(
+                "could not create the login Job {}: {}",
+                plan.job_name,
+                describe(&error)
+            );
+            round.notes.push(Note {
+                warning: true,
+                reason: "LoginJobFailed",
+                message,
+            });
+        }
+    }
+    if round.login_ended && round.job_to_create.is_none() {
+        ctx.logins.release(&account.uid().unwrap_or_default());
+    }
+}
+
+/// Restarts the rollout targets after a real token change. After the Secret and before
+/// status: a crash in between repeats this on restart, and the hash check on each workload
+/// makes the repeat a no-op.
+async fn restart_workloads(
+    ctx: &Context,
+    account: &DhanAccount,
+    old: &DhanAccountStatus,
+    round: &mut Round,
+) {
+    let Some(held) = round.token.as_ref().filter(|h| h.stored == Stored::Current) else {
+        return;
+    };
+    let Some(targets) = &account.spec.rollout_restart_targets else {
+        return;
+    };
+    let hash = &held.token.facts.hash;
+    if old.token_hash.as_deref() == Some(hash.as_str()) {
+        return;
+    }
+    let namespace = account.namespace().unwrap_or_default();
+    let problems = rollout::restart_targets(&ctx.client, &namespace, targets, hash).await;
+    round.notes.push(if problems.is_empty() {
+        Note {
+            warning: false,
+            reason: "RolloutRestarted",
+            message: format!("Restarted {} workload(s) for the new token", targets.len()),
+        }
+    } else {
+        Note {
+            warning: true,
+            reason: "RolloutRestartFailed",
+            message: problems.join("; "),
+        }
+    });
+}
+
+/// What this process keeps beyond the status: the probe, the refresh duration.
+fn remember(ctx: &Context, account: &DhanAccount, round: &Round) {
+    if let Some(held) = &round.token
+        && let Some((at, verdict)) = round.probe
+    {
+        let uid = account.uid().unwrap_or_default();
+        ctx.memos
+            .remember_probe(&uid, &held.token.facts.hash, at, verdict);
+    }
+    if let Some(refreshed) = &round.refreshed {
+        let seconds = (ctx.clock.now() - refreshed.began)
+            .as_seconds_f64()
+            .max(0.0);
+        ctx.metrics
+            .refresh_duration
+            .get_or_create(&MethodLabels {
+                method: refreshed.method.as_str().into(),
+            })
+            .observe(seconds);
+    }
+}
+
+/// Applies a blocked account: any login in progress is abandoned (its Job deleted, its slot
+/// freed), and the status says why nothing happens.
+pub async fn blocked(
+    ctx: &Context,
+    account: &DhanAccount,
+    why: Blocked,
+) -> Result<Option<Duration>, kube::Error> {
+    let old = account.status.clone().unwrap_or_default();
+    let uid = account.uid().unwrap_or_default();
+    let mut memory = status::memory_from(&old, None);
+    if let Some(login) = memory.login.take() {
+        login::delete_job(
+            ctx,
+            &account.namespace().unwrap_or_default(),
+            &login.job_name,
+        )
+        .await;
+        ctx.logins.release(&uid);
+    }
+    let now = ctx.clock.now();
+    let live = old.expires_at.is_some_and(|t| t > now);
+    let assessment =
+        crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
+    let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
+    if old.message.as_deref() != Some(assessment.message.as_str())
+        || old.phase != Some(assessment.phase)
+    {
+        let note = Note {
+            warning: true,
+            reason: why.reason,
+            message: assessment.message.clone(),
+        };
+        log_note(account, &note);
+        publish(ctx, account, &note).await;
+    }
+    write_status(ctx, account, &old, status).await?;
+    Ok(assessment.requeue)
+}
+
+/// A Kubernetes API error in words, without the request (which could carry a token).
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(e) => format!("{} ({} {})", e.message, e.code, e.reason),
+        other => other.to_string(),
+    }
+}
+
+/// Server-side applies the status, unless it equals the current one.
+async fn write_status(
+    ctx: &Context,
+    account: &DhanAccount,
+    old: &DhanAccountStatus,
+    status: DhanAccountStatus,
+) -> Result<(), kube::Error> {
+    if &status == old {
+        return Ok(());
+    }
+    let api: Api<DhanAccount> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1",
+        "kind": "DhanAccount",
+        "status": status,
+    });
+    let written = api
+        .patch_status(
+            &account.name_any(),
+            &PatchParams::apply(output::FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    ctx.memos.remember_status_write(
+        &account.uid().unwrap_or_default(),
+        written.resource_version(),
+    );
+    Ok(())
+}
+
+fn log_note(account: &DhanAccount, note: &Note) {
+    let name = account.name_any();
+    let namespace = account.namespace().unwrap_or_default();
+    if note.warning {
+        warn!(account = %name, %namespace, reason = note.reason, "{}", note.message);
+    } else {
+        info!(account = %name, %namespace, reason = note.reason, "{}", note.message);
+    }
+}
+
+async fn publish(ctx: &Context, account: &DhanAccount, note: &Note) {
+    let event = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason.into(),
+        note: Some(note.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &account.object_ref(&())).await {
+        warn!(%error, "could not publish event");
+    }
+}

@@ -1,0 +1,223 @@
+//! Gathering the facts of one account: its validated spec, the token in its output Secret (or
+//! in a Secret it moved from, or kept unwritten in memory), its credentials, its login Job,
+//! and what the status remembers. Reads only: nothing here writes or decides.
+
+use super::Context;
+use super::conflict::winner_over;
+use super::credentials::{CredentialKey, Credentials};
+use super::login::{self, LoginFound};
+use super::output::{self, Found};
+use super::spec::{self, Spec};
+use super::status::memory_from;
+use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::decision::round::Inputs;
+use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token};
+use crate::dhan::AccessToken;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+use std::time::Duration;
+
+/// Why an account needs no Dhan call at all.
+pub struct Blocked {
+    pub phase: Phase,
+    pub reason: &'static str,
+    pub message: String,
+    pub requeue: Option<Duration>,
+}
+
+/// Everything a round needs, and what apply needs besides.
+pub struct Gathered {
+    pub spec: Spec,
+    pub credentials: Credentials,
+    pub round: Round,
+    /// The Secret the token was found in when it is not the one the spec names (a rename):
+    /// its name and UID, deleted once the token is written to the new one.
+    pub moved_from: Option<(String, String)>,
+    /// The finished login's `tokenId`, for the consume step.
+    pub token_id: Option<login::TokenId>,
+}
+
+pub enum Facts {
+    Blocked(Blocked),
+    Gathered(Box<Gathered>),
+}
+
+fn blocked(phase: Phase, reason: &'static str, message: String) -> Facts {
+    Facts::Blocked(Blocked {
+        phase,
+        reason,
+        message,
+        requeue: None,
+    })
+}
+
+pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube::Error> {
+    let now = ctx.clock.now();
+    let uid = account.uid().unwrap_or_default();
+    let status = account.status.clone().unwrap_or_default();
+    let spec = match spec::validate(account) {
+        Ok(spec) => spec,
+        Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
+    };
+    let all_accounts = ctx.store.state();
+    if let Some(winner) = winner_over(account, all_accounts.iter().map(|a| a.as_ref())) {
+        return Ok(Facts::Blocked(Blocked {
+            phase: Phase::Conflict,
+            reason: "Conflict",
+            message: format!(
+                "client ID {} is already managed by DhanAccount {winner}; only one account may \
+                 mint for a client ID (a new token invalidates the previous one)",
+                spec.policy.client_id
+            ),
+            // Re-checked so that deleting the winner hands over without a spec change.
+            requeue: Some(Duration::from_secs(30)),
+        }));
+    }
+
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
+    let (token, moved_from) = match find_token(ctx, account, &secrets, &spec, &status).await? {
+        Ok(found) => found,
+        Err(blocked) => return Ok(Facts::Blocked(blocked)),
+    };
+
+    let credentials =
+        Credentials::load(&secrets, &account.spec, account.metadata.generation).await?;
+    let web_token = credentials
+        .get(CredentialKey::AccessToken)
+        .ok()
+        .map(|v| AccessToken::from(v.expose().to_string()))
+        .and_then(|value| {
+            let facts = output::token_facts(&output::hash_key(account), &value, None, None)?;
+            Some(Token { value, facts })
+        });
+    let facts = token.as_ref().map(|h| &h.token.facts);
+    let mut memory = memory_from(&status, facts);
+    let probe = ctx.memos.probe(&uid, facts.map(|f| f.hash.as_str()));
+
+    let found = find_login(ctx, account, &spec, &credentials, &mut memory).await?;
+    let inputs = Inputs {
+        policy: spec.policy.clone(),
+        limits: ctx.limits.clone(),
+        usable: credentials.offered(ctx.login.enabled).usable(),
+        fingerprint: credentials.fingerprint.clone(),
+        web_token,
+        refresh_request: account
+            .annotations()
+            .get(crate::crd::REFRESH_REQUESTED_ANNOTATION)
+            .cloned(),
+    };
+    let round = Round::new(inputs, token, probe, memory, found.seen, now);
+    Ok(Facts::Gathered(Box::new(Gathered {
+        spec,
+        credentials,
+        round,
+        moved_from,
+        token_id: found.token_id,
+    })))
+}
+
+/// The current token: in the output Secret, in the Secret it moved from (a renamed
+/// `secretName`), or obtained and not yet written (kept in memory). `Err` when the output
+/// Secret belongs to someone else.
+async fn find_token(
+    ctx: &Context,
+    account: &DhanAccount,
+    secrets: &Api<Secret>,
+    spec: &Spec,
+    status: &DhanAccountStatus,
+) -> Result<Result<(Option<Held>, Option<(String, String)>), Blocked>, kube::Error> {
+    let uid = account.uid().unwrap_or_default();
+    let out = &spec.output;
+    let (mut token, mut moved_from) = match output::read(secrets, account, &out.name, out).await? {
+        Found::Foreign => {
+            return Ok(Err(Blocked {
+                phase: Phase::Failed,
+                reason: "SecretNotOwned",
+                message: format!(
+                    "Secret {:?} exists and is not owned by this DhanAccount; it is left \
+                     untouched — delete it or choose another spec.secretName",
+                    out.name
+                ),
+                requeue: None,
+            }));
+        }
+        Found::Ours {
+            token: Some(token),
+            method,
+            shaped,
+            ..
+        } => (
+            Some(held(token, method.or(status.method.clone()), shaped)),
+            None,
+        ),
+        Found::Ours { token: None, .. } | Found::Absent => (None, None),
+    };
+    if token.is_none()
+        && let Some(previous) = status.secret_name.as_ref().filter(|n| **n != out.name)
+        && let Found::Ours {
+            uid: from_uid,
+            token: Some(found),
+            method,
+            ..
+        } = output::read(secrets, account, previous, out).await?
+    {
+        token = Some(held(found, method.or(status.method.clone()), false));
+        moved_from = Some((previous.clone(), from_uid));
+    }
+    if let Some(kept) = ctx.memos.unwritten(&uid) {
+        let landed = token
+            .as_ref()
+            .is_some_and(|t| t.token.facts.hash == kept.token.facts.hash);
+        if landed {
+            ctx.memos.written_token(&uid, &kept.token.facts.hash);
+        } else if kept.token.facts.is_live(ctx.clock.now()) {
+            token = Some(kept);
+            moved_from = None;
+        }
+    }
+    Ok(Ok((token, moved_from)))
+}
+
+/// What became of the recorded browser login; a running login Job the status does not name
+/// (created just before a crash) is adopted into the memory.
+async fn find_login(
+    ctx: &Context,
+    account: &DhanAccount,
+    spec: &Spec,
+    credentials: &Credentials,
+    memory: &mut Memory,
+) -> Result<LoginFound, kube::Error> {
+    let nothing = LoginFound {
+        seen: LoginSeen::None,
+        token_id: None,
+    };
+    if let Some(record) = &memory.login {
+        let namespace = account.namespace().unwrap_or_default();
+        return login::progress(ctx, &namespace, record, credentials).await;
+    }
+    if !ctx.login.enabled || !spec.policy.methods.contains(&Method::Browser) {
+        return Ok(nothing);
+    }
+    let Some(record) = login::unrecorded(ctx, account).await? else {
+        return Ok(nothing);
+    };
+    ctx.logins.hold(&account.uid().unwrap_or_default());
+    memory.login = Some(record);
+    Ok(LoginFound {
+        seen: LoginSeen::Running,
+        token_id: None,
+    })
+}
+
+fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
+    Held {
+        token,
+        method,
+        stored: if shaped {
+            Stored::Current
+        } else {
+            Stored::Reshape
+        },
+    }
+}

@@ -1,0 +1,100 @@
+//! What this process remembers per account between reconciles, beyond the status: the last
+//! probe (so a probe that finds nothing new writes nothing), a token obtained but not yet
+//! written (the write-ahead: it is the only live token, so it is never dropped while valid),
+//! and the resource version of its own last status write (to know when the cache is fresh).
+
+use crate::decision::{Held, ProbeVerdict};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Memo {
+    /// The last probe: which token (hash), when, and what Dhan said.
+    probe: Option<(String, DateTime<Utc>, ProbeVerdict)>,
+    /// A token obtained and not yet durably in the output Secret.
+    unwritten: Option<Held>,
+    /// The resource version the last status write of this process produced.
+    written: Option<String>,
+}
+
+/// Per-account memos, by account UID.
+#[derive(Default)]
+pub struct Memos(Mutex<HashMap<String, Memo>>);
+
+impl Memos {
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Memo) -> T) -> T {
+        let mut map = self.0.lock().expect("memos poisoned");
+        let memo = map.entry(uid.to_string()).or_default();
+        f(memo)
+    }
+
+    fn read<T>(&self, uid: &str, f: impl FnOnce(&Memo) -> Option<T>) -> Option<T> {
+        self.0.lock().expect("memos poisoned").get(uid).and_then(f)
+    }
+
+    /// The last probe of the token with `hash`.
+    pub fn probe(&self, uid: &str, hash: Option<&str>) -> Option<(DateTime<Utc>, ProbeVerdict)> {
+        self.read(uid, |m| {
+            let (probed, at, verdict) = m.probe.as_ref()?;
+            (Some(probed.as_str()) == hash).then_some((*at, *verdict))
+        })
+    }
+
+    pub fn remember_probe(&self, uid: &str, hash: &str, at: DateTime<Utc>, verdict: ProbeVerdict) {
+        self.with(uid, |m| m.probe = Some((hash.to_string(), at, verdict)));
+    }
+
+    /// Keeps a token until it is written (write-ahead).
+    pub fn keep_unwritten(&self, uid: &str, held: &Held) {
+        self.with(uid, |m| m.unwritten = Some(held.clone()));
+    }
+
+    pub fn unwritten(&self, uid: &str) -> Option<Held> {
+        self.read(uid, |m| m.unwritten.clone())
+    }
+
+    /// The token with `hash` is durably written.
+    pub fn written_token(&self, uid: &str, hash: &str) {
+        self.with(uid, |m| {
+            if m.unwritten
+                .as_ref()
+                .is_some_and(|h| h.token.facts.hash == hash)
+            {
+                m.unwritten = None;
+            }
+        });
+    }
+
+    pub fn remember_status_write(&self, uid: &str, resource_version: Option<String>) {
+        self.with(uid, |m| m.written = resource_version);
+    }
+
+    pub fn last_status_write(&self, uid: &str) -> Option<String> {
+        self.read(uid, |m| m.written.clone())
+    }
+
+    /// Forgets an account.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().expect("memos poisoned").remove(uid);
+    }
+
+    /// Keeps only the accounts `keep` accepts; returns the UIDs dropped.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut map = self.0.lock().expect("memos poisoned");
+        let dropped: Vec<String> = map.keys().filter(|uid| !keep(uid)).cloned().collect();
+        for uid in &dropped {
+            map.remove(uid);
+        }
+        dropped
+    }
+
+    /// How many accounts have a memo (for tests of pruning).
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("memos poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,145 @@
+use super::*;
+use crate::decision::Phase;
+use std::time::Duration;
+
+fn now() -> DateTime<Utc> {
+    "2026-11-23T02:30:00Z".parse().unwrap()
+}
+
+fn token() -> TokenFacts {
+    TokenFacts {
+        expires_at: now() + chrono::Duration::hours(24),
+        issued_at: now(),
+        obtained_at: now(),
+        consumer_type: Some("APP".into()),
+        hash: "0123456789abcdef".into(),
+    }
+}
+
+fn ready() -> Assessment {
+    Assessment {
+        phase: Phase::Ready,
+        ready: true,
+        reason: "TokenValid".into(),
+        message: "ok".into(),
+        next_refresh: Some(now() + chrono::Duration::hours(24)),
+        requeue: Some(Duration::from_secs(900)),
+    }
+}
+
+fn report<'a>(
+    token: Option<&'a TokenFacts>,
+    memory: &'a Memory,
+    assessment: &'a Assessment,
+    at: DateTime<Utc>,
+) -> Report<'a> {
+    Report {
+        memory,
+        token,
+        method: Some("totp"),
+        secret_name: Some("alice-token"),
+        static_ip: None,
+        assessment,
+        generation: Some(1),
+        now: at,
+    }
+}
+
+#[test]
+fn recomposing_an_unchanged_status_gives_an_equal_status() {
+    let token = token();
+    let memory = Memory::default();
+    let a = ready();
+    let first = report(Some(&token), &memory, &a, now()).compose(&DhanAccountStatus::default());
+    let later = report(
+        Some(&token),
+        &memory,
+        &a,
+        now() + chrono::Duration::minutes(15),
+    )
+    .compose(&first);
+    assert_eq!(first, later, "no write on a reconcile that changed nothing");
+    assert_eq!(first.conditions[0].status, "True");
+    assert_eq!(first.token_hash.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(first.secret_name.as_deref(), Some("alice-token"));
+}
+
+#[test]
+fn the_ready_condition_follows_the_assessment() {
+    let token = token();
+    let memory = Memory::default();
+    let dead = Assessment {
+        phase: Phase::Expired,
+        ready: false,
+        reason: "NoValidToken".into(),
+        ..ready()
+    };
+    let status = report(Some(&token), &memory, &dead, now()).compose(&DhanAccountStatus::default());
+    assert_eq!(status.conditions[0].status, "False");
+    assert_eq!(status.conditions[0].reason, "NoValidToken");
+    let none = report(None, &memory, &dead, now()).compose(&DhanAccountStatus::default());
+    assert_eq!(none.token_hash, None);
+    assert_eq!(none.secret_name, None);
+}
+
+#[test]
+fn memory_survives_a_round_trip_through_status() {
+    let token = token();
+    let memory = Memory {
+        last_mint: Some(now()),
+        failed_attempts: 2,
+        last_failure: Some(LastFailure {
+            at: now(),
+            reason: "MintThrottled".into(),
+            message: "Dhan allows one token mint per client every 2 minutes".into(),
+        }),
+        retry_not_before: Some(now() + chrono::Duration::seconds(125)),
+        held_inputs: Some("fp".into()),
+        refresh_request_handled: Some("r1".into()),
+        last_totp_step: Some(59_000_000),
+        consents: Some(DayCount {
+            day: "2026-11-23".into(),
+            count: 3,
+        }),
+        failed_logins: Some(DayCount {
+            day: "2026-11-23".into(),
+            count: 1,
+        }),
+        login: Some(LoginRecord {
+            job_name: "alice-login-1".into(),
+            started_at: now(),
+            reason: RefreshReason::Scheduled,
+            refresh_request: None,
+        }),
+        mint_unconfirmed: Some(now()),
+    };
+    let a = ready();
+    let status = report(Some(&token), &memory, &a, now()).compose(&DhanAccountStatus::default());
+    assert_eq!(memory_from(&status, Some(&token)), memory);
+}
+
+#[test]
+fn a_held_failure_keeps_its_time_on_the_next_reconcile() {
+    // A held (permanent) failure has no failed attempts to count; its time must survive.
+    let memory = Memory {
+        last_failure: Some(LastFailure {
+            at: now(),
+            reason: "InvalidPin".into(),
+            message: "Dhan rejected the PIN".into(),
+        }),
+        held_inputs: Some("fp".into()),
+        ..Default::default()
+    };
+    let failed = Assessment {
+        phase: Phase::Failed,
+        ready: false,
+        reason: "InvalidPin".into(),
+        ..ready()
+    };
+    let first = report(None, &memory, &failed, now()).compose(&DhanAccountStatus::default());
+    assert!(first.last_failure_time.is_some());
+    let again = memory_from(&first, None);
+    let second =
+        report(None, &again, &failed, now() + chrono::Duration::minutes(1)).compose(&first);
+    assert_eq!(first, second, "no second PATCH and no lost failure time");
+}

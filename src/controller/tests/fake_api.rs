@@ -1,0 +1,275 @@
+//! An in-memory Kubernetes API server for reconciler tests: enough of GET, LIST (with label
+//! selectors), POST, PATCH (server-side apply and merge) and DELETE to serve the objects a
+//! reconcile touches, a log of every request, and refusals on demand (a quota, a policy).
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// A request as the log shows it: `"PATCH /api/v1/namespaces/t/secrets/alice-token"`.
+pub type Seen = String;
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Value>,
+    version: u64,
+    log: Vec<Seen>,
+    /// (method, path substring, HTTP status, message): matching requests are refused.
+    refusals: Vec<(Method, String, u16, String)>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeApi(Arc<Mutex<State>>);
+
+impl FakeApi {
+    pub fn client(&self) -> kube::Client {
+        let api = self.clone();
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.map_err(Box::new)?.to_bytes();
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(api.handle(&parts, &body))
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    /// Stores an object at `path` (e.g. `/api/v1/namespaces/t/secrets/a`).
+    pub fn put(&self, path: &str, mut object: Value) {
+        let mut state = self.0.lock().unwrap();
+        state.version += 1;
+        let version = state.version;
+        let meta = &mut object["metadata"];
+        meta["resourceVersion"] = version.to_string().into();
+        if meta["uid"].is_null() {
+            meta["uid"] = format!("uid-{version}").into();
+        }
+        if meta["creationTimestamp"].is_null() {
+            meta["creationTimestamp"] = "2026-11-01T00:00:00Z".into();
+        }
+        state.objects.insert(path.to_string(), object);
+    }
+
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.0.lock().unwrap().objects.get(path).cloned()
+    }
+
+    pub fn remove(&self, path: &str) {
+        self.0.lock().unwrap().objects.remove(path);
+    }
+
+    /// Every request so far.
+    pub fn log(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().log.clone()
+    }
+
+    /// Requests that change something (not GET), events left out.
+    pub fn writes(&self) -> Vec<Seen> {
+        self.log()
+            .into_iter()
+            .filter(|r| !r.starts_with("GET ") && !r.contains("/events"))
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        self.0.lock().unwrap().log.clear();
+    }
+
+    /// Refuses `method` requests whose path contains `path` with `status` until
+    /// [`FakeApi::allow`].
+    pub fn refuse(&self, method: Method, path: &str, status: u16, message: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .refusals
+            .push((method, path.into(), status, message.into()));
+    }
+
+    pub fn allow(&self) {
+        self.0.lock().unwrap().refusals.clear();
+    }
+
+    fn handle(&self, parts: &http::request::Parts, body: &Bytes) -> Response<Full<Bytes>> {
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or_default().to_string();
+        let mut state = self.0.lock().unwrap();
+        state.log.push(format!("{} {path}", parts.method));
+        let refused = state
+            .refusals
+            .iter()
+            .find(|(m, p, _, _)| *m == parts.method && path.contains(p.as_str()))
+            .cloned();
+        if let Some((_, _, code, message)) = refused {
+            return status(code, &message);
+        }
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match parts.method {
+            Method::GET => match state.objects.get(&path) {
+                Some(object) => ok(object),
+                None if is_collection(&path) => ok(&list(&state, &path, &query)),
+                None => status(404, "not found"),
+            },
+            Method::POST => {
+                let mut object = body;
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        let prefix = object["metadata"]["generateName"].as_str().unwrap_or("x-");
+                        format!("{prefix}{}", state.version + 1)
+                    });
+                object["metadata"]["name"] = name.clone().into();
+                let key = format!("{path}/{name}");
+                if state.objects.contains_key(&key) && !path.contains("/events") {
+                    return status(409, "already exists");
+                }
+                drop(state);
+                self.put(&key, object);
+                ok(&self.get(&key).unwrap())
+            }
+            Method::PATCH => self.patch(state, &path, body, parts),
+            Method::DELETE => {
+                let Some(existing) = state.objects.get(&path) else {
+                    return status(404, "not found");
+                };
+                let expected = body["preconditions"]["uid"].as_str();
+                if expected.is_some_and(|uid| existing["metadata"]["uid"] != uid) {
+                    return status(409, "precondition failed: UID");
+                }
+                state.objects.remove(&path);
+                ok(&json!({"kind": "Status", "status": "Success"}))
+            }
+            _ => status(405, "method not allowed"),
+        }
+    }
+
+    fn patch(
+        &self,
+        state: std::sync::MutexGuard<'_, State>,
+        path: &str,
+        patch: Value,
+        parts: &http::request::Parts,
+    ) -> Response<Full<Bytes>> {
+        let apply = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|c| c.as_bytes().starts_with(b"application/apply-patch"));
+        let (object_path, subresource) = match path.strip_suffix("/status") {
+            Some(object) => (object.to_string(), true),
+            None => (path.to_string(), false),
+        };
+        let existing = state.objects.get(&object_path).cloned();
+        drop(state);
+        let merged = match (existing, subresource, apply) {
+            (None, true, _) => return status(404, "not found"),
+            (None, false, false) if !path.contains("/events") => return status(404, "not found"),
+            (None, false, _) => patch,
+            (Some(mut object), true, _) => {
+                object["status"] = patch["status"].clone();
+                object
+            }
+            (Some(mut object), false, true) => {
+                // Server-side apply by the one field manager: what it applies replaces what it
+                // applied before.
+                for key in ["labels", "annotations", "ownerReferences"] {
+                    object["metadata"][key] = patch["metadata"][key].clone();
+                }
+                for (key, value) in patch.as_object().into_iter().flatten() {
+                    if key != "metadata" {
+                        object[key] = value.clone();
+                    }
+                }
+                object
+            }
+            (Some(mut object), false, false) => {
+                merge(&mut object, &patch);
+                object
+            }
+        };
+        self.put(&object_path, merged);
+        ok(&self.get(&object_path).unwrap())
+    }
+}
+
+fn is_collection(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // …/namespaces/{ns}/{plural}
+    parts.len() >= 2 && parts[parts.len() - 2] != "namespaces" && {
+        let n = parts.len();
+        n >= 3 && parts[n - 3] == "namespaces"
+    }
+}
+
+fn list(state: &State, path: &str, query: &str) -> Value {
+    let selector: Vec<(String, Option<String>)> = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| {
+            v.split(',')
+                .map(|term| match term.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (term.to_string(), None),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let prefix = format!("{path}/");
+    let items: Vec<Value> = state
+        .objects
+        .iter()
+        .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+        .map(|(_, o)| o.clone())
+        .filter(|o| {
+            selector.iter().all(|(k, v)| match v {
+                Some(v) => o["metadata"]["labels"][k] == v.as_str(),
+                None => !o["metadata"]["labels"][k].is_null(),
+            })
+        })
+        .collect();
+    json!({"metadata": {"resourceVersion": state.version.to_string()}, "items": items})
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+fn ok(object: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(object.to_string())))
+        .unwrap()
+}
+
+fn status(code: u16, message: &str) -> Response<Full<Bytes>> {
+    let reason = match code {
+        403 => "Forbidden",
+        404 => "NotFound",
+        409 => "Conflict",
+        422 => "Invalid",
+        _ => "InternalError",
+    };
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}

@@ -1,0 +1,378 @@
+//! A reconciler on a fake API server and a scripted Dhan, in virtual time: tokio's clock is
+//! paused, and the operator's clock follows it.
+
+use super::fake_api::FakeApi;
+use crate::clock::{Clock, TokioClock};
+use crate::controller::login::{LoginSettings, LoginSlots};
+use crate::controller::login_job::LoginJobSettings;
+use crate::controller::memo::Memos;
+use crate::controller::{Context, reconcile};
+use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::decision::Limits;
+use crate::dhan::api::{Call, DhanApi};
+use crate::dhan::jwt::testing::jwt;
+use crate::dhan::{AccessToken, DhanError, IpInfo, IssuedToken, Profile};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use chrono::{DateTime, Utc};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const NS: &str = "trading";
+pub const PIN: &str = "482913";
+pub const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
+
+/// What the scripted Dhan does with a mint.
+#[derive(Clone, Debug)]
+pub enum Mint {
+    Issue,
+    Fail(DhanError),
+    /// The answer is lost (a timeout on our side) but Dhan carried the mint out: the previous
+    /// token is revoked and the new one goes nowhere.
+    IssueButTimeOut,
+    /// A token that is not a readable JWT; only Dhan's `expiryTime` says when it expires.
+    IssueOpaque,
+}
+
+#[derive(Default)]
+struct DhanState {
+    mints: VecDeque<Mint>,
+    calls: Vec<(&'static str, DateTime<Utc>)>,
+    live: HashSet<String>,
+    serial: u64,
+}
+
+/// A Dhan that issues 24-hour JWTs, revokes the previous token on each mint (docs/dhan-api.md
+/// §1), and answers mints from a script (then `Issue`).
+pub struct FakeDhan {
+    clock: Arc<dyn Clock>,
+    state: Mutex<DhanState>,
+}
+
+impl FakeDhan {
+    pub fn script(&self, mints: impl IntoIterator<Item = Mint>) {
+        self.state.lock().unwrap().mints.extend(mints);
+    }
+
+    /// Calls so far, by endpoint label.
+    pub fn calls(&self, endpoint: &str) -> Vec<DateTime<Utc>> {
+        let state = self.state.lock().unwrap();
+        state
+            .calls
+            .iter()
+            .filter(|(e, _)| *e == endpoint)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
+    pub fn all_calls(&self) -> usize {
+        self.state.lock().unwrap().calls.len()
+    }
+
+    /// Makes `token` the client's live token (a web token issued by Dhan Web).
+    pub fn accept(&self, token: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.live.clear();
+        state.live.insert(token.to_string());
+    }
+
+    /// Whether Dhan accepts `token`.
+    pub fn is_live(&self, token: &str) -> bool {
+        self.state.lock().unwrap().live.contains(token)
+    }
+
+    fn log(&self, endpoint: &'static str) {
+        let now = self.clock.now();
+        self.state.lock().unwrap().calls.push((endpoint, now));
+    }
+
+    fn issue(&self, consumer: &str) -> IssuedToken {
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap();
+        state.serial += 1;
+        let exp = now + chrono::Duration::hours(24);
+        let token = jwt(json!({
+            "iss": "dhan", "iat": now.timestamp(), "exp": exp.timestamp(),
+            "tokenConsumerType": consumer, "dhanClientId": "1000000001", "n": state.serial,
+        }));
+        state.live.clear();
+        state.live.insert(token.clone());
+        IssuedToken {
+            token: AccessToken::from(token),
+            expires_at: chrono::DateTime::from_timestamp(exp.timestamp(), 0).unwrap(),
+            issued_at: chrono::DateTime::from_timestamp(now.timestamp(), 0),
+            consumer_type: Some(consumer.into()),
+            client_name: None,
+        }
+    }
+
+    fn mint(&self, consumer: &str) -> Result<IssuedToken, DhanError> {
+        let next = self.state.lock().unwrap().mints.pop_front();
+        match next.unwrap_or(Mint::Issue) {
+            Mint::Issue => Ok(self.issue(consumer)),
+            Mint::Fail(error) => Err(error),
+            Mint::IssueButTimeOut => {
+                self.issue(consumer);
+                Err(DhanError::Timeout)
+            }
+            Mint::IssueOpaque => {
+                let mut issued = self.issue(consumer);
+                let opaque = format!("opaque-{}", issued.token.expose().len());
+                let mut state = self.state.lock().unwrap();
+                state.live.clear();
+                state.live.insert(opaque.clone());
+                issued.token = AccessToken::from(opaque);
+                issued.issued_at = None;
+                Ok(issued)
+            }
+        }
+    }
+}
+
+impl DhanApi for FakeDhan {
+    fn generate_access_token<'a>(
+        &'a self,
+        _client_id: &'a str,
+        pin: &'a str,
+        _totp: &'a str,
+    ) -> Call<'a, IssuedToken> {
+        self.log("generateAccessToken");
+        let result = if pin == PIN {
+            self.mint("APP")
+        } else {
+            Err(DhanError::InvalidPin {
+                message: "Invalid Pin".into(),
+            })
+        };
+        Box::pin(async move { result })
+    }
+
+    fn renew_token<'a>(&'a self, _: &'a str, token: &'a AccessToken) -> Call<'a, IssuedToken> {
+        self.log("RenewToken");
+        let live = self.state.lock().unwrap().live.contains(token.expose());
+        let result = if live {
+            self.mint("SELF")
+        } else {
+            Err(DhanError::TokenDead {
+                signal: "DH-901".into(),
+                message: "expired".into(),
+            })
+        };
+        Box::pin(async move { result })
+    }
+
+    fn profile<'a>(&'a self, token: &'a AccessToken) -> Call<'a, Profile> {
+        self.log("profile");
+        let live = self.state.lock().unwrap().live.contains(token.expose());
+        let result = if live {
+            Ok(Profile {
+                client_id: Some("1000000001".into()),
+                ..Profile::default()
+            })
+        } else {
+            Err(DhanError::TokenDead {
+                signal: "DH-906 Invalid Token".into(),
+                message: "Invalid Token".into(),
+            })
+        };
+        Box::pin(async move { result })
+    }
+
+    fn generate_consent<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> Call<'a, String> {
+        self.log("generate-consent");
+        Box::pin(async { Ok("consent-1".to_string()) })
+    }
+
+    fn consent_login_url(&self, consent_id: &str) -> String {
+        format!("https://auth.example/login?consentAppId={consent_id}")
+    }
+
+    fn consume_consent<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> Call<'a, IssuedToken> {
+        self.log("consumeApp-consent");
+        let result = self.mint("APP");
+        Box::pin(async move { result })
+    }
+
+    fn ip_info<'a>(&'a self, _: &'a AccessToken) -> Call<'a, IpInfo> {
+        self.log("getIP");
+        Box::pin(async {
+            Ok(IpInfo {
+                primary_ip: Some("203.0.113.7".into()),
+                ..IpInfo::default()
+            })
+        })
+    }
+}
+
+/// The reconciler, a fake API server and a scripted Dhan.
+pub struct Bench {
+    pub api: FakeApi,
+    pub dhan: Arc<FakeDhan>,
+    pub ctx: Arc<Context>,
+    writer: Mutex<Writer<DhanAccount>>,
+}
+
+pub fn account_path(name: &str) -> String {
+    format!("/apis/dhan-operator.dev/v1alpha1/namespaces/{NS}/dhanaccounts/{name}")
+}
+
+pub fn secret_path(name: &str) -> String {
+    format!("/api/v1/namespaces/{NS}/secrets/{name}")
+}
+
+impl Bench {
+    /// A bench whose clock starts at `start` (tokio's time must be paused).
+    pub fn at(start: &str) -> Bench {
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start.parse().unwrap()));
+        let api = FakeApi::default();
+        let client = api.client();
+        let dhan = Arc::new(FakeDhan {
+            clock: clock.clone(),
+            state: Mutex::default(),
+        });
+        let (store, writer) = reflector::store();
+        let ctx = Arc::new(Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "dhan-operator".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            dhan: dhan.clone(),
+            clock,
+            limiter: RateLimiter::new(1000.0),
+            limits: Limits {
+                min_mint_interval: Duration::from_secs(125),
+                max_failed_logins: 3,
+            },
+            store,
+            metrics: Arc::new(Metrics::default()),
+            login: LoginSettings {
+                enabled: false,
+                job: LoginJobSettings {
+                    operator_image: "op:1".into(),
+                    chromium_image: "chromium:1".into(),
+                    login_timeout: Duration::from_secs(120),
+                },
+                max_concurrent: 4,
+            },
+            logins: LoginSlots::new(4),
+            memos: Memos::default(),
+            leadership: None,
+            dhan_timeout: Duration::from_secs(20),
+        });
+        Bench {
+            api,
+            dhan,
+            ctx,
+            writer: Mutex::new(writer),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.ctx.clock.now()
+    }
+
+    /// The credentials Secret `alice-dhan` with a PIN and a TOTP key.
+    pub fn credentials(&self, pin: &str) {
+        self.api.put(
+            &secret_path("alice-dhan"),
+            json!({"metadata": {"name": "alice-dhan", "namespace": NS},
+                   "data": {"pin": b64(pin), "totpSecret": b64(TOTP_SECRET)}}),
+        );
+    }
+
+    /// DhanAccount `name` with `spec` added to `clientId` and `credentialsSecret`.
+    pub fn account(&self, name: &str, spec: Value) {
+        let mut full = json!({"clientId": "1000000001", "credentialsSecret": "alice-dhan"});
+        merge(&mut full, &spec);
+        self.api.put(
+            &account_path(name),
+            json!({"apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
+                   "metadata": {"name": name, "namespace": NS, "generation": 1},
+                   "spec": full}),
+        );
+    }
+
+    pub fn edit_spec(&self, name: &str, spec: Value) {
+        let mut object = self.api.get(&account_path(name)).unwrap();
+        merge(&mut object["spec"], &spec);
+        let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        object["metadata"]["generation"] = generation.into();
+        self.api.put(&account_path(name), object);
+    }
+
+    pub fn status(&self, name: &str) -> DhanAccountStatus {
+        let object = self.api.get(&account_path(name)).unwrap();
+        serde_json::from_value(object["status"].clone()).unwrap_or_default()
+    }
+
+    pub fn secret_token(&self, name: &str) -> Option<String> {
+        let secret = self.api.get(&secret_path(name))?;
+        let value = secret["data"]["DHAN_ACCESS_TOKEN"].as_str()?;
+        Some(String::from_utf8(base64_decode(value)).unwrap())
+    }
+
+    /// One reconcile of `name`, as the controller would run it (on its cached copy, which
+    /// here is always current). Returns when it asks to run again.
+    pub async fn reconcile(&self, name: &str) -> Option<Duration> {
+        let object: DhanAccount =
+            serde_json::from_value(self.api.get(&account_path(name)).unwrap()).unwrap();
+        let account = Arc::new(object);
+        self.writer
+            .lock()
+            .unwrap()
+            .apply_watcher_event(&watcher::Event::Apply((*account).clone()));
+        reconcile::reconcile_once(account, self.ctx.clone())
+            .await
+            .expect("reconcile")
+    }
+
+    /// Reconciles `name` whenever it asks, for `span` of virtual time.
+    pub async fn run(&self, name: &str, span: Duration) {
+        let end = tokio::time::Instant::now() + span;
+        while tokio::time::Instant::now() < end {
+            let wait = self
+                .reconcile(name)
+                .await
+                .unwrap_or(Duration::from_secs(3600));
+            let left = end - tokio::time::Instant::now();
+            tokio::time::advance(wait.min(left).max(Duration::from_millis(1))).await;
+        }
+    }
+
+    /// Advances virtual time.
+    pub async fn advance(&self, by: Duration) {
+        tokio::time::advance(by).await;
+    }
+}
+
+pub fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}

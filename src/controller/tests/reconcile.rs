@@ -1,0 +1,250 @@
+//! Phase by phase: what a reconcile sends to the API server and to Dhan.
+
+use super::fixtures::*;
+use crate::crd::Phase;
+use crate::dhan::DhanError;
+use serde_json::json;
+use std::time::Duration;
+
+const MINT: &str = "generateAccessToken";
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Sunday 2026-11-22 05:30 IST: outside market hours.
+const SUNDAY_MORNING: &str = "2026-11-22T00:00:00Z";
+/// Monday 2026-11-23 11:00 IST: market hours.
+const MONDAY_1100_IST: &str = "2026-11-23T05:30:00Z";
+
+fn ready_bench(start: &str) -> Bench {
+    let bench = Bench::at(start);
+    bench.credentials(PIN);
+    bench.account("alice", json!({}));
+    bench
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_account_mints_once_and_writes_the_secret_before_the_status() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    let requeue = bench.reconcile("alice").await;
+
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+    assert_eq!(bench.dhan.calls("getIP").len(), 1);
+    assert_eq!(
+        bench.api.writes(),
+        [
+            format!("PATCH {}", secret_path("alice-token")),
+            format!("PATCH {}/status", account_path("alice")),
+        ],
+        "one Secret write, then one status write"
+    );
+    let status = bench.status("alice");
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(status.method.as_deref(), Some("totp"));
+    assert_eq!(status.secret_name.as_deref(), Some("alice-token"));
+    assert!(bench.secret_token("alice-token").is_some());
+    // The first probe is due after validateEvery (15m), the issue counting as one (less the
+    // milliseconds the rate limiter spaced the calls by).
+    let requeue = requeue.unwrap();
+    assert!(requeue <= 15 * MINUTE && requeue > 15 * MINUTE - Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_finds_nothing_new_writes_nothing() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.reconcile("alice").await;
+    bench.api.clear_log();
+    bench.advance(15 * MINUTE).await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.dhan.calls("profile").len(), 1);
+    assert_eq!(bench.api.writes(), Vec::<String>::new());
+    // The cache showed the operator's own last write: no GET of the account either.
+    assert!(
+        !bench.api.log().iter().any(|r| r.contains("/dhanaccounts/")),
+        "{:?}",
+        bench.api.log()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_days_mint_on_schedule_and_probe_in_between() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.run("alice", 48 * HOUR).await;
+    let mints = bench.dhan.calls(MINT);
+    // 05:30 IST at start, then 08:00 IST on Sunday and Monday.
+    let at: Vec<String> = mints
+        .iter()
+        .map(|t| t.format("%d %H:%M").to_string())
+        .collect();
+    assert_eq!(at, ["22 00:00", "22 02:30", "23 02:30"]);
+    let probes = bench.dhan.calls("profile").len();
+    assert!(
+        (180..=200).contains(&probes),
+        "a probe every 15 minutes: {probes}"
+    );
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_pin_fails_once_and_is_held_without_a_second_patch() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials("000000");
+    bench.account("alice", json!({}));
+    bench.reconcile("alice").await;
+    let failed = bench.status("alice");
+    assert_eq!(failed.phase, Some(Phase::Failed));
+    assert_eq!(failed.last_failure_reason.as_deref(), Some("InvalidPin"));
+    assert!(failed.last_failure_time.is_some());
+    assert_eq!(failed.conditions[0].reason, "InvalidPin");
+
+    bench.api.clear_log();
+    bench.run("alice", 2 * HOUR).await;
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        1,
+        "a wrong PIN is never retried"
+    );
+    assert_eq!(
+        bench.api.writes(),
+        Vec::<String>::new(),
+        "no PATCH while held"
+    );
+    assert_eq!(
+        bench.status("alice").last_failure_time,
+        failed.last_failure_time
+    );
+
+    bench.credentials(PIN);
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_back_off_from_a_minute_and_recover() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    let timeout = || DhanError::ServerError {
+        status: 502,
+        message: String::new(),
+    };
+    bench.dhan.script([
+        Mint::Fail(DhanError::Network {
+            detail: "reset".into(),
+        }),
+        Mint::Fail(timeout()),
+    ]);
+    let first = bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Backoff));
+    assert_eq!(first, Some(MINUTE));
+    bench.run("alice", 10 * MINUTE).await;
+    let mints = bench.dhan.calls(MINT);
+    assert_eq!(mints.len(), 3);
+    assert_eq!((mints[1] - mints[0]).num_seconds(), 60);
+    // A 5xx may have been carried out by Dhan: the next mint waits for its 2-minute limit.
+    assert_eq!((mints[2] - mints[1]).num_seconds(), 125);
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    assert_eq!(bench.status("alice").failed_attempts, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn suspended_accounts_call_nothing() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account("alice", json!({"suspend": true}));
+    bench.run("alice", HOUR).await;
+    assert_eq!(bench.dhan.all_calls(), 0);
+    assert_eq!(bench.status("alice").phase, Some(Phase::Suspended));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_younger_account_for_a_client_is_in_conflict_and_calls_nothing() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.reconcile("alice").await;
+    bench.account("alice-copy", json!({}));
+    let mut copy = bench.api.get(&account_path("alice-copy")).unwrap();
+    copy["metadata"]["creationTimestamp"] = "2026-11-21T00:00:00Z".into();
+    bench.api.put(&account_path("alice-copy"), copy.clone());
+    let mut alice = bench.api.get(&account_path("alice")).unwrap();
+    alice["metadata"]["creationTimestamp"] = "2026-11-01T00:00:00Z".into();
+    bench.api.put(&account_path("alice"), alice);
+    bench.reconcile("alice").await;
+    let requeue = bench.reconcile("alice-copy").await;
+    let status = bench.status("alice-copy");
+    assert_eq!(status.phase, Some(Phase::Conflict));
+    assert!(status.message.unwrap().contains("trading/alice"));
+    assert_eq!(requeue, Some(Duration::from_secs(30)));
+    assert_eq!(bench.dhan.calls(MINT).len(), 1, "only alice minted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requested_refresh_in_market_hours_waits_for_the_close() {
+    let bench = ready_bench(MONDAY_1100_IST);
+    // A token minted at 08:00 IST today (before the session), valid till tomorrow 08:00.
+    bench.reconcile("alice").await; // emergency mint (no token) is allowed
+    bench.edit_spec("alice", json!({}));
+    let mut object = bench.api.get(&account_path("alice")).unwrap();
+    object["metadata"]["annotations"] = json!({"dhan-operator.dev/refresh-requested": "1"});
+    bench.api.put(&account_path("alice"), object);
+    bench.reconcile("alice").await;
+    let held = bench.status("alice");
+    assert_eq!(held.phase, Some(Phase::Ready));
+    assert!(
+        held.message.as_deref().unwrap().contains("market hours"),
+        "{held:?}"
+    );
+    assert_eq!(
+        held.next_refresh_time.unwrap().to_rfc3339(),
+        "2026-11-23T10:00:00+00:00",
+        "15:30 IST"
+    );
+    bench.run("alice", 4 * HOUR + 29 * MINUTE).await; // to 15:29 IST
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        1,
+        "no mint during the session"
+    );
+    bench.run("alice", 2 * MINUTE).await;
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        2,
+        "the requested mint at the close"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_spec_stops_a_recorded_login_and_frees_its_slot() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.reconcile("alice").await;
+    let mut object = bench.api.get(&account_path("alice")).unwrap();
+    object["status"]["login"] = json!({
+        "jobName": "alice-login-1", "startedAt": "2026-11-22T00:00:00Z", "reason": "Scheduled"
+    });
+    bench.api.put(&account_path("alice"), object);
+    let uid = bench.api.get(&account_path("alice")).unwrap()["metadata"]["uid"].clone();
+    bench.ctx.logins.hold(uid.as_str().unwrap());
+    bench.edit_spec("alice", json!({"refresh": {"schedule": "never"}}));
+    bench.api.clear_log();
+    bench.reconcile("alice").await;
+    let status = bench.status("alice");
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert!(status.message.unwrap().starts_with("spec.refresh.schedule"));
+    assert_eq!(status.login, None);
+    assert!(
+        bench.api.log().contains(&format!(
+            "DELETE /apis/batch/v1/namespaces/{NS}/jobs/alice-login-1"
+        )),
+        "{:?}",
+        bench.api.log()
+    );
+    let (store, _) = kube::runtime::reflector::store();
+    assert!(bench.ctx.logins.try_reserve("other", &store).is_ok());
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_memory_of_a_deleted_account_is_pruned() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.reconcile("alice").await;
+    assert!(!bench.ctx.memos.is_empty());
+    bench.api.remove(&account_path("alice"));
+    crate::controller::prune_once(&bench.ctx, &Default::default());
+    assert!(bench.ctx.memos.is_empty());
+}

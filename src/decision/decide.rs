@@ -1,0 +1,240 @@
+//! When to refresh, probe or wait: a pure function of the account's facts and the clock.
+
+use super::after;
+use super::market::{in_market_hours, market_close};
+use super::memory::Memory;
+use super::policy::{Limits, Policy};
+pub use super::reason::RefreshReason;
+use super::schedule::{ProactiveTrigger, next_proactive_refresh};
+use super::token::{ProbeVerdict, TokenFacts};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// How long after a mint with a lost answer the previous token is probed: long enough for a
+/// request still in flight at Dhan to have landed.
+pub const LATE_TOKEN_PROBE_DELAY: Duration = Duration::from_secs(30);
+
+/// Everything the decision depends on.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub now: DateTime<Utc>,
+    pub policy: &'a Policy,
+    pub limits: &'a Limits,
+    /// The current token (in the output Secret, or minted and not yet written).
+    pub token: Option<&'a TokenFacts>,
+    /// A Dhan Web token the user placed in the credentials.
+    pub web_token: Option<&'a TokenFacts>,
+    /// The last probe of the current token.
+    pub probe: Option<(DateTime<Utc>, ProbeVerdict)>,
+    pub memory: &'a Memory,
+    /// Changes whenever the spec or a credential Secret changes.
+    pub inputs_fingerprint: &'a str,
+    /// Current value of the refresh-requested annotation.
+    pub refresh_request: Option<&'a str>,
+}
+
+/// The next step for an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// `suspend: true`: no calls to Dhan.
+    Suspended,
+    /// A held failure with unchanged inputs: wait for the user. Wake at `until` (the current
+    /// token's expiry) only to report it.
+    HoldFailed { until: Option<DateTime<Utc>> },
+    /// Copy the newer Dhan Web token from the credentials into the output Secret.
+    Adopt,
+    /// Obtain a new token now.
+    Refresh(RefreshReason),
+    /// Ask Dhan whether the current token still works.
+    Probe,
+    /// Nothing to do before `until`.
+    Wait(Wait),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wait {
+    /// When to look again.
+    pub until: DateTime<Utc>,
+    /// When the next refresh (or retry) will happen.
+    pub next_refresh: DateTime<Utc>,
+    /// A refresh that is due but held back, and by what.
+    pub blocked: Option<(RefreshReason, Block)>,
+}
+
+/// What holds a due refresh back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// Dhan's mint interval, the backoff after a failure, or the consent day.
+    Limits,
+    /// Market hours: a new token kills the one running pods hold (docs/dhan-api.md §8).
+    MarketHours,
+}
+
+/// The earliest time Dhan's limits and the backoff allow a new token.
+pub fn earliest_attempt(memory: &Memory, limits: &Limits) -> Option<DateTime<Utc>> {
+    let throttle = |t: Option<DateTime<Utc>>| t.map(|t| after(t, limits.min_mint_interval));
+    [
+        throttle(memory.last_mint),
+        throttle(memory.mint_unconfirmed),
+        memory.retry_not_before,
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+}
+
+/// Decides the next step. Pure: the same facts always give the same decision.
+pub fn decide(facts: &Facts<'_>) -> Decision {
+    let now = facts.now;
+    if facts.policy.suspend {
+        return Decision::Suspended;
+    }
+    let live_token = facts.token.filter(|t| t.is_live(now));
+    let new_request = facts
+        .refresh_request
+        .filter(|r| Some(*r) != facts.memory.refresh_request_handled.as_deref());
+
+    if facts.memory.held_inputs.as_deref() == Some(facts.inputs_fingerprint)
+        && new_request.is_none()
+    {
+        return Decision::HoldFailed {
+            until: live_token.map(|t| t.expires_at),
+        };
+    }
+
+    if let Some(web) = facts.web_token.filter(|w| w.is_live(now)) {
+        let newer = match facts.token {
+            None => true,
+            Some(current) => web.hash != current.hash && web.issued_at > current.issued_at,
+        };
+        if newer {
+            return Decision::Adopt;
+        }
+    }
+
+    let Some(token) = live_token else {
+        // refresh.tradingDaysOnly: a token that lapsed with no session before the next
+        // scheduled refresh waits for it instead of being minted for nobody.
+        if let (Some(_), None, Some(at)) = (
+            facts.token,
+            new_request,
+            facts.policy.schedule.lapse_until(now),
+        ) {
+            return Decision::Wait(Wait {
+                until: at,
+                next_refresh: at,
+                blocked: None,
+            });
+        }
+        let reason = if facts.token.is_some() {
+            RefreshReason::Expired
+        } else {
+            RefreshReason::NoToken
+        };
+        return refresh_when_allowed(facts, reason, now);
+    };
+    let probed_dead = matches!(facts.probe, Some((_, ProbeVerdict::Dead)));
+    let (scheduled_at, trigger) = next_proactive_refresh(
+        &facts.policy.schedule,
+        facts.policy.renew_before,
+        token.obtained_at,
+        token.expires_at,
+    );
+    let due = if probed_dead {
+        Some(RefreshReason::ProbedDead)
+    } else if new_request.is_some() {
+        Some(RefreshReason::Requested)
+    } else if scheduled_at <= now {
+        Some(match trigger {
+            ProactiveTrigger::Scheduled => RefreshReason::Scheduled,
+            ProactiveTrigger::SafetyNet => RefreshReason::SafetyNet,
+        })
+    } else {
+        None
+    };
+    match due {
+        Some(reason) if reason.is_emergency() => refresh_when_allowed(facts, reason, now),
+        Some(reason) => proactive(facts, token, reason),
+        None => probe_or_wait(facts, token, scheduled_at),
+    }
+}
+
+/// A proactive refresh (scheduled, requested, safety net) waits out market hours, unless the
+/// token would lapse first: then the safety net is the emergency.
+fn proactive(facts: &Facts<'_>, token: &TokenFacts, reason: RefreshReason) -> Decision {
+    let now = facts.now;
+    if !in_market_hours(now) {
+        return refresh_when_allowed(facts, reason, now);
+    }
+    let lapse = token.expires_at
+        - chrono::Duration::from_std(facts.policy.renew_before).unwrap_or_default();
+    let close = market_close(now);
+    if lapse <= now {
+        return refresh_when_allowed(facts, RefreshReason::SafetyNet, now);
+    }
+    let at = close.min(lapse);
+    let until = probe_due(facts, token).map_or(at, |p| p.min(at)).max(now);
+    if until <= now {
+        return Decision::Probe;
+    }
+    Decision::Wait(Wait {
+        until,
+        next_refresh: at,
+        blocked: Some((reason, Block::MarketHours)),
+    })
+}
+
+fn refresh_when_allowed(facts: &Facts<'_>, reason: RefreshReason, now: DateTime<Utc>) -> Decision {
+    match earliest_attempt(facts.memory, facts.limits) {
+        Some(earliest) if earliest > now => {
+            // A live token that a lost mint answer may have revoked is checked meanwhile.
+            let until = facts
+                .token
+                .filter(|t| t.is_live(now))
+                .and_then(|t| probe_due(facts, t))
+                .map_or(earliest, |p| p.min(earliest));
+            if until <= now {
+                return Decision::Probe;
+            }
+            Decision::Wait(Wait {
+                until,
+                next_refresh: earliest,
+                blocked: Some((reason, Block::Limits)),
+            })
+        }
+        _ => Decision::Refresh(reason),
+    }
+}
+
+/// When the current token should next be probed: every `validateEvery`, and once shortly after
+/// a mint whose answer was lost.
+fn probe_due(facts: &Facts<'_>, _token: &TokenFacts) -> Option<DateTime<Utc>> {
+    let last_probe = facts.probe.map(|(at, _)| at);
+    let regular = facts.policy.validate_every.map(|every| match last_probe {
+        Some(at) => after(at, every),
+        None => facts.now,
+    });
+    let late_check = facts
+        .memory
+        .mint_unconfirmed
+        .map(|t| after(t, LATE_TOKEN_PROBE_DELAY))
+        .filter(|due| last_probe.is_none_or(|probed| probed < *due));
+    [regular, late_check].into_iter().flatten().min()
+}
+
+fn probe_or_wait(facts: &Facts<'_>, token: &TokenFacts, next_refresh: DateTime<Utc>) -> Decision {
+    let next_probe = probe_due(facts, token);
+    if next_probe.is_some_and(|t| t <= facts.now) {
+        return Decision::Probe;
+    }
+    let until = [Some(next_refresh), next_probe, Some(token.expires_at)]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("next_refresh is always present");
+    Decision::Wait(Wait {
+        until,
+        next_refresh,
+        blocked: None,
+    })
+}
