@@ -1,7 +1,7 @@
 //! `kubectl dhan status`: who expires when, in one line per account.
 
 use crate::table::render;
-use crate::when::relative;
+use crate::when::{ago, relative};
 use chrono::{DateTime, Utc};
 use dhan_operator::crd::DhanAccount;
 use dhan_operator::decision::DayCount;
@@ -19,6 +19,7 @@ fn or_dash(value: Option<String>) -> String {
 fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<String> {
     let status = account.status.clone().unwrap_or_default();
     let when = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| relative(t, now)));
+    let since = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| ago(t, now)));
     let consents = status
         .consents
         .as_ref()
@@ -35,7 +36,7 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
         .last_failure_reason
         .clone()
         .map(|reason| match status.last_failure_time {
-            Some(t) => format!("{reason} ({})", relative(t, now)),
+            Some(t) => format!("{reason} ({})", ago(t, now)),
             None => reason,
         });
     let mut row = Vec::new();
@@ -48,7 +49,7 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
         or_dash(status.phase.map(|p| p.to_string())),
         or_dash(status.method.clone()),
         when(status.expires_at),
-        when(status.last_refresh_time),
+        since(status.last_refresh_time),
         when(status.next_refresh_time),
         or_dash(consents),
         or_dash(failure),

@@ -23,6 +23,12 @@ pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// A time that has happened: "3m ago", and "0s ago" for a time a clock slightly ahead of ours
+/// wrote.
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!("{} ago", short((now - t).num_seconds().max(0)))
+}
+
 /// An IST wall-clock time, the way Indian traders read it.
 pub fn ist_time(t: DateTime<Utc>) -> String {
     t.with_timezone(&ist())
@@ -51,6 +57,18 @@ mod tests {
             let t = now + chrono::Duration::seconds(offset);
             assert_eq!(relative(t, now), expected, "{offset}");
         }
+    }
+
+    #[test]
+    fn past_events_never_read_as_future() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            ago(now + chrono::Duration::milliseconds(400), now),
+            "0s ago"
+        );
+        assert_eq!(ago(now - chrono::Duration::seconds(5), now), "5s ago");
     }
 
     #[test]
