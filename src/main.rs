@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
-use dhan_operator::controller::login_job::LoginJobSettings;
+use dhan_operator::controller::login_job::{self, LoginJobSettings};
 use dhan_operator::controller::{self, Settings};
 use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
@@ -100,13 +100,28 @@ struct RunArgs {
     )]
     login_image: String,
     /// Image of the login Job's Chromium sidecar: a headless Chromium serving the DevTools
-    /// protocol on port 9222.
-    #[arg(
-        long,
-        env = "CHROMIUM_IMAGE",
-        default_value = "chromedp/headless-shell:stable"
-    )]
+    /// protocol on port 9222. Pinned by digest: a moving tag would change the browser under a
+    /// working login.
+    #[arg(long, env = "CHROMIUM_IMAGE", default_value = DEFAULT_CHROMIUM_IMAGE)]
     chromium_image: String,
+    /// The Chromium binary in that image, run instead of the image's entrypoint; "" keeps the
+    /// entrypoint (then the image must serve CDP on 127.0.0.1:9222 with the Job's arguments).
+    #[arg(long, env = "CHROMIUM_COMMAND", default_value = login_job::DEFAULT_CHROMIUM_COMMAND)]
+    chromium_command: String,
+    /// A Localhost seccomp profile (relative to the kubelet's seccomp directory) that allows user
+    /// namespaces; with it the sidecar keeps Chromium's own sandbox. Unset: RuntimeDefault and
+    /// `--no-sandbox`.
+    #[arg(long, env = "CHROMIUM_SECCOMP_PROFILE")]
+    chromium_seccomp_profile: Option<String>,
+    /// Hosts besides the login URL's own where the login may type credentials (comma-separated,
+    /// `*.domain` for subdomains); a page elsewhere gets no keystrokes.
+    #[arg(long, env = "LOGIN_ALLOWED_HOSTS", default_value = login_job::DEFAULT_ALLOWED_HOSTS)]
+    login_allowed_hosts: String,
+    /// Address ranges login Pods may not reach (their NetworkPolicy's exceptions to port 443
+    /// egress): metadata, link-local, the cluster's pod and service ranges.
+    #[arg(long, env = "LOGIN_EGRESS_BLOCKED_CIDRS", value_delimiter = ',',
+          default_values_t = login_job::DEFAULT_EGRESS_BLOCKED_CIDRS.iter().map(|c| c.to_string()).collect::<Vec<_>>())]
+    login_egress_blocked_cidrs: Vec<String>,
     /// Most login Jobs running at once; further logins wait for a free slot.
     #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -129,6 +144,9 @@ struct RunArgs {
     #[arg(long, env = "NOTIFICATIONS")]
     notifications: bool,
 }
+
+/// `chromedp/headless-shell` (Chromium 151), by the digest published projects pin it at.
+const DEFAULT_CHROMIUM_IMAGE: &str = "chromedp/headless-shell@sha256:2d349b544a1ea6b5b5fd7c0fe99215ff662339c57407ee2e8c0a11af93516b04";
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text)
@@ -212,7 +230,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             job: LoginJobSettings {
                 operator_image: args.login_image,
                 chromium_image: args.chromium_image,
+                chromium_command: args.chromium_command,
+                chromium_seccomp_profile: args.chromium_seccomp_profile,
                 login_timeout: args.login_timeout,
+                allowed_hosts: args.login_allowed_hosts,
+                egress_blocked_cidrs: args.login_egress_blocked_cidrs,
             },
             max_concurrent: usize::from(args.max_concurrent_login_jobs),
         },

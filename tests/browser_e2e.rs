@@ -8,10 +8,13 @@
 
 mod support;
 
+use dhan_operator::browser::{FailureClass, LoginReport, Step};
 use dhan_operator::crd::Phase;
 use dhan_operator::dhan::TotpKey;
 use dhan_operator::dhan::totp::step_at;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -103,6 +106,55 @@ fn recent_codes() -> Vec<String> {
         .collect()
 }
 
+/// A NetworkPolicy of the operator fences the Job's Pods: it selects them, lets nothing in, and
+/// lets out only DNS and HTTPS outside the metadata, link-local and private ranges.
+async fn assert_fenced(bed: &Bed, job: &Job) {
+    let pod_labels = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let policies: Api<NetworkPolicy> = Api::namespaced(bed.client.clone(), &bed.ns);
+    let listed = policies.list(&ListParams::default()).await.unwrap().items;
+    let fence = listed
+        .iter()
+        .find(|p| {
+            let selector = p.spec.as_ref().and_then(|s| s.pod_selector.as_ref());
+            let wanted = selector
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default();
+            !wanted.is_empty() && wanted.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+        })
+        .unwrap_or_else(|| panic!("no NetworkPolicy selects the Pods of {}", job.name_any()));
+    let fence = serde_json::to_value(fence).unwrap();
+    assert_eq!(
+        fence["metadata"]["ownerReferences"][0]["kind"],
+        "DhanAccount"
+    );
+    let spec = &fence["spec"];
+    assert_eq!(spec["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(
+        spec["ingress"].as_array().is_none_or(|i| i.is_empty()),
+        "{spec}"
+    );
+    let egress = spec["egress"].as_array().unwrap();
+    let ports: Vec<i64> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_array().unwrap().iter())
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [53, 53, 443], "{spec}");
+    let https = egress
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 443)
+        .unwrap();
+    let except = https["to"][0]["ipBlock"]["except"].to_string();
+    for blocked in ["169.254.0.0/16", "10.0.0.0/8"] {
+        assert!(except.contains(blocked), "{blocked} not blocked: {spec}");
+    }
+}
+
 /// The login Job as the operator created it: hardened, single-shot, owned by the account, with
 /// credentials only as Secret references and nothing of the app's.
 fn assert_hardened(job: &Job) {
@@ -183,7 +235,9 @@ async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
     assert_eq!(status.phase, Some(Phase::WaitingForLogin));
     assert_eq!(status.consents.as_ref().map(|c| c.count), Some(1));
     let job_name = status.login.unwrap().job_name;
-    assert_hardened(&jobs(&bed).get(&job_name).await.unwrap());
+    let job = jobs(&bed).get(&job_name).await.unwrap();
+    assert_hardened(&job);
+    assert_fenced(&bed, &job).await;
     assert_eq!(
         bed.ready_condition("carol").await.as_deref(),
         Some("False"),
@@ -221,8 +275,10 @@ async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
     let runs = kubelet.runs();
     assert_eq!(runs.len(), 1, "one login Job");
     assert_eq!(runs[0].exit_code, 0, "{}", runs[0].output);
-    let token_id = runs[0].termination_message.clone();
-    assert!(!token_id.is_empty());
+    let token_id = match LoginReport::parse(&runs[0].termination_message).unwrap() {
+        LoginReport::LoggedIn(token_id) => token_id.expose().to_owned(),
+        other => panic!("{other:?}"),
+    };
     // The finished Job is cleaned up.
     wait_for(Duration::from_secs(30), || {
         let jobs = jobs(&bed);
@@ -283,6 +339,32 @@ async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_chang
     let message = status.message.unwrap();
     assert!(message.contains("PIN rejected: Invalid PIN"), "{message}");
     assert!(message.contains("not retrying until"), "{message}");
+    // The step and the page's words, in an event and in the Job's typed termination message.
+    let events: Vec<String> = bed
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|m| m.contains("PIN rejected: Invalid PIN")),
+        "{events:?}"
+    );
+    let run = kubelet.runs().remove(0);
+    match LoginReport::parse(&run.termination_message).expect("a typed report") {
+        LoginReport::Failed(failure) => {
+            assert_eq!(
+                (failure.step, failure.class),
+                (Step::Pin, FailureClass::Pin)
+            );
+            assert!(failure.reached_credential_step);
+        }
+        other => panic!("{other:?}"),
+    }
+    let failed_job = jobs(&bed).get(&run.job).await.unwrap();
+    assert_fenced(&bed, &failed_job).await;
 
     // No loop of Jobs and consents.
     tokio::time::sleep(Duration::from_secs(15)).await;
@@ -458,7 +540,11 @@ async fn a_failed_login_job_backs_off_and_the_next_one_succeeds() {
 
     let account = bed.wait_phase_for("ivan", Phase::Backoff, LOGIN_WAIT).await;
     let status = account.status.unwrap();
-    assert_eq!(status.last_failure_reason.as_deref(), Some("LoginFailed"));
+    assert_eq!(
+        status.last_failure_reason.as_deref(),
+        Some("LoginPageUnavailable"),
+        "the login report's class, typed through to the status"
+    );
     assert_eq!(status.failed_attempts, Some(1));
     let message = status.message.unwrap();
     assert!(message.contains("browser login failed"), "{message}");
@@ -538,11 +624,11 @@ async fn a_running_login_job_missing_from_status_is_followed_not_repeated() {
         bed.mock.url,
         consent["consentAppId"].as_str().unwrap()
     );
-    let settings = dhan_operator::controller::login_job::LoginJobSettings {
-        operator_image: "registry.test/dhan-operator:e2e".into(),
-        chromium_image: "registry.test/headless-shell:e2e".into(),
-        login_timeout: Duration::from_secs(60),
-    };
+    let settings = dhan_operator::controller::login_job::LoginJobSettings::new(
+        "registry.test/dhan-operator:e2e",
+        "registry.test/headless-shell:e2e",
+        Duration::from_secs(60),
+    );
     let consent_id = consent["consentAppId"].as_str().unwrap();
     let job = dhan_operator::controller::login_job::login_job(
         &account,
@@ -573,4 +659,34 @@ async fn a_running_login_job_missing_from_status_is_followed_not_repeated() {
         "no second consent"
     );
     assert_eq!(kubelet.runs().len(), 1);
+}
+
+/// Chromium does not exit after the login (its Job would run into its deadline and be marked
+/// Failed): the `login` container's own result counts as soon as it has terminated.
+#[tokio::test]
+async fn a_login_counts_as_soon_as_its_container_ends_even_if_chromium_never_exits() {
+    const CLIENT: &str = "1400000010";
+    let bed = bed_with(&[], &[]).await;
+    let kubelet = Kubelet::start(bed.client.clone(), &bed.ns);
+    kubelet.sidecar_never_exits();
+    api_key_client(&bed, CLIENT, "lena-dhan", PIN).await;
+    bed.create_account("lena", browser_spec(CLIENT, "lena-dhan"))
+        .await;
+    let account = bed
+        .wait_status("lena", LOGIN_WAIT, |s| s.login.is_some())
+        .await;
+    let job_name = account.status.unwrap().login.unwrap().job_name;
+    // Well inside the Job's deadline (login timeout + 60 s, and a minute's grace on top).
+    let account = bed.wait_phase_for("lena", Phase::Ready, LOGIN_WAIT).await;
+    assert_eq!(account.status.unwrap().method.as_deref(), Some("browser"));
+    let runs = kubelet.runs();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].exit_code, 0, "{}", runs[0].output);
+    // The Job never completed; the operator removes it (and with it the hung sidecar).
+    wait_for(Duration::from_secs(30), || {
+        let jobs = jobs(&bed);
+        let name = job_name.clone();
+        async move { jobs.get_opt(&name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
 }

@@ -260,8 +260,14 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
 
     let account = bed.wait_phase_for("dora", Phase::Backoff, LOGIN_WAIT).await;
     let status = account.status.unwrap();
-    assert_eq!(status.last_failure_reason.as_deref(), Some("LoginFailed"));
-    assert_eq!(status.failed_attempts, Some(1));
+    // The login's own report: it timed out reaching Chromium (the sidecar never started).
+    assert_eq!(status.last_failure_reason.as_deref(), Some("LoginTimeout"));
+    assert_eq!(
+        status.failed_attempts,
+        Some(1),
+        "{status:?}\n{}",
+        bed.operator().output()
+    );
     let message = status.message.unwrap();
     assert!(
         message.contains("timed out at the Chromium connection step"),
@@ -269,8 +275,29 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
     );
     assert_eq!(bed.ready_condition("dora").await.as_deref(), Some("False"));
 
-    let jobs = recorder.jobs();
-    assert_eq!(jobs.len(), 1, "one login Job, no retry before the backoff");
+    // The login's own result counted at once; the Job itself runs on (the sidecar waits for
+    // its image) until activeDeadlineSeconds ends it.
+    let created = |job: &Job| {
+        job.metadata
+            .creation_timestamp
+            .as_ref()
+            .unwrap()
+            .0
+            .as_second()
+    };
+    let jobs = support::wait_for(Duration::from_secs(90), || async {
+        let mut jobs = recorder.jobs();
+        jobs.sort_by_key(created);
+        condition(jobs.first()?, "Failed").is_some().then_some(jobs)
+    })
+    .await;
+    if let Some(second) = jobs.get(1) {
+        // The retry may race the first Job's deadline, but never comes before the backoff.
+        assert!(
+            created(second) - created(&jobs[0]) >= 60,
+            "a retry before the backoff"
+        );
+    }
     let (reason, _) = condition(&jobs[0], "Failed").expect("the Job failed");
     assert_eq!(reason, "DeadlineExceeded");
     assert_eq!(
@@ -329,7 +356,13 @@ async fn a_refused_login_ends_its_job_at_once_with_the_sidecar_closed() {
         .expect("the login container ended");
     assert_ne!(login.exit_code, 0);
     let message = login.message.unwrap_or_default();
-    assert!(message.contains("PIN rejected"), "{message}");
+    match dhan_operator::browser::report::LoginReport::parse(&message) {
+        Ok(dhan_operator::browser::report::LoginReport::Failed(failure)) => {
+            assert_eq!(failure.to_string(), "PIN rejected: Invalid PIN");
+            assert!(failure.reached_credential_step);
+        }
+        other => panic!("{message}: {other:?}"),
+    }
     // A failed login closes the browser too, so the Pod ends without waiting for its deadline.
     assert_ran_and_completed(&pods[0], "chromium");
     let codes = recent_codes();
@@ -369,11 +402,11 @@ async fn a_finished_login_job_nobody_collects_is_removed_by_its_ttl() {
         consent["consentAppId"].as_str().unwrap()
     );
     let node = node();
-    let settings = dhan_operator::controller::login_job::LoginJobSettings {
-        operator_image: node.operator_image().into(),
-        chromium_image: node.chromium_image().into(),
-        login_timeout: Duration::from_secs(60),
-    };
+    let settings = dhan_operator::controller::login_job::LoginJobSettings::new(
+        node.operator_image(),
+        node.chromium_image(),
+        Duration::from_secs(60),
+    );
     let consent_id = consent["consentAppId"].as_str().unwrap();
     let mut job = dhan_operator::controller::login_job::login_job(
         &account,
@@ -410,13 +443,18 @@ async fn a_finished_login_job_nobody_collects_is_removed_by_its_ttl() {
     // and Dhan takes it with the app's credentials.
     let recorded = recorder.pods_of(&name);
     assert_eq!(recorded.len(), 1);
-    let token_id = assert_ran_and_completed(&recorded[0], "login");
+    let message = assert_ran_and_completed(&recorded[0], "login");
     assert_ran_and_completed(&recorded[0], "chromium");
+    let Ok(dhan_operator::browser::report::LoginReport::LoggedIn(token_id)) =
+        dhan_operator::browser::report::LoginReport::parse(&message)
+    else {
+        panic!("the termination message is a login report with a tokenId");
+    };
     let consumed: Value = http
         .get(format!(
             "{}/app/consumeApp-consent?tokenId={}",
             bed.mock.url,
-            token_id.trim()
+            token_id.expose()
         ))
         .header("app_id", APP_ID)
         .header("app_secret", APP_SECRET)

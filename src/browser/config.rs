@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::decision::duration::parse_duration;
 use crate::dhan::TotpKey;
 
-use super::error::LoginError;
+use super::error::LoginFailure;
+use super::origin::AllowedHosts;
 
 /// Where Chromium's DevTools endpoint listens in the login Pod (the sidecar).
 pub const DEFAULT_CDP_URL: &str = "http://127.0.0.1:9222";
@@ -23,10 +24,14 @@ pub struct LoginConfig {
     pub login_url: String,
     /// `DHAN_REDIRECT_URL_PREFIX`: the app's redirect URL. Unset: any URL with `tokenId=`.
     pub redirect_prefix: Option<String>,
+    /// `DHAN_LOGIN_ALLOWED_HOSTS` plus the login URL's own host: where credentials may be typed.
+    pub allowed_hosts: AllowedHosts,
     /// `DHAN_MOBILE`.
     pub mobile: String,
     /// `DHAN_PIN`.
     pub pin: String,
+    /// `DHAN_PASSWORD`, for page variants with a password step (docs/dhan-api.md §3); optional.
+    pub password: Option<String>,
     /// `DHAN_TOTP_SECRET`, parsed.
     pub totp: TotpKey,
     /// `DHAN_TOTP_AFTER_STEP`: the last 30-second TOTP step already used for this client. Dhan
@@ -44,35 +49,41 @@ pub struct LoginConfig {
 
 impl LoginConfig {
     /// Reads the process environment.
-    pub fn from_env() -> Result<LoginConfig, LoginError> {
+    pub fn from_env() -> Result<LoginConfig, LoginFailure> {
         LoginConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads variables through `lookup`; empty values count as unset.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<LoginConfig, LoginError> {
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<LoginConfig, LoginFailure> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let required =
-            |name: &str| get(name).ok_or_else(|| LoginError::Config(format!("{name} is not set")));
+        let required = |name: &str| {
+            get(name).ok_or_else(|| LoginFailure::config(format!("{name} is not set")))
+        };
         let login_url = required("DHAN_LOGIN_URL")?;
-        url::Url::parse(&login_url)
-            .map_err(|e| LoginError::Config(format!("DHAN_LOGIN_URL is not a URL: {e}")))?;
+        let parsed = url::Url::parse(&login_url)
+            .map_err(|e| LoginFailure::config(format!("DHAN_LOGIN_URL is not a URL: {e}")))?;
+        let allowed_hosts = AllowedHosts::new(&parsed, get("DHAN_LOGIN_ALLOWED_HOSTS").as_deref())
+            .map_err(|e| LoginFailure::config(format!("DHAN_LOGIN_ALLOWED_HOSTS: {e}")))?;
         let mobile = required("DHAN_MOBILE")?;
-        if mobile_digits(&mobile).len() < 10 {
-            return Err(LoginError::Config(
-                "DHAN_MOBILE has fewer than 10 digits".into(),
+        if national_mobile(&mobile).is_none() {
+            return Err(LoginFailure::config(
+                "DHAN_MOBILE is not a 10-digit Indian mobile number (+91 or a leading 0 may precede it)",
             ));
         }
         let pin = required("DHAN_PIN")?.trim().to_owned();
+        let password = get("DHAN_PASSWORD");
         let totp_secret_text = required("DHAN_TOTP_SECRET")?;
         let totp = TotpKey::parse(&totp_secret_text)
-            .map_err(|e| LoginError::Config(format!("DHAN_TOTP_SECRET: {e}")))?;
+            .map_err(|e| LoginFailure::config(format!("DHAN_TOTP_SECRET: {e}")))?;
         let timeout = match get("LOGIN_TIMEOUT") {
             None => DEFAULT_TIMEOUT,
             Some(text) => parse_duration(&text)
                 .ok()
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| {
-                    LoginError::Config(format!(
+                    LoginFailure::config(format!(
                         "LOGIN_TIMEOUT {text:?} is not a duration such as 120s or 2m"
                     ))
                 })?,
@@ -80,7 +91,7 @@ impl LoginConfig {
         let totp_after_step = match get("DHAN_TOTP_AFTER_STEP") {
             None => None,
             Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
-                LoginError::Config(format!(
+                LoginFailure::config(format!(
                     "DHAN_TOTP_AFTER_STEP {text:?} is not a TOTP step number"
                 ))
             })?),
@@ -89,8 +100,10 @@ impl LoginConfig {
             totp_after_step,
             login_url,
             redirect_prefix: get("DHAN_REDIRECT_URL_PREFIX"),
+            allowed_hosts,
             mobile,
             pin,
+            password,
             totp,
             totp_secret_text,
             cdp_url: get("CDP_URL").unwrap_or_else(|| DEFAULT_CDP_URL.into()),
@@ -99,19 +112,22 @@ impl LoginConfig {
         })
     }
 
-    /// The mobile number as the page's field takes it: the ten national digits.
+    /// The mobile number as the page's field takes it: the ten national digits
+    /// (docs/dhan-api.md §3: no `+91`).
     pub fn mobile_for_field(&self) -> String {
-        mobile_digits(&self.mobile)
+        national_mobile(&self.mobile).unwrap_or_else(|| mobile_digits(&self.mobile))
     }
 
     /// Texts that must never appear in an error message.
     pub(crate) fn secrets(&self) -> Vec<String> {
-        vec![
+        let mut secrets = vec![
             self.mobile.clone(),
             self.mobile_for_field(),
             self.pin.clone(),
             self.totp_secret_text.clone(),
-        ]
+        ];
+        secrets.extend(self.password.clone());
+        secrets
     }
 }
 
@@ -120,8 +136,10 @@ impl fmt::Debug for LoginConfig {
         f.debug_struct("LoginConfig")
             .field("login_url", &self.login_url)
             .field("redirect_prefix", &self.redirect_prefix)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("mobile", &"<redacted>")
             .field("pin", &"<redacted>")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("totp", &self.totp)
             .field("totp_after_step", &self.totp_after_step)
             .field("cdp_url", &self.cdp_url)
@@ -139,11 +157,32 @@ pub fn termination_log_path(lookup: &impl Fn(&str) -> Option<String>) -> PathBuf
         .into()
 }
 
-/// Digits only, and the last ten of them when a country code is included (`+91 98765 43210`):
-/// the login page's field is for the ten-digit national number.
-pub fn mobile_digits(mobile: &str) -> String {
+/// The ten-digit national number the login page's mobile box takes (docs/dhan-api.md §3), from
+/// the ways people write it: `+91 98765 43210`, `091-9876543210`, `09876543210`, `9876543210`.
+/// `None` for anything else — cutting an unknown prefix could type someone else's number.
+pub fn national_mobile(mobile: &str) -> Option<String> {
+    let allowed = |c: char| c.is_ascii_digit() || " -+().".contains(c);
+    if !mobile.trim().chars().all(allowed) {
+        return None;
+    }
     let digits: String = mobile.chars().filter(char::is_ascii_digit).collect();
-    digits[digits.len().saturating_sub(10)..].to_owned()
+    let national = match digits.len() {
+        10 => digits.as_str(),
+        11 => digits.strip_prefix('0')?,
+        12 => digits.strip_prefix("91")?,
+        13 => digits.strip_prefix("091")?,
+        _ => return None,
+    };
+    // Indian mobile numbers start with 6, 7, 8 or 9.
+    national
+        .starts_with(['6', '7', '8', '9'])
+        .then(|| national.to_owned())
+}
+
+/// The national number when [`national_mobile`] finds one, else all the digits given (so a
+/// length check still tells a short number).
+pub fn mobile_digits(mobile: &str) -> String {
+    national_mobile(mobile).unwrap_or_else(|| mobile.chars().filter(char::is_ascii_digit).collect())
 }
 
 #[cfg(test)]
@@ -251,10 +290,64 @@ mod tests {
     }
 
     #[test]
-    fn mobile_digits_keeps_the_national_number() {
-        assert_eq!(mobile_digits("9876543210"), "9876543210");
-        assert_eq!(mobile_digits("+91-98765-43210"), "9876543210");
-        assert_eq!(mobile_digits("098765 43210"), "9876543210");
+    fn the_mobile_number_is_typed_as_its_ten_national_digits() {
+        for written in [
+            "9876543210",
+            "+91 98765 43210",
+            "+91-98765-43210",
+            "+919876543210",
+            "91 9876543210",
+            "098765 43210",
+            "091 98765 43210",
+            " (+91) 98765-43210 ",
+        ] {
+            assert_eq!(
+                national_mobile(written).as_deref(),
+                Some("9876543210"),
+                "{written:?}"
+            );
+        }
+        for wrong in [
+            "12345",
+            "98765432101",
+            "+1 415 555 0100 12",
+            "1234567890",
+            "+44 7911 123456",
+            "98765x43210",
+            "",
+        ] {
+            assert_eq!(national_mobile(wrong), None, "{wrong:?}");
+        }
         assert_eq!(mobile_digits("12345"), "12345");
+    }
+
+    #[test]
+    fn a_password_is_optional_and_never_shown() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DHAN_PASSWORD", "s3cret-pass"));
+        let config = LoginConfig::from_lookup(env(&pairs)).unwrap();
+        assert_eq!(config.password.as_deref(), Some("s3cret-pass"));
+        assert!(config.secrets().contains(&"s3cret-pass".to_string()));
+        assert!(!format!("{config:?}").contains("s3cret-pass"));
+        let config = LoginConfig::from_lookup(env(MINIMAL)).unwrap();
+        assert_eq!(config.password, None);
+    }
+
+    #[test]
+    fn the_login_host_is_always_allowed_and_more_can_be_added() {
+        let config = LoginConfig::from_lookup(env(MINIMAL)).unwrap();
+        assert!(config.allowed_hosts.allows_host("auth.dhan.co"));
+        assert!(!config.allowed_hosts.allows_host("login.dhan.co"));
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DHAN_LOGIN_ALLOWED_HOSTS", "*.dhan.co"));
+        let config = LoginConfig::from_lookup(env(&pairs)).unwrap();
+        assert!(config.allowed_hosts.allows_host("login.dhan.co"));
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("DHAN_LOGIN_ALLOWED_HOSTS", "*"));
+        let error = LoginConfig::from_lookup(env(&pairs)).unwrap_err();
+        assert!(
+            error.to_string().contains("DHAN_LOGIN_ALLOWED_HOSTS"),
+            "{error}"
+        );
     }
 }

@@ -1,12 +1,16 @@
-//! Why a browser login failed, phrased for the termination message of the login Job's Pod.
+//! Why a browser login failed: the step, a class a person (and the operator) can act on, what the
+//! page said, and whether a credential went to Dhan.
 //!
-//! No variant holds a credential: the step names what was being entered, never the value, and
-//! every text taken from the page or from the browser passes through [`LoginError::redacted`].
+//! No field holds a credential: the step names what was being entered, never the value, and every
+//! text taken from the page or from the browser passes through [`LoginFailure::redacted`].
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// What the login was doing, as named in error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Step {
     /// Reaching the Chromium sidecar's DevTools endpoint.
     Connect,
@@ -14,6 +18,8 @@ pub enum Step {
     LoginPage,
     /// Entering the registered mobile number.
     Mobile,
+    /// Entering the account password (some page variants ask for it, docs/dhan-api.md §3).
+    Password,
     /// Entering the code from the authenticator app.
     Totp,
     /// Entering the Dhan PIN.
@@ -24,12 +30,24 @@ pub enum Step {
     Redirect,
 }
 
+impl Step {
+    /// Whether a value typed at this step counts against the account at Dhan: wrong PINs (and
+    /// codes) typed repeatedly can lock it (docs/dhan-api.md §3).
+    pub fn is_credential(self) -> bool {
+        matches!(
+            self,
+            Step::Password | Step::Totp | Step::Pin | Step::TotpOrPin
+        )
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Step::Connect => "Chromium connection",
             Step::LoginPage => "login page",
             Step::Mobile => "mobile number",
+            Step::Password => "password",
             Step::Totp => "TOTP",
             Step::Pin => "PIN",
             Step::TotpOrPin => "TOTP or PIN",
@@ -38,78 +56,225 @@ impl fmt::Display for Step {
     }
 }
 
-/// A failed browser login. `Display` is one line and never contains a credential.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoginError {
-    /// A required environment variable is missing or malformed; names the variable only.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The page never showed a field for the step.
-    #[error("no {step} field found")]
-    NoField {
-        /// The field that was looked for.
-        step: Step,
-    },
-    /// The page showed an error text after a value was submitted.
-    #[error("{step} rejected: {page_message}")]
-    Rejected {
-        /// What was submitted.
-        step: Step,
-        /// What the page said, redacted.
-        page_message: String,
-    },
-    /// The page did something the driver cannot follow.
-    #[error("{step}: {detail}")]
-    UnexpectedPage {
-        /// Where it happened.
-        step: Step,
-        /// What was seen.
-        detail: String,
-    },
-    /// The login timeout (`LOGIN_TIMEOUT`) ran out.
-    #[error("timed out at the {step} step")]
-    Timeout {
-        /// The step in progress.
-        step: Step,
-    },
-    /// The redirect URL was reached without a `tokenId` in its query.
-    #[error("the redirect carried no tokenId")]
+/// What kind of failure it was, whatever step it happened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureClass {
+    /// Dhan refused the PIN.
+    Pin,
+    /// Dhan refused the TOTP code (a wrong key, clock skew, or a replayed step, docs/dhan-api.md §1).
+    Totp,
+    /// Dhan did not accept the mobile number.
+    Mobile,
+    /// Dhan refused the password, or asked for one and none is configured.
+    Password,
+    /// The consent or the login session expired or is unknown; a new consent is needed.
+    SessionExpired,
+    /// Dhan refuses logins for now after repeated failures.
+    TooManyAttempts,
+    /// The page went to a host that is not an allowed login host: nothing was typed there.
+    OriginRefused,
+    /// The login page answered with an HTTP error.
+    PageUnavailable,
+    /// The page's fields could not be read (none found, or none named).
+    PageNotUnderstood,
+    /// The login timeout ran out.
+    Timeout,
+    /// Chromium or the DevTools connection failed.
+    Browser,
+    /// The login Job's environment is missing or malformed.
+    Config,
+    /// The redirect arrived without a `tokenId`.
     NoTokenId,
-    /// The DevTools protocol failed.
-    #[error("browser error: {0}")]
-    Cdp(String),
+    /// The page showed a message that says none of the above.
+    Unknown,
 }
 
-impl LoginError {
-    /// Stable reason, e.g. for metrics or a status condition on the operator side.
-    pub fn reason(&self) -> &'static str {
+impl FailureClass {
+    /// Stable name for reasons and metrics (`InvalidPin`, `LoginTimeout`, …).
+    pub fn reason(self) -> &'static str {
         match self {
-            LoginError::Config(_) => "Config",
-            LoginError::NoField { .. } => "NoField",
-            LoginError::Rejected { .. } => "Rejected",
-            LoginError::UnexpectedPage { .. } => "UnexpectedPage",
-            LoginError::Timeout { .. } => "Timeout",
-            LoginError::NoTokenId => "NoTokenId",
-            LoginError::Cdp(_) => "Cdp",
+            FailureClass::Pin => "InvalidPin",
+            FailureClass::Totp => "InvalidTotp",
+            FailureClass::Mobile => "InvalidMobile",
+            FailureClass::Password => "InvalidPassword",
+            FailureClass::SessionExpired => "LoginSessionExpired",
+            FailureClass::TooManyAttempts => "TooManyLoginAttempts",
+            FailureClass::OriginRefused => "LoginOriginRefused",
+            FailureClass::PageUnavailable => "LoginPageUnavailable",
+            FailureClass::PageNotUnderstood => "LoginPageNotUnderstood",
+            FailureClass::Timeout => "LoginTimeout",
+            FailureClass::Browser => "LoginBrowserError",
+            FailureClass::Config => "LoginConfig",
+            FailureClass::NoTokenId => "LoginNoTokenId",
+            FailureClass::Unknown => "LoginRejected",
         }
     }
 
-    /// The same error with every occurrence of `secrets` in its free texts replaced. Page texts
-    /// and browser errors are not ours: a page could echo what was typed.
-    pub fn redacted(self, secrets: &[&str]) -> LoginError {
-        let clean = |text: String| redact(&text, secrets);
+    /// Failures that do not change until the credentials, the spec or the operator's settings
+    /// do: retrying on a timer would only type the same wrong value into Dhan again.
+    pub fn is_permanent(self) -> bool {
+        matches!(
+            self,
+            FailureClass::Pin
+                | FailureClass::Totp
+                | FailureClass::Mobile
+                | FailureClass::Password
+                | FailureClass::TooManyAttempts
+                | FailureClass::OriginRefused
+                | FailureClass::Config
+        )
+    }
+
+    fn describe(self) -> &'static str {
         match self {
-            LoginError::Config(text) => LoginError::Config(clean(text)),
-            LoginError::Rejected { step, page_message } => LoginError::Rejected {
-                step,
-                page_message: clean(page_message),
-            },
-            LoginError::UnexpectedPage { step, detail } => LoginError::UnexpectedPage {
-                step,
-                detail: clean(detail),
-            },
-            LoginError::Cdp(text) => LoginError::Cdp(clean(text)),
-            other => other,
+            FailureClass::Pin => "wrong PIN",
+            FailureClass::Totp => "TOTP refused",
+            FailureClass::Mobile => "mobile number refused",
+            FailureClass::Password => "password refused",
+            FailureClass::SessionExpired => "session expired",
+            FailureClass::TooManyAttempts => "too many attempts",
+            FailureClass::Unknown => "unrecognised message",
+            _ => "",
+        }
+    }
+
+    /// The class a rejection at `step` has when the page's text does not say otherwise.
+    fn of_step(step: Step) -> Option<FailureClass> {
+        match step {
+            Step::Pin => Some(FailureClass::Pin),
+            Step::Totp => Some(FailureClass::Totp),
+            Step::Mobile => Some(FailureClass::Mobile),
+            Step::Password => Some(FailureClass::Password),
+            _ => None,
+        }
+    }
+}
+
+/// A failed browser login. `Display` is one line and never contains a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFailure {
+    pub step: Step,
+    pub class: FailureClass,
+    /// What the page said (redacted, one line, bounded).
+    pub page_text: Option<String>,
+    /// What the driver saw, in its own words (redacted).
+    pub detail: Option<String>,
+    /// A PIN, TOTP code or password was submitted to Dhan during this login: the failure counts
+    /// toward the account's lockout budget.
+    pub reached_credential_step: bool,
+}
+
+impl LoginFailure {
+    fn new(step: Step, class: FailureClass) -> LoginFailure {
+        LoginFailure {
+            step,
+            class,
+            page_text: None,
+            detail: None,
+            reached_credential_step: false,
+        }
+    }
+
+    fn with_detail(mut self, detail: impl Into<String>) -> LoginFailure {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn with_page_text(mut self, text: impl Into<String>) -> LoginFailure {
+        self.page_text = Some(text.into());
+        self
+    }
+
+    /// A required environment variable is missing or malformed; names the variable only.
+    pub fn config(detail: impl Into<String>) -> LoginFailure {
+        LoginFailure::new(Step::Connect, FailureClass::Config).with_detail(detail)
+    }
+
+    /// The page showed `page_text` after `step` was submitted (or while it was shown).
+    pub fn rejected(step: Step, class: FailureClass, page_text: impl Into<String>) -> LoginFailure {
+        LoginFailure::new(step, class).with_page_text(page_text)
+    }
+
+    /// The page never showed a field for the step.
+    pub fn no_field(step: Step) -> LoginFailure {
+        LoginFailure::new(step, FailureClass::PageNotUnderstood)
+            .with_detail(format!("no {step} field found"))
+    }
+
+    /// The page did something the driver cannot follow.
+    pub fn unexpected(step: Step, detail: impl Into<String>) -> LoginFailure {
+        LoginFailure::new(step, FailureClass::PageNotUnderstood).with_detail(detail)
+    }
+
+    /// The login page answered with an HTTP error page.
+    pub fn page_unavailable(status: u16, page_text: impl Into<String>) -> LoginFailure {
+        LoginFailure::new(Step::LoginPage, FailureClass::PageUnavailable)
+            .with_detail(format!("HTTP {status}"))
+            .with_page_text(page_text)
+    }
+
+    /// The page went to `origin`, which is not an allowed login host.
+    pub fn origin_refused(step: Step, origin: &str) -> LoginFailure {
+        LoginFailure::new(step, FailureClass::OriginRefused).with_detail(format!(
+            "the page went to {origin}, which is not an allowed login host; nothing was typed there"
+        ))
+    }
+
+    /// The page asks for a password and none is configured.
+    pub fn password_not_configured() -> LoginFailure {
+        LoginFailure::new(Step::Password, FailureClass::Password).with_detail(
+            "the page asks for a password and none is configured (DHAN_PASSWORD); nothing was typed",
+        )
+    }
+
+    /// The login timeout (`LOGIN_TIMEOUT`) ran out.
+    pub fn timeout(step: Step) -> LoginFailure {
+        LoginFailure::new(step, FailureClass::Timeout)
+    }
+
+    /// The redirect URL was reached without a usable `tokenId` in its query.
+    pub fn no_token_id() -> LoginFailure {
+        LoginFailure::new(Step::Redirect, FailureClass::NoTokenId)
+    }
+
+    /// The DevTools protocol failed.
+    pub fn browser(step: Step, detail: impl Into<String>) -> LoginFailure {
+        LoginFailure::new(step, FailureClass::Browser).with_detail(detail)
+    }
+
+    /// The same failure with every occurrence of `secrets` in its free texts replaced. Page texts
+    /// and browser errors are not ours: a page could echo what was typed.
+    pub fn redacted(mut self, secrets: &[&str]) -> LoginFailure {
+        self.page_text = self.page_text.map(|t| redact(&t, secrets));
+        self.detail = self.detail.map(|t| redact(&t, secrets));
+        self
+    }
+}
+
+impl fmt::Display for LoginFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let step = self.step;
+        match (self.class, &self.page_text, &self.detail) {
+            (FailureClass::Timeout, _, _) => write!(f, "timed out at the {step} step"),
+            (FailureClass::NoTokenId, _, _) => f.write_str("the redirect carried no tokenId"),
+            (FailureClass::Config, _, Some(detail)) => write!(f, "configuration: {detail}"),
+            (FailureClass::Browser, _, Some(detail)) => write!(f, "browser error: {detail}"),
+            (class, Some(text), detail) => {
+                let prefix = if class == FailureClass::PageUnavailable {
+                    format!("{step} unavailable")
+                } else {
+                    format!("{step} rejected")
+                };
+                let own = FailureClass::of_step(step) == Some(class);
+                match (own, class.describe(), detail) {
+                    (false, why, _) if !why.is_empty() => write!(f, "{prefix} ({why}): {text}"),
+                    (_, _, Some(detail)) => write!(f, "{prefix} ({detail}): {text}"),
+                    _ => write!(f, "{prefix}: {text}"),
+                }
+            }
+            (_, None, Some(detail)) => write!(f, "{step}: {detail}"),
+            (class, None, None) => write!(f, "{step}: {}", class.reason()),
         }
     }
 }
@@ -132,80 +297,5 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MOBILE: &str = "9876543210";
-    const PIN: &str = "482913";
-    const SECRET: &str = "JBSWY3DPEHPK3PXP";
-    const CODE: &str = "731904";
-
-    fn every_variant(text: &str) -> Vec<LoginError> {
-        let steps = [
-            Step::Connect,
-            Step::LoginPage,
-            Step::Mobile,
-            Step::Totp,
-            Step::Pin,
-            Step::TotpOrPin,
-            Step::Redirect,
-        ];
-        let mut all = vec![
-            LoginError::Config(text.into()),
-            LoginError::NoTokenId,
-            LoginError::Cdp(text.into()),
-        ];
-        for step in steps {
-            all.push(LoginError::NoField { step });
-            all.push(LoginError::Timeout { step });
-            all.push(LoginError::Rejected {
-                step,
-                page_message: text.into(),
-            });
-            all.push(LoginError::UnexpectedPage {
-                step,
-                detail: text.into(),
-            });
-        }
-        all
-    }
-
-    #[test]
-    fn no_variant_leaks_credentials_once_redacted() {
-        let echoed = format!("Invalid PIN {PIN} for +91 {MOBILE}, key {SECRET}, code {CODE}");
-        for error in every_variant(&echoed) {
-            let line = error.redacted(&[MOBILE, PIN, SECRET, CODE]).to_string();
-            for secret in [MOBILE, PIN, SECRET, CODE] {
-                assert!(!line.contains(secret), "{secret} leaked in {line:?}");
-            }
-            assert!(!line.contains('\n'));
-        }
-    }
-
-    #[test]
-    fn messages_name_the_step_and_the_page_text() {
-        let rejected = LoginError::Rejected {
-            step: Step::Pin,
-            page_message: "Invalid PIN".into(),
-        };
-        assert_eq!(rejected.to_string(), "PIN rejected: Invalid PIN");
-        assert_eq!(
-            LoginError::NoField { step: Step::Pin }.to_string(),
-            "no PIN field found"
-        );
-        assert_eq!(
-            LoginError::Timeout { step: Step::Totp }.to_string(),
-            "timed out at the TOTP step"
-        );
-    }
-
-    #[test]
-    fn redaction_replaces_longest_first_and_folds_lines() {
-        assert_eq!(
-            redact("a\n 919876543210 b", &["9876543210", "919876543210"]),
-            "a <redacted> b"
-        );
-        // A one-digit "secret" would shred ordinary text; such values are not credentials.
-        assert_eq!(redact("step 1 of 3", &["1", ""]), "step 1 of 3");
-    }
-}
+#[path = "error_tests.rs"]
+mod tests;

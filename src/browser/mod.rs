@@ -2,18 +2,26 @@
 //! browser-login` in a login Job next to a headless Chromium sidecar.
 //!
 //! - [`config`]: the environment contract set by the Job's Pod spec.
-//! - [`steps`]: reading the page — which fields it shows and for what, errors, submit buttons.
-//! - [`driver`]: the DevTools session (chromiumoxide) that types, clicks and intercepts.
+//! - [`steps`]: reading the page — which fields it shows and for what, texts, submit buttons.
+//! - [`classify`]: what a message on the page means (wrong PIN, session expired, locked out …).
+//! - [`origin`]: the hosts where credentials may be typed.
+//! - [`driver`], [`network`], [`walk`], [`typing`]: the DevTools session (chromiumoxide) that
+//!   watches the network, types, clicks and intercepts.
 //! - [`mod@error`]: why a login failed, without credentials.
+//! - [`report`]: the result as the termination message, shared with the operator that reads it.
 //!
-//! The result goes to the container's termination log — the `tokenId` alone on success, a
-//! one-line reason on failure — where the operator reads it from the finished Pod; the Job needs
-//! no Kubernetes API access and never sees the app's credentials.
+//! The Job needs no Kubernetes API access and never sees the app's credentials.
 
+pub mod classify;
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod network;
+pub mod origin;
+pub mod report;
 pub mod steps;
+pub mod typing;
+pub mod walk;
 
 use std::path::Path;
 
@@ -22,14 +30,15 @@ use tokio::time::{Instant, timeout_at};
 use tracing::{error, info};
 
 pub use config::LoginConfig;
-pub use error::{LoginError, Step};
+pub use error::{FailureClass, LoginFailure, Step};
+pub use report::{LoginReport, TokenId};
 
 use crate::dhan::totp::step_at;
 use driver::{Progress, Session};
 
 /// Logs in through the Chromium at `config.cdp_url` and returns the redirect's `tokenId`.
 /// Always ends with CDP `Browser.close` once connected, so the sidecar exits.
-pub async fn login(config: LoginConfig) -> Result<String, LoginError> {
+pub async fn login(config: LoginConfig) -> Result<TokenId, LoginFailure> {
     // chromiumoxide fetches `/json/version` with the crate's reqwest, built without a default
     // TLS provider; building any client panics until one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -44,19 +53,17 @@ pub async fn login(config: LoginConfig) -> Result<String, LoginError> {
     })
 }
 
-async fn login_until(config: &LoginConfig, deadline: Instant) -> Result<String, LoginError> {
+async fn login_until(config: &LoginConfig, deadline: Instant) -> Result<TokenId, LoginFailure> {
     let Ok(session) = timeout_at(deadline, Session::connect(&config.cdp_url)).await else {
-        return Err(LoginError::Timeout {
-            step: Step::Connect,
-        });
+        return Err(LoginFailure::timeout(Step::Connect));
     };
     let progress = Progress::new(Step::LoginPage);
     let result = timeout_at(deadline, session.log_in(config, &progress))
         .await
         .unwrap_or_else(|_| {
-            Err(LoginError::Timeout {
-                step: progress.get(),
-            })
+            let mut failure = LoginFailure::timeout(progress.get());
+            failure.reached_credential_step = progress.reached_credential_step();
+            Err(failure)
         });
     session.close().await;
     result
@@ -76,17 +83,25 @@ pub async fn run_from_env() -> i32 {
 }
 
 /// Writes the outcome where Kubernetes picks up the termination message; returns the exit code.
-fn report(termination_log: &Path, result: Result<String, LoginError>) -> i32 {
-    let (text, code) = match &result {
-        Ok(token_id) => (token_id.clone(), 0),
-        Err(e @ LoginError::Config(_)) => (e.to_string(), 2),
-        Err(e) => (e.to_string(), 1),
+fn report(termination_log: &Path, result: Result<TokenId, LoginFailure>) -> i32 {
+    let code = match &result {
+        Ok(_) => 0,
+        Err(failure) if failure.class == FailureClass::Config => 2,
+        Err(_) => 1,
     };
     match &result {
         Ok(_) => info!("login succeeded; tokenId captured"),
-        Err(e) => error!(reason = e.reason(), "browser login failed: {e}"),
+        Err(failure) => error!(
+            reason = failure.class.reason(),
+            reached_credential_step = failure.reached_credential_step,
+            "browser login failed: {failure}"
+        ),
     }
-    if let Err(e) = std::fs::write(termination_log, text) {
+    let report = match result {
+        Ok(token_id) => LoginReport::LoggedIn(token_id),
+        Err(failure) => LoginReport::Failed(failure),
+    };
+    if let Err(e) = std::fs::write(termination_log, report.to_message()) {
         error!(path = %termination_log.display(), error = %e, "cannot write the termination log");
         return code.max(1);
     }
@@ -97,34 +112,39 @@ fn report(termination_log: &Path, result: Result<String, LoginError>) -> i32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn success_writes_only_the_token_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("termination-log");
-        assert_eq!(report(&path, Ok("tok-123".into())), 0);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "tok-123");
+    fn written(path: &Path) -> LoginReport {
+        LoginReport::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     #[test]
-    fn failure_writes_one_line_and_exits_non_zero() {
+    fn success_writes_a_report_with_the_token_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("termination-log");
-        let rejected = LoginError::Rejected {
-            step: Step::Pin,
-            page_message: "Invalid PIN".into(),
-        };
-        assert_eq!(report(&path, Err(rejected)), 1);
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "PIN rejected: Invalid PIN"
-        );
-        let config = LoginError::Config("DHAN_PIN is not set".into());
+        assert_eq!(report(&path, Ok(TokenId::new("tok-123").unwrap())), 0);
+        match written(&path) {
+            LoginReport::LoggedIn(token_id) => assert_eq!(token_id.expose(), "tok-123"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failure_writes_a_typed_report_and_exits_non_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("termination-log");
+        let mut rejected = LoginFailure::rejected(Step::Pin, FailureClass::Pin, "Invalid PIN");
+        rejected.reached_credential_step = true;
+        assert_eq!(report(&path, Err(rejected.clone())), 1);
+        match written(&path) {
+            LoginReport::Failed(failure) => assert_eq!(failure, rejected),
+            other => panic!("{other:?}"),
+        }
+        let config = LoginFailure::config("DHAN_PIN is not set");
         assert_eq!(report(&path, Err(config)), 2);
     }
 
     #[test]
     fn unwritable_termination_log_fails_even_a_successful_login() {
         let path = Path::new("/nonexistent-dir/termination-log");
-        assert_eq!(report(path, Ok("tok-123".into())), 1);
+        assert_eq!(report(path, Ok(TokenId::new("tok-123").unwrap())), 1);
     }
 }

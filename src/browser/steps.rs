@@ -1,9 +1,11 @@
-//! Reading the login page: which fields it shows, for what, how to submit them, and what error it
-//! shows. Pure functions over the facts `snapshot.js` gathers, so every page variant docs/dhan-api.md
-//! §3 allows (TOTP and PIN in either order, six one-digit boxes or one field) is unit-tested here.
+//! Reading the login page: which fields it shows, for what, how to submit them, and which texts
+//! appeared. Pure functions over the facts `snapshot.js` gathers, so every page variant
+//! docs/dhan-api.md §3 allows (TOTP and PIN in either order, six one-digit boxes or one field, steps
+//! named only in text, a password step) is unit-tested here.
 
 use serde::Deserialize;
 
+use super::classify::{Mentions, mentions};
 use super::error::Step;
 
 /// The script that gathers [`PageFacts`]; evaluates to a JSON string.
@@ -19,6 +21,9 @@ pub struct PageFacts {
     pub headings: Vec<String>,
     /// Visible text of the page (truncated).
     pub text: String,
+    /// Visible texts, one per text node, in page order, without duplicates or button labels.
+    #[serde(default)]
+    pub blocks: Vec<String>,
     /// Visible, enabled text-like inputs in document order.
     pub inputs: Vec<InputFacts>,
     pub buttons: Vec<ButtonFacts>,
@@ -49,6 +54,9 @@ pub struct InputFacts {
     pub value_length: usize,
     /// `aria-invalid="true"`.
     pub invalid: bool,
+    /// The nearest visible texts before the input (or its group of boxes).
+    #[serde(default)]
+    pub preceding: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -79,8 +87,8 @@ pub enum Layout {
 /// One thing the page asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
-    /// [`Step::Mobile`], [`Step::Totp`], [`Step::Pin`], or [`Step::TotpOrPin`] when the page
-    /// does not say.
+    /// [`Step::Mobile`], [`Step::Password`], [`Step::Totp`], [`Step::Pin`], or
+    /// [`Step::TotpOrPin`] when the page does not say.
     pub step: Step,
     pub layout: Layout,
     /// Input indices whose field already holds something.
@@ -124,34 +132,21 @@ pub fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// Which of mobile / TOTP / PIN a text talks about.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Mentions {
-    mobile: bool,
-    totp: bool,
-    pin: bool,
-}
-
-fn mentions(text: &str) -> Mentions {
-    let mut m = Mentions::default();
-    for word in words(text) {
-        match word.as_str() {
-            "mobile" | "phone" | "mobileno" | "mobilenumber" => m.mobile = true,
-            "totp" | "otp" => m.totp = true,
-            w if w.starts_with("authenticator") => m.totp = true,
-            "pin" | "mpin" | "tpin" => m.pin = true,
-            _ => {}
-        }
-    }
-    m
-}
-
-/// The code a text names, if it names exactly one of TOTP and PIN.
-fn code_kind(text: &str) -> Option<Step> {
-    let m = mentions(text);
-    match (m.totp, m.pin) {
-        (true, false) => Some(Step::Totp),
-        (false, true) => Some(Step::Pin),
+/// The field a text names, if it names exactly one. `single` fields may be the mobile number or
+/// the password; box fields only codes.
+fn kind_named(named: Mentions, single: bool) -> Option<Step> {
+    let candidates = [
+        (single && named.mobile, Step::Mobile),
+        (single && named.password, Step::Password),
+        (named.totp, Step::Totp),
+        (named.pin, Step::Pin),
+    ];
+    let mut hits = candidates
+        .iter()
+        .filter(|(hit, _)| *hit)
+        .map(|(_, step)| *step);
+    match (hits.next(), hits.next()) {
+        (Some(step), None) => Some(step),
         _ => None,
     }
 }
@@ -169,10 +164,6 @@ fn own_text(input: &InputFacts) -> String {
     .map(|s| s.as_str())
     .collect::<Vec<_>>()
     .join(" ")
-}
-
-fn is_mobile_input(input: &InputFacts) -> bool {
-    input.input_type == "tel" || mentions(&own_text(input)).mobile
 }
 
 /// Groups inputs into fields: a run of one-character inputs in the same group is one box field;
@@ -193,11 +184,28 @@ fn layouts(inputs: &[InputFacts]) -> Vec<Vec<&InputFacts>> {
     out
 }
 
-/// The fields the page shows, classified. A field's own labels (aria-label, `<label>`,
-/// placeholder, name, id, group label) decide first, then the page's headings, then its visible
-/// text; a field none of them names is [`Step::TotpOrPin`].
-pub fn fields(facts: &PageFacts) -> Vec<Field> {
+/// What a field is for: its own labels (aria-label, `<label>`, placeholder, name, id, group
+/// label) decide first, then the texts just before it (a page may name a step only in text,
+/// "Verify with TOTP", docs/dhan-api.md §3), then the page's headings, then its visible text. A
+/// field none of them names is [`Step::TotpOrPin`].
+fn field_step(first: &InputFacts, single: bool, facts: &PageFacts) -> Step {
+    if single && first.input_type == "tel" {
+        return Step::Mobile;
+    }
     let headings = facts.headings.join(" ");
+    [
+        own_text(first).as_str(),
+        &first.preceding,
+        &headings,
+        &facts.text,
+    ]
+    .iter()
+    .find_map(|text| kind_named(mentions(text), single))
+    .unwrap_or(Step::TotpOrPin)
+}
+
+/// The fields the page shows, classified (see [`field_step`]).
+pub fn fields(facts: &PageFacts) -> Vec<Field> {
     layouts(&facts.inputs)
         .into_iter()
         .map(|group| {
@@ -207,14 +215,7 @@ pub fn fields(facts: &PageFacts) -> Vec<Field> {
             } else {
                 Layout::Single(first.index)
             };
-            let step = if matches!(layout, Layout::Single(_)) && is_mobile_input(first) {
-                Step::Mobile
-            } else {
-                code_kind(&own_text(first))
-                    .or_else(|| code_kind(&headings))
-                    .or_else(|| code_kind(&facts.text))
-                    .unwrap_or(Step::TotpOrPin)
-            };
+            let step = field_step(first, matches!(layout, Layout::Single(_)), facts);
             Field {
                 step,
                 layout,
@@ -243,7 +244,8 @@ pub fn resolve(field_step: Step, done: &[Step]) -> Step {
     }
 }
 
-/// What the page is expected to ask for next, for "no field found".
+/// What the page is expected to ask for next, for "no field found". A password step, where a
+/// page has one, is asked for when it shows up; it is never expected.
 pub fn expected_next(done: &[Step]) -> Step {
     if !done.contains(&Step::Mobile) {
         return Step::Mobile;
@@ -275,29 +277,25 @@ pub fn error_text(facts: &PageFacts) -> Option<String> {
     })
 }
 
-/// Which submitted field an error is about: the one the page marks invalid, else the one the
-/// error text names, else the last one.
-pub fn blame(submitted: &[Step], facts: &PageFacts, error: &str) -> Step {
-    let current = fields(facts);
-    if let Some(marked) = current
-        .iter()
-        .find(|f| f.invalid && submitted.contains(&f.step))
-    {
-        return marked.step;
-    }
-    let named = mentions(error);
-    for step in submitted {
-        let hit = match step {
-            Step::Mobile => named.mobile,
-            Step::Totp => named.totp && !named.pin,
-            Step::Pin => named.pin && !named.totp,
-            _ => false,
-        };
-        if hit {
-            return *step;
+/// Texts on the page now that were not in `baseline` (the page before a submit): where a page
+/// that did not move on shows what went wrong. Masked or echoed digits are not messages.
+pub fn appeared(baseline: &[String], facts: &PageFacts) -> Vec<String> {
+    visible_texts(facts)
+        .into_iter()
+        .filter(|t| !baseline.contains(t))
+        .filter(|t| t.chars().filter(|c| c.is_alphabetic()).count() >= 2)
+        .collect()
+}
+
+/// Every text the page shows: error-looking elements first, then all text blocks.
+pub fn visible_texts(facts: &PageFacts) -> Vec<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for text in facts.errors.iter().chain(&facts.blocks) {
+        if !texts.contains(text) {
+            texts.push(text.clone());
         }
     }
-    submitted.last().copied().unwrap_or(Step::LoginPage)
+    texts
 }
 
 /// What to press to submit `fields`.
@@ -396,257 +394,4 @@ pub fn interception_pattern(prefix: Option<&str>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn input(index: usize, input_type: &str, max_length: i64) -> InputFacts {
-        InputFacts {
-            index,
-            input_type: input_type.into(),
-            max_length,
-            form: Some(0),
-            ..InputFacts::default()
-        }
-    }
-
-    /// `n` one-digit boxes in one labelled group, as the mock and most OTP widgets render them.
-    fn boxes(first: usize, n: usize, group: usize, label: &str) -> Vec<InputFacts> {
-        (0..n)
-            .map(|i| InputFacts {
-                aria_label: format!("{label} digit {}", i + 1).trim().to_owned(),
-                group_label: label.into(),
-                group: Some(group),
-                ..input(first + i, "text", 1)
-            })
-            .collect()
-    }
-
-    fn page(inputs: Vec<InputFacts>) -> PageFacts {
-        PageFacts {
-            ready: true,
-            inputs,
-            buttons: vec![ButtonFacts {
-                index: 0,
-                text: "Continue".into(),
-                submit: true,
-                disabled: false,
-                form: Some(0),
-            }],
-            ..PageFacts::default()
-        }
-    }
-
-    fn steps(facts: &PageFacts) -> Vec<Step> {
-        steps_of(&fields(facts))
-    }
-
-    #[test]
-    fn words_split_camel_case_and_punctuation() {
-        assert_eq!(words("mobileNumber"), ["mobile", "number"]);
-        assert_eq!(words("Enter TOTP"), ["enter", "totp"]);
-        assert_eq!(words("pin-input_2"), ["pin", "input", "2"]);
-        assert_eq!(words("typing spinner"), ["typing", "spinner"]);
-    }
-
-    #[test]
-    fn mobile_field_is_found_by_type_or_label() {
-        let tel = page(vec![input(0, "tel", 10)]);
-        assert_eq!(steps(&tel), [Step::Mobile]);
-        let labelled = page(vec![InputFacts {
-            placeholder: "Enter mobile number".into(),
-            ..input(0, "text", -1)
-        }]);
-        assert_eq!(steps(&labelled), [Step::Mobile]);
-        let named = page(vec![InputFacts {
-            name: "phoneNo".into(),
-            ..input(0, "number", -1)
-        }]);
-        assert_eq!(steps(&named), [Step::Mobile]);
-    }
-
-    #[test]
-    fn six_boxes_are_one_field_named_by_their_group() {
-        for (label, step) in [("TOTP", Step::Totp), ("PIN", Step::Pin)] {
-            let facts = page(boxes(0, 6, 7, label));
-            let found = fields(&facts);
-            assert_eq!(found.len(), 1);
-            assert_eq!(found[0].step, step);
-            assert_eq!(found[0].layout, Layout::Boxes(vec![0, 1, 2, 3, 4, 5]));
-        }
-    }
-
-    #[test]
-    fn single_code_fields_are_named_by_aria_label_or_placeholder() {
-        let cases = [
-            ("TOTP", "", Step::Totp),
-            ("", "Enter PIN", Step::Pin),
-            ("Authenticator code", "", Step::Totp),
-            ("", "6-digit OTP", Step::Totp),
-            ("Enter your MPIN", "", Step::Pin),
-        ];
-        for (aria, placeholder, step) in cases {
-            let facts = page(vec![InputFacts {
-                aria_label: aria.into(),
-                placeholder: placeholder.into(),
-                ..input(0, "password", 6)
-            }]);
-            assert_eq!(steps(&facts), [step], "{aria:?} {placeholder:?}");
-        }
-    }
-
-    #[test]
-    fn unlabelled_fields_fall_back_to_headings_then_page_text() {
-        let mut facts = page(boxes(0, 6, 1, ""));
-        facts.headings = vec!["Enter TOTP".into()];
-        facts.text = "Forgot PIN?".into();
-        assert_eq!(steps(&facts), [Step::Totp], "headings before page text");
-        facts.headings = vec!["Verify it's you".into()];
-        facts.text = "Enter your 6-digit Dhan PIN".into();
-        assert_eq!(steps(&facts), [Step::Pin]);
-        facts.text = "Enter the code from your authenticator app. Forgot PIN?".into();
-        assert_eq!(steps(&facts), [Step::TotpOrPin], "both named: undecided");
-    }
-
-    #[test]
-    fn own_label_wins_over_a_misleading_heading() {
-        let mut facts = page(boxes(0, 6, 1, "PIN"));
-        facts.headings = vec!["Two-step login: TOTP".into()];
-        assert_eq!(steps(&facts), [Step::Pin]);
-    }
-
-    #[test]
-    fn totp_and_pin_boxes_on_one_screen_are_two_fields_in_page_order() {
-        let mut inputs = boxes(0, 6, 1, "PIN");
-        inputs.extend(boxes(6, 6, 2, "TOTP"));
-        let found = fields(&page(inputs));
-        assert_eq!(steps_of(&found), [Step::Pin, Step::Totp]);
-        assert_eq!(found[1].inputs(), vec![6, 7, 8, 9, 10, 11]);
-    }
-
-    #[test]
-    fn a_nameless_code_is_settled_by_what_is_left_not_by_position() {
-        assert_eq!(resolve(Step::TotpOrPin, &[Step::Mobile]), Step::TotpOrPin);
-        assert_eq!(
-            resolve(Step::TotpOrPin, &[Step::Mobile, Step::Totp]),
-            Step::Pin
-        );
-        assert_eq!(
-            resolve(Step::TotpOrPin, &[Step::Mobile, Step::Pin]),
-            Step::Totp
-        );
-        assert_eq!(resolve(Step::Pin, &[Step::Pin]), Step::Pin);
-    }
-
-    #[test]
-    fn expected_next_names_the_missing_field() {
-        assert_eq!(expected_next(&[]), Step::Mobile);
-        assert_eq!(expected_next(&[Step::Mobile]), Step::TotpOrPin);
-        assert_eq!(expected_next(&[Step::Mobile, Step::Pin]), Step::Totp);
-        assert_eq!(expected_next(&[Step::Mobile, Step::Totp]), Step::Pin);
-        assert_eq!(
-            expected_next(&[Step::Mobile, Step::Totp, Step::Pin]),
-            Step::Redirect
-        );
-    }
-
-    #[test]
-    fn prefilled_inputs_are_reported() {
-        let mut inputs = boxes(0, 6, 1, "TOTP");
-        inputs[2].value_length = 1;
-        assert_eq!(fields(&page(inputs))[0].prefilled, vec![2]);
-    }
-
-    #[test]
-    fn error_text_is_joined_folded_and_bounded() {
-        let mut facts = page(vec![]);
-        assert_eq!(error_text(&facts), None);
-        facts.errors = vec!["".into(), "Invalid\n  PIN".into(), "Try again".into()];
-        assert_eq!(
-            error_text(&facts).as_deref(),
-            Some("Invalid PIN; Try again")
-        );
-        facts.errors = vec!["x".repeat(500)];
-        assert_eq!(error_text(&facts).unwrap().chars().count(), 201);
-    }
-
-    #[test]
-    fn errors_are_blamed_on_the_field_they_concern() {
-        let mut inputs = boxes(0, 6, 1, "PIN");
-        inputs.extend(boxes(6, 6, 2, "TOTP"));
-        let mut facts = page(inputs);
-        let both = [Step::Pin, Step::Totp];
-        assert_eq!(blame(&both, &facts, "Invalid PIN"), Step::Pin);
-        assert_eq!(blame(&both, &facts, "Invalid TOTP"), Step::Totp);
-        assert_eq!(blame(&both, &facts, "Something went wrong"), Step::Totp);
-        facts.inputs[0].invalid = true;
-        assert_eq!(blame(&both, &facts, "Something went wrong"), Step::Pin);
-        assert_eq!(
-            blame(&[Step::Mobile], &page(vec![]), "Invalid mobile number"),
-            Step::Mobile
-        );
-    }
-
-    #[test]
-    fn submit_prefers_the_forms_submit_button() {
-        let mut facts = page(boxes(0, 6, 1, "PIN"));
-        let found = fields(&facts);
-        assert_eq!(submit_for(&facts, &found), Submit::Click(0));
-        facts.buttons = vec![
-            ButtonFacts {
-                index: 0,
-                text: "Resend".into(),
-                ..ButtonFacts::default()
-            },
-            ButtonFacts {
-                index: 1,
-                text: "Verify & Login".into(),
-                ..ButtonFacts::default()
-            },
-        ];
-        assert_eq!(submit_for(&facts, &found), Submit::Click(1));
-        facts.buttons[1].disabled = true;
-        assert_eq!(submit_for(&facts, &found), Submit::Wait);
-        facts.buttons.clear();
-        assert_eq!(submit_for(&facts, &found), Submit::Enter);
-    }
-
-    #[test]
-    fn redirect_is_recognised_by_prefix_or_by_token_id() {
-        let url = "https://example.invalid/callback?tokenId=abc-123";
-        let prefix = Some("https://example.invalid/callback");
-        assert_eq!(
-            redirect_target(url, None, true),
-            Redirect::Token("abc-123".into())
-        );
-        assert_eq!(
-            redirect_target(url, prefix, false),
-            Redirect::Token("abc-123".into())
-        );
-        assert_eq!(redirect_target(url, None, false), Redirect::NotOurs);
-        assert_eq!(
-            redirect_target(
-                "https://example.invalid/callback?error=denied",
-                prefix,
-                true
-            ),
-            Redirect::NoTokenId
-        );
-        assert_eq!(
-            redirect_target("https://cdn.example/x.js?tokenId=1", prefix, true),
-            Redirect::NotOurs
-        );
-        assert_eq!(
-            redirect_target("https://auth.dhan.co/x?mytokenId=1", None, true),
-            Redirect::NotOurs
-        );
-    }
-
-    #[test]
-    fn interception_pattern_escapes_wildcards() {
-        assert_eq!(interception_pattern(None), "*tokenId=*");
-        assert_eq!(
-            interception_pattern(Some("https://a.example/cb?x=*")),
-            r"https://a.example/cb\?x=\**"
-        );
-    }
-}
+mod tests;

@@ -199,7 +199,11 @@ async fn find_login(
     if !ctx.login.enabled || !spec.policy.methods.contains(&Method::Browser) {
         return Ok(nothing);
     }
-    let Some(record) = login::unrecorded(ctx, account).await? else {
+    let handled = [memory.last_failure.as_ref().map(|f| f.at), memory.last_mint]
+        .into_iter()
+        .flatten()
+        .max();
+    let Some(record) = login::unrecorded(ctx, account, handled).await? else {
         return Ok(nothing);
     };
     ctx.logins.hold(&account.uid().unwrap_or_default());

@@ -8,13 +8,17 @@
 //! TOTP key through `secretKeyRef`s and hands back only the single-use `tokenId`.
 
 use super::Context;
-use super::credentials::Credentials;
+use super::credentials::{CredentialKey, Credentials};
 use super::login_job::{LOGIN_FOR_LABEL, LOGIN_REASON_ANNOTATION, LoginJobSettings, login_job};
+use super::login_network_policy::apply_login_network_policy;
+use super::login_outcome::{LoginJobFailure, outcome, read_job};
 use super::output::{account_label, short};
+use crate::browser::FailureClass;
+pub use crate::browser::TokenId;
 use crate::crd::DhanAccount;
 use crate::decision::round::LoginJob;
 use crate::decision::{Failure, FailureKind, LoginRecord, LoginSeen, RefreshReason};
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
@@ -97,21 +101,6 @@ pub fn job_name(account: &DhanAccount, consent_id: &str) -> String {
     format!("{}-login-{suffix}", short(&account.name_any(), 40))
 }
 
-/// Dhan's single-use `tokenId`. It is kept out of `Debug`, logs, status and events.
-pub struct TokenId(String);
-
-impl TokenId {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for TokenId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenId(<redacted>)")
-    }
-}
-
 /// What became of the recorded login: the state for the decision, and on success the tokenId.
 pub struct LoginFound {
     pub seen: LoginSeen,
@@ -129,10 +118,12 @@ impl LoginFound {
 
 /// A running login Job of this account that its status does not name (created just before a
 /// crash or a failed status write): it is still this account's login, to be followed rather
-/// than paid for with another consent.
+/// than paid for with another consent. Jobs created before `handled` (the last result the
+/// memory holds) are logins whose end was already taken in, even if their Job still runs.
 pub async fn unrecorded(
     ctx: &Context,
     account: &DhanAccount,
+    handled: Option<DateTime<Utc>>,
 ) -> Result<Option<LoginRecord>, kube::Error> {
     let jobs: Api<Job> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
@@ -148,6 +139,16 @@ pub async fn unrecorded(
                 .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
         })
         .filter(|job| job.metadata.deletion_timestamp.is_none() && !finished(job))
+        .filter(|job| {
+            let created = job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second());
+            // Creation times have whole seconds: a Job of the same second as the last result
+            // is taken for handled.
+            handled.is_none_or(|h| created.is_some_and(|c| c > h.timestamp()))
+        })
         .max_by_key(|job| job.metadata.creation_timestamp.clone().map(|t| t.0));
     Ok(newest.map(|job| {
         let started_at = job
@@ -180,7 +181,9 @@ fn finished(job: &Job) -> bool {
         })
 }
 
-/// Looks at the recorded login's Job.
+/// Looks at the recorded login's Job: the `login` container's report as soon as that container
+/// has terminated, whatever the Job's state; a failure when the Job ended, vanished or outlived
+/// its deadline without one.
 pub async fn progress(
     ctx: &Context,
     namespace: &str,
@@ -191,165 +194,95 @@ pub async fn progress(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job = jobs.get_opt(job_name).await?;
     let Some(job) = job.filter(|j| j.metadata.deletion_timestamp.is_none()) else {
-        return Ok(LoginFound::seen(failed(format!(
-            "the login Job {job_name} was deleted before it finished"
-        ))));
+        return Ok(LoginFound::seen(seen_failure(LoginJobFailure::Job {
+            message: format!("the login Job {job_name} was deleted before it finished"),
+            reached_credential_step: None,
+        })));
     };
-    let condition = |type_: &str| {
-        job.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == type_ && c.status == "True"))
-            .cloned()
-    };
-    let complete = condition("Complete");
-    let failed_condition = condition("Failed");
-    if complete.is_none() && failed_condition.is_none() {
-        let allowed = job
-            .spec
-            .as_ref()
-            .and_then(|s| s.active_deadline_seconds)
-            .map_or(ctx.login.job.login_timeout, |s| {
-                Duration::from_secs(s.max(0) as u64)
-            })
-            + DEADLINE_GRACE;
-        let deadline = login.started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
-        if ctx.clock.now() < deadline {
-            return Ok(LoginFound::seen(LoginSeen::Running));
-        }
-        delete_job(ctx, namespace, job_name).await;
-        return Ok(LoginFound::seen(failed(format!(
-            "the login Job {job_name} did not finish within {}s",
-            allowed.as_secs()
-        ))));
-    }
-    let message = termination_message(ctx, namespace, &job).await?;
-    let secrets = credential_texts(credentials);
-    if complete.is_some() {
-        return Ok(match message.as_deref().and_then(token_id_from) {
-            Some(token_id) => LoginFound {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!("job-name={job_name}");
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    match outcome(job_name, read_job(&job, &listed.items)) {
+        Some(Ok(token_id)) => {
+            return Ok(LoginFound {
                 seen: LoginSeen::Succeeded,
                 token_id: Some(token_id),
-            },
-            None => LoginFound::seen(failed(format!(
-                "the login Job {job_name} completed without a tokenId in its termination message"
-            ))),
-        });
-    }
-    let seen = match message.filter(|m| !m.trim().is_empty()) {
-        Some(message) => classify_login_failure(&redact(&message, &secrets)),
-        None => {
-            let why = failed_condition
-                .map(|c| {
-                    [c.reason, c.message]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(": ")
-                })
-                .unwrap_or_default();
-            failed(format!(
-                "the login Job {job_name} failed without a message from the login ({why})"
-            ))
+            });
         }
-    };
-    Ok(LoginFound::seen(seen))
+        Some(Err(LoginJobFailure::Login(failure))) => {
+            // The driver redacted already; the operator knows the credentials too and checks
+            // again.
+            let secrets = credential_texts(credentials);
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let failure = LoginJobFailure::Login(failure.redacted(&secrets));
+            return Ok(LoginFound::seen(seen_failure(failure)));
+        }
+        Some(Err(failure)) => return Ok(LoginFound::seen(seen_failure(failure))),
+        None => {}
+    }
+    let allowed = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.active_deadline_seconds)
+        .map_or(ctx.login.job.login_timeout, |s| {
+            Duration::from_secs(s.max(0) as u64)
+        })
+        + DEADLINE_GRACE;
+    let deadline = login.started_at + chrono::Duration::from_std(allowed).unwrap_or_default();
+    if ctx.clock.now() < deadline {
+        return Ok(LoginFound::seen(LoginSeen::Running));
+    }
+    delete_job(ctx, namespace, job_name).await;
+    Ok(LoginFound::seen(seen_failure(LoginJobFailure::Job {
+        message: format!(
+            "the login Job {job_name} did not finish within {}s",
+            allowed.as_secs()
+        ),
+        reached_credential_step: None,
+    })))
 }
 
-fn failed(message: String) -> LoginSeen {
+/// A failed login as the decision sees it. A login cut short may have typed a PIN already:
+/// for the lockout count, not knowing counts as having reached Dhan's credential step.
+fn seen_failure(failure: LoginJobFailure) -> LoginSeen {
+    let counts = failure.reached_credential_step().unwrap_or(true);
+    let kind = match &failure {
+        LoginJobFailure::Login(f) => kind_of(f.class),
+        LoginJobFailure::Job { .. } => FailureKind::LoginFailed,
+    };
     LoginSeen::Failed {
-        failure: Failure::new(FailureKind::LoginFailed, message),
-        counts: false,
+        failure: Failure::new(kind, failure.to_string()),
+        counts,
     }
 }
 
-/// The `login` container's termination message, from the newest finished Pod of `job`.
-async fn termination_message(
-    ctx: &Context,
-    namespace: &str,
-    job: &Job,
-) -> Result<Option<String>, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("job-name={}", job.name_any());
-    let job_uid = job.uid();
-    let mut messages: Vec<(Option<k8s_openapi::jiff::Timestamp>, String)> = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        // Only the Job's own Pods: anyone may label a Pod `job-name`.
-        .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == job_uid.as_ref())
-        })
-        .filter_map(|pod| {
-            let statuses = pod.status?.container_statuses?;
-            let terminated = statuses
-                .into_iter()
-                .find(|c| c.name == "login")?
-                .state?
-                .terminated?;
-            Some((terminated.finished_at.map(|t| t.0), terminated.message?))
-        })
-        .collect();
-    messages.sort_by_key(|(finished, _)| *finished);
-    Ok(messages.pop().map(|(_, message)| message))
-}
-
-/// A `tokenId` is one opaque word; anything else in a successful Job's message is not one.
-fn token_id_from(message: &str) -> Option<TokenId> {
-    let text = message.trim();
-    let plausible = !text.is_empty()
-        && text.len() <= 512
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.~=+/".contains(c));
-    plausible.then(|| TokenId(text.to_string()))
-}
-
-/// Turns `browser-login`'s failure message into what the decision acts on. Refusals of what
-/// the user typed in the credentials are held, like a wrong PIN on a mint: retrying on a timer
-/// could get the account locked. A refused PIN or TOTP reached Dhan's credential step and
-/// counts toward the day's lockout limit.
-pub fn classify_login_failure(message: &str) -> LoginSeen {
-    let message: String = message.chars().take(300).collect();
-    let refusals = [
-        ("PIN rejected:", FailureKind::InvalidPin, true),
-        ("TOTP rejected:", FailureKind::InvalidTotp, true),
-        (
-            "TOTP or PIN rejected:",
-            FailureKind::InvalidCredentials,
-            true,
-        ),
-        ("mobile number rejected:", FailureKind::InvalidMobile, false),
-        ("configuration:", FailureKind::InvalidConfig, false),
-    ];
-    match refusals
-        .iter()
-        .find(|(prefix, _, _)| message.starts_with(prefix))
-    {
-        Some((_, kind, counts)) => LoginSeen::Failed {
-            failure: Failure::new(*kind, format!("the browser login was refused: {message}")),
-            counts: *counts,
-        },
-        None => failed(format!("the browser login failed: {message}")),
+/// The failure kind of a login report's class.
+pub fn kind_of(class: FailureClass) -> FailureKind {
+    match class {
+        FailureClass::Pin => FailureKind::InvalidPin,
+        FailureClass::Totp => FailureKind::InvalidTotp,
+        FailureClass::Mobile => FailureKind::InvalidMobile,
+        FailureClass::Password => FailureKind::InvalidPassword,
+        FailureClass::SessionExpired => FailureKind::LoginSessionExpired,
+        FailureClass::TooManyAttempts => FailureKind::TooManyLoginAttempts,
+        FailureClass::OriginRefused => FailureKind::LoginOriginRefused,
+        FailureClass::PageUnavailable => FailureKind::LoginPageUnavailable,
+        FailureClass::PageNotUnderstood => FailureKind::LoginPageNotUnderstood,
+        FailureClass::Timeout => FailureKind::LoginTimeout,
+        FailureClass::Browser => FailureKind::LoginBrowserError,
+        FailureClass::Config => FailureKind::LoginConfig,
+        FailureClass::NoTokenId => FailureKind::LoginNoTokenId,
+        FailureClass::Unknown => FailureKind::LoginRejected,
     }
 }
 
 fn credential_texts(credentials: &Credentials) -> Vec<String> {
-    super::credentials::CredentialKey::ALL
+    CredentialKey::ALL
         .iter()
         .filter_map(|k| credentials.get(*k).ok())
         .map(|v| v.expose().trim().to_string())
         .filter(|v| v.len() >= 4)
         .collect()
-}
-
-fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_string(), |text, s| {
-        text.replace(s.as_str(), "<redacted>")
-    })
 }
 
 /// Creates the login Job for a consent. An existing Job of that name is the same login.
@@ -359,6 +292,8 @@ pub async fn create_job(
     plan: &LoginJob,
     reason: RefreshReason,
 ) -> Result<(), kube::Error> {
+    // The login Pod's fence goes up first: the Pod never starts without it.
+    apply_login_network_policy(ctx, account).await?;
     let login_url = ctx.dhan.consent_login_url(&plan.consent_id);
     let job = login_job(
         account,
@@ -398,65 +333,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refusals_of_the_credentials_are_held_and_the_rest_backed_off() {
-        for (message, kind, counts) in [
-            ("PIN rejected: Invalid PIN", FailureKind::InvalidPin, true),
-            (
-                "TOTP rejected: Invalid TOTP",
-                FailureKind::InvalidTotp,
-                true,
-            ),
-            (
-                "mobile number rejected: Mobile not registered",
-                FailureKind::InvalidMobile,
-                false,
-            ),
-            (
-                "configuration: DHAN_MOBILE has fewer than 10 digits",
-                FailureKind::InvalidConfig,
-                false,
-            ),
-            (
-                "login page rejected: Invalid or expired consent",
-                FailureKind::LoginFailed,
-                false,
-            ),
-            (
-                "timed out at the redirect step",
-                FailureKind::LoginFailed,
-                false,
-            ),
-            (
-                "browser error: connection reset",
-                FailureKind::LoginFailed,
-                false,
-            ),
+    fn a_class_is_held_exactly_when_the_login_report_calls_it_permanent() {
+        use crate::decision::failure::Handling;
+        for class in [
+            FailureClass::Pin,
+            FailureClass::Totp,
+            FailureClass::Mobile,
+            FailureClass::Password,
+            FailureClass::SessionExpired,
+            FailureClass::TooManyAttempts,
+            FailureClass::OriginRefused,
+            FailureClass::PageUnavailable,
+            FailureClass::PageNotUnderstood,
+            FailureClass::Timeout,
+            FailureClass::Browser,
+            FailureClass::Config,
+            FailureClass::NoTokenId,
+            FailureClass::Unknown,
         ] {
-            match classify_login_failure(message) {
-                LoginSeen::Failed { failure, counts: c } => {
-                    assert_eq!((failure.kind, c), (kind, counts), "{message}");
-                    assert!(failure.message.contains(message), "{}", failure.message);
-                }
-                other => panic!("{message}: {other:?}"),
-            }
+            let kind = kind_of(class);
+            assert_eq!(
+                kind.handling() == Handling::Hold,
+                class.is_permanent(),
+                "{class:?}"
+            );
+            assert_eq!(kind.reason(), class.reason(), "one label for one failure");
         }
-    }
-
-    #[test]
-    fn a_token_id_is_one_opaque_word() {
-        assert_eq!(
-            token_id_from("  9f1c2d3e-aa01-4c5b-9d7e-1234567890ab\n")
-                .unwrap()
-                .expose(),
-            "9f1c2d3e-aa01-4c5b-9d7e-1234567890ab"
-        );
-        assert!(token_id_from("").is_none());
-        assert!(token_id_from("PIN rejected: Invalid PIN").is_none());
-        assert!(token_id_from(&"a".repeat(513)).is_none());
-        assert_eq!(
-            format!("{:?}", token_id_from("secret-id").unwrap()),
-            "TokenId(<redacted>)"
-        );
     }
 
     #[test]
@@ -470,15 +372,6 @@ mod tests {
         assert!(slots.try_reserve("a", &store).is_ok());
         slots.release("a");
         assert!(slots.try_reserve("c", &store).is_ok());
-    }
-
-    #[test]
-    fn failure_texts_lose_any_credential() {
-        let secrets = vec!["482913".to_string()];
-        assert_eq!(
-            redact("PIN rejected: 482913 is wrong", &secrets),
-            "PIN rejected: <redacted> is wrong"
-        );
     }
 
     #[test]

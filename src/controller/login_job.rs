@@ -21,13 +21,63 @@ pub struct LoginJobSettings {
     pub operator_image: String,
     /// A headless Chromium exposing CDP on port 9222.
     pub chromium_image: String,
+    /// The Chromium binary in that image, run directly (the image's own entrypoint may add flags
+    /// of its own, such as a second DevTools port); empty: the image's entrypoint.
+    pub chromium_command: String,
+    /// A `Localhost` seccomp profile (path under the kubelet's seccomp root) that allows the
+    /// user namespaces Chromium's sandbox needs; with it Chromium keeps its sandbox. Without it
+    /// the sidecar runs under `RuntimeDefault`, which refuses them, so `--no-sandbox` is needed.
+    pub chromium_seccomp_profile: Option<String>,
     /// How long `browser-login` may take.
     pub login_timeout: Duration,
+    /// Hosts besides the login URL's own where credentials may be typed (`*.dhan.co`).
+    pub allowed_hosts: String,
+    /// Address ranges login Pods may not reach even on port 443 (metadata, link-local, the
+    /// cluster's pod and service ranges).
+    pub egress_blocked_cidrs: Vec<String>,
 }
 
-/// Label on login Jobs naming their account (the owner reference, not the label, says whose
-/// Job it is).
+impl LoginJobSettings {
+    /// The defaults of the operator's flags, with these images.
+    pub fn new(operator_image: &str, chromium_image: &str, login_timeout: Duration) -> Self {
+        LoginJobSettings {
+            operator_image: operator_image.to_owned(),
+            chromium_image: chromium_image.to_owned(),
+            chromium_command: DEFAULT_CHROMIUM_COMMAND.to_owned(),
+            chromium_seccomp_profile: None,
+            login_timeout,
+            allowed_hosts: DEFAULT_ALLOWED_HOSTS.to_owned(),
+            egress_blocked_cidrs: DEFAULT_EGRESS_BLOCKED_CIDRS
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// The Chromium binary of `chromedp/headless-shell` images.
+pub const DEFAULT_CHROMIUM_COMMAND: &str = "/headless-shell/headless-shell";
+/// Dhan's own hosts: the consent page may hand over to another of them (docs/dhan-api.md §3).
+pub const DEFAULT_ALLOWED_HOSTS: &str = "*.dhan.co";
+/// Link-local (cloud metadata at 169.254.169.254), private and shared ranges where pod and
+/// service networks live, and their IPv6 counterparts. Dhan is on the public internet.
+pub const DEFAULT_EGRESS_BLOCKED_CIDRS: &[&str] = &[
+    "169.254.0.0/16",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fe80::/10",
+    "fc00::/7",
+];
+
+/// Label on login Jobs and their Pods naming their account (the owner reference, not the
+/// label, says whose Job it is).
 pub const LOGIN_FOR_LABEL: &str = "dhan-operator.dev/login-for";
+/// Label on login Pods (and value of `app.kubernetes.io/component`), selected by their
+/// NetworkPolicy.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const COMPONENT: &str = "browser-login";
 
 /// Why the login was started (a `RefreshReason`), so a login found unrecorded after a crash
 /// keeps its reason.
@@ -56,7 +106,16 @@ pub fn login_job(
     .into_iter()
     .flatten()
     .collect();
+    // Some login pages ask for a password (docs/dhan-api.md §3): the `password` key of the
+    // credentials Secret, when there is one; a page asking without it fails without typing.
+    if let Some(secret) = &account.spec.credentials_secret {
+        env.push(
+            json!({ "name": "DHAN_PASSWORD", "valueFrom": { "secretKeyRef": {
+            "name": secret, "key": "password", "optional": true } } }),
+        );
+    }
     env.push(json!({ "name": "DHAN_LOGIN_URL", "value": login_url }));
+    env.push(json!({ "name": "DHAN_LOGIN_ALLOWED_HOSTS", "value": settings.allowed_hosts }));
     if let Some(step) = totp_after_step {
         env.push(json!({ "name": "DHAN_TOTP_AFTER_STEP", "value": step.to_string() }));
     }
@@ -76,6 +135,7 @@ pub fn login_job(
     // Room for the login itself plus Chromium's start and the final Browser.close.
     let deadline = settings.login_timeout.as_secs() + 60;
     let owner = account.controller_owner_ref(&());
+    let chromium = chromium_container(settings, &hardened, &resources);
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -94,7 +154,10 @@ pub fn login_job(
             "activeDeadlineSeconds": deadline,
             "ttlSecondsAfterFinished": 600,
             "template": {
-                "metadata": { "labels": { LOGIN_FOR_LABEL: account_label(account) } },
+                "metadata": { "labels": {
+                    LOGIN_FOR_LABEL: account_label(account),
+                    COMPONENT_LABEL: COMPONENT,
+                } },
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
@@ -118,27 +181,7 @@ pub fn login_job(
                                 "limits": { "cpu": "200m", "memory": "128Mi" },
                             },
                         },
-                        {
-                            "name": "chromium",
-                            "image": settings.chromium_image,
-                            // No --remote-debugging-port/-address: port 9222 is the image's
-                            // contract. chromedp/headless-shell's entrypoint forwards 9222 to
-                            // Chromium on 9223 with socat and appends these args; a port flag
-                            // here makes Chromium race socat for 9222 and lose, and the login
-                            // then hangs until activeDeadlineSeconds.
-                            "args": [
-                                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                "--no-first-run", "--disable-background-networking",
-                                "--disable-component-update", "--disable-sync",
-                                "--user-data-dir=/tmp/profile",
-                            ],
-                            "securityContext": hardened,
-                            "resources": resources,
-                            "volumeMounts": [
-                                { "name": "shm", "mountPath": "/dev/shm" },
-                                { "name": "tmp", "mountPath": "/tmp" },
-                            ],
-                        },
+                        chromium,
                     ],
                     "volumes": [
                         { "name": "shm", "emptyDir": { "medium": "Memory", "sizeLimit": "256Mi" } },
@@ -151,123 +194,52 @@ pub fn login_job(
     serde_json::from_value(job).expect("the login Job is well-formed")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::{CredentialSources, DhanAccountSpec, SecretKeyRef};
-    use kube::api::ObjectMeta;
-
-    fn account() -> DhanAccount {
-        DhanAccount {
-            metadata: ObjectMeta {
-                name: Some("alice".into()),
-                namespace: Some("trading".into()),
-                uid: Some("uid-1".into()),
-                ..Default::default()
-            },
-            spec: DhanAccountSpec {
-                client_id: "1000000001".into(),
-                credentials_secret: Some("alice-dhan".into()),
-                credentials: Some(CredentialSources {
-                    api_secret: Some(SecretKeyRef {
-                        secret_name: "team-app".into(),
-                        key: "secret".into(),
-                    }),
-                    ..Default::default()
-                }),
-                methods: Some(vec!["browser".into()]),
-                ..Default::default()
-            },
-            status: None,
+/// The Chromium sidecar. Its DevTools port listens on the Pod's loopback only, where the `login`
+/// container reaches it; nothing outside the Pod can drive the browser.
+fn chromium_container(settings: &LoginJobSettings, hardened: &Value, resources: &Value) -> Value {
+    let mut args: Vec<&str> = vec![
+        "--headless",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--user-data-dir=/tmp/profile",
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=9222",
+    ];
+    let mut security = hardened.clone();
+    match &settings.chromium_seccomp_profile {
+        // A profile that allows user namespaces lets Chromium build its own sandbox even as
+        // UID 65532 with no capabilities (the tests run it so).
+        Some(profile) => {
+            security["seccompProfile"] =
+                json!({ "type": "Localhost", "localhostProfile": profile });
         }
+        // RuntimeDefault refuses the user namespaces Chromium's sandbox is made of, and the
+        // setuid helper is ruled out by allowPrivilegeEscalation: false. The Pod (non-root, no
+        // capabilities, read-only root, seccomp, egress limited by NetworkPolicy) is the boundary.
+        None => args.insert(0, "--no-sandbox"),
     }
-
-    fn job_json() -> Value {
-        let settings = LoginJobSettings {
-            operator_image: "op:1".into(),
-            chromium_image: "chromium:1".into(),
-            login_timeout: Duration::from_secs(120),
-        };
-        serde_json::to_value(login_job(
-            &account(),
-            "alice-login-0123456789",
-            "https://auth/login?consentAppId=c1",
-            Some(59_000_000),
-            RefreshReason::Scheduled,
-            &settings,
-        ))
-        .unwrap()
+    let mut container = json!({
+        "name": "chromium",
+        "image": settings.chromium_image,
+        "args": args,
+        "env": [{ "name": "HOME", "value": "/tmp" }],
+        "securityContext": security,
+        "resources": resources,
+        "volumeMounts": [
+            { "name": "shm", "mountPath": "/dev/shm" },
+            { "name": "tmp", "mountPath": "/tmp" },
+        ],
+    });
+    if !settings.chromium_command.is_empty() {
+        container["command"] = json!([settings.chromium_command]);
     }
-
-    #[test]
-    fn long_account_names_still_give_valid_labels() {
-        let mut account = account();
-        account.metadata.name = Some(format!("{}.x-{}", "a".repeat(39), "b".repeat(80)));
-        let settings = LoginJobSettings {
-            operator_image: "op:1".into(),
-            chromium_image: "chromium:1".into(),
-            login_timeout: Duration::from_secs(120),
-        };
-        let job = login_job(
-            &account,
-            "a-login-1",
-            "https://auth/login",
-            None,
-            RefreshReason::NoToken,
-            &settings,
-        );
-        let label = &job.metadata.labels.unwrap()[LOGIN_FOR_LABEL];
-        assert!(label.len() <= 63 && label.ends_with('b'), "{label}");
-        assert_eq!(
-            job.metadata.annotations.unwrap()[LOGIN_REASON_ANNOTATION],
-            "NoToken"
-        );
-    }
-
-    #[test]
-    fn job_is_hardened_and_single_shot() {
-        let job = job_json();
-        let spec = &job["spec"];
-        assert_eq!(spec["backoffLimit"], 0);
-        assert_eq!(spec["activeDeadlineSeconds"], 180);
-        assert_eq!(spec["ttlSecondsAfterFinished"], 600);
-        let pod = &spec["template"]["spec"];
-        assert_eq!(pod["automountServiceAccountToken"], false);
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-        assert_eq!(pod["volumes"][0]["emptyDir"]["medium"], "Memory");
-        for container in pod["containers"].as_array().unwrap() {
-            let sc = &container["securityContext"];
-            assert_eq!(sc["readOnlyRootFilesystem"], true, "{}", container["name"]);
-            assert_eq!(sc["allowPrivilegeEscalation"], false);
-            assert_eq!(sc["capabilities"]["drop"][0], "ALL");
-            assert!(container["resources"]["limits"]["memory"].is_string());
-        }
-        assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "DhanAccount");
-    }
-
-    #[test]
-    fn credentials_come_from_secret_refs_and_the_app_secret_never_reaches_the_job() {
-        let job = job_json();
-        let text = job.to_string();
-        assert!(
-            !text.contains("team-app"),
-            "the app secret's Secret is not referenced"
-        );
-        assert!(!text.contains("apiSecret") && !text.contains("apiKey"));
-        let env = job["spec"]["template"]["spec"]["containers"][0]["env"]
-            .as_array()
-            .unwrap();
-        for name in ["DHAN_MOBILE", "DHAN_PIN", "DHAN_TOTP_SECRET"] {
-            let var = env.iter().find(|e| e["name"] == name).expect(name);
-            assert!(var.get("value").is_none(), "{name} is never a literal");
-            assert_eq!(var["valueFrom"]["secretKeyRef"]["name"], "alice-dhan");
-        }
-        let url = env.iter().find(|e| e["name"] == "DHAN_LOGIN_URL").unwrap();
-        assert_eq!(url["value"], "https://auth/login?consentAppId=c1");
-        let step = env
-            .iter()
-            .find(|e| e["name"] == "DHAN_TOTP_AFTER_STEP")
-            .unwrap();
-        assert_eq!(step["value"], "59000000");
-    }
+    container
 }
+
+#[cfg(test)]
+#[path = "login_job_tests.rs"]
+mod tests;

@@ -9,6 +9,8 @@ pub mod credentials;
 pub mod gather;
 pub mod login;
 pub mod login_job;
+pub mod login_network_policy;
+pub mod login_outcome;
 pub mod memo;
 pub mod output;
 pub mod reconcile;
@@ -25,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -121,10 +123,23 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             Some(ns) => Api::namespaced(context.client.clone(), ns),
             None => Api::all(context.client.clone()),
         };
-        controller.owns(
-            jobs,
-            watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
-        )
+        // Their Pods too: the `login` container's result counts as soon as it terminates, even
+        // while a Chromium sidecar that did not exit keeps the Job running.
+        let pods: Api<Pod> = match &settings.namespace {
+            Some(ns) => Api::namespaced(context.client.clone(), ns),
+            None => Api::all(context.client.clone()),
+        };
+        let pod_index = context.store.clone();
+        controller
+            .owns(
+                jobs,
+                watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
+            )
+            .watches(
+                pods,
+                watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
+                move |pod| account_of_login_pod(&pod_index, &pod),
+            )
     } else {
         controller
     };
@@ -155,6 +170,21 @@ pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
     for uid in ctx.memos.retain(|uid| live.contains(uid)) {
         ctx.logins.release(&uid);
     }
+}
+
+/// The account a login Pod belongs to, by its label (the account's name, cut to 63 characters).
+fn account_of_login_pod(store: &Store<DhanAccount>, pod: &Pod) -> Vec<ObjectRef<DhanAccount>> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let Some(label) = pod.labels().get(login_job::LOGIN_FOR_LABEL) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|a| output::account_label(a) == *label)
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
 }
 
 /// Accounts that own `secret` (their output) or read credentials from it.

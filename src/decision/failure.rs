@@ -27,10 +27,12 @@ pub enum FailureKind {
     InvalidConfig,
     /// A web token Dhan no longer accepts cannot be renewed (docs/dhan-api.md §2).
     TokenDead,
-    /// The login page did not accept the mobile number.
+    // Browser logins (docs/dhan-api.md §3), held: the same wrong value would be typed again.
     InvalidMobile,
-    /// A browser login refused another credential (a password step, say).
-    LoginRefused,
+    InvalidPassword,
+    TooManyLoginAttempts,
+    LoginOriginRefused,
+    LoginConfig,
     /// Too many failed browser logins today: stop before Dhan locks the account.
     LoginLockout,
     /// No method can be used with what the account has.
@@ -47,7 +49,16 @@ pub enum FailureKind {
     Network,
     /// The consent's single-use `tokenId` was already used or expired: a new login is needed.
     ConsentExpired,
-    /// A browser login failed for a reason other than a refused credential.
+    // Browser logins, backed off: a new consent and login may work.
+    LoginSessionExpired,
+    LoginPageUnavailable,
+    LoginPageNotUnderstood,
+    LoginTimeout,
+    LoginBrowserError,
+    LoginNoTokenId,
+    /// The page refused with a message that says nothing more specific.
+    LoginRejected,
+    /// The login Job ended, vanished or outlived its deadline without a report.
     LoginFailed,
 }
 
@@ -82,7 +93,10 @@ impl FailureKind {
             InvalidConfig => "InvalidConfig",
             TokenDead => "TokenDead",
             InvalidMobile => "InvalidMobile",
-            LoginRefused => "LoginRefused",
+            InvalidPassword => "InvalidPassword",
+            TooManyLoginAttempts => "TooManyLoginAttempts",
+            LoginOriginRefused => "LoginOriginRefused",
+            LoginConfig => "LoginConfig",
             LoginLockout => "LoginLockout",
             NoUsableMethod => "NoUsableMethod",
             MintThrottled => "MintThrottled",
@@ -94,6 +108,13 @@ impl FailureKind {
             Timeout => "Timeout",
             Network => "Network",
             ConsentExpired => "ConsentExpired",
+            LoginSessionExpired => "LoginSessionExpired",
+            LoginPageUnavailable => "LoginPageUnavailable",
+            LoginPageNotUnderstood => "LoginPageNotUnderstood",
+            LoginTimeout => "LoginTimeout",
+            LoginBrowserError => "LoginBrowserError",
+            LoginNoTokenId => "LoginNoTokenId",
+            LoginRejected => "LoginRejected",
             LoginFailed => "LoginFailed",
         }
     }
@@ -103,12 +124,26 @@ impl FailureKind {
         match self {
             InvalidPin | InvalidTotp | InvalidCredentials | InvalidClientId | TotpNotEnabled
             | AccountLocked | AppUnauthorized | NoApiAccess | AccountIssue | RenewNotAllowed
-            | MalformedToken | InvalidConfig | TokenDead | InvalidMobile | LoginRefused
-            | LoginLockout | NoUsableMethod => Handling::Hold,
+            | MalformedToken | InvalidConfig | TokenDead | InvalidMobile | InvalidPassword
+            | TooManyLoginAttempts | LoginOriginRefused | LoginConfig | LoginLockout
+            | NoUsableMethod => Handling::Hold,
             MintThrottled => Handling::AfterMintInterval,
             ConsentLimitExceeded => Handling::NextIstDay,
-            RateLimited | ServerError | Rejected | UnexpectedResponse | Timeout | Network
-            | ConsentExpired | LoginFailed => Handling::Backoff,
+            RateLimited
+            | ServerError
+            | Rejected
+            | UnexpectedResponse
+            | Timeout
+            | Network
+            | ConsentExpired
+            | LoginSessionExpired
+            | LoginPageUnavailable
+            | LoginPageNotUnderstood
+            | LoginTimeout
+            | LoginBrowserError
+            | LoginNoTokenId
+            | LoginRejected
+            | LoginFailed => Handling::Backoff,
         }
     }
 
@@ -126,7 +161,8 @@ impl FailureKind {
                 | AccountLocked
                 | AppUnauthorized
                 | InvalidMobile
-                | LoginRefused
+                | InvalidPassword
+                | TooManyLoginAttempts
                 | LoginLockout
         )
     }
@@ -344,7 +380,10 @@ mod tests {
             InvalidConfig,
             TokenDead,
             InvalidMobile,
-            LoginRefused,
+            InvalidPassword,
+            TooManyLoginAttempts,
+            LoginOriginRefused,
+            LoginConfig,
             LoginLockout,
             NoUsableMethod,
             MintThrottled,
@@ -356,6 +395,13 @@ mod tests {
             Timeout,
             Network,
             ConsentExpired,
+            LoginSessionExpired,
+            LoginPageUnavailable,
+            LoginPageNotUnderstood,
+            LoginTimeout,
+            LoginBrowserError,
+            LoginNoTokenId,
+            LoginRejected,
             LoginFailed,
         ];
         let mut reasons: Vec<_> = all.iter().map(|k| k.reason()).collect();

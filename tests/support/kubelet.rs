@@ -36,6 +36,8 @@ struct State {
     runs: Vec<LoginRun>,
     /// Most login Jobs that existed unfinished at once.
     max_concurrent: usize,
+    /// The Chromium sidecar never exits: Pods stay Running and Jobs never finish.
+    sidecar_hangs: bool,
 }
 
 pub struct Kubelet {
@@ -64,6 +66,12 @@ impl Kubelet {
 
     pub fn resume(&self) {
         self.state.lock().unwrap().paused = false;
+    }
+
+    /// From now on the Chromium sidecar does not exit after the login: the `login` container
+    /// terminates, the Pod stays Running and the Job never completes.
+    pub fn sidecar_never_exits(&self) {
+        self.state.lock().unwrap().sidecar_hangs = true;
     }
 
     /// Names of the login Jobs seen so far, in order.
@@ -111,7 +119,8 @@ async fn watch(client: Client, namespace: String, state: Arc<Mutex<State>>) {
         };
         if let Some(job) = next {
             done.insert(job.name_any());
-            let run = run_job(&client, &namespace, &job).await;
+            let hangs = state.lock().unwrap().sidecar_hangs;
+            let run = run_job(&client, &namespace, &job, hangs).await;
             state.lock().unwrap().runs.push(run);
         }
     }
@@ -143,17 +152,25 @@ async fn resolve_env(
         } else if let Some(reference) = var["valueFrom"]["secretKeyRef"].as_object() {
             let secret_name = reference["name"].as_str().unwrap();
             let key = reference["key"].as_str().unwrap();
+            let optional = reference.get("optional") == Some(&Value::Bool(true));
             let secret = secrets
                 .get_opt(secret_name)
                 .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("secret \"{secret_name}\" not found"))?;
+                .map_err(|e| e.to_string())?;
             let bytes = secret
-                .data
                 .as_ref()
+                .and_then(|s| s.data.as_ref())
                 .and_then(|d| d.get(key))
-                .ok_or_else(|| format!("couldn't find key {key} in Secret {secret_name}"))?;
-            env.push((name, String::from_utf8(bytes.0.clone()).unwrap()));
+                .map(|b| b.0.clone());
+            match (bytes, secret.is_some()) {
+                (Some(bytes), _) => env.push((name, String::from_utf8(bytes).unwrap())),
+                // An optional key that is absent leaves the variable unset.
+                (None, _) if optional => {}
+                (None, true) => {
+                    return Err(format!("couldn't find key {key} in Secret {secret_name}"));
+                }
+                (None, false) => return Err(format!("secret \"{secret_name}\" not found")),
+            }
         } else {
             panic!("unexpected env source in the login container: {var}");
         }
@@ -161,7 +178,7 @@ async fn resolve_env(
     Ok(env)
 }
 
-async fn run_job(client: &Client, namespace: &str, job: &Job) -> LoginRun {
+async fn run_job(client: &Client, namespace: &str, job: &Job, sidecar_hangs: bool) -> LoginRun {
     let started = chrono::Utc::now();
     let job_json = serde_json::to_value(job).unwrap();
     let pod_spec = job_json["spec"]["template"]["spec"].clone();
@@ -181,10 +198,14 @@ async fn run_job(client: &Client, namespace: &str, job: &Job) -> LoginRun {
         Ok(env) => run_login(&login, env).await,
     };
     let finished = chrono::Utc::now();
-    record(
-        client, namespace, job, &pod_spec, exit_code, &message, started, finished,
-    )
-    .await;
+    let run = Run {
+        exit_code,
+        message: &message,
+        started,
+        finished,
+        sidecar_hangs,
+    };
+    record(client, namespace, job, &pod_spec, &run).await;
     LoginRun {
         job: job.name_any(),
         exit_code,
@@ -231,19 +252,25 @@ async fn run_login(login: &Value, env: Vec<(String, String)>) -> (i32, String, S
     (exit_code, message, process.output())
 }
 
-/// Writes what the kubelet and the Job controller would: the Pod with its container states,
-/// then the Job's status.
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    client: &Client,
-    namespace: &str,
-    job: &Job,
-    pod_spec: &Value,
+/// How one run of a login Pod went.
+struct Run<'a> {
     exit_code: i32,
-    message: &str,
+    message: &'a str,
     started: chrono::DateTime<chrono::Utc>,
     finished: chrono::DateTime<chrono::Utc>,
-) {
+    sidecar_hangs: bool,
+}
+
+/// Writes what the kubelet and the Job controller would: the Pod with its container states,
+/// then the Job's status (none while a hung sidecar keeps the Pod running).
+async fn record(client: &Client, namespace: &str, job: &Job, pod_spec: &Value, run: &Run<'_>) {
+    let Run {
+        exit_code,
+        message,
+        started,
+        finished,
+        sidecar_hangs,
+    } = *run;
     let job_name = job.name_any();
     let job_uid = job.uid().unwrap();
     let succeeded = exit_code == 0;
@@ -284,14 +311,22 @@ async fn record(
             "finishedAt": ts(finished),
         }})
     };
+    let (phase, chromium) = match (sidecar_hangs, succeeded) {
+        (true, _) => (
+            "Running",
+            json!({ "running": { "startedAt": ts(started) } }),
+        ),
+        (false, true) => ("Succeeded", terminated(0, "")),
+        (false, false) => ("Failed", terminated(0, "")),
+    };
     let status = json!({ "status": {
-        "phase": if succeeded { "Succeeded" } else { "Failed" },
+        "phase": phase,
         "startTime": ts(started),
         "containerStatuses": [
             { "name": "login", "image": login_image(pod_spec, "login"), "imageID": "",
               "ready": false, "restartCount": 0, "state": terminated(exit_code, message) },
             { "name": "chromium", "image": login_image(pod_spec, "chromium"), "imageID": "",
-              "ready": false, "restartCount": 0, "state": terminated(0, "") },
+              "ready": !sidecar_hangs, "restartCount": 0, "state": chromium },
         ],
     }});
     if let Err(e) = pods
@@ -305,6 +340,9 @@ async fn record(
         eprintln!("kubelet: writing the login Pod's status for {job_name}: {e}");
     }
 
+    if sidecar_hangs {
+        return;
+    }
     let condition = if succeeded {
         json!({ "type": "Complete", "status": "True",
                 "lastProbeTime": ts(finished), "lastTransitionTime": ts(finished) })

@@ -132,10 +132,16 @@ why the operator needs it.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "delete"]
-# The login Job hands back Dhan's tokenId in its pod's termination message: read the pods.
+# The login Job hands back its result in its pod's termination message: read the pods (and watch
+# them, so a finished login counts even while its Chromium sidecar lingers).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+# Each account's login Pods are fenced by a NetworkPolicy the operator applies (server-side apply)
+# before a login: DNS and HTTPS out only, no metadata or in-cluster addresses, nothing in.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 # spec.rolloutRestartTargets: after a new token, restart the workloads that read it as env vars
 # (a patch of the pod template's dhan-operator.dev/token-hash annotation).

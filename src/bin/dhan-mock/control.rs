@@ -71,6 +71,7 @@ pub async fn get_account(State(mock): State<Shared>, Path(client_id): Path<Strin
         "webTokens": acct.rt.web_tokens,
         "consentLogins": acct.rt.consent_logins,
         "consentsToday": acct.consents_today(now_ms()),
+        "failedLoginsToday": acct.failed_logins_today(now_ms()),
     }))
     .into_response()
 }

@@ -2,17 +2,29 @@
 // the submitted values live in JS state that only *trusted* user events update, and the DOM is
 // re-rendered from that state. Assigning `.value` from a script, or dispatching synthetic
 // events, changes nothing that gets submitted — a driver must type real keys.
+//
+// `cfg.page` picks one of the markups §3 reports: labels as ARIA attributes or only as visible
+// text (an Angular-style page with generic ids); errors in a `role=alert` element or as plain
+// text in an ordinary <div>; a form with a submit button, a "Proceed" button outside any form,
+// code boxes that submit themselves on the last digit, or boxes that submit themselves *and*
+// keep an enabled button (clicking it replays the code).
 (function () {
   'use strict';
   var cfg = JSON.parse(document.getElementById('login-config').textContent);
-  var TITLES = { mobile: 'Login to Dhan', totp: 'Enter TOTP', pin: 'Enter PIN' };
+  var page = cfg.page;
+  var textOnly = page.labels === 'text';
+  var TITLES = textOnly
+    ? { mobile: 'Login to Dhan', password: 'Password', totp: 'Verify with TOTP', pin: 'Enter PIN' }
+    : { mobile: 'Login to Dhan', password: 'Enter password', totp: 'Enter TOTP', pin: 'Enter PIN' };
   var HINTS = {
     mobile: 'Enter your registered mobile number to continue',
+    password: 'Enter the password of your Dhan account',
     totp: 'Enter the 6-digit code from your authenticator app',
     pin: 'Enter your 6-digit Dhan PIN'
   };
   var root = document.getElementById('root');
   var stepIndex = 0;
+  var ids = 0;
 
   function h(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -21,12 +33,25 @@
     return e;
   }
 
-  // One controlled text input (mobile number, or the whole code in the `single` variant).
-  function textField(attrs, maxLen) {
+  // Accessible names only in the ARIA variant; the text variant has generic ids and nothing else.
+  function named(attrs, aria) {
+    if (textOnly) {
+      var plain = { id: 'mat-input-' + (ids++) };
+      ['type', 'inputmode', 'autocomplete', 'maxlength', 'class'].forEach(function (k) {
+        if (attrs[k]) plain[k] = attrs[k];
+      });
+      return plain;
+    }
+    Object.keys(aria).forEach(function (k) { attrs[k] = aria[k]; });
+    return attrs;
+  }
+
+  // One controlled text input: the mobile number, the password, or a whole code.
+  function textField(attrs, maxLen, keep) {
     var value = '';
     var input = h('input', attrs);
     input.addEventListener('input', function (e) {
-      if (e.isTrusted) value = input.value.replace(/\D/g, '').slice(0, maxLen);
+      if (e.isTrusted) value = keep(input.value).slice(0, maxLen);
       input.value = value;
     });
     return {
@@ -37,28 +62,31 @@
     };
   }
 
+  var digitsOnly = function (s) { return s.replace(/\D/g, ''); };
+
   // Six one-digit boxes with auto-advance. Digits arrive through trusted `keydown` (real key
   // presses; default prevented so no character is inserted twice) or through trusted
-  // `beforeinput`/`input` events when no keydown carried them.
-  function boxes(label, masked) {
+  // `beforeinput`/`input` events when no keydown carried them. `onFull` runs on the sixth digit.
+  function boxes(label, masked, onFull) {
     var digits = ['', '', '', '', '', ''];
     var inputs = [];
-    var row = h('div', { class: 'otp', role: 'group', 'aria-label': label });
+    var row = textOnly ? h('div', { class: 'otp' })
+      : h('div', { class: 'otp', role: 'group', 'aria-label': label });
     function render() { inputs.forEach(function (b, k) { b.value = digits[k]; }); }
     function put(i, text) {
       var k = i;
       for (var n = 0; n < text.length && k < 6; n++) digits[k++] = text[n];
       render();
       inputs[Math.min(k, 5)].focus();
+      if (onFull && digits.join('').length === 6) onFull();
     }
     digits.forEach(function (_, i) {
-      var b = h('input', {
+      var b = h('input', named({
         type: masked ? 'password' : 'text',
         inputmode: 'numeric',
         autocomplete: 'one-time-code',
-        maxlength: '1',
-        'aria-label': label + ' digit ' + (i + 1)
-      });
+        maxlength: '1'
+      }, { 'aria-label': label + ' digit ' + (i + 1) }));
       b.addEventListener('keydown', function (e) {
         if (!e.isTrusted) return;
         if (/^[0-9]$/.test(e.key)) {
@@ -68,20 +96,15 @@
           e.preventDefault();
           if (digits[i]) { digits[i] = ''; render(); }
           else if (i > 0) { digits[i - 1] = ''; render(); inputs[i - 1].focus(); }
-        } else if (e.key === 'ArrowLeft' && i > 0) {
-          e.preventDefault(); inputs[i - 1].focus();
-        } else if (e.key === 'ArrowRight' && i < 5) {
-          e.preventDefault(); inputs[i + 1].focus();
         }
       });
       // Insertions without a keydown (Input.insertText, IME, autofill) are taken from a trusted
-      // `beforeinput`, before `maxlength=1` truncates them; anything that still reaches the DOM
-      // is overwritten from state on `input`, as a React re-render would.
+      // `beforeinput`; anything that still reaches the DOM is overwritten from state on `input`.
       b.addEventListener('beforeinput', function (e) {
         if (!e.isTrusted || !e.cancelable) return;
         if (e.inputType.indexOf('insert') === 0) {
           e.preventDefault();
-          var typed = (e.data || '').replace(/\D/g, '');
+          var typed = digitsOnly(e.data || '');
           if (typed) put(i, typed);
         } else if (e.inputType.indexOf('delete') === 0) {
           e.preventDefault();
@@ -90,13 +113,8 @@
         }
       });
       b.addEventListener('input', function (e) {
-        var typed = e.isTrusted ? (e.data || '').replace(/\D/g, '') : '';
+        var typed = e.isTrusted ? digitsOnly(e.data || '') : '';
         if (typed) put(i, typed); else render();
-      });
-      b.addEventListener('paste', function (e) {
-        e.preventDefault();
-        if (!e.isTrusted || !e.clipboardData) return;
-        put(i, e.clipboardData.getData('text').replace(/\D/g, '').slice(0, 6));
       });
       b.addEventListener('focus', function () { b.select(); });
       inputs.push(b);
@@ -110,60 +128,65 @@
     };
   }
 
-  function codeField(step) {
+  function field(step, onFull) {
+    if (step === 'mobile') {
+      return textField(named({ type: 'tel', inputmode: 'numeric', autocomplete: 'tel-national',
+        maxlength: '10', class: 'field' }, { name: 'mobileNumber',
+        placeholder: 'Enter mobile number', 'aria-label': 'Mobile number' }), 10, digitsOnly);
+    }
+    if (step === 'password') {
+      return textField(named({ type: 'password', autocomplete: 'current-password', class: 'field' },
+        { name: 'password', placeholder: 'Password', 'aria-label': 'Password' }), 64,
+        function (s) { return s; });
+    }
     var pin = step === 'pin';
     var label = pin ? 'PIN' : 'TOTP';
     if (cfg.inputs === 'single') {
-      return textField({
-        type: pin ? 'password' : 'text',
-        name: step,
-        inputmode: 'numeric',
-        autocomplete: 'one-time-code',
-        maxlength: '6',
-        placeholder: 'Enter ' + label,
-        'aria-label': label,
-        class: 'field'
-      }, 6);
+      return textField(named({ type: pin ? 'password' : 'text', inputmode: 'numeric',
+        autocomplete: 'one-time-code', maxlength: '6', class: 'field' }, { name: step,
+        placeholder: 'Enter ' + label, 'aria-label': label }), 6, digitsOnly);
     }
-    return boxes(label, pin);
+    return boxes(label, pin, onFull);
   }
 
   function render() {
     var step = cfg.steps[stepIndex];
+    var isCode = step === 'totp' || step === 'pin';
+    var auto = isCode && (page.submit === 'auto' || page.submit === 'auto-with-button');
     root.textContent = '';
     var card = h('div', { class: 'card' });
     card.appendChild(h('div', { class: 'brand' }, 'Dhan'));
-    card.appendChild(h('h1', {}, TITLES[step]));
-    card.appendChild(h('p', { class: 'sub' }, HINTS[step]));
-    var form = h('form', { 'data-step': step, novalidate: '' });
-    var field = step === 'mobile'
-      ? textField({
-        type: 'tel',
-        name: 'mobileNumber',
-        inputmode: 'numeric',
-        autocomplete: 'tel-national',
-        maxlength: '10',
-        placeholder: 'Enter mobile number',
-        'aria-label': 'Mobile number',
-        class: 'field'
-      }, 10)
-      : codeField(step);
-    form.appendChild(field.node);
-    var err = h('p', { class: 'err', role: 'alert' });
-    form.appendChild(err);
-    var last = stepIndex === cfg.steps.length - 1;
-    var btn = h('button', { type: 'submit' }, last ? 'Login' : 'Continue');
-    form.appendChild(btn);
-    form.addEventListener('submit', function (e) {
-      e.preventDefault();
-      if (btn.disabled) return;
-      var value = field.get();
-      var need = step === 'mobile' ? 10 : 6;
-      if (value.length !== need) {
+    card.appendChild(h(textOnly ? 'div' : 'h1', { class: 'title' }, TITLES[step]));
+    card.appendChild(h(textOnly ? 'div' : 'p', { class: 'sub' }, HINTS[step]));
+    var proceed = page.submit === 'proceed';
+    var box = proceed ? h('div', { class: 'panel' }) : h('form', { 'data-step': step, novalidate: '' });
+    var inFlight = false;
+    var input = field(step, auto ? function () { send(); } : null);
+    box.appendChild(input.node);
+    var err = page.errors === 'alert' ? h('p', { class: 'err', role: 'alert' })
+      : h('div', { class: 'm7' });
+    box.appendChild(err);
+    var btn = null;
+    if (proceed) {
+      btn = h('button', { type: 'button', class: 'btn' }, 'Proceed');
+      btn.addEventListener('click', function () { send(); });
+    } else if (!(auto && page.submit === 'auto')) {
+      btn = h('button', { type: 'submit' }, stepIndex === cfg.steps.length - 1 ? 'Login' : 'Continue');
+    }
+    if (btn) box.appendChild(btn);
+    box.addEventListener('submit', function (e) { e.preventDefault(); send(); });
+
+    function send() {
+      // The replaying variant keeps its button live while a request is in flight.
+      if (inFlight && page.submit !== 'auto-with-button') return;
+      var value = input.get();
+      var need = step === 'mobile' ? 10 : step === 'password' ? 1 : 6;
+      if (value.length < need) {
         err.textContent = step === 'mobile' ? 'Enter a valid 10-digit mobile number' : 'Enter all 6 digits';
         return;
       }
-      btn.disabled = true;
+      inFlight = true;
+      if (btn && page.submit !== 'auto-with-button') btn.disabled = true;
       err.textContent = '';
       fetch('/login/api/verify', {
         method: 'POST',
@@ -172,28 +195,31 @@
       }).then(function (res) {
         return res.json().catch(function () { return null; });
       }).then(function (data) {
+        inFlight = false;
         if (data && data.status === 'success') {
           if (data.next === 'done' && data.redirectTo) {
-            err.textContent = '';
             window.location.assign(data.redirectTo);
             return;
           }
+          if (cfg.steps[stepIndex] !== step) return;
           var next = cfg.steps.indexOf(data.next);
           stepIndex = next > 0 ? next : stepIndex + 1;
           render();
           return;
         }
-        err.textContent = (data && data.message) || 'Something went wrong. Please try again.';
-        if (step !== 'mobile') field.reset();
-        btn.disabled = false;
+        var shown = document.querySelector(page.errors === 'alert' ? '[role=alert]' : '.m7') || err;
+        shown.textContent = (data && data.message) || 'Something went wrong. Please try again.';
+        if (step !== 'mobile') input.reset();
+        if (btn) btn.disabled = false;
       }, function () {
+        inFlight = false;
         err.textContent = 'Network error. Please try again.';
-        btn.disabled = false;
+        if (btn) btn.disabled = false;
       });
-    });
-    card.appendChild(form);
+    }
+    card.appendChild(box);
     root.appendChild(card);
-    field.focus();
+    input.focus();
   }
 
   render();

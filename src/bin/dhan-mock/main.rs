@@ -10,6 +10,7 @@ mod faults;
 mod ist;
 mod jwt;
 mod login_page;
+mod login_verify;
 mod reply;
 mod state;
 mod totp;
@@ -62,8 +63,8 @@ pub fn router(mock: Shared) -> Router {
         .route("/v2/fundlimit", any(api::fundlimit))
         .route("/v2/ip/getIP", any(api::get_ip))
         .route("/login/consentApp-login", get(login_page::page))
-        .route("/login/api/verify", post(login_page::verify))
-        .route("/login/consentApp-redirect", get(login_page::redirect))
+        .route("/login/api/verify", post(login_verify::verify))
+        .route("/login/consentApp-redirect", get(login_verify::redirect))
         // Browsers fetch this on their own; answering it keeps it out of the call log.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(control::routes())

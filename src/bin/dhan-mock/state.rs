@@ -150,6 +150,68 @@ pub enum LoginInputs {
     Single,
 }
 
+/// How the login page names its steps (docs/dhan-api.md §3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageLabels {
+    /// `aria-label`s, placeholders and names on every input.
+    #[default]
+    Aria,
+    /// Only visible text ("Verify with TOTP"); inputs have generic ids.
+    Text,
+}
+
+/// Where the login page shows a refusal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PageErrors {
+    /// A `role=alert` element.
+    #[default]
+    Alert,
+    /// Plain text in an ordinary `<div>`: no role, no label, no tell-tale class.
+    Plain,
+}
+
+/// How a login screen is submitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PageSubmit {
+    /// A form with a submit button ("Continue", "Login").
+    #[default]
+    Button,
+    /// A "Proceed" button outside any form (an Angular page).
+    Proceed,
+    /// Code boxes submit themselves on the last digit and show no button.
+    Auto,
+    /// Code boxes submit themselves and also keep an enabled button: clicking it replays the code.
+    AutoWithButton,
+}
+
+/// What the login page does before showing any field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PageRedirect {
+    #[default]
+    None,
+    /// Sends the browser to the same page on another host name of this mock (`localhost` for
+    /// `127.0.0.1` and back): a different origin, where a driver must type nothing.
+    ForeignOrigin,
+}
+
+/// The login page's markup variant, per account (`loginPage` in `POST /__control/accounts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginPage {
+    #[serde(default)]
+    pub labels: PageLabels,
+    #[serde(default)]
+    pub errors: PageErrors,
+    #[serde(default)]
+    pub submit: PageSubmit,
+    #[serde(default)]
+    pub redirect: PageRedirect,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExpiryTimeFormat {
@@ -229,11 +291,25 @@ pub struct AccountConfig {
     #[serde(default)]
     pub login_inputs: LoginInputs,
     #[serde(default)]
+    pub login_page: LoginPage,
+    /// A password the login page asks for after the mobile number; no password step when unset.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Wrong PINs, TOTP codes or passwords on the login page per IST day before Dhan refuses
+    /// every further login of the client that day (docs/dhan-api.md §3: repeated wrong PINs can
+    /// lock an account).
+    #[serde(default = "default_attempts_before_lock")]
+    pub login_attempts_before_lock: u32,
+    #[serde(default)]
     pub expiry_time_format: ExpiryTimeFormat,
     #[serde(default)]
     pub dead_token_style: DeadTokenStyle,
     #[serde(default)]
     pub ip_info: IpInfo,
+}
+
+fn default_attempts_before_lock() -> u32 {
+    5
 }
 
 #[derive(Debug, Default)]
@@ -249,6 +325,9 @@ pub struct Runtime {
     pub consent_logins: u64,
     pub consent_day: Option<NaiveDate>,
     pub consents_on_day: u32,
+    /// Wrong credentials typed on the login page, on `failed_login_day` (IST).
+    pub failed_login_day: Option<NaiveDate>,
+    pub failed_logins_on_day: u32,
     issued: u64,
     last_iat: i64,
 }
@@ -305,6 +384,28 @@ impl Account {
         } else {
             0
         }
+    }
+
+    pub fn failed_logins_today(&self, now_ms: i64) -> u32 {
+        if self.rt.failed_login_day == Some(ist::ist_date(now_ms)) {
+            self.rt.failed_logins_on_day
+        } else {
+            0
+        }
+    }
+
+    pub fn count_failed_login(&mut self, now_ms: i64) {
+        let today = ist::ist_date(now_ms);
+        if self.rt.failed_login_day != Some(today) {
+            self.rt.failed_login_day = Some(today);
+            self.rt.failed_logins_on_day = 0;
+        }
+        self.rt.failed_logins_on_day += 1;
+    }
+
+    /// Whether the login page refuses this client for the rest of the IST day.
+    pub fn login_locked(&self, now_ms: i64) -> bool {
+        self.failed_logins_today(now_ms) >= self.cfg.login_attempts_before_lock
     }
 
     pub fn count_consent(&mut self, now_ms: i64) {

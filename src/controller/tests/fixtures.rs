@@ -185,7 +185,8 @@ impl DhanApi for FakeDhan {
 
     fn generate_consent<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> Call<'a, String> {
         self.log("generate-consent");
-        Box::pin(async { Ok("consent-1".to_string()) })
+        let consent = format!("consent-{}", self.calls("generate-consent").len());
+        Box::pin(async move { Ok(consent) })
     }
 
     fn consent_login_url(&self, consent_id: &str) -> String {
@@ -228,6 +229,15 @@ pub fn secret_path(name: &str) -> String {
 impl Bench {
     /// A bench whose clock starts at `start` (tokio's time must be paused).
     pub fn at(start: &str) -> Bench {
+        Bench::new(start, false)
+    }
+
+    /// A bench whose operator runs browser logins.
+    pub fn with_browser_logins(start: &str) -> Bench {
+        Bench::new(start, true)
+    }
+
+    fn new(start: &str, browser_logins: bool) -> Bench {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start.parse().unwrap()));
         let api = FakeApi::default();
         let client = api.client();
@@ -255,12 +265,8 @@ impl Bench {
             store,
             metrics: Arc::new(Metrics::default()),
             login: LoginSettings {
-                enabled: false,
-                job: LoginJobSettings {
-                    operator_image: "op:1".into(),
-                    chromium_image: "chromium:1".into(),
-                    login_timeout: Duration::from_secs(120),
-                },
+                enabled: browser_logins,
+                job: LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120)),
                 max_concurrent: 4,
             },
             logins: LoginSlots::new(4),
@@ -286,6 +292,36 @@ impl Bench {
             &secret_path("alice-dhan"),
             json!({"metadata": {"name": "alice-dhan", "namespace": NS},
                    "data": {"pin": b64(pin), "totpSecret": b64(TOTP_SECRET)}}),
+        );
+    }
+
+    /// The credentials Secret `alice-dhan` of an API-key account (browser method).
+    pub fn app_credentials(&self) {
+        self.api.put(
+            &secret_path("alice-dhan"),
+            json!({"metadata": {"name": "alice-dhan", "namespace": NS},
+                   "data": {"pin": b64(PIN), "totpSecret": b64(TOTP_SECRET),
+                            "apiKey": b64("app-1"), "apiSecret": b64("app-secret-1"),
+                            "mobile": b64("9876543210")}}),
+        );
+    }
+
+    /// Plays the login Job `job`'s end: its Pod, with the `login` container terminated with
+    /// `message` (the login report).
+    pub fn finish_login(&self, job: &str, exit_code: i32, message: &str) {
+        let job_path = format!("/apis/batch/v1/namespaces/{NS}/jobs/{job}");
+        let job_uid = self.api.get(&job_path).expect("the login Job")["metadata"]["uid"].clone();
+        self.api.put(
+            &format!("/api/v1/namespaces/{NS}/pods/{job}-pod"),
+            json!({"metadata": {"name": format!("{job}-pod"), "namespace": NS,
+                                "labels": {"job-name": job},
+                                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                                    "name": job, "uid": job_uid, "controller": true}]},
+                   "status": {"containerStatuses": [{
+                       "name": "login", "image": "op:1", "imageID": "", "ready": false,
+                       "restartCount": 0,
+                       "state": {"terminated": {"exitCode": exit_code, "message": message,
+                                                "finishedAt": "2026-11-22T00:00:00Z"}}}]}}),
         );
     }
 

@@ -267,3 +267,51 @@ async fn one_renew_timeout_leaves_a_renew_only_account_backing_off() {
     assert_eq!(status.phase, Some(Phase::Ready), "{status:?}");
     assert_eq!(status.method.as_deref(), Some("renew"));
 }
+
+/// Logins that reach Dhan's PIN/TOTP step and fail — whatever the class — are counted per IST
+/// day; the third stops the account before Dhan locks it, and no further consent is spent.
+#[tokio::test(start_paused = true)]
+async fn the_third_failed_login_stops_the_account_with_no_further_consent() {
+    use crate::browser::report::LoginReport;
+    use crate::browser::{FailureClass, LoginFailure, Step};
+    let bench = Bench::with_browser_logins(SUNDAY_MORNING);
+    bench.app_credentials();
+    bench.account("alice", json!({"methods": ["browser"]}));
+    let mut failure =
+        LoginFailure::rejected(Step::Pin, FailureClass::Unknown, "Something went wrong");
+    failure.reached_credential_step = true;
+    let report = LoginReport::Failed(failure).to_message();
+    for attempt in 1..=3 {
+        bench.reconcile("alice").await;
+        let job = bench.status("alice").login.expect("a login Job").job_name;
+        bench.finish_login(&job, 1, &report);
+        bench.reconcile("alice").await;
+        let status = bench.status("alice");
+        assert_eq!(
+            status.failed_logins.as_ref().map(|c| c.count),
+            Some(attempt)
+        );
+        if attempt < 3 {
+            assert_eq!(status.phase, Some(Phase::Backoff), "{status:?}");
+            bench
+                .advance(Duration::from_secs(60 << (attempt - 1)))
+                .await;
+        }
+    }
+    let stopped = bench.status("alice");
+    assert_eq!(stopped.phase, Some(Phase::Failed));
+    assert_eq!(stopped.conditions[0].reason, "LoginLockout");
+    assert!(
+        stopped
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("check the mobile number, PIN and TOTP key")
+    );
+    bench.run("alice", 6 * 60 * MINUTE).await;
+    assert_eq!(
+        bench.dhan.calls("generate-consent").len(),
+        3,
+        "no further consent"
+    );
+}
