@@ -15,11 +15,14 @@ test: testbed
 demo: testbed
 	hack/demo.sh
 
-## Regenerate the checked-in CRD from the Rust types.
+## Regenerate the checked-in CRDs from the Rust types.
 crd:
-	$(CARGO) run --quiet --bin dhan-operator -- crd > crds/dhanaccounts.yaml
+	$(CARGO) run --quiet --bin dhan-operator -- crd dhanaccounts > crds/dhanaccounts.yaml
+	$(CARGO) run --quiet --bin dhan-operator -- crd dhannotifiers > crds/dhannotifiers.yaml
 	cp crds/dhanaccounts.yaml charts/dhan-operator/crds/dhanaccounts.yaml
+	cp crds/dhannotifiers.yaml charts/dhan-operator/crds/dhannotifiers.yaml
 	cp crds/dhanaccounts.yaml deploy/crd.yaml
+	cp crds/dhannotifiers.yaml deploy/crd-dhannotifiers.yaml
 
 ## Many accounts on the real control plane: time to Ready, Dhan call rate, idle writes.
 ## BENCH_ACCOUNTS=N changes the size (default 300).

@@ -104,3 +104,6 @@ kubectl -n research get dhanaccount carol -o jsonpath='{.status.message}{"\n"}'
 
 say "kubectl get dhanaccounts -A -o wide"
 kubectl get dhanaccounts -A -o wide
+
+say "kubectl dhan status -A (the plugin, $BIN/kubectl-dhan: copy it onto PATH)"
+"$BIN/kubectl-dhan" status -A

@@ -219,6 +219,11 @@ pub struct RefreshSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^\s*(0|([0-9]+(ms|s|m|h|d))+)\s*$"))]
     pub validate_every: Option<String>,
+    /// Refresh only for trading days: the schedule fires only on dates the exchange trades
+    /// (per the operator's trading calendar), and a token may lapse over weekends and holidays
+    /// instead of being renewed for nobody. Default `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trading_days_only: Option<bool>,
 }
 
 /// Kubernetes 1.20 rejects the `null` member schemars adds to an optional enum.

@@ -8,8 +8,11 @@
 //! - [`clock`]: the one clock the reconciler reads.
 //! - [`leader`]: Lease-based leader election between replicas.
 //! - [`browser`]: the `browser-login` driver run in login Jobs (Chromium over CDP).
+//! - [`calendar_file`]: the trading calendar file, loaded and re-read at run time.
+//! - [`notify`]: notifications of account state changes to Telegram or a webhook.
 
 pub mod browser;
+pub mod calendar_file;
 pub mod clock;
 pub mod controller;
 pub mod crd;
@@ -18,5 +21,6 @@ pub mod dhan;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod rate_limit;
 pub mod token_hash;

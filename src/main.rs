@@ -10,6 +10,7 @@ use dhan_operator::dhan::DhanClient;
 use dhan_operator::http::{Readiness, router};
 use dhan_operator::leader::{self, ElectionSettings};
 use dhan_operator::metrics::Metrics;
+use dhan_operator::{calendar_file, notify};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -28,8 +29,11 @@ struct Cli {
 enum Command {
     /// Run the controller.
     Run(RunArgs),
-    /// Print the DhanAccount CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (all, or the one named by its plural).
+    Crd {
+        #[arg(value_parser = ["dhanaccounts", "dhannotifiers"])]
+        which: Option<String>,
+    },
     /// Log in on Dhan's consent page through a Chromium sidecar (in a login Job) and write the
     /// redirect's tokenId to the termination log. Configured by environment only.
     BrowserLogin,
@@ -130,6 +134,15 @@ struct RunArgs {
     /// How long one browser login may take (the Job's deadline adds a minute for Chromium).
     #[arg(long, env = "LOGIN_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
     login_timeout: Duration,
+    /// Trading calendar (YAML: holidays and special sessions) for market-hours protection and
+    /// `refresh.tradingDaysOnly`; re-read when it changes. Default: the calendar shipped with
+    /// this release.
+    #[arg(long, env = "TRADING_CALENDAR")]
+    trading_calendar: Option<std::path::PathBuf>,
+    /// Send DhanNotifier alerts (Telegram, webhooks). Needs the DhanNotifier CRD and rights to
+    /// watch DhanNotifiers and patch their status.
+    #[arg(long, env = "NOTIFICATIONS")]
+    notifications: bool,
 }
 
 /// `chromedp/headless-shell` (Chromium 151), by the digest published projects pin it at.
@@ -158,8 +171,14 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", dhan_operator::crd::crd_yaml());
+        Command::Crd { which } => {
+            let accounts = dhan_operator::crd::crd_yaml();
+            let notifiers = dhan_operator::notify::resource::crd_yaml();
+            match which.as_deref() {
+                Some("dhanaccounts") => print!("{accounts}"),
+                Some(_) => print!("{notifiers}"),
+                None => print!("{accounts}---\n{notifiers}"),
+            }
             Ok(())
         }
         Command::Run(args) => run(args).await,
@@ -180,6 +199,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     )?;
 
     let metrics = Arc::new(Metrics::default());
+    let calendar_text = calendar_file::install_initial(args.trading_calendar.as_deref(), &metrics)?;
+    if let (Some(path), Some(text)) = (args.trading_calendar.clone(), calendar_text) {
+        tokio::spawn(calendar_file::watch(path, text, metrics.clone()));
+    }
     let readiness = Readiness::default();
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
         .await
@@ -188,6 +211,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = router(metrics.clone(), readiness.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
+    let notifier_namespace = args.namespace.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut settings = Settings {
         namespace: args.namespace,
@@ -216,8 +240,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     readiness.set(true);
+    // Only the leader reconciles and notifies: the notifier runs beside the controller and
+    // stops with it.
+    let notifier = args
+        .notifications
+        .then(|| notify::run(client.clone(), notifier_namespace, metrics.clone()));
     if !args.leader_elect {
-        controller::run(client, settings, metrics).await;
+        with_notifier(controller::run(client, settings, metrics), notifier).await;
         info!("stopped");
         return Ok(());
     }
@@ -245,7 +274,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!("became leader");
     settings.leadership = Some(leadership);
     tokio::select! {
-        _ = controller::run(client, settings, metrics) => {
+        _ = with_notifier(controller::run(client, settings, metrics), notifier) => {
             info!("stopped");
             Ok(())
         }
@@ -261,4 +290,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "dhan-operator".into())
+}
+
+/// Runs the controller and, when on, the notifier; returns when either stops.
+async fn with_notifier(
+    controller: impl std::future::Future<Output = ()>,
+    notifier: Option<impl std::future::Future<Output = ()>>,
+) {
+    match notifier {
+        Some(notifier) => {
+            tokio::select! {
+                _ = controller => {}
+                _ = notifier => {}
+            }
+        }
+        None => controller.await,
+    }
 }

@@ -8,7 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
@@ -29,12 +29,22 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `telegram` or `webhook`.
+    pub channel: String,
+    /// `Sent` or `Failed`.
+    pub outcome: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
     pub dhan_calls: Family<CallLabels, Counter>,
     pub refresh_duration: Family<MethodLabels, Histogram>,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub notifications: Family<NotificationLabels, Counter>,
+    calendar_valid_through: Gauge,
     accounts: Arc<AccountCollector>,
 }
 
@@ -61,6 +71,32 @@ impl Default for Metrics {
             "Reconcile failures by reason",
             reconcile_errors.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification deliveries by channel and outcome",
+            notifications.clone(),
+        );
+        let calendar_valid_through = Gauge::default();
+        registry.register(
+            "trading_calendar_valid_through_timestamp_seconds",
+            "End of the last day the trading calendar lists holidays for (Unix seconds)",
+            calendar_valid_through.clone(),
+        );
+        // Counters start at zero rather than appearing at their first increment: a family with no
+        // series is left out of the scrape, and increase() over a series that appears at 1
+        // misses that first event.
+        let _ = reconcile_errors.get_or_create(&ReasonLabels {
+            reason: "KubeApi".into(), // controller::reconcile::Error::metric_label
+        });
+        for channel in ["telegram", "webhook", "queue"] {
+            for outcome in ["Sent", "Failed"] {
+                let _ = notifications.get_or_create(&NotificationLabels {
+                    channel: channel.into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
         let accounts = Arc::new(AccountCollector::default());
         registry.register_collector(Box::new(accounts.clone()));
         Metrics {
@@ -68,6 +104,8 @@ impl Default for Metrics {
             dhan_calls,
             refresh_duration,
             reconcile_errors,
+            notifications,
+            calendar_valid_through,
             accounts,
         }
     }
@@ -82,6 +120,26 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Counts one notification delivery attempt.
+    pub fn notification(&self, channel: &str, sent: bool) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.into(),
+                outcome: if sent { "Sent" } else { "Failed" }.into(),
+            })
+            .inc();
+    }
+
+    /// Records the last IST date the trading calendar covers.
+    pub fn set_calendar_valid_through(&self, date: Option<chrono::NaiveDate>) {
+        let end = date
+            .and_then(|d| d.succ_opt())
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc().timestamp() - 5 * 3600 - 1800)
+            .unwrap_or(0);
+        self.calendar_valid_through.set(end);
     }
 
     /// Makes per-account series come from this cache.

@@ -1,4 +1,4 @@
-//! The CRD under crds/ is generated from the Rust types and must not go stale.
+//! The CRDs under crds/ are generated from the Rust types and must not go stale.
 
 #[test]
 fn checked_in_crd_matches_the_generated_one() {
@@ -54,4 +54,36 @@ fn crd_has_the_fixed_names_and_printer_columns() {
         ]
     );
     assert!(version["subresources"]["status"].is_object());
+}
+
+#[test]
+fn checked_in_notifier_crd_and_its_copies_match_the_generated_one() {
+    let generated = dhan_operator::notify::resource::crd_yaml();
+    for copy in [
+        "crds/dhannotifiers.yaml",
+        "charts/dhan-operator/crds/dhannotifiers.yaml",
+        "deploy/crd-dhannotifiers.yaml",
+    ] {
+        let path = format!("{}/{copy}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("notifier CRD copy exists");
+        assert!(
+            text == generated,
+            "{copy} is stale: run `make crd` and commit the result"
+        );
+    }
+}
+
+#[test]
+fn notifier_crd_is_namespaced_with_a_status_subresource() {
+    let crd: serde_json::Value =
+        serde_yaml::from_str(&dhan_operator::notify::resource::crd_yaml()).unwrap();
+    assert_eq!(crd["metadata"]["name"], "dhannotifiers.dhan-operator.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    for field in ["telegram", "webhook", "accounts", "events"] {
+        assert!(spec[field].is_object(), "spec.{field} in the schema");
+    }
 }

@@ -35,6 +35,12 @@ const WAIT: Duration = Duration::from_secs(60);
 static OPERATOR_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The python of the venv `hack/install-testbed.sh` builds; the test fails (not skips) without it.
+/// The trading calendar the chart ships as a ConfigMap.
+const CHART_CALENDAR: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/dhan-operator/files/trading-calendar.yaml"
+);
+
 fn helm_python() -> PathBuf {
     let cache = std::env::var_os("DHAN_OPERATOR_CACHE")
         .map(PathBuf::from)
@@ -117,7 +123,8 @@ async fn wait_for_chart_crd(client: &Client) {
 
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
 /// least privilege. Widening them must be a deliberate change of this table. Jobs, Pods and
-/// NetworkPolicies only with `browserLogin.enabled`.
+/// NetworkPolicies only with `browserLogin.enabled`; DhanNotifiers with `notifications.enabled`
+/// (the default).
 fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut table: Vec<(&str, &str, &[&str])> = vec![
         (
@@ -127,6 +134,12 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
         ),
         ("dhan-operator.dev", "dhanaccounts/status", &["patch"]),
         ("dhan-operator.dev", "dhanaccounts/finalizers", &["update"]),
+        (
+            "dhan-operator.dev",
+            "dhannotifiers",
+            &["get", "list", "watch"],
+        ),
+        ("dhan-operator.dev", "dhannotifiers/status", &["patch"]),
         (
             "",
             "secrets",
@@ -275,6 +288,10 @@ fn run_like_the_deployment(
         .map(|arg| {
             if arg.starts_with("--metrics-addr=") {
                 "--metrics-addr=127.0.0.1:0".to_string()
+            } else if arg.starts_with("--trading-calendar=") {
+                // The ConfigMap's content (checked against this file by the cluster-wide test),
+                // where the pod would have it mounted.
+                format!("--trading-calendar={}", CHART_CALENDAR)
             } else {
                 arg
             }
@@ -577,9 +594,28 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         format!("--dhan-auth-url={}", mock.url),
         format!("--dhan-api-url={}", mock.url),
         "--metrics-addr=0.0.0.0:8080".to_string(),
+        "--notifications".to_string(),
+        "--trading-calendar=/etc/dhan-operator/calendar/trading-calendar.yaml".to_string(),
     ] {
         assert!(args.contains(&expected), "{expected} missing from {args:?}");
     }
+    let calendar = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&format!("{RELEASE}-trading-calendar"))
+        .await
+        .expect("the trading-calendar ConfigMap");
+    assert_eq!(
+        calendar.data.unwrap_or_default()["trading-calendar.yaml"].trim_end(),
+        std::fs::read_to_string(CHART_CALENDAR).unwrap().trim_end(),
+        "the ConfigMap carries files/trading-calendar.yaml"
+    );
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), NS)
+            .get_opt(&format!("{RELEASE}-dashboard"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the Grafana dashboard is off by default"
+    );
 
     // The operator as the ServiceAccount: takes the Lease in the release namespace...
     wait_for_chart_crd(&client).await;
@@ -673,6 +709,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
             // With browser logins the operator also watches Jobs: the Role must allow it.
             "browserLogin": { "enabled": true, "maxConcurrentJobs": 2 },
+            "grafanaDashboard": { "enabled": true },
         }),
     );
 
@@ -681,6 +718,22 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .get(SA)
         .await
         .expect("the ServiceAccount named by serviceAccount.name");
+    let dashboard = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get(&format!("{FULLNAME}-dashboard"))
+        .await
+        .expect("the dashboard ConfigMap with grafanaDashboard.enabled");
+    assert_eq!(
+        dashboard
+            .labels()
+            .get("grafana_dashboard")
+            .map(String::as_str),
+        Some("1"),
+        "the label Grafana's sidecar selects"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&dashboard.data.unwrap_or_default()["dhan-operator.json"])
+            .expect("the dashboard is JSON");
+    assert_eq!(json["uid"], "dhan-operator");
     let role = Api::<Role>::namespaced(client.clone(), &watched)
         .get(FULLNAME)
         .await

@@ -79,10 +79,12 @@ fn policy(spec: &DhanAccountSpec) -> Result<Policy, SpecError> {
     let refresh = spec.refresh.clone().unwrap_or_default();
     let time_zone = refresh.time_zone.as_deref().unwrap_or(DEFAULT_TIME_ZONE);
     let expression = refresh.schedule.as_deref().unwrap_or(DEFAULT_SCHEDULE);
-    let schedule = Schedule::parse(expression, time_zone).map_err(|e| match e {
-        ScheduleError::TimeZone(m) => invalid("refresh.timeZone", m),
-        ScheduleError::Expression(m) => invalid("refresh.schedule", m),
-    })?;
+    let schedule = Schedule::parse(expression, time_zone)
+        .map_err(|e| match e {
+            ScheduleError::TimeZone(m) => invalid("refresh.timeZone", m),
+            ScheduleError::Expression(m) => invalid("refresh.schedule", m),
+        })?
+        .with_trading_days_only(refresh.trading_days_only.unwrap_or(false));
     let renew_before = match refresh.renew_before.as_deref() {
         None => DEFAULT_RENEW_BEFORE,
         Some(text) => {

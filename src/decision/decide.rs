@@ -113,6 +113,19 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     }
 
     let Some(token) = live_token else {
+        // refresh.tradingDaysOnly: a token that lapsed with no session before the next
+        // scheduled refresh waits for it instead of being minted for nobody.
+        if let (Some(_), None, Some(at)) = (
+            facts.token,
+            new_request,
+            facts.policy.schedule.lapse_until(now),
+        ) {
+            return Decision::Wait(Wait {
+                until: at,
+                next_refresh: at,
+                blocked: None,
+            });
+        }
         let reason = if facts.token.is_some() {
             RefreshReason::Expired
         } else {

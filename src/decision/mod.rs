@@ -7,10 +7,12 @@
 //! - [`assess`](mod@assess): the phase, Ready condition and message for the status.
 //! - [`failure`]: every failure as one typed [`FailureKind`].
 //! - [`policy`], [`method`], [`token`], [`memory`]: the values these work on.
-//! - [`schedule`], [`market`], [`backoff`], [`duration`]: timing helpers.
+//! - [`schedule`], [`market`], [`calendar`], [`backoff`], [`duration`]: timing helpers and the
+//!   trading calendar.
 
 pub mod assess;
 pub mod backoff;
+pub mod calendar;
 pub mod decide;
 pub mod duration;
 pub mod failure;

@@ -1,7 +1,8 @@
-//! When the next proactive refresh is due: a pure function of the token, the policy and the
-//! clock, in the spirit of cert-manager's renewal-time calculation.
+//! When the next proactive refresh is due: a pure function of the token, the policy, the
+//! trading calendar and the clock, in the spirit of cert-manager's renewal-time calculation.
 
-use super::market::{before_open, in_market_hours};
+use super::calendar::{self, TradingCalendar};
+use super::market::{before_open_on, in_market_hours_on, ist_date, next_session};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub struct Schedule {
     cron: Cron,
     time_zone: Tz,
+    trading_days_only: bool,
 }
 
 impl Schedule {
@@ -27,7 +29,11 @@ impl Schedule {
             .map_err(|e| ScheduleError::Expression(format!("{expression:?}: {e}")))?;
         let time_zone = Tz::from_str(time_zone)
             .map_err(|_| ScheduleError::TimeZone(format!("unknown time zone {time_zone:?}")))?;
-        let schedule = Schedule { cron, time_zone };
+        let schedule = Schedule {
+            cron,
+            time_zone,
+            trading_days_only: false,
+        };
         // A pattern such as "0 0 30 2 *" parses but never fires. Whether a 5-field pattern
         // fires does not depend on the date it is asked from.
         if schedule.next_after(DateTime::UNIX_EPOCH).is_none() {
@@ -38,6 +44,19 @@ impl Schedule {
         Ok(schedule)
     }
 
+    /// `refresh.tradingDaysOnly`: fire only on IST dates the exchange trades, and let a token
+    /// lapse between sessions rather than mint one nobody trades with.
+    pub fn with_trading_days_only(self, trading_days_only: bool) -> Self {
+        Schedule {
+            trading_days_only,
+            ..self
+        }
+    }
+
+    pub fn trading_days_only(&self) -> bool {
+        self.trading_days_only
+    }
+
     /// The first occurrence strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
@@ -46,17 +65,51 @@ impl Schedule {
             .map(|next| next.with_timezone(&Utc))
     }
 
-    /// The first occurrence strictly after `t` that is outside market hours: a proactive mint
-    /// then would kill the token running trading pods hold (docs/dhan-api.md §8).
-    pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The first occurrence strictly after `t` that is outside market hours (a proactive mint
+    /// then would kill the token running trading pods hold, docs/dhan-api.md §8) and, with
+    /// `tradingDaysOnly`, on a trading day.
+    pub fn next_slot_after(
+        &self,
+        calendar: &TradingCalendar,
+        t: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let mut candidate = self.next_after(t)?;
         for _ in 0..10_000 {
-            if !in_market_hours(candidate) {
+            let wanted = !self.trading_days_only || calendar.is_trading_day(ist_date(candidate));
+            if wanted && !in_market_hours_on(calendar, candidate) {
                 return Some(candidate);
             }
             candidate = self.next_after(candidate)?;
         }
         None
+    }
+
+    /// [`Schedule::next_slot_after`] with the calendar in force.
+    pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_slot_after(&calendar::current(), t)
+    }
+
+    /// With `tradingDaysOnly`, a token that has expired while no session comes before the next
+    /// scheduled refresh is left to wait for that refresh: the time to mint. `None` otherwise
+    /// (mint now).
+    pub fn lapse_until_on(
+        &self,
+        calendar: &TradingCalendar,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        if !self.trading_days_only {
+            return None;
+        }
+        let next = self.next_slot_after(calendar, now)?;
+        match next_session(calendar, now) {
+            Some((open, _)) if open < next => None,
+            _ => Some(next),
+        }
+    }
+
+    /// [`Schedule::lapse_until_on`] with the calendar in force.
+    pub fn lapse_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.lapse_until_on(&calendar::current(), now)
     }
 }
 
@@ -78,28 +131,53 @@ pub enum ProactiveTrigger {
     SafetyNet,
 }
 
-/// Plans the next proactive refresh of a token obtained at `obtained_at` that expires at
-/// `expires_at`.
-///
-/// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
-/// drifting, and what makes the plan survive operator restarts: it is recomputed from the
-/// token alone.
+/// [`next_proactive_refresh_on`] with the calendar in force.
 pub fn next_proactive_refresh(
     schedule: &Schedule,
     renew_before: Duration,
     obtained_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> (DateTime<Utc>, ProactiveTrigger) {
-    let scheduled = schedule.next_outside_market_after(obtained_at);
+    next_proactive_refresh_on(
+        &calendar::current(),
+        schedule,
+        renew_before,
+        obtained_at,
+        expires_at,
+    )
+}
+
+/// Plans the next proactive refresh of a token obtained at `obtained_at` that expires at
+/// `expires_at`.
+///
+/// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
+/// drifting, and what makes the plan survive operator restarts: it is recomputed from the
+/// token alone.
+pub fn next_proactive_refresh_on(
+    calendar: &TradingCalendar,
+    schedule: &Schedule,
+    renew_before: Duration,
+    obtained_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> (DateTime<Utc>, ProactiveTrigger) {
+    let scheduled = schedule.next_slot_after(calendar, obtained_at);
+    let safety_net = expires_at - renew_before;
     match scheduled {
         Some(at) if at <= expires_at => (at, ProactiveTrigger::Scheduled),
+        // tradingDaysOnly: the safety net is only for a token that would lapse before or
+        // during a session; one that lapses between sessions waits for the schedule.
+        Some(at)
+            if schedule.trading_days_only
+                && next_session(calendar, safety_net).is_none_or(|(open, _)| open >= at) =>
+        {
+            (at, ProactiveTrigger::Scheduled)
+        }
         _ => {
-            let safety_net = expires_at - renew_before;
             // Pull a safety net out of market hours, unless the token is younger than that:
             // then refreshing near expiry disturbs running pods least. Depends on the token
             // only, never on "now", so the plan cannot shift while it is waited for.
-            let pulled_back = before_open(safety_net);
-            let at = if in_market_hours(safety_net) && pulled_back > obtained_at {
+            let pulled_back = before_open_on(calendar, safety_net);
+            let at = if in_market_hours_on(calendar, safety_net) && pulled_back > obtained_at {
                 pulled_back
             } else {
                 safety_net
@@ -110,94 +188,4 @@ pub fn next_proactive_refresh(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn daily_0800_ist() -> Schedule {
-        Schedule::parse("0 8 * * *", "Asia/Kolkata").unwrap()
-    }
-
-    const TEN_MINUTES: Duration = Duration::from_secs(600);
-    const DAY: chrono::Duration = chrono::Duration::hours(24);
-
-    #[test]
-    fn daily_schedule_fires_at_0800_ist_the_next_day() {
-        // Minted Monday 08:00:03 IST, expires Tuesday 08:00:03 IST.
-        let minted = utc("2026-11-23T02:30:03Z");
-        let (at, trigger) =
-            next_proactive_refresh(&daily_0800_ist(), TEN_MINUTES, minted, minted + DAY);
-        assert_eq!(at, utc("2026-11-24T02:30:00Z"));
-        assert_eq!(trigger, ProactiveTrigger::Scheduled);
-    }
-
-    #[test]
-    fn sparse_schedule_uses_safety_net_before_expiry() {
-        // Mondays only: Tuesday's expiry comes before the next Monday.
-        let mondays = Schedule::parse("0 8 * * 1", "Asia/Kolkata").unwrap();
-        let minted = utc("2026-11-23T02:30:03Z");
-        let (at, trigger) = next_proactive_refresh(&mondays, TEN_MINUTES, minted, minted + DAY);
-        assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
-        assert_eq!(trigger, ProactiveTrigger::SafetyNet);
-    }
-
-    #[test]
-    fn scheduled_times_inside_market_hours_are_skipped() {
-        // 11:00 IST daily is inside market hours on weekdays: only Saturday and Sunday remain.
-        let schedule = Schedule::parse("0 11 * * *", "Asia/Kolkata").unwrap();
-        let friday_noon = utc("2026-11-27T06:30:00Z");
-        assert_eq!(
-            schedule.next_outside_market_after(friday_noon),
-            Some(utc("2026-11-28T05:30:00Z"))
-        );
-    }
-
-    #[test]
-    fn safety_net_inside_market_hours_moves_before_open() {
-        // A token re-minted at 11:00 IST on Sunday (dead token) expires Monday 11:00 IST; a
-        // weekly Saturday schedule cannot cover it, and 10:50 IST Monday is market time.
-        let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
-        let minted = utc("2026-11-22T05:30:00Z");
-        let (at, trigger) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
-        assert_eq!(at, utc("2026-11-23T03:15:00Z")); // Monday 08:45 IST
-        assert_eq!(trigger, ProactiveTrigger::SafetyNet);
-    }
-
-    #[test]
-    fn safety_net_stays_near_expiry_for_a_token_younger_than_before_open() {
-        // Minted Monday 08:50 IST (a dead token replaced), expiring Tuesday 08:50 IST: its
-        // safety net is not in market hours, and pulling it back would be pointless anyway.
-        let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
-        let minted = utc("2026-11-23T03:20:00Z");
-        let (at, _) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
-        assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
-    }
-
-    #[test]
-    fn rejects_bad_expressions_and_zones() {
-        assert!(matches!(
-            Schedule::parse("every morning", "Asia/Kolkata"),
-            Err(ScheduleError::Expression(_))
-        ));
-        assert!(matches!(
-            Schedule::parse("0 0 8 * * *", "Asia/Kolkata"),
-            Err(ScheduleError::Expression(_))
-        ));
-        assert!(matches!(
-            Schedule::parse("0 8 * * *", "Asia/Mumbai"),
-            Err(ScheduleError::TimeZone(_))
-        ));
-    }
-
-    #[test]
-    fn time_zone_is_honoured() {
-        let schedule = Schedule::parse("0 8 * * *", "UTC").unwrap();
-        assert_eq!(
-            schedule.next_after(utc("2026-11-23T07:00:00Z")),
-            Some(utc("2026-11-23T08:00:00Z"))
-        );
-    }
-}
+mod tests;

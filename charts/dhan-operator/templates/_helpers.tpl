@@ -116,6 +116,16 @@ why the operator needs it.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.notifications.enabled }}
+# Notifications: watch DhanNotifiers and record in their status what was last sent (so a restart
+# does not repeat it). Their Telegram/webhook Secrets are read with the Secret rights above.
+- apiGroups: ["dhan-operator.dev"]
+  resources: ["dhannotifiers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["dhan-operator.dev"]
+  resources: ["dhannotifiers/status"]
+  verbs: ["patch"]
+{{- end }}
 {{- if .Values.browserLogin.enabled }}
 # Browser logins run as Jobs in the account's namespace, owned by the DhanAccount: create them,
 # watch them finish, delete a stuck or superseded one.

@@ -1,0 +1,199 @@
+//! `kubectl-dhan`: the kubectl plugin for dhan-operator. Copy the binary onto PATH and kubectl
+//! finds it as `kubectl dhan` (krew naming: plugin `dhan`, binary `kubectl-dhan`).
+//!
+//!   kubectl dhan status [-A] [NAME]     who expires when
+//!   kubectl dhan refresh NAME           ask for a new token and wait for the outcome
+//!   kubectl dhan inspect secret NAME    what token a Secret holds, without printing it
+
+mod inspect;
+mod refresh;
+mod status;
+mod table;
+mod when;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dhan_operator::controller::output::ACCOUNT_ANNOTATION;
+use dhan_operator::crd::DhanAccount;
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// dhan-operator's kubectl plugin: account status, forced refreshes, token inspection.
+#[derive(Parser)]
+#[command(name = "kubectl dhan", version)]
+struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace (default: the context's namespace, else "default").
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Expiry, last and next refresh, method, consents used today and the last failure.
+    Status {
+        /// Accounts of every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Only this account.
+        name: Option<String>,
+    },
+    /// Ask for a new token now (still subject to Dhan's 2-minute limit) and report the outcome.
+    Refresh {
+        name: String,
+        /// Return once the request is recorded.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Describe what a Secret holds without printing it.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
+}
+
+#[derive(Subcommand)]
+enum Inspect {
+    /// A token Secret: type, client, issue and expiry from the token's claims.
+    Secret { name: String },
+}
+
+async fn client(cli: &Cli) -> anyhow::Result<(Client, String)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..Default::default()
+    };
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None => Config::from_kubeconfig(&options)
+            .await
+            .context("no usable kubeconfig (set KUBECONFIG or --kubeconfig)")?,
+    };
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config)?, namespace))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let (client, namespace) = client(&cli).await?;
+    let now = chrono::Utc::now();
+    match cli.command {
+        Command::Status {
+            all_namespaces,
+            name,
+        } => {
+            let api: Api<DhanAccount> = if all_namespaces {
+                Api::all(client)
+            } else {
+                Api::namespaced(client, &namespace)
+            };
+            let accounts =
+                match name {
+                    Some(name) => vec![api.get(&name).await.with_context(|| {
+                        format!("dhanaccount {name:?} in namespace {namespace:?}")
+                    })?],
+                    None => api.list(&Default::default()).await?.items,
+                };
+            if accounts.is_empty() {
+                eprintln!("No DhanAccounts found in namespace {namespace}.");
+                return Ok(0);
+            }
+            print!("{}", status::table(&accounts, now, all_namespaces));
+            Ok(0)
+        }
+        Command::Refresh {
+            name,
+            no_wait,
+            timeout,
+        } => {
+            let api: Api<DhanAccount> = Api::namespaced(client, &namespace);
+            let wait = (!no_wait).then(|| Duration::from_secs(timeout));
+            match refresh::run(&api, &name, wait).await? {
+                refresh::Outcome::Refreshed(text) => {
+                    println!("dhanaccount/{name}: {text}");
+                    Ok(0)
+                }
+                refresh::Outcome::Failed(text) | refresh::Outcome::TimedOut(text) => {
+                    eprintln!("dhanaccount/{name}: {text}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::Inspect {
+            what: Inspect::Secret { name },
+        } => inspect_secret(client, &namespace, &name, now).await,
+    }
+}
+
+async fn inspect_secret(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<i32> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(name)
+        .await
+        .with_context(|| format!("secret {name:?} in namespace {namespace:?}"))?;
+    let accounts: Api<DhanAccount> = Api::namespaced(client, namespace);
+    // The operator names the account on its Secret (an owner reference only exists with
+    // deletionPolicy: Delete).
+    let account_name = secret
+        .annotations()
+        .get(ACCOUNT_ANNOTATION)
+        .cloned()
+        .or_else(|| {
+            secret
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "DhanAccount")
+                .map(|o| o.name.clone())
+        });
+    let owner = match account_name {
+        Some(name) => accounts.get_opt(&name).await?,
+        None => None,
+    };
+    match inspect::describe(&secret, owner.as_ref(), now) {
+        Ok(text) => {
+            print!("{text}");
+            Ok(0)
+        }
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            Ok(1)
+        }
+    }
+}

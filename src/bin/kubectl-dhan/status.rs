@@ -1,0 +1,150 @@
+//! `kubectl dhan status`: who expires when, in one line per account.
+
+use crate::table::render;
+use crate::when::{ago, relative};
+use chrono::{DateTime, Utc};
+use dhan_operator::crd::DhanAccount;
+use dhan_operator::decision::DayCount;
+use kube::ResourceExt;
+
+/// Dhan's daily consent limit per client (docs/dhan-api.md §3).
+const CONSENTS_PER_DAY: u32 = 25;
+
+fn or_dash(value: Option<String>) -> String {
+    value
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<String> {
+    let status = account.status.clone().unwrap_or_default();
+    let when = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| relative(t, now)));
+    let since = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| ago(t, now)));
+    let consents = status
+        .consents
+        .as_ref()
+        .map(|c| {
+            let count = DayCount {
+                day: c.day.clone(),
+                count: c.count,
+            };
+            DayCount::today(Some(&count), now)
+        })
+        .filter(|n| *n > 0)
+        .map(|n| format!("{n}/{CONSENTS_PER_DAY}"));
+    let failure = status
+        .last_failure_reason
+        .clone()
+        .map(|reason| match status.last_failure_time {
+            Some(t) => format!("{reason} ({})", ago(t, now)),
+            None => reason,
+        });
+    let mut row = Vec::new();
+    if all_namespaces {
+        row.push(account.namespace().unwrap_or_default());
+    }
+    row.extend([
+        account.name_any(),
+        account.spec.client_id.trim().to_string(),
+        or_dash(status.phase.map(|p| p.to_string())),
+        or_dash(status.method.clone()),
+        when(status.expires_at),
+        since(status.last_refresh_time),
+        when(status.next_refresh_time),
+        or_dash(consents),
+        or_dash(failure),
+    ]);
+    row
+}
+
+/// The status table of `accounts`, sorted by namespace and name.
+pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool) -> String {
+    let mut accounts: Vec<&DhanAccount> = accounts.iter().collect();
+    accounts.sort_by_key(|a| (a.namespace(), a.name_any()));
+    let rows: Vec<Vec<String>> = accounts
+        .iter()
+        .map(|a| row(a, now, all_namespaces))
+        .collect();
+    let mut headers = vec![];
+    if all_namespaces {
+        headers.push("NAMESPACE");
+    }
+    headers.extend([
+        "NAME",
+        "CLIENT",
+        "PHASE",
+        "METHOD",
+        "EXPIRES",
+        "LAST REFRESH",
+        "NEXT REFRESH",
+        "CONSENTS",
+        "LAST FAILURE",
+    ]);
+    render(&headers, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhan_operator::crd::{DailyCount, DhanAccountSpec, DhanAccountStatus, Phase};
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn account(name: &str, status: DhanAccountStatus) -> DhanAccount {
+        let mut account = DhanAccount::new(
+            name,
+            DhanAccountSpec {
+                client_id: "1000000001".into(),
+                ..Default::default()
+            },
+        );
+        account.metadata.namespace = Some("trading".into());
+        account.status = Some(status);
+        account
+    }
+
+    #[test]
+    fn shows_expiry_refreshes_consents_and_the_last_failure() {
+        let now = utc("2026-11-23T10:00:00Z");
+        let ready = account(
+            "alice",
+            DhanAccountStatus {
+                phase: Some(Phase::Ready),
+                method: Some("browser".into()),
+                expires_at: Some(utc("2026-11-24T03:00:00Z")),
+                last_refresh_time: Some(utc("2026-11-23T03:00:00Z")),
+                next_refresh_time: Some(utc("2026-11-24T02:30:00Z")),
+                consents: Some(DailyCount {
+                    day: "2026-11-23".into(),
+                    count: 2,
+                }),
+                ..Default::default()
+            },
+        );
+        let failed = account(
+            "carol",
+            DhanAccountStatus {
+                phase: Some(Phase::Failed),
+                last_failure_reason: Some("InvalidPin".into()),
+                last_failure_time: Some(utc("2026-11-23T09:57:00Z")),
+                ..Default::default()
+            },
+        );
+        let text = table(&[failed, ready], now, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "NAME   CLIENT      PHASE   METHOD   EXPIRES  LAST REFRESH  NEXT REFRESH  CONSENTS  LAST FAILURE"
+        );
+        assert_eq!(
+            lines[1],
+            "alice  1000000001  Ready   browser  in 17h   7h ago        in 16h        2/25      -"
+        );
+        assert_eq!(
+            lines[2],
+            "carol  1000000001  Failed  -        -        -             -             -         InvalidPin (3m ago)"
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Sending one message to Telegram or a webhook. The destination's secrets (bot token, webhook
+//! URL) are read from the notifier's Secret at each delivery, so a rotated one takes effect at
+//! once, and never appear in an error: reqwest's errors carry the URL, which holds them.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Timeout of one delivery: a slow receiver must not hold later messages for long.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
+
+/// Why a message did not arrive. Says which Secret or what the receiver answered, never the
+/// secret itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("Secret {0:?} not found")]
+    SecretMissing(String),
+    #[error("Secret {secret:?} has no key {key:?}")]
+    KeyMissing { secret: String, key: &'static str },
+    #[error("cannot read Secret {secret:?}: {problem}")]
+    SecretUnreadable { secret: String, problem: String },
+    #[error("{0} is not a valid URL")]
+    BadUrl(&'static str),
+    #[error("the receiver could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the receiver answered HTTP {0}")]
+    Rejected(u16),
+}
+
+async fn secret_value(
+    secrets: &Api<Secret>,
+    name: &str,
+    key: &'static str,
+) -> Result<String, DeliveryError> {
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| DeliveryError::SecretUnreadable {
+            secret: name.to_string(),
+            problem: match e {
+                kube::Error::Api(status) => status.message,
+                _ => "Kubernetes API unreachable".to_string(),
+            },
+        })?
+        .ok_or_else(|| DeliveryError::SecretMissing(name.to_string()))?;
+    let missing = || DeliveryError::KeyMissing {
+        secret: name.to_string(),
+        key,
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(missing)?;
+    let value = String::from_utf8(bytes.0.clone()).map_err(|_| missing())?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(missing());
+    }
+    Ok(value.to_string())
+}
+
+async fn post(http: &reqwest::Client, url: url::Url, body: &Value) -> Result<(), DeliveryError> {
+    let response = http
+        .post(url)
+        .json(body)
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| DeliveryError::Unreachable(e.without_url().to_string()))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(DeliveryError::Rejected(response.status().as_u16()))
+    }
+}
+
+/// `sendMessage` of the Bot API, with the bot token and chat id from Secret `secret_name`.
+pub async fn telegram(
+    http: &reqwest::Client,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    api_url: Option<&str>,
+    text: &str,
+) -> Result<(), DeliveryError> {
+    let token = secret_value(secrets, secret_name, "botToken").await?;
+    let chat_id = secret_value(secrets, secret_name, "chatId").await?;
+    let base = api_url
+        .unwrap_or(DEFAULT_TELEGRAM_API)
+        .trim_end_matches('/');
+    let url = url::Url::parse(&format!("{base}/bot{token}/sendMessage"))
+        .map_err(|_| DeliveryError::BadUrl("spec.telegram.apiUrl"))?;
+    let body = json!({ "chat_id": chat_id, "text": text, "disable_web_page_preview": true });
+    post(http, url, &body).await
+}
+
+/// A JSON POST to the URL in Secret `secret_name`, key `url`.
+pub async fn webhook(
+    http: &reqwest::Client,
+    secrets: &Api<Secret>,
+    secret_name: &str,
+    body: &Value,
+) -> Result<(), DeliveryError> {
+    let url = secret_value(secrets, secret_name, "url").await?;
+    let url =
+        url::Url::parse(&url).map_err(|_| DeliveryError::BadUrl("the webhook Secret's url"))?;
+    post(http, url, body).await
+}

@@ -1,0 +1,203 @@
+//! `kubectl-dhan` against a real apiserver and a running operator: status, refresh, inspect,
+//! and kubectl's kubeconfig conventions (KUBECONFIG, --kubeconfig, --context, -n, -A).
+
+mod support;
+
+use dhan_operator::crd::Phase;
+use serde_json::json;
+use std::process::{Command, Output};
+use support::{Bed, PIN, TOTP_SECRET};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-dhan");
+
+/// Runs the plugin with the test bed's admin kubeconfig in `KUBECONFIG`, as kubectl would.
+fn plugin(args: &[&str]) -> Output {
+    Command::new(PLUGIN)
+        .args(args)
+        .env("KUBECONFIG", support::control_plane().kubeconfig_path())
+        .output()
+        .expect("run kubectl-dhan")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn ready_account(bed: &Bed, name: &str, client_id: &str) {
+    bed.register(client_id, PIN).await;
+    let credentials = format!("{name}-dhan");
+    bed.put_secret(&credentials, &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        name,
+        json!({ "clientId": client_id, "credentialsSecret": credentials }),
+    )
+    .await;
+    bed.wait_phase(name, Phase::Ready).await;
+}
+
+#[tokio::test]
+async fn status_shows_expiry_method_and_failures_per_account() {
+    let bed = Bed::start_with("plugin-status", &[]).await;
+    ready_account(&bed, "alice", "1500000001").await;
+    bed.put_secret("carol-dhan", &[("pin", PIN)]).await;
+    bed.create_account(
+        "carol",
+        json!({ "clientId": "1500000002", "credentialsSecret": "carol-dhan" }),
+    )
+    .await;
+    bed.wait_phase("carol", Phase::Failed).await;
+
+    let out = plugin(&["status", "-n", &bed.ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{text}");
+    assert!(
+        lines[0].contains("EXPIRES") && lines[0].contains("LAST FAILURE"),
+        "{text}"
+    );
+    let alice = lines.iter().find(|l| l.starts_with("alice")).expect(&text);
+    for expected in ["1500000001", "Ready", "totp", "in 23h", "ago"] {
+        assert!(
+            alice.contains(expected),
+            "{expected:?} missing in {alice:?}"
+        );
+    }
+    let carol = lines.iter().find(|l| l.starts_with("carol")).expect(&text);
+    assert!(carol.contains("Failed"), "{carol}");
+
+    // -A adds the namespace column and lists other namespaces' accounts too.
+    let all = stdout(&plugin(&["status", "-A"]));
+    assert!(
+        all.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{all}"
+    );
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(&bed.ns) && l.contains("alice")),
+        "{all}"
+    );
+
+    // One account by name; the namespace from the context (default) has no such account.
+    let one = stdout(&plugin(&["status", "alice", "-n", &bed.ns]));
+    assert_eq!(one.lines().count(), 2, "{one}");
+    let missing = plugin(&["status", "alice"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("\"default\""),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[tokio::test]
+async fn kubeconfig_flag_and_context_are_honoured() {
+    let bed = Bed::start_with("plugin-context", &[]).await;
+    ready_account(&bed, "dave", "1500000003").await;
+    let kubeconfig = support::control_plane().kubeconfig_path();
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let context = text
+        .lines()
+        .find_map(|l| l.strip_prefix("current-context: "))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let out = Command::new(PLUGIN)
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args(["--context", &context, "status", "-n", &bed.ns])
+        .env_remove("KUBECONFIG")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("dave"));
+
+    let wrong = plugin(&["--context", "no-such-context", "status", "-n", &bed.ns]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("no-such-context"),
+        "{}",
+        stderr(&wrong)
+    );
+}
+
+#[tokio::test]
+async fn refresh_waits_for_the_new_token_and_mentions_dhans_two_minute_limit() {
+    let bed = Bed::start_with("plugin-refresh", &[]).await;
+    ready_account(&bed, "erin", "1500000004").await;
+    let token_before = bed.token_in_secret("erin-token").await;
+
+    let out = plugin(&["refresh", "erin", "-n", &bed.ns, "--timeout", "90"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("refresh requested"), "{text}");
+    // The account was minted moments ago: Dhan's limit delays the new token.
+    assert!(
+        text.contains("Dhan allows one new token per client every 2 minutes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("new token (method totp), valid until"),
+        "{text}"
+    );
+    let token_after = bed.token_in_secret("erin-token").await;
+    assert_ne!(token_after, token_before);
+    assert!(!text.contains(&token_after) && !text.contains(&token_before));
+
+    // A permanent failure is reported as such, with a non-zero exit. (A changed PIN alone does
+    // not trigger a refresh while the token is valid: the requested one meets it.)
+    bed.put_secret(
+        "erin-dhan",
+        &[("pin", "000000"), ("totpSecret", TOTP_SECRET)],
+    )
+    .await;
+    let failed = plugin(&["refresh", "erin", "-n", &bed.ns, "--timeout", "60"]);
+    assert!(!failed.status.success());
+    assert!(
+        stderr(&failed).contains("refresh failed"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(!stderr(&failed).contains("000000"), "never prints the PIN");
+    assert_eq!(bed.status("erin").await.phase, Some(Phase::Failed));
+    assert_eq!(
+        bed.token_in_secret("erin-token").await,
+        token_after,
+        "the valid token stays"
+    );
+}
+
+#[tokio::test]
+async fn inspect_secret_decodes_the_token_without_printing_it() {
+    let bed = Bed::start_with("plugin-inspect", &[]).await;
+    ready_account(&bed, "fay", "1500000005").await;
+    let token = bed.token_in_secret("fay-token").await;
+
+    let out = plugin(&["inspect", "secret", "fay-token", "-n", &bed.ns]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!text.contains(&token), "the token is never printed");
+    for expected in [
+        "Account:     fay",
+        "Type:        APP",
+        "Client:      1500000005",
+        "DHAN_ACCESS_TOKEN (",
+        "valid)",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing in\n{text}");
+    }
+
+    let not_a_token = plugin(&["inspect", "secret", "fay-dhan", "-n", &bed.ns]);
+    assert!(!not_a_token.status.success());
+    assert!(
+        stderr(&not_a_token).contains("has no key \"DHAN_ACCESS_TOKEN\""),
+        "{}",
+        stderr(&not_a_token)
+    );
+}

@@ -1,0 +1,272 @@
+//! DhanNotifier end to end: a real apiserver, a running operator, and a local HTTP receiver
+//! standing in for both Telegram's Bot API and a Slack/Discord-style webhook.
+
+mod support;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::Uri;
+use dhan_operator::crd::Phase;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{Bed, PIN, TOTP_SECRET};
+
+const BOT_TOKEN: &str = "7300000001:AAbotTOKENnotForMessages";
+const WEBHOOK_KEY: &str = "T000/B000/webhookSECRETpart";
+
+/// Everything the receiver was sent: (path, JSON body).
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Received {
+    fn all(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+    fn on(&self, path_part: &str) -> Vec<Value> {
+        self.all()
+            .into_iter()
+            .filter(|(p, _)| p.contains(path_part))
+            .map(|(_, b)| b)
+            .collect()
+    }
+}
+
+async fn receiver() -> (String, Received) {
+    let received = Received::default();
+    let app = Router::new()
+        .fallback(
+            |State(r): State<Received>, uri: Uri, body: Bytes| async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                r.0.lock().unwrap().push((uri.path().to_string(), body));
+                axum::Json(json!({ "ok": true }))
+            },
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+#[tokio::test]
+async fn a_failure_then_a_recovery_sends_exactly_two_messages_per_channel() {
+    let (url, received) = receiver().await;
+    let bed = Bed::start_with("notify", &["--notifications"]).await;
+    bed.register("1600000001", PIN).await;
+    bed.put_secret("phone", &[("botToken", BOT_TOKEN), ("chatId", "4242")])
+        .await;
+    let hook = format!("{url}/services/{WEBHOOK_KEY}");
+    bed.put_secret("team-hook", &[("url", &hook)]).await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "alerts" },
+        "spec": {
+            "telegram": { "secretName": "phone", "apiUrl": url },
+            "webhook": { "secretName": "team-hook" },
+        }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+
+    // A wrong PIN: a permanent failure.
+    bed.put_secret(
+        "alice-dhan",
+        &[("pin", "999999"), ("totpSecret", TOTP_SECRET)],
+    )
+    .await;
+    bed.create_account(
+        "alice",
+        json!({ "clientId": "1600000001", "credentialsSecret": "alice-dhan" }),
+    )
+    .await;
+    bed.wait_phase("alice", Phase::Failed).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (received.all().len() == 2).then_some(())
+    })
+    .await;
+
+    // The right PIN: the account recovers.
+    bed.put_secret("alice-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.wait_phase("alice", Phase::Ready).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (received.all().len() == 4).then_some(())
+    })
+    .await;
+    // Reconciles and re-evaluations go on; nothing more is sent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let telegram = received.on(&format!("/bot{BOT_TOKEN}/sendMessage"));
+    let webhook = received.on(WEBHOOK_KEY);
+    assert_eq!(telegram.len(), 2, "{:?}", received.all());
+    assert_eq!(webhook.len(), 2, "{:?}", received.all());
+    assert_eq!(telegram[0]["chat_id"], "4242");
+    let failed = telegram[0]["text"].as_str().unwrap();
+    println!("messages sent:\n{failed}\n{}", telegram[1]["text"]);
+    assert!(failed.contains(&format!("{}/alice", bed.ns)), "{failed}");
+    assert!(failed.contains("cannot be refreshed"), "{failed}");
+    assert!(
+        telegram[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("healthy again")
+    );
+    assert_eq!(webhook[0]["event"], "Failed");
+    assert_eq!(webhook[1]["event"], "Recovered");
+    assert_eq!(webhook[1]["text"], webhook[1]["content"]);
+
+    let token = bed.token_in_secret("alice-token").await;
+    let bodies =
+        serde_json::to_string(&received.all().iter().map(|r| &r.1).collect::<Vec<_>>()).unwrap();
+    for secret in [
+        PIN,
+        "999999",
+        TOTP_SECRET,
+        token.as_str(),
+        BOT_TOKEN,
+        WEBHOOK_KEY,
+    ] {
+        assert!(!bodies.contains(secret), "a message carries a credential");
+    }
+    bed.assert_nothing_leaks(&[PIN, TOTP_SECRET, &token, BOT_TOKEN, WEBHOOK_KEY])
+        .await;
+
+    // Delivered and counted.
+    let metrics_url = support::metrics_url(&bed.operator().output()).unwrap();
+    let scrape = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for channel in ["telegram", "webhook"] {
+        let line = format!(
+            "dhan_operator_notifications_total{{channel=\"{channel}\",outcome=\"Sent\"}} 2"
+        );
+        assert!(scrape.contains(&line), "{line} in\n{scrape}");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_operator_does_not_repeat_and_a_dead_receiver_is_counted() {
+    let (url, received) = receiver().await;
+    let mut bed = Bed::start_with("notify-restart", &["--notifications"]).await;
+    bed.put_secret("phone", &[("botToken", BOT_TOKEN), ("chatId", "4242")])
+        .await;
+    // Port 9 on loopback: nothing listens, every webhook delivery fails.
+    bed.put_secret("dead-hook", &[("url", "http://127.0.0.1:9/hook")])
+        .await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "alerts" },
+        "spec": {
+            "telegram": { "secretName": "phone", "apiUrl": url },
+            "webhook": { "secretName": "dead-hook" },
+            "events": ["Failed", "Recovered"],
+        }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    // A Secret without the PIN: Failed.
+    bed.put_secret("bob-dhan", &[("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "bob",
+        json!({ "clientId": "1600000002", "credentialsSecret": "bob-dhan" }),
+    )
+    .await;
+    bed.wait_phase("bob", Phase::Failed).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (received.all().len() == 1).then_some(())
+    })
+    .await;
+    let metrics_url = support::metrics_url(&bed.operator().output()).unwrap();
+    let failed_line = "dhan_operator_notifications_total{channel=\"webhook\",outcome=\"Failed\"} 1";
+    support::wait_for(Duration::from_secs(30), || async {
+        let scrape = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        scrape.contains(failed_line).then_some(())
+    })
+    .await;
+    let notifiers = support::control_plane().kubectl(&[
+        "get",
+        "dhannotifiers",
+        "alerts",
+        "-n",
+        &bed.ns,
+        "-o",
+        "json",
+    ]);
+    let notifier: Value = serde_json::from_slice(&notifiers.stdout).unwrap();
+    assert_eq!(notifier["status"]["notified"]["bob"], "Failed");
+    let problem = notifier["status"]["message"].as_str().unwrap_or_default();
+    assert!(problem.starts_with("webhook: "), "{notifier}");
+    assert!(
+        !problem.contains("127.0.0.1:9"),
+        "no URL in the status: {problem}"
+    );
+
+    // A new operator process reads what was reported from the notifier's status.
+    bed.operator.take().unwrap().kill_9();
+    bed.operator = Some(bed.spawn_operator(&["--notifications"], &[]));
+    support::wait_for(Duration::from_secs(20), || async {
+        bed.operator()
+            .output()
+            .contains("notifications started")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(received.all().len(), 1, "{:?}", received.all());
+}
+
+#[tokio::test]
+async fn only_the_leader_sends() {
+    let (url, received) = receiver().await;
+    let bed = Bed::without_operator("notify-leader").await;
+    let args = [
+        "--notifications",
+        "--leader-elect",
+        "--leader-elect-namespace",
+        &bed.ns,
+        "--leader-elect-lease",
+        "notify-leader",
+    ];
+    let first = bed.spawn_operator(&args, &[("POD_NAME", "replica-a")]);
+    support::wait_for(Duration::from_secs(30), || async {
+        first
+            .output()
+            .contains("notifications started")
+            .then_some(())
+    })
+    .await;
+    let second = bed.spawn_operator(&args, &[("POD_NAME", "replica-b")]);
+    bed.put_secret("team-hook", &[("url", &format!("{url}/hook"))])
+        .await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "alerts" },
+        "spec": { "webhook": { "secretName": "team-hook" } }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    bed.put_secret("carl-dhan", &[("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "carl",
+        json!({ "clientId": "1600000003", "credentialsSecret": "carl-dhan" }),
+    )
+    .await;
+    bed.wait_phase("carl", Phase::Failed).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (!received.all().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(received.all().len(), 1, "{:?}", received.all());
+    assert!(
+        !second.output().contains("notifications started"),
+        "the standby does not notify"
+    );
+}
