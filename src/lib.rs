@@ -23,4 +23,5 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod rate_limit;
+pub mod redact;
 pub mod token_hash;

@@ -104,7 +104,7 @@ async fn throttle_reply_backs_off_then_mints_after_the_minimum_interval() {
 }
 
 #[tokio::test]
-async fn server_error_backs_off_a_minute_then_recovers_on_its_own() {
+async fn server_error_backs_off_a_minute() {
     let bed = Bed::start_with("res", &[]).await;
     bed.register("1200000002", PIN).await;
     bed.mock
@@ -124,25 +124,13 @@ async fn server_error_backs_off_a_minute_then_recovers_on_its_own() {
     let message = backoff.message.unwrap();
     assert!(message.contains("attempt 1 failed"), "{message}");
 
-    let ready = bed
-        .wait_phase_for("uma", Phase::Ready, Duration::from_secs(120))
-        .await
-        .status
-        .unwrap();
-    assert_eq!(ready.failed_attempts, None);
-    assert_eq!(ready.last_failure_reason, None);
+    // The retry a minute later, and the recovery, are the reconciler's own timing: pinned in
+    // virtual time by controller::tests::reconcile::transient_failures_back_off_from_a_minute_and_recover.
     let calls = bed.mock.calls_to(MINT, "1200000002").await;
-    assert_eq!(calls.len(), 2, "one failure, one retry: {calls:?}");
+    assert_eq!(calls.len(), 1, "no retry before the backoff: {calls:?}");
     assert_eq!(
         (calls[0]["status"].as_u64(), calls[0]["outcome"].as_str()),
         (Some(500), Some("fault"))
-    );
-    assert_eq!(calls[1]["outcome"], "success");
-    let gap = at_ms(&calls[1]) - at_ms(&calls[0]);
-    assert!(gap >= 59_000, "retried after {gap} ms");
-    assert_eq!(
-        bed.mock.account("1200000002").await["currentToken"],
-        bed.token_in_secret("uma-token").await.as_str()
     );
 }
 
@@ -295,9 +283,15 @@ async fn revoked_token_is_probed_dead_and_replaced(client_id: &str, style: Optio
     let old = bed.token_in_secret("xena-token").await;
     bed.mock.revoke(client_id).await;
     let revoked_at = Utc::now().timestamp_millis();
+    // A restarted operator remembers no probe and probes at once; the probe cadence itself
+    // (validateEvery) is the reconciler's own timing, pinned in virtual time by
+    // controller::tests::reconcile::two_days_mint_on_schedule_and_probe_in_between.
+    let mut bed = bed;
+    bed.operator = None;
+    bed.operator = Some(bed.spawn_operator(&[], &[]));
 
     let replaced = bed
-        .wait_status("xena", Duration::from_secs(80), |s| {
+        .wait_status("xena", Duration::from_secs(60), |s| {
             s.phase == Some(Phase::Ready) && s.token_hash != ready.token_hash
         })
         .await
@@ -334,8 +328,8 @@ async fn revoked_token_is_probed_dead_and_replaced(client_id: &str, style: Optio
     );
     let detected_after = at_ms(&mints[1]) - revoked_at;
     assert!(
-        detected_after <= 70_000,
-        "replaced {detected_after} ms after the revocation (validateEvery: 1m)"
+        detected_after <= 30_000,
+        "replaced {detected_after} ms after the revocation (probed on the restart)"
     );
 
     let events = bed.events().await;

@@ -2,7 +2,6 @@
 //! element (docs/dhan-api.md §3), so this reads words, not markup: pure functions, table-tested.
 
 use super::error::{FailureClass, Step};
-use super::steps::words;
 
 /// Phrases that mean Dhan stopped accepting attempts; checked first, since such a message often
 /// names the PIN too ("Too many wrong PIN attempts").
@@ -71,6 +70,32 @@ const PROGRESS: &[&str] = &[
     "logging in",
     "redirecting",
 ];
+
+/// Lower-case words of a text, splitting camelCase (`mobileNumber` → `mobile`, `number`) so that
+/// ids and names count like labels, while `typing` or `spinner` never count as "pin".
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in text.chars() {
+        if !c.is_alphanumeric() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        current.extend(c.to_lowercase());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
 
 /// Which fields a text names.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

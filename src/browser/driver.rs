@@ -1,8 +1,6 @@
 //! The DevTools session with the Chromium sidecar: connecting while the sidecar starts, opening the
 //! login tab under network watch, and `Browser.close` so the sidecar exits.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chromiumoxide::Browser;
@@ -14,46 +12,12 @@ use tracing::{debug, info, warn};
 use super::config::LoginConfig;
 use super::error::{LoginFailure, Step};
 use super::network::Network;
+use super::progress::Progress;
 use super::report::TokenId;
 use super::walk::walk;
 
 /// Time for Chromium to answer `Browser.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Where the login stands, readable after the login's future was dropped on timeout.
-#[derive(Debug)]
-pub struct Progress {
-    step: Mutex<Step>,
-    credential_sent: AtomicBool,
-}
-
-impl Progress {
-    pub fn new(step: Step) -> Progress {
-        Progress {
-            step: Mutex::new(step),
-            credential_sent: AtomicBool::new(false),
-        }
-    }
-
-    /// The step in progress.
-    pub fn get(&self) -> Step {
-        *self.step.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn set(&self, step: Step) {
-        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = step;
-    }
-
-    /// Records that a PIN, TOTP code or password was typed and (by the page or by us) submitted.
-    pub fn credential_sent(&self) {
-        self.credential_sent.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether this login spent one of the account's attempts at Dhan.
-    pub fn reached_credential_step(&self) -> bool {
-        self.credential_sent.load(Ordering::SeqCst)
-    }
-}
 
 /// A connection to Chromium and the task that pumps its websocket.
 pub struct Session {

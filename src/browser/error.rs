@@ -279,21 +279,11 @@ impl fmt::Display for LoginFailure {
     }
 }
 
-/// Replaces each secret (ignoring ones too short to be credentials) with `<redacted>`, and folds
-/// the text onto one line.
+/// Replaces each secret with `<redacted>` ([`crate::redact::redact`]) and folds the text onto
+/// one line.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut secrets: Vec<&str> = secrets
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| s.len() >= 4)
-        .collect();
-    // Longest first, so a secret containing another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        out = out.replace(secret, "<redacted>");
-    }
-    out
+    let folded = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::redact::redact(&folded, secrets)
 }
 
 #[cfg(test)]

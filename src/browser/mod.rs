@@ -18,6 +18,7 @@ pub mod driver;
 pub mod error;
 pub mod network;
 pub mod origin;
+pub mod progress;
 pub mod report;
 pub mod steps;
 pub mod typing;
@@ -34,7 +35,8 @@ pub use error::{FailureClass, LoginFailure, Step};
 pub use report::{LoginReport, TokenId};
 
 use crate::dhan::totp::step_at;
-use driver::{Progress, Session};
+use driver::Session;
+use progress::Progress;
 
 /// Logs in through the Chromium at `config.cdp_url` and returns the redirect's `tokenId`.
 /// Always ends with CDP `Browser.close` once connected, so the sidecar exits.

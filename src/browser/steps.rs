@@ -106,32 +106,6 @@ impl Field {
     }
 }
 
-/// Lower-case words of a text, splitting camelCase (`mobileNumber` → `mobile`, `number`) so that
-/// ids and names count like labels, while `typing` or `spinner` never count as "pin".
-pub fn words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut previous_lower = false;
-    for c in text.chars() {
-        if !c.is_alphanumeric() {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
-            previous_lower = false;
-            continue;
-        }
-        if c.is_uppercase() && previous_lower && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-        }
-        previous_lower = c.is_lowercase() || c.is_ascii_digit();
-        current.extend(c.to_lowercase());
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
 /// The field a text names, if it names exactly one. `single` fields may be the mobile number or
 /// the password; box fields only codes.
 fn kind_named(named: Mentions, single: bool) -> Option<Step> {

@@ -12,9 +12,9 @@ use tracing::{debug, info};
 
 use super::classify::{classify, reads_as_failure, reads_as_progress};
 use super::config::LoginConfig;
-use super::driver::Progress;
 use super::error::{LoginFailure, Step};
 use super::network::{Network, Verdict};
+use super::progress::Progress;
 use super::report::TokenId;
 use super::steps::{
     BUTTON_SELECTOR, Field, INPUT_SELECTOR, PageFacts, SNAPSHOT_JS, Submit, appeared,

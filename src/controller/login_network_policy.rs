@@ -17,11 +17,8 @@ use serde_json::{Value, json};
 
 use super::Context;
 use super::login_job::{COMPONENT, COMPONENT_LABEL, LOGIN_FOR_LABEL, LoginJobSettings};
-use super::output::account_label;
+use super::output::{FIELD_MANAGER, account_label};
 use crate::crd::DhanAccount;
-
-/// Field manager of the operator's server-side applies.
-const FIELD_MANAGER: &str = "dhan-operator";
 
 /// Name of `account`'s login NetworkPolicy: its name, cut to leave room for the suffix within
 /// the 63 characters a label (and so a sensible name) may have.

@@ -7,8 +7,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client};
 use serde_json::json;
 
-/// Pod-template annotation set to the token hash.
-pub const TOKEN_HASH_ANNOTATION: &str = "dhan-operator.dev/token-hash";
+use super::output::TOKEN_HASH_ANNOTATION;
 
 /// Sets the annotation on every target that does not carry `hash` yet. Returns one message
 /// per target that could not be updated (missing, wrong kind, forbidden).

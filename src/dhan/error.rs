@@ -323,13 +323,8 @@ impl DhanError {
     }
 }
 
-fn redact_text(mut text: String, secrets: &[&str]) -> String {
-    for secret in secrets.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        if text.contains(secret) {
-            text = text.replace(secret, "<redacted>");
-        }
-    }
-    text
+fn redact_text(text: String, secrets: &[&str]) -> String {
+    crate::redact::redact(&text, secrets)
 }
 
 /// Dhan endpoints whose errors need context to classify.

@@ -103,7 +103,7 @@ pub async fn get_ip(State(mock): State<Shared>, method: Method, headers: HeaderM
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reply::DeadTokenStyle;
+    use crate::kinds::DeadTokenStyle;
     use crate::state::TokenKind;
     use crate::state::test_support::*;
     use axum::http::{HeaderValue, StatusCode};

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{Fault, FaultSpec};
+use crate::kinds::{Fault, FaultSpec};
 use crate::state::{Account, AccountConfig, Shared, TokenKind, now_ms};
 
 pub fn routes() -> Router<Shared> {

@@ -7,49 +7,10 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
+use crate::kinds::{FaultKind, FaultSpec};
 use crate::reply::{self, Reply};
 use crate::state::Shared;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FaultKind {
-    Http500,
-    Http502,
-    Http429,
-    Throttle,
-    Error200,
-    Latency,
-    Drop,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FaultSpec {
-    /// An endpoint name as it appears in the call log, or `*` for any.
-    pub endpoint: String,
-    pub kind: FaultKind,
-    #[serde(default = "one")]
-    pub count: u32,
-    /// Delay before answering. Defaults to 1000 ms for `latency`, 0 for the other kinds.
-    #[serde(default)]
-    pub latency_ms: Option<u64>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Fault {
-    #[serde(flatten)]
-    pub spec: FaultSpec,
-    pub remaining: u32,
-}
 
 /// Endpoints served by api.dhan.co answer in shape 1 of §6; the auth host in shape 3.
 fn on_api_host(endpoint: &str) -> bool {

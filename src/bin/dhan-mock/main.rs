@@ -9,6 +9,7 @@ mod control;
 mod faults;
 mod ist;
 mod jwt;
+mod kinds;
 mod login_page;
 mod login_verify;
 mod reply;

@@ -4,8 +4,9 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+pub use crate::kinds::DeadTokenStyle;
 
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -107,19 +108,6 @@ impl Reply {
             DeadTokenStyle::Gateway => Reply::gateway_unauthorized("dead_token"),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeadTokenStyle {
-    /// HTTP 400 DH-906 "Invalid Token" — what revoked tokens get on the live API (§4).
-    #[default]
-    Dh906,
-    Dh901,
-    Data807,
-    Data808,
-    Data809,
-    Gateway,
 }
 
 impl IntoResponse for Reply {

@@ -11,8 +11,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::faults::Fault;
-use crate::reply::DeadTokenStyle;
+use crate::kinds::{DeadTokenStyle, Fault};
 use crate::{ist, jwt, totp};
 
 #[derive(Debug, Clone)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::browser::classify::words;
 
 fn input(index: usize, input_type: &str, max_length: i64) -> InputFacts {
     InputFacts {
