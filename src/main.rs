@@ -211,67 +211,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = router(metrics.clone(), readiness.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let notifier_namespace = args.namespace.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut settings = Settings {
-        namespace: args.namespace,
-        dhan: Arc::new(dhan),
-        clock: clock.clone(),
-        leadership: None,
-        dhan_timeout: args.dhan_timeout,
-        dhan_calls_per_second: args.dhan_calls_per_second,
-        limits: Limits {
-            min_mint_interval: args.min_mint_interval,
-            max_failed_logins: args.max_failed_logins,
-        },
-        concurrency: args.concurrency,
-        login: LoginSettings {
-            enabled: args.browser_logins,
-            job: LoginJobSettings {
-                operator_image: args.login_image,
-                chromium_image: args.chromium_image,
-                chromium_command: args.chromium_command,
-                chromium_seccomp_profile: args.chromium_seccomp_profile,
-                login_timeout: args.login_timeout,
-                allowed_hosts: args.login_allowed_hosts,
-                egress_blocked_cidrs: args.login_egress_blocked_cidrs,
-            },
-            max_concurrent: usize::from(args.max_concurrent_login_jobs),
-        },
-    };
+    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone());
     readiness.set(true);
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
     // stops with it.
     let notifier = args
         .notifications
-        .then(|| notify::run(client.clone(), notifier_namespace, metrics.clone()));
+        .then(|| notify::run(client.clone(), args.namespace.clone(), metrics.clone()));
     if !args.leader_elect {
         with_notifier(controller::run(client, settings, metrics), notifier).await;
         info!("stopped");
         return Ok(());
     }
-    let needed = args.dhan_timeout + leader::SKEW_MARGIN + leader::RENEW_EVERY;
-    anyhow::ensure!(
-        args.leader_elect_lease_duration > needed,
-        "--leader-elect-lease-duration must be longer than --dhan-timeout plus {}s, so that a \
-         mint in flight ends before another replica could take over",
-        (leader::SKEW_MARGIN + leader::RENEW_EVERY).as_secs()
-    );
-    let election = ElectionSettings {
-        namespace: args
-            .leader_elect_namespace
-            .unwrap_or_else(|| "default".into()),
-        lease: args.leader_elect_lease,
-        identity: std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
-        duration: args.leader_elect_lease_duration,
-    };
-    let (mut is_leader, leadership) = leader::elect(client.clone(), election, clock).await?;
-    info!("waiting to become leader");
-    while !*is_leader.borrow_and_update() {
-        is_leader.changed().await?;
-    }
-    info!("became leader");
+    let (mut is_leader, leadership) = become_leader(&client, &args, clock).await?;
     settings.leadership = Some(leadership);
     tokio::select! {
         _ = with_notifier(controller::run(client, settings, metrics), notifier) => {
@@ -284,6 +237,68 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             anyhow::bail!("lost leadership; exiting so that only the new leader reconciles")
         }
     }
+}
+
+/// The controller's settings from the flags.
+fn controller_settings(args: &RunArgs, dhan: Arc<DhanClient>, clock: Arc<dyn Clock>) -> Settings {
+    Settings {
+        namespace: args.namespace.clone(),
+        dhan,
+        clock,
+        leadership: None,
+        dhan_timeout: args.dhan_timeout,
+        dhan_calls_per_second: args.dhan_calls_per_second,
+        limits: Limits {
+            min_mint_interval: args.min_mint_interval,
+            max_failed_logins: args.max_failed_logins,
+        },
+        concurrency: args.concurrency,
+        login: LoginSettings {
+            enabled: args.browser_logins,
+            job: LoginJobSettings {
+                operator_image: args.login_image.clone(),
+                chromium_image: args.chromium_image.clone(),
+                chromium_command: args.chromium_command.clone(),
+                chromium_seccomp_profile: args.chromium_seccomp_profile.clone(),
+                login_timeout: args.login_timeout,
+                allowed_hosts: args.login_allowed_hosts.clone(),
+                egress_blocked_cidrs: args.login_egress_blocked_cidrs.clone(),
+            },
+            max_concurrent: usize::from(args.max_concurrent_login_jobs),
+        },
+    }
+}
+
+/// Waits until this replica holds the leader Lease.
+async fn become_leader(
+    client: &kube::Client,
+    args: &RunArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(tokio::sync::watch::Receiver<bool>, Arc<leader::Leadership>)> {
+    let needed = args.dhan_timeout + leader::SKEW_MARGIN + leader::RENEW_EVERY;
+    anyhow::ensure!(
+        args.leader_elect_lease_duration > needed,
+        "--leader-elect-lease-duration must be longer than --dhan-timeout plus {}s, so that a \
+         mint in flight ends before another replica could take over",
+        (leader::SKEW_MARGIN + leader::RENEW_EVERY).as_secs()
+    );
+    let election = ElectionSettings {
+        namespace: args
+            .leader_elect_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        lease: args.leader_elect_lease.clone(),
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        duration: args.leader_elect_lease_duration,
+    };
+    let (mut is_leader, leadership) = leader::elect(client.clone(), election, clock).await?;
+    info!("waiting to become leader");
+    while !*is_leader.borrow_and_update() {
+        is_leader.changed().await?;
+    }
+    info!("became leader");
+    Ok((is_leader, leadership))
 }
 
 fn hostname() -> String {
