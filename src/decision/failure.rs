@@ -76,6 +76,50 @@ pub enum Handling {
 }
 
 impl FailureKind {
+    /// Every kind, for tables and checks.
+    pub const ALL: [FailureKind; 37] = {
+        use FailureKind::*;
+        [
+            InvalidPin,
+            InvalidTotp,
+            InvalidCredentials,
+            InvalidClientId,
+            TotpNotEnabled,
+            AccountLocked,
+            AppUnauthorized,
+            NoApiAccess,
+            AccountIssue,
+            RenewNotAllowed,
+            MalformedToken,
+            InvalidConfig,
+            TokenDead,
+            InvalidMobile,
+            InvalidPassword,
+            TooManyLoginAttempts,
+            LoginOriginRefused,
+            LoginConfig,
+            LoginLockout,
+            NoUsableMethod,
+            MintThrottled,
+            ConsentLimitExceeded,
+            RateLimited,
+            ServerError,
+            Rejected,
+            UnexpectedResponse,
+            Timeout,
+            Network,
+            ConsentExpired,
+            LoginSessionExpired,
+            LoginPageUnavailable,
+            LoginPageNotUnderstood,
+            LoginTimeout,
+            LoginBrowserError,
+            LoginNoTokenId,
+            LoginRejected,
+            LoginFailed,
+        ]
+    };
+
     pub fn reason(self) -> &'static str {
         use FailureKind::*;
         match self {
@@ -364,46 +408,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_distinct_camel_case_reason() {
-        use FailureKind::*;
-        let all = [
-            InvalidPin,
-            InvalidTotp,
-            InvalidCredentials,
-            InvalidClientId,
-            TotpNotEnabled,
-            AccountLocked,
-            AppUnauthorized,
-            NoApiAccess,
-            AccountIssue,
-            RenewNotAllowed,
-            MalformedToken,
-            InvalidConfig,
-            TokenDead,
-            InvalidMobile,
-            InvalidPassword,
-            TooManyLoginAttempts,
-            LoginOriginRefused,
-            LoginConfig,
-            LoginLockout,
-            NoUsableMethod,
-            MintThrottled,
-            ConsentLimitExceeded,
-            RateLimited,
-            ServerError,
-            Rejected,
-            UnexpectedResponse,
-            Timeout,
-            Network,
-            ConsentExpired,
-            LoginSessionExpired,
-            LoginPageUnavailable,
-            LoginPageNotUnderstood,
-            LoginTimeout,
-            LoginBrowserError,
-            LoginNoTokenId,
-            LoginRejected,
-            LoginFailed,
-        ];
+        let all = FailureKind::ALL;
         let mut reasons: Vec<_> = all.iter().map(|k| k.reason()).collect();
         assert!(
             reasons
