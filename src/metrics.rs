@@ -8,7 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
@@ -29,17 +29,44 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: String,
+}
+
+/// How per-account series carry the client ID: whoever can scrape `/metrics` sees every
+/// account's labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientIdLabel {
+    /// The client ID itself.
+    #[default]
+    Plain,
+    /// A short hash of it (the one naming its claim Lease): tells accounts apart, hides the
+    /// ID from a casual reader (not from one who hashes candidate IDs).
+    Hashed,
+    /// No client ID label.
+    Omit,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
     pub dhan_calls: Family<CallLabels, Counter>,
     pub refresh_duration: Family<MethodLabels, Histogram>,
     pub reconcile_errors: Family<ReasonLabels, Counter>,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub skipped_accounts: Gauge,
     accounts: Arc<AccountCollector>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(ClientIdLabel::Plain)
+    }
+}
+
+impl Metrics {
+    pub fn new(client_id: ClientIdLabel) -> Self {
         let mut registry = Registry::with_prefix("dhan_operator");
         let dhan_calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -61,19 +88,34 @@ impl Default for Metrics {
             "Reconcile failures by reason",
             reconcile_errors.clone(),
         );
-        let accounts = Arc::new(AccountCollector::default());
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed list or watch calls, by watch (each is retried with backoff)",
+            watch_errors.clone(),
+        );
+        let skipped_accounts = Gauge::default();
+        registry.register(
+            "skipped_accounts",
+            "DhanAccounts left out because they cannot be decoded (see their events)",
+            skipped_accounts.clone(),
+        );
+        let accounts = Arc::new(AccountCollector {
+            store: OnceLock::new(),
+            client_id,
+        });
         registry.register_collector(Box::new(accounts.clone()));
         Metrics {
             registry,
             dhan_calls,
             refresh_duration,
             reconcile_errors,
+            watch_errors,
+            skipped_accounts,
             accounts,
         }
     }
-}
 
-impl Metrics {
     /// Counts a call to Dhan.
     pub fn dhan_call(&self, endpoint: crate::dhan::Endpoint, outcome: &str) {
         self.dhan_calls
@@ -98,16 +140,29 @@ impl Metrics {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AccountCollector {
     store: OnceLock<Store<DhanAccount>>,
+    client_id: ClientIdLabel,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AccountLabels {
-    namespace: String,
-    name: String,
-    client_id: String,
+impl AccountCollector {
+    /// `namespace`, `name` and (unless omitted) `client_id`.
+    fn labels(&self, account: &DhanAccount) -> Vec<(&'static str, String)> {
+        let mut labels = vec![
+            ("namespace", account.namespace().unwrap_or_default()),
+            ("name", account.name_any()),
+        ];
+        let client_id = account.spec.client_id.trim();
+        match self.client_id {
+            ClientIdLabel::Plain => labels.push(("client_id", client_id.to_string())),
+            ClientIdLabel::Hashed => {
+                labels.push(("client_id", crate::claims::client_hash(client_id)))
+            }
+            ClientIdLabel::Omit => {}
+        }
+        labels
+    }
 }
 
 impl prometheus_client::collector::Collector for AccountCollector {
@@ -116,11 +171,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
             return Ok(());
         };
         let accounts = store.state();
-        let labels = |a: &DhanAccount| AccountLabels {
-            namespace: a.namespace().unwrap_or_default(),
-            name: a.name_any(),
-            client_id: a.spec.client_id.clone(),
-        };
+        let labels = |a: &DhanAccount| self.labels(a);
         type Value = fn(&DhanAccount) -> Option<f64>;
         let series: [(&str, &str, Value); 4] = [
             (

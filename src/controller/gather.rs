@@ -65,9 +65,10 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
             phase: Phase::Conflict,
             reason: "Conflict",
             message: format!(
-                "client ID {} is already managed by DhanAccount {winner}; only one account may \
-                 mint for a client ID (a new token invalidates the previous one)",
-                spec.policy.client_id
+                "client ID {} is already managed by {}; only one account may mint for a client \
+                 ID (a new token invalidates the previous one)",
+                spec.policy.client_id,
+                describe_winner(account, &winner)
             ),
             // Re-checked so that deleting the winner hands over without a spec change.
             requeue: Some(Duration::from_secs(30)),
@@ -214,6 +215,16 @@ async fn find_login(
     })
 }
 
+/// The winner as the loser may know it: by name in its own namespace, which the loser's owner
+/// sees anyway; only as "another namespace" elsewhere, which may be another tenant's.
+fn describe_winner(account: &DhanAccount, winner: &str) -> String {
+    let namespace = account.namespace().unwrap_or_default();
+    match winner.split_once('/') {
+        Some((ns, name)) if ns == namespace => format!("DhanAccount {name} in this namespace"),
+        _ => "a DhanAccount in another namespace".into(),
+    }
+}
+
 fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
     Held {
         token,
@@ -223,5 +234,29 @@ fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
         } else {
             Stored::Reshape
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_winner;
+    use crate::crd::DhanAccount;
+
+    fn account(namespace: &str) -> DhanAccount {
+        let mut account = DhanAccount::new("alice-copy", Default::default());
+        account.metadata.namespace = Some(namespace.into());
+        account
+    }
+
+    #[test]
+    fn a_winner_in_another_namespace_is_not_named() {
+        assert_eq!(
+            describe_winner(&account("team-b"), "team-a/alice"),
+            "a DhanAccount in another namespace"
+        );
+        assert_eq!(
+            describe_winner(&account("team-a"), "team-a/alice"),
+            "DhanAccount alice in this namespace"
+        );
     }
 }

@@ -273,6 +273,9 @@ impl Bench {
             memos: Memos::default(),
             leadership: None,
             dhan_timeout: Duration::from_secs(20),
+            claims: None,
+            rollouts: false,
+            health: Default::default(),
         });
         Bench {
             api,

@@ -169,7 +169,13 @@ async fn the_younger_account_for_a_client_is_in_conflict_and_calls_nothing() {
     let requeue = bench.reconcile("alice-copy").await;
     let status = bench.status("alice-copy");
     assert_eq!(status.phase, Some(Phase::Conflict));
-    assert!(status.message.unwrap().contains("trading/alice"));
+    // Same namespace: the owner sees alice anyway, so she is named.
+    assert!(
+        status
+            .message
+            .unwrap()
+            .contains("DhanAccount alice in this namespace")
+    );
     assert_eq!(requeue, Some(Duration::from_secs(30)));
     assert_eq!(bench.dhan.calls(MINT).len(), 1, "only alice minted");
 }
