@@ -150,9 +150,9 @@ impl Claims {
         self.held.lock().expect("claims poisoned").remove(uid)
     }
 
-    /// Whether this install holds a claim for account `uid`.
-    pub fn holds(&self, uid: &str) -> bool {
-        self.held(uid).is_some()
+    /// The client ID account `uid` holds a claim on, if any.
+    pub fn claimed_by(&self, uid: &str) -> Option<String> {
+        self.held(uid).map(|h| h.client_id)
     }
 
     /// Account UIDs holding claims.

@@ -49,9 +49,7 @@ pub async fn apply(
         .or(old.secret_name.as_deref());
     let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
     write_status(ctx, account, &old, report.compose(&old)).await?;
-    if !round.keeps_claim(now) {
-        release_claim(ctx, account).await;
-    }
+    settle_claim(ctx, account, round.keeps_claim(now)).await;
     for note in &round.notes {
         log_note(account, note);
         publish(ctx, account, note).await;
@@ -242,9 +240,7 @@ pub async fn blocked(
     let live = old.expires_at.is_some_and(|t| t > now);
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
-    if why.phase == Phase::Conflict || !live {
-        release_claim(ctx, account).await;
-    }
+    settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
     let assessment =
         crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
     let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
@@ -263,10 +259,18 @@ pub async fn blocked(
     Ok(assessment.requeue)
 }
 
-/// Gives up the account's client-ID claim, if it holds one.
-async fn release_claim(ctx: &Context, account: &DhanAccount) {
-    if let Some(claims) = &ctx.claims {
-        claims.release(&account.uid().unwrap_or_default()).await;
+/// Gives up the account's client-ID claim unless it is to be kept, and in any case when it is
+/// for a client ID the account no longer names.
+async fn settle_claim(ctx: &Context, account: &DhanAccount, keep: bool) {
+    let Some(claims) = &ctx.claims else {
+        return;
+    };
+    let uid = account.uid().unwrap_or_default();
+    let Some(claimed) = claims.claimed_by(&uid) else {
+        return;
+    };
+    if !keep || claimed != account.spec.client_id.trim() {
+        claims.release(&uid).await;
     }
 }
 

@@ -254,3 +254,27 @@ async fn the_memory_of_a_deleted_account_is_pruned() {
     crate::controller::prune_once(&bench.ctx, &Default::default());
     assert!(bench.ctx.memos.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn rollout_targets_are_left_alone_when_restarts_are_off() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account(
+        "alice",
+        json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "algo"}]}),
+    );
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    assert!(
+        !bench.api.log().iter().any(|r| r.contains("/apis/apps/")),
+        "no workload read or patched: {:?}",
+        bench.api.log()
+    );
+    assert!(
+        bench
+            .event_reasons()
+            .contains(&"RolloutRestartsOff".to_string()),
+        "{:?}",
+        bench.event_reasons()
+    );
+}
