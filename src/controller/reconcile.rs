@@ -28,7 +28,7 @@ pub enum Error {
 }
 
 /// How soon an account refused the client-ID claim looks again (the holder may let go).
-const CLAIM_RECHECK: Duration = Duration::from_secs(60);
+const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {

@@ -37,8 +37,9 @@ where
         Ok(Event::InitDone) => ctx.health.listed(&name),
         Ok(Event::Apply(_) | Event::Delete(_)) => ctx.health.delivered(&name),
         Err(error) => {
+            let error = describe(error);
             warn!(watch = %name, %error, "watch failed; retrying");
-            ctx.health.failed(&name, error.to_string());
+            ctx.health.failed(&name, error);
             ctx.metrics
                 .watch_errors
                 .get_or_create(&WatchLabels {
@@ -47,6 +48,22 @@ where
                 .inc();
         }
     })
+}
+
+/// A watch error in a line: the API server's message rather than its whole status.
+fn describe(error: &watcher::Error) -> String {
+    use watcher::Error as E;
+    let api = |step: &str, error: &kube::Error| match error {
+        kube::Error::Api(s) => format!("{step}: {} ({} {})", s.message, s.code, s.reason),
+        other => format!("{step}: {other}"),
+    };
+    match error {
+        E::InitialListFailed(e) => api("list", e),
+        E::WatchStartFailed(e) => api("watch", e),
+        E::WatchFailed(e) => api("watch stream", e),
+        E::WatchError(s) => format!("watch: {} ({} {})", s.message, s.code, s.reason),
+        E::NoResourceVersion => error.to_string(),
+    }
 }
 
 /// The DhanAccounts in scope, decoded one by one into the controller's cache (`writer`). The

@@ -80,11 +80,11 @@ async fn a_client_another_install_claimed_is_a_conflict_that_names_nobody() {
         !message.contains("install-b") && !message.contains("uid-of-team-b"),
         "{message}"
     );
-    assert_eq!(requeue, Some(Duration::from_secs(60)));
+    assert_eq!(requeue, Some(Duration::from_secs(30)));
 
     other.release("uid-of-team-b").await;
     assert_eq!(holder(&bench), None, "released: the Lease is gone");
-    bench.advance(Duration::from_secs(60)).await;
+    bench.advance(Duration::from_secs(30)).await;
     bench.reconcile("alice").await;
     assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
     assert_eq!(bench.dhan.calls(MINT).len(), 1);
