@@ -98,8 +98,8 @@ fn memory(pid: u32) -> (f64, f64) {
 /// Starts the operator (cluster-wide), waits for every account in `ns` to be Ready and five
 /// quiet seconds, and returns (RSS, peak RSS, seconds to Ready).
 async fn measure(client: &Client, mock: &MockDhan, ns: &str, count: usize) -> (f64, f64, f64) {
-    let binary = std::env::var("BENCH_OPERATOR_BIN")
-        .unwrap_or_else(|_| support::OPERATOR_BIN.to_string());
+    let binary =
+        std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| support::OPERATOR_BIN.to_string());
     let kubeconfig = support::control_plane().kubeconfig_path();
     let started = Instant::now();
     let operator = ChildProcess::spawn(
@@ -173,7 +173,10 @@ async fn main() {
 
     let binary = std::env::var("BENCH_OPERATOR_BIN").unwrap_or_else(|_| "this build".into());
     println!("operator memory: {accounts} accounts, cluster-wide watch scope, {binary}");
-    println!("  unrelated Secrets in other namespaces : {:>9} {:>9}", 0, unrelated);
+    println!(
+        "  unrelated Secrets in other namespaces : {:>9} {:>9}",
+        0, unrelated
+    );
     println!(
         "  RSS once all Ready + 5 s (MiB)        : {:>9.1} {:>9.1}",
         alone.0, crowded.0

@@ -428,107 +428,6 @@ async fn assert_refreshed(
     hash
 }
 
-/// The client-ID claims Role and RoleBinding in `claims`: every Lease there (their names are
-/// hashes), nothing elsewhere.
-async fn assert_client_claims_rbac(
-    client: &Client,
-    claims: &str,
-    fullname: &str,
-    sa_namespace: &str,
-    sa: &str,
-) {
-    let name = format!("{fullname}-client-claims");
-    let role = Api::<Role>::namespaced(client.clone(), claims)
-        .get(&name)
-        .await
-        .expect("the client-claims Role");
-    let rules = role.rules.unwrap_or_default();
-    assert_eq!(
-        flatten(&rules),
-        BTreeMap::from([(
-            ("coordination.k8s.io".to_string(), "leases".to_string()),
-            ["create", "delete", "get", "update"]
-                .map(String::from)
-                .into_iter()
-                .collect()
-        )])
-    );
-    let binding = Api::<RoleBinding>::namespaced(client.clone(), claims)
-        .get(&name)
-        .await
-        .expect("the client-claims RoleBinding");
-    assert_eq!(binding.role_ref.name, name);
-    assert!(is_service_account(
-        binding.subjects.as_ref(),
-        sa_namespace,
-        sa
-    ));
-}
-
-/// Single-namespace mode with secure metrics: the only cluster-wide grant to the ServiceAccount
-/// creates TokenReviews and SubjectAccessReviews; the metrics-reader ClusterRole is bound to
-/// nobody by default.
-async fn assert_only_metrics_reviews_are_cluster_wide(
-    client: &Client,
-    by_release: &ListParams,
-    fullname: &str,
-    namespace: &str,
-    sa: &str,
-) {
-    let roles = Api::<ClusterRole>::all(client.clone())
-        .list(by_release)
-        .await
-        .unwrap()
-        .items;
-    let names: BTreeSet<String> = roles.iter().map(|r| r.name_any()).collect();
-    assert_eq!(
-        names,
-        BTreeSet::from([
-            format!("{fullname}-metrics-auth"),
-            format!("{fullname}-metrics-reader")
-        ])
-    );
-    let auth = roles
-        .iter()
-        .find(|r| r.name_any() == format!("{fullname}-metrics-auth"))
-        .unwrap();
-    assert_eq!(
-        flatten(auth.rules.as_deref().unwrap_or_default()),
-        BTreeMap::from([
-            (
-                ("authentication.k8s.io".into(), "tokenreviews".into()),
-                BTreeSet::from(["create".to_string()])
-            ),
-            (
-                ("authorization.k8s.io".into(), "subjectaccessreviews".into()),
-                BTreeSet::from(["create".to_string()])
-            ),
-        ])
-    );
-    let bound: Vec<String> = Api::<ClusterRoleBinding>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|b| is_service_account(b.subjects.as_ref(), namespace, sa))
-        .map(|b| b.role_ref.name)
-        .collect();
-    assert_eq!(bound, [format!("{fullname}-metrics-auth")]);
-}
-
-/// A tenant's Secret in `namespace`, which holds no DhanAccount.
-async fn put_unrelated_secret(client: &Client, namespace: &str) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "someone-elses" }, "stringData": { "password": "hunter2" },
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-}
-
 #[track_caller]
 fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
     match result {
@@ -658,7 +557,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "no namespaced operator Role in cluster-wide mode"
     );
     assert_leader_election_rbac(&client, NS, RELEASE, SA).await;
-    assert_client_claims_rbac(&client, CLAIMS, RELEASE, NS, SA).await;
+    checks::assert_client_claims_rbac(&client, CLAIMS, RELEASE, NS, SA).await;
 
     let deployment = deployment(&client, NS, RELEASE).await;
     let spec = deployment.spec.as_ref().unwrap();
@@ -689,7 +588,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     }
     // Tenants' Secrets the operator has no business with, there before it starts.
     let unrelated = support::namespace(&client, "helm-no-accounts").await;
-    put_unrelated_secret(&client, &unrelated).await;
+    checks::put_unrelated_secret(&client, &unrelated).await;
 
     // The operator as the ServiceAccount: takes the Lease in the release namespace...
     wait_for_chart_crd(&client).await;
@@ -824,7 +723,8 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     assert_eq!(binding.subjects.as_ref().map(Vec::len), Some(1));
     assert!(is_service_account(binding.subjects.as_ref(), NS, SA));
     let by_release = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
-    assert_only_metrics_reviews_are_cluster_wide(&client, &by_release, FULLNAME, NS, SA).await;
+    checks::assert_only_metrics_reviews_are_cluster_wide(&client, &by_release, FULLNAME, NS, SA)
+        .await;
     let release_ns_roles: Vec<String> = Api::<Role>::namespaced(client.clone(), NS)
         .list(&by_release)
         .await
@@ -841,7 +741,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         ]
     );
     assert_leader_election_rbac(&client, NS, FULLNAME, SA).await;
-    assert_client_claims_rbac(&client, NS, FULLNAME, NS, SA).await;
+    checks::assert_client_claims_rbac(&client, NS, FULLNAME, NS, SA).await;
 
     let deployment = deployment(&client, NS, FULLNAME).await;
     let spec = deployment.spec.as_ref().unwrap();

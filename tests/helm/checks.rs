@@ -5,10 +5,12 @@
 use crate::support::{self, ChildProcess, control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Event;
-use kube::Client;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Annotation by which a workload accepts restarts by an account.
@@ -211,4 +213,105 @@ fn json_log_field(output: &str, message: &str, field: &str) -> Option<String> {
                 .is_some_and(|m| m.contains(message))
         })
         .and_then(|line| line["fields"][field].as_str().map(str::to_string))
+}
+
+/// The client-ID claims Role and RoleBinding in `claims`: every Lease there (their names are
+/// hashes), nothing elsewhere.
+pub async fn assert_client_claims_rbac(
+    client: &Client,
+    claims: &str,
+    fullname: &str,
+    sa_namespace: &str,
+    sa: &str,
+) {
+    let name = format!("{fullname}-client-claims");
+    let role = Api::<Role>::namespaced(client.clone(), claims)
+        .get(&name)
+        .await
+        .expect("the client-claims Role");
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(
+        crate::flatten(&rules),
+        BTreeMap::from([(
+            ("coordination.k8s.io".to_string(), "leases".to_string()),
+            ["create", "delete", "get", "update"]
+                .map(String::from)
+                .into_iter()
+                .collect()
+        )])
+    );
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), claims)
+        .get(&name)
+        .await
+        .expect("the client-claims RoleBinding");
+    assert_eq!(binding.role_ref.name, name);
+    assert!(crate::is_service_account(
+        binding.subjects.as_ref(),
+        sa_namespace,
+        sa
+    ));
+}
+
+/// Single-namespace mode with secure metrics: the only cluster-wide grant to the ServiceAccount
+/// creates TokenReviews and SubjectAccessReviews; the metrics-reader ClusterRole is bound to
+/// nobody by default.
+pub async fn assert_only_metrics_reviews_are_cluster_wide(
+    client: &Client,
+    by_release: &ListParams,
+    fullname: &str,
+    namespace: &str,
+    sa: &str,
+) {
+    let roles = Api::<ClusterRole>::all(client.clone())
+        .list(by_release)
+        .await
+        .unwrap()
+        .items;
+    let names: BTreeSet<String> = roles.iter().map(|r| r.name_any()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            format!("{fullname}-metrics-auth"),
+            format!("{fullname}-metrics-reader")
+        ])
+    );
+    let auth = roles
+        .iter()
+        .find(|r| r.name_any() == format!("{fullname}-metrics-auth"))
+        .unwrap();
+    assert_eq!(
+        crate::flatten(auth.rules.as_deref().unwrap_or_default()),
+        BTreeMap::from([
+            (
+                ("authentication.k8s.io".into(), "tokenreviews".into()),
+                BTreeSet::from(["create".to_string()])
+            ),
+            (
+                ("authorization.k8s.io".into(), "subjectaccessreviews".into()),
+                BTreeSet::from(["create".to_string()])
+            ),
+        ])
+    );
+    let bound: Vec<String> = Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| crate::is_service_account(b.subjects.as_ref(), namespace, sa))
+        .map(|b| b.role_ref.name)
+        .collect();
+    assert_eq!(bound, [format!("{fullname}-metrics-auth")]);
+}
+
+/// A tenant's Secret in `namespace`, which holds no DhanAccount.
+pub async fn put_unrelated_secret(client: &Client, namespace: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "someone-elses" }, "stringData": { "password": "hunter2" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
 }
