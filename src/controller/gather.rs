@@ -60,7 +60,11 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
     };
     let all_accounts = ctx.store.state();
-    if let Some(winner) = winner_over(account, all_accounts.iter().map(|a| a.as_ref())) {
+    let rivals = all_accounts
+        .iter()
+        .map(|a| a.as_ref())
+        .filter(|a| a.uid() == account.uid() || contends(a, now));
+    if let Some(winner) = winner_over(account, rivals) {
         return Ok(Facts::Blocked(Blocked {
             phase: Phase::Conflict,
             reason: "Conflict",
@@ -215,6 +219,18 @@ async fn find_login(
     })
 }
 
+/// Whether `other` keeps a younger account from minting for its client ID. One that failed for
+/// good (its credentials are missing, or Dhan refused them) and holds no live token does not:
+/// otherwise anyone could name another team's client ID first, with no credentials at all, and
+/// keep the real owner's account in `Conflict` for ever.
+fn contends(other: &DhanAccount, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Some(status) = &other.status else {
+        return true;
+    };
+    let live = status.expires_at.is_some_and(|t| t > now);
+    live || status.phase != Some(Phase::Failed)
+}
+
 /// The winner as the loser may know it: by name in its own namespace, which the loser's owner
 /// sees anyway; only as "another namespace" elsewhere, which may be another tenant's.
 fn describe_winner(account: &DhanAccount, winner: &str) -> String {
@@ -239,8 +255,8 @@ fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_winner;
-    use crate::crd::DhanAccount;
+    use super::{contends, describe_winner};
+    use crate::crd::{DhanAccount, DhanAccountStatus, Phase};
 
     fn account(namespace: &str) -> DhanAccount {
         let mut account = DhanAccount::new("alice-copy", Default::default());
@@ -257,6 +273,31 @@ mod tests {
         assert_eq!(
             describe_winner(&account("team-a"), "team-a/alice"),
             "DhanAccount alice in this namespace"
+        );
+    }
+
+    #[test]
+    fn an_older_account_that_failed_for_good_without_a_token_does_not_block() {
+        let now = "2026-11-22T00:00:00Z".parse().unwrap();
+        let with = |phase, expires: Option<&str>| {
+            let mut account = account("team-b");
+            account.status = Some(DhanAccountStatus {
+                phase: Some(phase),
+                expires_at: expires.map(|t| t.parse().unwrap()),
+                ..Default::default()
+            });
+            account
+        };
+        assert!(contends(&account("team-b"), now), "not reconciled yet");
+        assert!(contends(&with(Phase::Backoff, None), now));
+        assert!(!contends(&with(Phase::Failed, None), now));
+        assert!(!contends(
+            &with(Phase::Failed, Some("2026-11-21T00:00:00Z")),
+            now
+        ));
+        assert!(
+            contends(&with(Phase::Failed, Some("2026-11-22T10:00:00Z")), now),
+            "its live token would die"
         );
     }
 }

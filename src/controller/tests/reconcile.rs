@@ -181,6 +181,23 @@ async fn the_younger_account_for_a_client_is_in_conflict_and_calls_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_older_account_naming_the_client_without_credentials_does_not_block_its_owner() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account("squatter", json!({"credentialsSecret": "nothing-here"}));
+    bench.reconcile("squatter").await;
+    assert_eq!(bench.status("squatter").phase, Some(Phase::Failed));
+    bench.account("alice", json!({}));
+    let mut alice = bench.api.get(&account_path("alice")).unwrap();
+    alice["metadata"]["creationTimestamp"] = "2026-11-21T00:00:00Z".into();
+    bench.api.put(&account_path("alice"), alice);
+    bench.reconcile("squatter").await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_requested_refresh_in_market_hours_waits_for_the_close() {
     let bench = ready_bench(MONDAY_1100_IST);
     // A token minted at 08:00 IST today (before the session), valid till tomorrow 08:00.
