@@ -24,10 +24,12 @@ crd:
 	cp crds/dhanaccounts.yaml deploy/crd.yaml
 	cp crds/dhannotifiers.yaml deploy/crd-dhannotifiers.yaml
 
-## Many accounts on the real control plane: time to Ready, Dhan call rate, idle writes.
-## BENCH_ACCOUNTS=N changes the size (default 300).
+## Many accounts on the real control plane: time to Ready, Dhan call rate, idle writes; then the
+## operator's memory with 5,000 unrelated Secrets in the cluster.
+## BENCH_ACCOUNTS=N changes the size (default 300); BENCH_UNRELATED_SECRETS=N the Secrets.
 bench: testbed
 	$(CARGO) bench --bench scale
+	$(CARGO) bench --bench memory
 
 build:
 	$(CARGO) build --release --bins

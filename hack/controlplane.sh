@@ -8,7 +8,9 @@
 #
 # DIR receives: kubeconfig (admin, group system:masters), kubeconfig-operator (user
 # "dhan-operator", no rights but what RBAC grants it), kubeconfig-sa-NAMESPACE-NAME for each
-# ServiceAccount identity in SERVICE_ACCOUNTS below, env (KUBECONFIG=...), *.log, pids.
+# ServiceAccount identity in SERVICE_ACCOUNTS below, env (KUBECONFIG=...), *.log, pids, and
+# audit.log: the apiserver's audit log of every request touching a Secret (who, verb, URI), so a
+# test can show which Secrets an identity never asked for.
 # With --watch-pid, a detached watcher stops everything once PID exits.
 # Binaries: $KUBEBUILDER_ASSETS/{kube-apiserver,etcd} when both exist there, else
 # ${DHAN_OPERATOR_CACHE:-~/.cache/dhan-operator}/bin/kube-apiserver and etcd from PATH.
@@ -122,6 +124,17 @@ EOF
       "${sa_tokens[$sa]}" "$sa_ns" "$sa_name" "$sa_ns" "$sa_name" "$sa_ns" >>"$DIR/certs/tokens.csv"
   done
 
+  # Secrets only, at Metadata level (no bodies: they would hold the data), once per request.
+  cat >"$DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  resources: [{group: "", resources: ["secrets"]}]
+- level: None
+EOF
+
   local etcd_port peer_port api_port
   etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
   local etcd_url="http://127.0.0.1:$etcd_port" server="https://127.0.0.1:$api_port"
@@ -154,6 +167,7 @@ EOF
     --allow-privileged \
     --disable-admission-plugins ServiceAccount \
     --kubelet-preferred-address-types InternalIP \
+    --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
     </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
   echo $! >>"$DIR/pids"
 

@@ -1,5 +1,6 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::claims::ClaimSettings;
 use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
 use dhan_operator::controller::login_job::{self, LoginJobSettings};
@@ -7,10 +8,13 @@ use dhan_operator::controller::{self, Settings};
 use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
 use dhan_operator::dhan::DhanClient;
-use dhan_operator::http::{Readiness, router};
+use dhan_operator::health::Health;
+use dhan_operator::http::auth::MetricsAuth;
+use dhan_operator::http::{router, tls};
 use dhan_operator::leader::{self, ElectionSettings};
-use dhan_operator::metrics::Metrics;
+use dhan_operator::metrics::{ClientIdLabel, Metrics};
 use dhan_operator::{calendar_file, notify};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -59,6 +63,40 @@ struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: String,
+    /// Serve that port with TLS, and /metrics only to callers whose bearer token the API server
+    /// accepts (TokenReview) and who may `get` the URL /metrics (SubjectAccessReview). Needs
+    /// the rights to create both reviews.
+    #[arg(long, env = "METRICS_SECURE")]
+    metrics_secure: bool,
+    /// PEM certificate for the secure metrics port (with --metrics-tls-key; reread every 5
+    /// minutes). Default: a self-signed certificate made at start.
+    #[arg(long, env = "METRICS_TLS_CERT", requires = "metrics_tls_key")]
+    metrics_tls_cert: Option<PathBuf>,
+    /// PEM private key of --metrics-tls-cert.
+    #[arg(long, env = "METRICS_TLS_KEY", requires = "metrics_tls_cert")]
+    metrics_tls_key: Option<PathBuf>,
+    /// How per-account metrics carry the client ID: `plain`, `hashed` or `omit`.
+    #[arg(long, env = "METRICS_CLIENT_ID", value_enum, default_value = "plain")]
+    metrics_client_id: ClientIdLabel,
+    /// Restart the workloads listed in spec.rolloutRestartTargets after a new token — only
+    /// those that name the account in their dhan-operator.dev/restart-on-refresh-of
+    /// annotation. Needs get and patch rights on Deployments, StatefulSets and DaemonSets.
+    #[arg(long, env = "ROLLOUT_RESTARTS")]
+    rollout_restarts: bool,
+    /// Namespace of the client-ID claims (a Lease per client ID) shared by every install that
+    /// may see the same client IDs: two installs then never both mint for one client. Unset:
+    /// only the accounts this install sees are compared.
+    #[arg(long, env = "CLIENT_CLAIMS_NAMESPACE")]
+    client_claims_namespace: Option<String>,
+    /// This install's name in client-ID claims: the same for its replicas and across
+    /// restarts, different from every other install's. Default: the leader Lease's
+    /// namespace/name.
+    #[arg(long, env = "INSTALL_ID")]
+    install_id: Option<String>,
+    /// How long a client-ID claim stays valid without renewal (renewed every third of it):
+    /// how long the accounts of an install that vanished keep their claims.
+    #[arg(long, env = "CLIENT_CLAIM_DURATION", default_value = "30m", value_parser = duration_arg)]
+    client_claim_duration: Duration,
     /// Calls per second to Dhan across all accounts; the rest queue.
     #[arg(long, env = "DHAN_CALLS_PER_SECOND", default_value_t = 5.0)]
     dhan_calls_per_second: f64,
@@ -198,22 +236,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "cannot reach the Kubernetes API (check KUBECONFIG or the in-cluster service account)",
     )?;
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(args.metrics_client_id));
     let calendar_text = calendar_file::install_initial(args.trading_calendar.as_deref(), &metrics)?;
     if let (Some(path), Some(text)) = (args.trading_calendar.clone(), calendar_text) {
         tokio::spawn(calendar_file::watch(path, text, metrics.clone()));
     }
-    let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
-    info!(addr = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-    let app = router(metrics.clone(), readiness.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let health = Health::default();
+    serve_http(&args, client.clone(), metrics.clone(), health.clone()).await?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone());
-    readiness.set(true);
+    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone(), health);
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
     // stops with it.
     let notifier = args
@@ -240,7 +272,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The controller's settings from the flags.
-fn controller_settings(args: &RunArgs, dhan: Arc<DhanClient>, clock: Arc<dyn Clock>) -> Settings {
+fn controller_settings(
+    args: &RunArgs,
+    dhan: Arc<DhanClient>,
+    clock: Arc<dyn Clock>,
+    health: Health,
+) -> Settings {
+    let claims = args
+        .client_claims_namespace
+        .clone()
+        .map(|namespace| ClaimSettings {
+            namespace,
+            install: args.install_id.clone().unwrap_or_else(|| {
+                format!("{}/{}", leader_namespace(args), args.leader_elect_lease)
+            }),
+            duration: args.client_claim_duration,
+        });
+    if claims.is_none() {
+        info!(
+            "no --client-claims-namespace: client IDs are compared only among this install's accounts"
+        );
+    }
     Settings {
         namespace: args.namespace.clone(),
         dhan,
@@ -266,7 +318,17 @@ fn controller_settings(args: &RunArgs, dhan: Arc<DhanClient>, clock: Arc<dyn Clo
             },
             max_concurrent: usize::from(args.max_concurrent_login_jobs),
         },
+        claims,
+        rollouts: args.rollout_restarts,
+        health,
     }
+}
+
+/// The namespace of the leader Lease.
+fn leader_namespace(args: &RunArgs) -> String {
+    args.leader_elect_namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
 }
 
 /// Waits until this replica holds the leader Lease.
@@ -283,10 +345,7 @@ async fn become_leader(
         (leader::SKEW_MARGIN + leader::RENEW_EVERY).as_secs()
     );
     let election = ElectionSettings {
-        namespace: args
-            .leader_elect_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+        namespace: leader_namespace(args),
         lease: args.leader_elect_lease.clone(),
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
@@ -299,6 +358,40 @@ async fn become_leader(
     }
     info!("became leader");
     Ok((is_leader, leadership))
+}
+
+/// Serves /metrics, /healthz and /readyz: plain, or with TLS and /metrics behind the API
+/// server's authentication and authorisation.
+async fn serve_http(
+    args: &RunArgs,
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    health: Health,
+) -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind(&args.metrics_addr)
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    if !args.metrics_secure {
+        info!(%addr, "serving /metrics, /healthz and /readyz");
+        let app = router(metrics, health, None);
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        return Ok(());
+    }
+    let files = args
+        .metrics_tls_cert
+        .clone()
+        .zip(args.metrics_tls_key.clone())
+        .map(|(cert, key)| tls::CertFiles { cert, key });
+    let names = vec![hostname(), "localhost".into(), addr.ip().to_string()];
+    let config = tls::config(files, names).await?;
+    let auth = Arc::new(MetricsAuth::new(client));
+    info!(%addr, "serving /metrics (TLS, authenticated), /healthz and /readyz");
+    let app = router(metrics, health, Some(auth));
+    let server = axum_server::from_tcp_rustls(listener, config)?;
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(())
 }
 
 fn hostname() -> String {

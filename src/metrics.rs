@@ -37,6 +37,25 @@ pub struct NotificationLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: String,
+}
+
+/// How per-account series carry the client ID: whoever can scrape `/metrics` sees every
+/// account's labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientIdLabel {
+    /// The client ID itself.
+    #[default]
+    Plain,
+    /// A short hash of it (the one naming its claim Lease): tells accounts apart, hides the
+    /// ID from a casual reader (not from one who hashes candidate IDs).
+    Hashed,
+    /// No client ID label.
+    Omit,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -45,11 +64,19 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub notifications: Family<NotificationLabels, Counter>,
     calendar_valid_through: Gauge,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub skipped_accounts: Gauge,
     accounts: Arc<AccountCollector>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(ClientIdLabel::Plain)
+    }
+}
+
+impl Metrics {
+    pub fn new(client_id: ClientIdLabel) -> Self {
         let mut registry = Registry::with_prefix("dhan_operator");
         let dhan_calls = Family::<CallLabels, Counter>::default();
         registry.register(
@@ -97,7 +124,22 @@ impl Default for Metrics {
                 });
             }
         }
-        let accounts = Arc::new(AccountCollector::default());
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Failed list or watch calls, by watch (each is retried with backoff)",
+            watch_errors.clone(),
+        );
+        let skipped_accounts = Gauge::default();
+        registry.register(
+            "skipped_accounts",
+            "DhanAccounts left out because they cannot be decoded (see their events)",
+            skipped_accounts.clone(),
+        );
+        let accounts = Arc::new(AccountCollector {
+            store: OnceLock::new(),
+            client_id,
+        });
         registry.register_collector(Box::new(accounts.clone()));
         Metrics {
             registry,
@@ -106,12 +148,12 @@ impl Default for Metrics {
             reconcile_errors,
             notifications,
             calendar_valid_through,
+            watch_errors,
+            skipped_accounts,
             accounts,
         }
     }
-}
 
-impl Metrics {
     /// Counts a call to Dhan.
     pub fn dhan_call(&self, endpoint: crate::dhan::Endpoint, outcome: &str) {
         self.dhan_calls
@@ -156,16 +198,29 @@ impl Metrics {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AccountCollector {
     store: OnceLock<Store<DhanAccount>>,
+    client_id: ClientIdLabel,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AccountLabels {
-    namespace: String,
-    name: String,
-    client_id: String,
+impl AccountCollector {
+    /// `namespace`, `name` and (unless omitted) `client_id`.
+    fn labels(&self, account: &DhanAccount) -> Vec<(&'static str, String)> {
+        let mut labels = vec![
+            ("namespace", account.namespace().unwrap_or_default()),
+            ("name", account.name_any()),
+        ];
+        let client_id = account.spec.client_id.trim();
+        match self.client_id {
+            ClientIdLabel::Plain => labels.push(("client_id", client_id.to_string())),
+            ClientIdLabel::Hashed => {
+                labels.push(("client_id", crate::claims::client_hash(client_id)))
+            }
+            ClientIdLabel::Omit => {}
+        }
+        labels
+    }
 }
 
 impl prometheus_client::collector::Collector for AccountCollector {
@@ -174,11 +229,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
             return Ok(());
         };
         let accounts = store.state();
-        let labels = |a: &DhanAccount| AccountLabels {
-            namespace: a.namespace().unwrap_or_default(),
-            name: a.name_any(),
-            client_id: a.spec.client_id.clone(),
-        };
+        let labels = |a: &DhanAccount| self.labels(a);
         type Value = fn(&DhanAccount) -> Option<f64>;
         let series: [(&str, &str, Value); 4] = [
             (

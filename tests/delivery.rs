@@ -25,13 +25,14 @@ fn template_hash(deployment: &Deployment) -> Option<String> {
 
 #[tokio::test]
 async fn rollout_targets_restart_once_per_token_change_and_never_when_idle() {
-    let bed = Bed::start_with("rollout", &[]).await;
+    let bed = Bed::start_with("rollout", &["--rollout-restarts"]).await;
     bed.register("1400000001", PIN).await;
     bed.put_secret("algo-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
         .await;
     let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), &bed.ns);
     let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "algo-1" },
+        "metadata": { "name": "algo-1",
+                      "annotations": { "dhan-operator.dev/restart-on-refresh-of": "algo" } },
         "spec": {
             "selector": { "matchLabels": { "app": "algo" } },
             "template": {
@@ -181,7 +182,7 @@ async fn metrics_describe_each_account_and_forget_deleted_ones() {
 
 #[tokio::test]
 async fn a_missing_rollout_target_is_reported_and_the_token_still_lands() {
-    let bed = Bed::start_with("rollout-missing", &[]).await;
+    let bed = Bed::start_with("rollout-missing", &["--rollout-restarts"]).await;
     bed.register("1400000004", PIN).await;
     bed.put_secret("gone-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
         .await;
@@ -208,5 +209,102 @@ async fn a_missing_rollout_target_is_reported_and_the_token_still_lands() {
     assert_eq!(
         bed.mock.account("1400000004").await["currentToken"],
         token.as_str()
+    );
+}
+
+/// Whoever may create a DhanAccount cannot restart a workload of the namespace through the
+/// operator: a workload that does not name the account is left alone, and one that names
+/// another account too.
+#[tokio::test]
+async fn a_workload_that_did_not_opt_in_is_never_restarted() {
+    let bed = Bed::start_with("rollout-consent", &["--rollout-restarts"]).await;
+    bed.register("1400000005", PIN).await;
+    bed.put_secret("mallory-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), &bed.ns);
+    for (name, opt_in) in [("payments", None), ("algo-2", Some("someone-else"))] {
+        let annotations = opt_in.map(|a| json!({ "dhan-operator.dev/restart-on-refresh-of": a }));
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": name, "annotations": annotations },
+            "spec": {
+                "selector": { "matchLabels": { "app": name } },
+                "template": {
+                    "metadata": { "labels": { "app": name } },
+                    "spec": { "containers": [{ "name": "c", "image": "busybox" }] }
+                }
+            }
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap();
+    }
+    let generations = [
+        deployments
+            .get("payments")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        deployments.get("algo-2").await.unwrap().metadata.generation,
+    ];
+    bed.create_account(
+        "mallory",
+        json!({ "clientId": "1400000005", "credentialsSecret": "mallory-dhan",
+                "rolloutRestartTargets": [{ "kind": "Deployment", "name": "payments" },
+                                          { "kind": "Deployment", "name": "algo-2" }] }),
+    )
+    .await;
+    bed.wait_phase("mallory", Phase::Ready).await;
+    let event = support::wait_for(Duration::from_secs(20), || async {
+        bed.events()
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
+    })
+    .await;
+    let note = event.message.unwrap_or_default();
+    assert!(
+        note.contains("Deployment \"payments\" has not opted in")
+            && note.contains("Deployment \"algo-2\" has not opted in")
+            && note.contains("dhan-operator.dev/restart-on-refresh-of=mallory"),
+        "{note}"
+    );
+    for (name, generation) in ["payments", "algo-2"].into_iter().zip(generations) {
+        let deployment = deployments.get(name).await.unwrap();
+        assert_eq!(
+            deployment.metadata.generation, generation,
+            "{name} untouched"
+        );
+        assert_eq!(template_hash(&deployment), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn with_restarts_off_the_targets_are_reported_and_left_alone() {
+    let bed = Bed::start_with("rollout-off", &[]).await;
+    bed.register("1400000006", PIN).await;
+    bed.put_secret("off-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "off",
+        json!({ "clientId": "1400000006", "credentialsSecret": "off-dhan",
+                "rolloutRestartTargets": [{ "kind": "Deployment", "name": "algo" }] }),
+    )
+    .await;
+    bed.wait_phase("off", Phase::Ready).await;
+    let event = support::wait_for(Duration::from_secs(20), || async {
+        bed.events()
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RolloutRestartsOff"))
+    })
+    .await;
+    assert!(
+        event
+            .message
+            .unwrap_or_default()
+            .contains("the new token is in Secret \"off-token\"")
     );
 }

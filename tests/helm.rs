@@ -9,6 +9,9 @@
 
 mod support;
 
+#[path = "helm/checks.rs"]
+mod checks;
+
 use dhan_operator::crd::{DhanAccount, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -123,9 +126,12 @@ async fn wait_for_chart_crd(client: &Client) {
 
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
 /// least privilege. Widening them must be a deliberate change of this table. Jobs, Pods and
-/// NetworkPolicies only with `browserLogin.enabled`; DhanNotifiers with `notifications.enabled`
-/// (the default).
-fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<String>> {
+/// NetworkPolicies only with `browserLogin.enabled`, workloads only with
+/// `rolloutRestarts.enabled`; DhanNotifiers with `notifications.enabled` (the default).
+fn expected_rules(
+    browser_logins: bool,
+    rollouts: bool,
+) -> BTreeMap<(String, String), BTreeSet<String>> {
     let mut table: Vec<(&str, &str, &[&str])> = vec![
         (
             "dhan-operator.dev",
@@ -146,10 +152,12 @@ fn expected_rules(browser_logins: bool) -> BTreeMap<(String, String), BTreeSet<S
             &["create", "delete", "get", "list", "patch", "watch"],
         ),
         ("events.k8s.io", "events", &["create", "patch"]),
-        ("apps", "deployments", &["get", "patch"]),
-        ("apps", "statefulsets", &["get", "patch"]),
-        ("apps", "daemonsets", &["get", "patch"]),
     ];
+    if rollouts {
+        table.push(("apps", "deployments", &["get", "patch"]));
+        table.push(("apps", "statefulsets", &["get", "patch"]));
+        table.push(("apps", "daemonsets", &["get", "patch"]));
+    }
     if browser_logins {
         table.push((
             "batch",
@@ -313,7 +321,8 @@ fn run_like_the_deployment(
 }
 
 /// A TOTP account `name` in `namespace` (credentials Secret `<name>-dhan`), restarting
-/// Deployment `algo` after each new token. Created as admin, as a user would.
+/// Deployments `algo` (which opted in) and `bystander` (which did not) after each new token.
+/// Created as admin, as a user would.
 async fn create_account(client: &Client, namespace: &str, name: &str, client_id: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": { "name": format!("{name}-dhan") },
@@ -324,28 +333,18 @@ async fn create_account(client: &Client, namespace: &str, name: &str, client_id:
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let algo: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "algo" },
-        "spec": {
-            "selector": { "matchLabels": { "app": "algo" } },
-            "template": {
-                "metadata": { "labels": { "app": "algo" } },
-                "spec": { "containers": [{ "name": "algo", "image": "example.invalid/algo:1" }] },
-            },
-        },
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &algo)
-        .await
-        .unwrap();
+    checks::create_deployment(client, namespace, "algo", Some(name)).await;
+    checks::create_deployment(client, namespace, "bystander", None).await;
     let account: DhanAccount = serde_json::from_value(json!({
         "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
         "metadata": { "name": name },
         "spec": {
             "clientId": client_id,
             "credentialsSecret": format!("{name}-dhan"),
-            "rolloutRestartTargets": [{ "kind": "Deployment", "name": "algo" }],
+            "rolloutRestartTargets": [
+                { "kind": "Deployment", "name": "algo" },
+                { "kind": "Deployment", "name": "bystander" },
+            ],
             // The chart's identity must be allowed to make the Secret owned by its account.
             "deletionPolicy": "Delete",
         },
@@ -358,7 +357,8 @@ async fn create_account(client: &Client, namespace: &str, name: &str, client_id:
 }
 
 /// Waits for Ready, then checks everything the operator's identity had to be allowed to write:
-/// the output Secret (the token the mock issued), the status, an Event, the rollout annotation.
+/// the output Secret (the token the mock issued), the status, an Event, the rollout annotation
+/// where restarts are on and the workload opted in. Returns the token hash.
 async fn assert_refreshed(
     client: &Client,
     mock: &MockDhan,
@@ -366,7 +366,8 @@ async fn assert_refreshed(
     namespace: &str,
     name: &str,
     client_id: &str,
-) {
+    rollouts: bool,
+) -> String {
     let accounts: Api<DhanAccount> = Api::namespaced(client.clone(), namespace);
     let account = support::wait_for(WAIT, || async {
         let output = operator.output();
@@ -429,24 +430,18 @@ async fn assert_refreshed(
         "{events:?}"
     );
 
-    let algo = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get("algo")
-        .await
-        .unwrap();
-    let annotations = algo.spec.unwrap().template.metadata.unwrap().annotations;
-    assert_eq!(
-        annotations
-            .unwrap_or_default()
-            .get("dhan-operator.dev/token-hash"),
-        Some(&hash),
-        "rolloutRestartTargets: the operator patched Deployment algo"
-    );
+    if rollouts {
+        checks::assert_only_opted_in_workloads_restarted(client, namespace, name, &hash).await;
+    } else {
+        checks::assert_no_workload_restarted(client, namespace, name).await;
+    }
 
     let output = operator.output();
     assert!(
         !output.to_lowercase().contains("forbidden"),
         "the operator was refused something:\n{output}"
     );
+    hash
 }
 
 #[track_caller]
@@ -510,9 +505,11 @@ fn chart_lints_and_a_broken_chart_does_not() {
     );
 }
 
-/// Default watch scope, replicaCount 2: ClusterRole + ClusterRoleBinding for the chart's
-/// ServiceAccount, leader election on; the operator, run with the Deployment's args as that
-/// ServiceAccount, refreshes an account in another namespace without being refused anything.
+/// Default watch scope, replicaCount 2, rollout restarts on, claims in a namespace of their own:
+/// ClusterRole + ClusterRoleBinding for the chart's ServiceAccount, leader election on; the
+/// operator, run with the Deployment's args as that ServiceAccount, refreshes an account in
+/// another namespace without being refused anything, restarts only the workload that opted in,
+/// and never fetches a Secret of a namespace without DhanAccounts.
 #[tokio::test]
 async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     const NS: &str = "helm-cluster";
@@ -523,7 +520,9 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     let _serial = OPERATOR_TESTS.lock().await;
     let cp = control_plane();
     let client = cp.client().await;
+    const CLAIMS: &str = "helm-claims";
     create_namespace(&client, NS).await;
+    create_namespace(&client, CLAIMS).await;
     let mock = MockDhan::start(&[]).await;
     mock.register(json!({ "clientId": CLIENT_ID, "pin": PIN, "totpSecret": TOTP_SECRET }))
         .await;
@@ -534,6 +533,8 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         &json!({
             "replicaCount": 2,
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
+            "rolloutRestarts": { "enabled": true },
+            "clientClaims": { "namespace": CLAIMS },
         }),
     );
 
@@ -548,7 +549,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         .expect("a ClusterRole in cluster-wide mode");
     assert_eq!(
         flatten(cluster_role.rules.as_deref().unwrap_or_default()),
-        expected_rules(false)
+        expected_rules(false, true)
     );
     let binding = Api::<ClusterRoleBinding>::all(client.clone())
         .get(RELEASE)
@@ -572,6 +573,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "no namespaced operator Role in cluster-wide mode"
     );
     assert_leader_election_rbac(&client, NS, RELEASE, SA).await;
+    checks::assert_client_claims_rbac(&client, CLAIMS, RELEASE, NS, SA).await;
 
     let deployment = deployment(&client, NS, RELEASE).await;
     let spec = deployment.spec.as_ref().unwrap();
@@ -596,6 +598,9 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "--metrics-addr=0.0.0.0:8080".to_string(),
         "--notifications".to_string(),
         "--trading-calendar=/etc/dhan-operator/calendar/trading-calendar.yaml".to_string(),
+        "--rollout-restarts".to_string(),
+        format!("--client-claims-namespace={CLAIMS}"),
+        format!("--install-id={NS}/{RELEASE}"),
     ] {
         assert!(args.contains(&expected), "{expected} missing from {args:?}");
     }
@@ -616,6 +621,9 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
             .is_none(),
         "the Grafana dashboard is off by default"
     );
+    // Tenants' Secrets the operator has no business with, there before it starts.
+    let unrelated = support::namespace(&client, "helm-no-accounts").await;
+    checks::put_unrelated_secret(&client, &unrelated).await;
 
     // The operator as the ServiceAccount: takes the Lease in the release namespace...
     wait_for_chart_crd(&client).await;
@@ -631,7 +639,19 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     // ...and refreshes an account in a namespace the release knows nothing about.
     let accounts_ns = support::namespace(&client, "helm-accounts").await;
     create_account(&client, &accounts_ns, "alice", CLIENT_ID).await;
-    assert_refreshed(&client, &mock, &operator, &accounts_ns, "alice", CLIENT_ID).await;
+    assert_refreshed(
+        &client,
+        &mock,
+        &operator,
+        &accounts_ns,
+        "alice",
+        CLIENT_ID,
+        true,
+    )
+    .await;
+    checks::assert_claimed_by(&client, CLAIMS, CLIENT_ID, &format!("{NS}/{RELEASE}")).await;
+    let user = format!("system:serviceaccount:{NS}:{SA}");
+    checks::assert_secrets_fetched_only_where_accounts_live(&user, &accounts_ns, &unrelated);
 
     // Nothing beyond the table: no replacing Secrets (delete is granted for a token moved to a
     // renamed Secret), no ConfigMaps, no spec writes, no other Lease.
@@ -667,10 +687,11 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
             .await,
         "get another Lease",
     );
-    let user = format!("system:serviceaccount:{NS}:{SA}");
     assert_eq!(can_i(&user, "list", "secrets", None), "yes");
     assert_eq!(can_i(&user, "update", "secrets", None), "no");
     assert_eq!(can_i(&user, "create", "leases", Some("default")), "no");
+    assert_eq!(can_i(&user, "update", "leases", Some(CLAIMS)), "yes");
+    assert_eq!(can_i(&user, "patch", "deployments", None), "yes");
 
     // Leave no account behind for the single-namespace test's cluster.
     Api::<DhanAccount>::namespaced(client.clone(), &accounts_ns)
@@ -679,9 +700,11 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         .unwrap();
 }
 
-/// watchNamespace X: a Role + RoleBinding in X and no cluster-wide grant; the operator, run with
-/// the Deployment's args (`--namespace=X`) as the ServiceAccount, refreshes an account in X, and
-/// that identity cannot read a Secret anywhere else.
+/// watchNamespace X, default rollout restarts (off) and claims (release namespace), secure
+/// metrics: a Role + RoleBinding in X and no cluster-wide grant but the metrics reviews; the
+/// operator, run with the Deployment's args (`--namespace=X`) as the ServiceAccount, refreshes an
+/// account in X, restarts nothing, serves /metrics over HTTPS to an authorised caller, and that
+/// identity cannot read a Secret anywhere else.
 #[tokio::test]
 async fn single_namespace_release_is_confined_to_its_namespace() {
     const NS: &str = "helm-ns";
@@ -710,6 +733,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
             // With browser logins the operator also watches Jobs: the Role must allow it.
             "browserLogin": { "enabled": true, "maxConcurrentJobs": 2 },
             "grafanaDashboard": { "enabled": true },
+            "metrics": { "secure": { "enabled": true } },
         }),
     );
 
@@ -740,7 +764,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .expect("a Role in the watched namespace");
     assert_eq!(
         flatten(role.rules.as_deref().unwrap_or_default()),
-        expected_rules(true)
+        expected_rules(true, false)
     );
     let binding = Api::<RoleBinding>::namespaced(client.clone(), &watched)
         .get(FULLNAME)
@@ -751,26 +775,8 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     assert_eq!(binding.subjects.as_ref().map(Vec::len), Some(1));
     assert!(is_service_account(binding.subjects.as_ref(), NS, SA));
     let by_release = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
-    assert!(
-        Api::<ClusterRole>::all(client.clone())
-            .list(&by_release)
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
-        "no ClusterRole in single-namespace mode"
-    );
-    let cluster_bindings = Api::<ClusterRoleBinding>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
-    assert!(
-        !cluster_bindings
-            .iter()
-            .any(|b| is_service_account(b.subjects.as_ref(), NS, SA)),
-        "nothing binds a ClusterRole to the ServiceAccount"
-    );
+    checks::assert_only_metrics_reviews_are_cluster_wide(&client, &by_release, FULLNAME, NS, SA)
+        .await;
     let release_ns_roles: Vec<String> = Api::<Role>::namespaced(client.clone(), NS)
         .list(&by_release)
         .await
@@ -779,8 +785,15 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .iter()
         .map(|r| r.name_any())
         .collect();
-    assert_eq!(release_ns_roles, [format!("{FULLNAME}-leader-election")]);
+    assert_eq!(
+        release_ns_roles,
+        [
+            format!("{FULLNAME}-client-claims"),
+            format!("{FULLNAME}-leader-election")
+        ]
+    );
     assert_leader_election_rbac(&client, NS, FULLNAME, SA).await;
+    checks::assert_client_claims_rbac(&client, NS, FULLNAME, NS, SA).await;
 
     let deployment = deployment(&client, NS, FULLNAME).await;
     let spec = deployment.spec.as_ref().unwrap();
@@ -824,7 +837,9 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     let kubeconfig = cp.service_account_kubeconfig_path(NS, SA);
     let operator = run_like_the_deployment(&deployment, &kubeconfig, "trading-bots-0");
     create_account(&client, &watched, "bob", CLIENT_ID).await;
-    assert_refreshed(&client, &mock, &operator, &watched, "bob", CLIENT_ID).await;
+    assert_refreshed(&client, &mock, &operator, &watched, "bob", CLIENT_ID, false).await;
+    checks::assert_claimed_by(&client, NS, CLIENT_ID, &format!("{NS}/{FULLNAME}")).await;
+    checks::assert_secure_metrics(&operator).await;
 
     // The same identity reads Secrets in the watched namespace only.
     let stranger: Secret = serde_json::from_value(json!({
@@ -870,6 +885,8 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     assert_eq!(can_i(&user, "watch", "jobs", Some(&watched)), "yes");
     assert_eq!(can_i(&user, "create", "jobs", Some(&watched)), "yes");
     assert_eq!(can_i(&user, "create", "jobs", Some(&elsewhere)), "no");
+    assert_eq!(can_i(&user, "patch", "deployments", Some(&watched)), "no");
+    assert_eq!(can_i(&user, "create", "tokenreviews", None), "yes");
 
     Api::<DhanAccount>::namespaced(client.clone(), &watched)
         .delete("bob", &DeleteParams::default())

@@ -6,6 +6,7 @@ use super::credentials::CredentialKey;
 use super::gather::Gathered;
 use super::login;
 use super::output;
+use crate::claims::ClaimError;
 use crate::crd::DhanAccount;
 use crate::decision::{
     Failure, FailureKind, Held, Method, Outcome, ProbeVerdict, Step, Stored, Token,
@@ -19,21 +20,37 @@ use std::time::Duration;
 #[error("leadership may have passed to another replica; not calling Dhan")]
 pub struct NotLeader;
 
+/// Why a step that would mint was not performed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    NotLeader(#[from] NotLeader),
+    /// The client-ID claim is someone else's, or cannot be read or taken.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+}
+
 /// Performs `step` (not [`Step::Finish`]).
 pub async fn perform(
     ctx: &Context,
     account: &DhanAccount,
     facts: &Gathered,
     step: &Step,
-) -> Result<Outcome, NotLeader> {
+) -> Result<Outcome, Refused> {
     let round = &facts.round;
     let client_id = round.inputs.policy.client_id.as_str();
+    // A consent is spent only towards a mint: it needs the same right.
     let mints = matches!(step, Step::Consume | Step::Try(_));
     if mints && let Some(leadership) = &ctx.leadership {
         // A mint in flight must end before any other replica could take over.
         if !leadership.holds_for(ctx.dhan_timeout).await {
-            return Err(NotLeader);
+            return Err(NotLeader.into());
         }
+    }
+    if mints && let Some(claims) = &ctx.claims {
+        // Another install's account may mint for this client too (docs/dhan-api.md §1).
+        let uid = account.uid().unwrap_or_default();
+        claims.secure(&uid, client_id, ctx.dhan_timeout).await?;
     }
     let outcome = match step {
         Step::Consume => {

@@ -12,7 +12,7 @@ use super::rollout;
 use super::status::{self, Report};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Note;
-use crate::decision::{Round, Stored, assess};
+use crate::decision::{Phase, Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
@@ -37,7 +37,7 @@ pub async fn apply(
     store_token(ctx, account, &spec.output, &mut round, moved_from).await;
     login_jobs(ctx, account, &mut round, &finished_jobs.done).await;
     let old = account.status.clone().unwrap_or_default();
-    restart_workloads(ctx, account, &old, &mut round).await;
+    restart_workloads(ctx, account, &old, &spec.output.name, &mut round).await;
     remember(ctx, account, &round);
 
     let now = ctx.clock.now();
@@ -50,6 +50,7 @@ pub async fn apply(
         .or(old.secret_name.as_deref());
     let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
     write_status(ctx, account, &old, report.compose(&old)).await?;
+    settle_claim(ctx, account, round.keeps_claim(now)).await;
     for note in &round.notes {
         log_note(account, note);
         publish(ctx, account, note).await;
@@ -159,20 +160,38 @@ async fn restart_workloads(
     ctx: &Context,
     account: &DhanAccount,
     old: &DhanAccountStatus,
+    secret: &str,
     round: &mut Round,
 ) {
     let Some(held) = round.token.as_ref().filter(|h| h.stored == Stored::Current) else {
         return;
     };
-    let Some(targets) = &account.spec.rollout_restart_targets else {
+    let Some(targets) = account
+        .spec
+        .rollout_restart_targets
+        .as_ref()
+        .filter(|t| !t.is_empty())
+    else {
         return;
     };
     let hash = &held.token.facts.hash;
     if old.token_hash.as_deref() == Some(hash.as_str()) {
         return;
     }
+    if !ctx.rollouts {
+        round.notes.push(Note {
+            warning: true,
+            reason: "RolloutRestartsOff",
+            message: format!(
+                "rolloutRestartTargets not restarted: this operator does not restart workloads \
+                 (--rollout-restarts is off); the new token is in Secret {secret:?}"
+            ),
+        });
+        return;
+    }
     let namespace = account.namespace().unwrap_or_default();
-    let problems = rollout::restart_targets(&ctx.client, &namespace, targets, hash).await;
+    let problems =
+        rollout::restart_targets(&ctx.client, &namespace, &account.name_any(), targets, hash).await;
     round.notes.push(if problems.is_empty() {
         Note {
             warning: false,
@@ -231,6 +250,9 @@ pub async fn blocked(
     }
     let now = ctx.clock.now();
     let live = old.expires_at.is_some_and(|t| t > now);
+    // The loser of a conflict gives its claim up (the winner mints, which kills its token);
+    // otherwise a blocked account keeps it only while its token lives.
+    settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
     let assessment =
         crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
     let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
@@ -247,6 +269,21 @@ pub async fn blocked(
     }
     write_status(ctx, account, &old, status).await?;
     Ok(assessment.requeue)
+}
+
+/// Gives up the account's client-ID claim unless it is to be kept, and in any case when it is
+/// for a client ID the account no longer names.
+async fn settle_claim(ctx: &Context, account: &DhanAccount, keep: bool) {
+    let Some(claims) = &ctx.claims else {
+        return;
+    };
+    let uid = account.uid().unwrap_or_default();
+    let Some(claimed) = claims.claimed_by(&uid) else {
+        return;
+    };
+    if !keep || claimed != account.spec.client_id.trim() {
+        claims.release(&uid).await;
+    }
 }
 
 /// A Kubernetes API error in words, without the request (which could carry a token).

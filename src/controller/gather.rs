@@ -71,14 +71,19 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
     };
     let all_accounts = ctx.store.state();
-    if let Some(winner) = winner_over(account, all_accounts.iter().map(|a| a.as_ref())) {
+    let rivals = all_accounts
+        .iter()
+        .map(|a| a.as_ref())
+        .filter(|a| a.uid() == account.uid() || contends(a, now));
+    if let Some(winner) = winner_over(account, rivals) {
         return Ok(Facts::Blocked(Blocked {
             phase: Phase::Conflict,
             reason: "Conflict",
             message: format!(
-                "client ID {} is already managed by DhanAccount {winner}; only one account may \
-                 mint for a client ID (a new token invalidates the previous one)",
-                spec.policy.client_id
+                "client ID {} is already managed by {}; only one account may mint for a client \
+                 ID (a new token invalidates the previous one)",
+                spec.policy.client_id,
+                describe_winner(account, &winner)
             ),
             // Re-checked so that deleting the winner hands over without a spec change.
             requeue: Some(Duration::from_secs(30)),
@@ -242,6 +247,28 @@ async fn find_login(
     })
 }
 
+/// Whether `other` keeps a younger account from minting for its client ID. One that failed for
+/// good (its credentials are missing, or Dhan refused them) and holds no live token does not:
+/// otherwise anyone could name another team's client ID first, with no credentials at all, and
+/// keep the real owner's account in `Conflict` for ever.
+fn contends(other: &DhanAccount, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Some(status) = &other.status else {
+        return true;
+    };
+    let live = status.expires_at.is_some_and(|t| t > now);
+    live || status.phase != Some(Phase::Failed)
+}
+
+/// The winner as the loser may know it: by name in its own namespace, which the loser's owner
+/// sees anyway; only as "another namespace" elsewhere, which may be another tenant's.
+fn describe_winner(account: &DhanAccount, winner: &str) -> String {
+    let namespace = account.namespace().unwrap_or_default();
+    match winner.split_once('/') {
+        Some((ns, name)) if ns == namespace => format!("DhanAccount {name} in this namespace"),
+        _ => "a DhanAccount in another namespace".into(),
+    }
+}
+
 fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
     Held {
         token,
@@ -251,5 +278,54 @@ fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
         } else {
             Stored::Reshape
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{contends, describe_winner};
+    use crate::crd::{DhanAccount, DhanAccountStatus, Phase};
+
+    fn account(namespace: &str) -> DhanAccount {
+        let mut account = DhanAccount::new("alice-copy", Default::default());
+        account.metadata.namespace = Some(namespace.into());
+        account
+    }
+
+    #[test]
+    fn a_winner_in_another_namespace_is_not_named() {
+        assert_eq!(
+            describe_winner(&account("team-b"), "team-a/alice"),
+            "a DhanAccount in another namespace"
+        );
+        assert_eq!(
+            describe_winner(&account("team-a"), "team-a/alice"),
+            "DhanAccount alice in this namespace"
+        );
+    }
+
+    #[test]
+    fn an_older_account_that_failed_for_good_without_a_token_does_not_block() {
+        let now = "2026-11-22T00:00:00Z".parse().unwrap();
+        let with = |phase, expires: Option<&str>| {
+            let mut account = account("team-b");
+            account.status = Some(DhanAccountStatus {
+                phase: Some(phase),
+                expires_at: expires.map(|t| t.parse().unwrap()),
+                ..Default::default()
+            });
+            account
+        };
+        assert!(contends(&account("team-b"), now), "not reconciled yet");
+        assert!(contends(&with(Phase::Backoff, None), now));
+        assert!(!contends(&with(Phase::Failed, None), now));
+        assert!(!contends(
+            &with(Phase::Failed, Some("2026-11-21T00:00:00Z")),
+            now
+        ));
+        assert!(
+            contends(&with(Phase::Failed, Some("2026-11-22T10:00:00Z")), now),
+            "its live token would die"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod act;
 pub mod apply;
 pub mod conflict;
 pub mod credentials;
+pub mod decode;
 pub mod gather;
 pub mod login;
 pub mod login_job;
@@ -15,30 +16,35 @@ pub mod memo;
 pub mod output;
 pub mod reconcile;
 pub mod rollout;
+pub mod secret_watch;
 pub mod spec;
 pub mod status;
+pub mod watch;
 
+use crate::claims::{ClaimSettings, Claims};
 use crate::clock::Clock;
 use crate::crd::DhanAccount;
 use crate::decision::Limits;
 use crate::dhan::DhanApi;
+use crate::health::Health;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::runtime::controller::Controller;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
 use login::{LoginSettings, LoginSlots};
 use memo::Memos;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 /// Shared state of all reconciles.
 pub struct Context {
@@ -62,6 +68,12 @@ pub struct Context {
     pub leadership: Option<Arc<Leadership>>,
     /// The longest one Dhan call may take (its client timeout).
     pub dhan_timeout: Duration,
+    /// Client-ID claims shared with other installs, when configured.
+    pub claims: Option<Arc<Claims>>,
+    /// Whether `spec.rolloutRestartTargets` are restarted at all (workloads must also opt in).
+    pub rollouts: bool,
+    /// What `/readyz` reports: the watches' health, skipped objects.
+    pub health: Health,
 }
 
 /// Settings of the controller.
@@ -75,6 +87,9 @@ pub struct Settings {
     pub login: LoginSettings,
     pub leadership: Option<Arc<Leadership>>,
     pub dhan_timeout: Duration,
+    pub claims: Option<ClaimSettings>,
+    pub rollouts: bool,
+    pub health: Health,
 }
 
 /// How often per-account memory of deleted accounts is dropped.
@@ -82,24 +97,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until the process is asked to stop.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
-    let (accounts, secrets): (Api<DhanAccount>, Api<Secret>) = match &settings.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let controller = Controller::new(accounts, watcher::Config::default().any_semantic())
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(settings.concurrency),
-        );
-    let store = controller.store();
+    let (store, writer) = reflector::store();
     metrics.watch_accounts(store.clone());
-    let secret_index = store.clone();
     let reporter = Reporter {
         controller: "dhan-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let claims = settings
+        .claims
+        .map(|c| Arc::new(Claims::new(client.clone(), c, settings.clock.clone())));
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -107,61 +113,110 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         clock: settings.clock,
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
-        store,
+        store: store.clone(),
         metrics,
         memos: Memos::default(),
         logins: LoginSlots::new(settings.login.max_concurrent),
         login: settings.login.clone(),
         leadership: settings.leadership,
         dhan_timeout: settings.dhan_timeout,
+        claims,
+        rollouts: settings.rollouts,
+        health: settings.health,
     });
     tokio::spawn(prune(context.clone()));
+    if let Some(claims) = context.claims.clone() {
+        tokio::spawn(renew_claims(claims));
+    }
+    let scope = settings.namespace.as_deref();
+    let (namespaces, with_accounts) = tokio::sync::watch::channel(Default::default());
+    let accounts = watch::accounts(context.clone(), scope, writer, namespaces);
+    let mut controller = Controller::for_stream(accounts, store)
+        .with_config(controller::Config::default().concurrency(settings.concurrency))
+        .reconcile_on(secret_watch::triggers(context.clone(), with_accounts));
+    if settings.login.enabled {
+        controller = watch_logins(controller, &context, scope);
+    }
     info!("controller started");
-    let controller = if settings.login.enabled {
-        // Login Jobs are owned by their account: a finished one wakes its account at once.
-        let jobs: Api<Job> = match &settings.namespace {
-            Some(ns) => Api::namespaced(context.client.clone(), ns),
-            None => Api::all(context.client.clone()),
-        };
-        // Their Pods too: the `login` container's result counts as soon as it terminates, even
-        // while a Chromium sidecar that did not exit keeps the Job running.
-        let pods: Api<Pod> = match &settings.namespace {
-            Some(ns) => Api::namespaced(context.client.clone(), ns),
-            None => Api::all(context.client.clone()),
-        };
-        let pod_index = context.store.clone();
-        controller
-            .owns(
-                jobs,
-                watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
-            )
-            .watches(
-                pods,
-                watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL),
-                move |pod| account_of_login_pod(&pod_index, &pod),
-            )
-    } else {
-        controller
-    };
     controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret| accounts_using(&secret_index, &secret),
-        )
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| {
+            match result {
+                Ok(_) => {}
+                // Logged where they happen: the watches and the reconciler.
+                Err(controller::Error::QueueError(e)) => debug!(error = %e, "watch error"),
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(controller::Error::ObjectNotFound(o)) => debug!(%o, "object gone"),
+                Err(e) => warn!(error = %e, "controller error"),
+            }
+            futures::future::ready(())
+        })
         .await;
+}
+
+/// Login Jobs and their Pods wake their account: a finished Job at once, and a Pod as soon
+/// as its `login` container terminated, even while a Chromium sidecar that did not exit
+/// keeps the Job running. Metadata only: the reconcile reads what it needs.
+fn watch_logins(
+    controller: Controller<DhanAccount>,
+    ctx: &Arc<Context>,
+    scope: Option<&str>,
+) -> Controller<DhanAccount> {
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Api<PartialObjectMeta<K>> {
+        match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let labelled = || watcher::Config::default().labels(login_job::LOGIN_FOR_LABEL);
+    let jobs = watch::observed(
+        "login-jobs".into(),
+        ctx.clone(),
+        watcher::watcher(api::<Job>(&ctx.client, scope), labelled()).default_backoff(),
+    );
+    let pods = watch::observed(
+        "login-pods".into(),
+        ctx.clone(),
+        watcher::watcher(api::<Pod>(&ctx.client, scope), labelled()).default_backoff(),
+    );
+    let pod_index = ctx.store.clone();
+    controller
+        .owns_stream(jobs.touched_objects())
+        .watches_stream(pods.touched_objects(), move |pod| {
+            account_of_login_pod(&pod_index, &pod)
+        })
+}
+
+/// Renews this install's client-ID claims before they lapse.
+async fn renew_claims(claims: Arc<Claims>) {
+    loop {
+        tokio::time::sleep(claims.renew_every()).await;
+        claims.renew_due().await;
+    }
 }
 
 /// Drops what this process remembers of accounts that are gone (a deleted object is never
 /// reconciled again, so nothing else would).
 async fn prune(ctx: Arc<Context>) {
+    // Before the first list the cache is empty, and every account would look gone.
+    if ctx.store.wait_until_ready().await.is_err() {
+        return;
+    }
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
-        let live: HashSet<String> = ctx.store.state().iter().filter_map(|a| a.uid()).collect();
+        let mut live: HashSet<String> = ctx.store.state().iter().filter_map(|a| a.uid()).collect();
+        // Skipped accounts exist: they keep what this process holds for them.
+        live.extend(ctx.health.skipped_uids());
         prune_once(&ctx, &live);
+        if let Some(claims) = &ctx.claims {
+            for uid in claims.holders().into_iter().filter(|u| !live.contains(u)) {
+                claims.release(&uid).await;
+            }
+        }
     }
 }
 
@@ -173,7 +228,10 @@ pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
 }
 
 /// The account a login Pod belongs to, by its label (the account's name, cut to 63 characters).
-fn account_of_login_pod(store: &Store<DhanAccount>, pod: &Pod) -> Vec<ObjectRef<DhanAccount>> {
+fn account_of_login_pod(
+    store: &Store<DhanAccount>,
+    pod: &impl Resource,
+) -> Vec<ObjectRef<DhanAccount>> {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(label) = pod.labels().get(login_job::LOGIN_FOR_LABEL) else {
         return Vec::new();
@@ -188,7 +246,10 @@ fn account_of_login_pod(store: &Store<DhanAccount>, pod: &Pod) -> Vec<ObjectRef<
 }
 
 /// Accounts that own `secret` (their output) or read credentials from it.
-fn accounts_using(store: &Store<DhanAccount>, secret: &Secret) -> Vec<ObjectRef<DhanAccount>> {
+fn accounts_using(
+    store: &Store<DhanAccount>,
+    secret: &impl Resource,
+) -> Vec<ObjectRef<DhanAccount>> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
     let account = secret.annotations().get(output::ACCOUNT_ANNOTATION);

@@ -2,11 +2,12 @@
 //! calls), then apply what it decided.
 
 use super::Context;
-use super::act::{self, NotLeader};
+use super::act::{self, NotLeader, Refused};
 use super::apply;
-use super::gather::{self, Facts};
+use super::gather::{self, Blocked, Facts};
+use crate::claims::ClaimError;
 use crate::crd::DhanAccount;
-use crate::decision::Step;
+use crate::decision::{Phase, Step};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub enum Error {
     #[error(transparent)]
     NotLeader(#[from] NotLeader),
 }
+
+/// How soon an account refused the client-ID claim looks again (the holder may let go).
+const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {
@@ -58,10 +62,41 @@ pub async fn reconcile_once(
         if step == Step::Finish {
             break;
         }
-        let outcome = act::perform(&ctx, &account, &gathered, &step).await?;
+        let outcome = match act::perform(&ctx, &account, &gathered, &step).await {
+            Ok(outcome) => outcome,
+            Err(Refused::NotLeader(e)) => return Err(e.into()),
+            // Before any mint of this round: a token obtained earlier in it (none is, as the
+            // claim is secured before the first mint) would still be kept in memory.
+            Err(Refused::Claim(e)) => {
+                return Ok(apply::blocked(&ctx, &account, unclaimed(&e)).await?);
+            }
+        };
         gathered.round.absorb(outcome, ctx.clock.now());
     }
     Ok(apply::apply(&ctx, &account, gathered).await?)
+}
+
+/// Why an account that may not claim its client ID does nothing. The message names neither the
+/// holder's namespace nor its name: it may belong to another tenant.
+fn unclaimed(error: &ClaimError) -> Blocked {
+    match error {
+        ClaimError::Taken => Blocked {
+            phase: Phase::Conflict,
+            reason: "Conflict",
+            message: "the client ID is claimed by another DhanAccount (in another namespace, or \
+                      managed by another dhan-operator install); only one account may mint for a \
+                      client ID, as a new token invalidates the previous one. The claim passes on \
+                      when that account is deleted or no longer holds a token"
+                .into(),
+            requeue: Some(CLAIM_RECHECK),
+        },
+        ClaimError::Unavailable { .. } => Blocked {
+            phase: Phase::Backoff,
+            reason: "ClaimUnavailable",
+            message: format!("not minting: {error}"),
+            requeue: Some(CLAIM_RECHECK),
+        },
+    }
 }
 
 /// The account to reconcile, or `None` once it is gone. The controller hands over its cached

@@ -337,4 +337,17 @@ impl Round {
     pub fn token_facts(&self) -> Option<&TokenFacts> {
         self.token.as_ref().map(|h| &h.token.facts)
     }
+
+    /// Whether the account keeps its claim on the client ID after this round: while it has
+    /// something another minter would destroy (docs/dhan-api.md §1) — a live token, written or
+    /// not, a login under way, a mint whose answer was lost. An account Dhan refuses (a wrong
+    /// PIN, say) gives the claim up, so naming a client ID is not enough to keep its owner out.
+    pub fn keeps_claim(&self, now: DateTime<Utc>) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|h| h.token.facts.is_live(now))
+            || self.memory.login.is_some()
+            || self.job_to_create.is_some()
+            || self.memory.mint_unconfirmed.is_some()
+    }
 }

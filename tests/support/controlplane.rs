@@ -91,6 +91,26 @@ impl ControlPlane {
         client_from(&self.operator_kubeconfig_path()).await
     }
 
+    /// The apiserver's audit events so far (requests touching Secrets, see
+    /// `hack/controlplane.sh`), oldest first.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The bearer token of the user a kubeconfig of this control plane authenticates as.
+    pub fn token_of(&self, kubeconfig: &Path) -> String {
+        let config: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(kubeconfig).expect("read kubeconfig"))
+                .expect("kubeconfig YAML");
+        config["users"][0]["user"]["token"]
+            .as_str()
+            .expect("a token user")
+            .to_string()
+    }
+
     /// Runs `kubectl --kubeconfig <admin> ARGS...`.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_stdin(args, "")

@@ -87,8 +87,33 @@ Name of the leader-election Lease: one per release, so two releases never conten
 {{- end }}
 
 {{/*
-The operator's RBAC rules, shared by the ClusterRole and the single-namespace Role. Each rule says
-why the operator needs it.
+Namespace of the client-ID claim Leases: clientClaims.namespace, or the release namespace.
+*/}}
+{{- define "dhan-operator.claimsNamespace" -}}
+{{- default .Release.Namespace .Values.clientClaims.namespace }}
+{{- end }}
+
+{{/*
+This install's name in client-ID claims: stable across upgrades and replicas, unique per release.
+*/}}
+{{- define "dhan-operator.installId" -}}
+{{- printf "%s/%s" .Release.Namespace (include "dhan-operator.fullname" .) }}
+{{- end }}
+
+{{/*
+A probe from values, switched to HTTPS when the metrics port serves TLS.
+*/}}
+{{- define "dhan-operator.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .secure $probe.httpGet }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
+{{/*
+The operator's RBAC rules in its watch scope, shared by the ClusterRole and the single-namespace
+Role. Each rule says why the operator needs it; the chart's README has the same as a table.
 */}}
 {{- define "dhan-operator.rules" -}}
 # DhanAccounts are the primary resource: the controller lists and watches them and reads each one.
@@ -105,10 +130,11 @@ why the operator needs it.
 - apiGroups: ["dhan-operator.dev"]
   resources: ["dhanaccounts/finalizers"]
   verbs: ["update"]
-# Secrets: read the credentials Secrets and the output token Secret, watch them (a changed
-# credential retries a Failed account), and write the output Secret with server-side apply
-# (create + patch). Delete: a renamed spec.secretName moves the token to the new Secret and
-# removes the old one (only the account's own, checked by UID). No update.
+# Secrets: get the credentials Secrets and the output token Secret of each account; list and watch
+# their metadata only, and only in namespaces that hold a DhanAccount (a changed credential retries
+# a Failed account); write the output Secret with server-side apply (create + patch). Delete: a
+# renamed spec.secretName moves the token to the new Secret and removes the old one (only the
+# account's own, checked by UID). No update.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -128,12 +154,12 @@ why the operator needs it.
 {{- end }}
 {{- if .Values.browserLogin.enabled }}
 # Browser logins run as Jobs in the account's namespace, owned by the DhanAccount: create them,
-# watch them finish, delete a stuck or superseded one.
+# watch them finish (metadata only), delete a stuck or superseded one.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch", "delete"]
 # The login Job hands back its result in its pod's termination message: read the pods (and watch
-# them, so a finished login counts even while its Chromium sidecar lingers).
+# their metadata, so a finished login counts even while its Chromium sidecar lingers).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
@@ -143,9 +169,12 @@ why the operator needs it.
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch"]
 {{- end }}
-# spec.rolloutRestartTargets: after a new token, restart the workloads that read it as env vars
-# (a patch of the pod template's dhan-operator.dev/token-hash annotation).
+{{- if .Values.rolloutRestarts.enabled }}
+# spec.rolloutRestartTargets: after a new token, restart the workloads that read it as env vars (a
+# patch of the pod template's dhan-operator.dev/token-hash annotation) — only those whose own
+# dhan-operator.dev/restart-on-refresh-of annotation names the account, which the get checks.
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
+{{- end }}
 {{- end }}

@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server for reconciler tests: enough of GET, LIST (with label
-//! selectors), POST, PATCH (server-side apply and merge) and DELETE to serve the objects a
-//! reconcile touches, a log of every request, and refusals on demand (a quota, a policy).
+//! selectors), POST, PUT (with its resource version checked), PATCH (server-side apply and
+//! merge) and DELETE (with preconditions) to serve the objects a reconcile touches, a log of
+//! every request, and refusals on demand (a quota, a policy).
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -56,6 +57,17 @@ impl FakeApi {
 
     pub fn get(&self, path: &str) -> Option<Value> {
         self.0.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// The objects stored under `prefix` (e.g. a namespace's events).
+    pub fn under(&self, prefix: &str) -> Vec<Value> {
+        let state = self.0.lock().unwrap();
+        state
+            .objects
+            .iter()
+            .filter(|(path, _)| path.starts_with(prefix))
+            .map(|(_, object)| object.clone())
+            .collect()
     }
 
     pub fn remove(&self, path: &str) {
@@ -132,6 +144,18 @@ impl FakeApi {
                 ok(&self.get(&key).unwrap())
             }
             Method::PATCH => self.patch(state, &path, body, parts),
+            Method::PUT => {
+                let Some(existing) = state.objects.get(&path) else {
+                    return status(404, "not found");
+                };
+                let version = &body["metadata"]["resourceVersion"];
+                if !version.is_null() && *version != existing["metadata"]["resourceVersion"] {
+                    return status(409, "the object has been modified");
+                }
+                drop(state);
+                self.put(&path, body);
+                ok(&self.get(&path).unwrap())
+            }
             Method::DELETE => {
                 let Some(existing) = state.objects.get(&path) else {
                     return status(404, "not found");
@@ -139,6 +163,10 @@ impl FakeApi {
                 let expected = body["preconditions"]["uid"].as_str();
                 if expected.is_some_and(|uid| existing["metadata"]["uid"] != uid) {
                     return status(409, "precondition failed: UID");
+                }
+                let version = body["preconditions"]["resourceVersion"].as_str();
+                if version.is_some_and(|v| existing["metadata"]["resourceVersion"] != v) {
+                    return status(409, "precondition failed: resourceVersion");
                 }
                 state.objects.remove(&path);
                 ok(&json!({"kind": "Status", "status": "Success"}))

@@ -2,6 +2,7 @@
 //! paused, and the operator's clock follows it.
 
 use super::fake_api::FakeApi;
+use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
 use crate::controller::login::{LoginSettings, LoginSlots};
 use crate::controller::login_job::LoginJobSettings;
@@ -218,6 +219,16 @@ pub struct Bench {
     writer: Mutex<Writer<DhanAccount>>,
 }
 
+/// Namespace of the client-ID claims on benches [`Bench::with_claims`].
+pub const CLAIMS_NS: &str = "claims";
+
+pub fn lease_path(client_id: &str) -> String {
+    format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{CLAIMS_NS}/leases/{}",
+        crate::claims::lease_name(client_id)
+    )
+}
+
 pub fn account_path(name: &str) -> String {
     format!("/apis/dhan-operator.dev/v1alpha1/namespaces/{NS}/dhanaccounts/{name}")
 }
@@ -235,6 +246,26 @@ impl Bench {
     /// A bench whose operator runs browser logins.
     pub fn with_browser_logins(start: &str) -> Bench {
         Bench::new(start, true)
+    }
+
+    /// A bench whose operator claims client IDs (install `install-a`, namespace `claims`).
+    pub fn with_claims(start: &str) -> Bench {
+        let mut bench = Bench::new(start, false);
+        let claims = bench.claims_of("install-a");
+        Arc::get_mut(&mut bench.ctx)
+            .expect("no other reference yet")
+            .claims = Some(Arc::new(claims));
+        bench
+    }
+
+    /// The client-ID claims of install `install`, on this bench's API server and clock.
+    pub fn claims_of(&self, install: &str) -> Claims {
+        let settings = ClaimSettings {
+            namespace: CLAIMS_NS.into(),
+            install: install.into(),
+            duration: Duration::from_secs(1800),
+        };
+        Claims::new(self.api.client(), settings, self.ctx.clock.clone())
     }
 
     fn new(start: &str, browser_logins: bool) -> Bench {
@@ -273,6 +304,9 @@ impl Bench {
             memos: Memos::default(),
             leadership: None,
             dhan_timeout: Duration::from_secs(20),
+            claims: None,
+            rollouts: false,
+            health: Default::default(),
         });
         Bench {
             api,
@@ -348,6 +382,16 @@ impl Bench {
     pub fn status(&self, name: &str) -> DhanAccountStatus {
         let object = self.api.get(&account_path(name)).unwrap();
         serde_json::from_value(object["status"].clone()).unwrap_or_default()
+    }
+
+    /// The reasons of the events published so far.
+    pub fn event_reasons(&self) -> Vec<String> {
+        let prefix = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/");
+        self.api
+            .under(&prefix)
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_string))
+            .collect()
     }
 
     pub fn secret_token(&self, name: &str) -> Option<String> {

@@ -1,6 +1,7 @@
 //! The reconciler against a fake API server and a scripted Dhan, in virtual time: the exact
 //! requests each reconcile sends, and every phase an account goes through.
 
+mod claims;
 mod fake_api;
 mod fixtures;
 mod reconcile;

@@ -169,9 +169,32 @@ async fn the_younger_account_for_a_client_is_in_conflict_and_calls_nothing() {
     let requeue = bench.reconcile("alice-copy").await;
     let status = bench.status("alice-copy");
     assert_eq!(status.phase, Some(Phase::Conflict));
-    assert!(status.message.unwrap().contains("trading/alice"));
+    // Same namespace: the owner sees alice anyway, so she is named.
+    assert!(
+        status
+            .message
+            .unwrap()
+            .contains("DhanAccount alice in this namespace")
+    );
     assert_eq!(requeue, Some(Duration::from_secs(30)));
     assert_eq!(bench.dhan.calls(MINT).len(), 1, "only alice minted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_account_naming_the_client_without_credentials_does_not_block_its_owner() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account("squatter", json!({"credentialsSecret": "nothing-here"}));
+    bench.reconcile("squatter").await;
+    assert_eq!(bench.status("squatter").phase, Some(Phase::Failed));
+    bench.account("alice", json!({}));
+    let mut alice = bench.api.get(&account_path("alice")).unwrap();
+    alice["metadata"]["creationTimestamp"] = "2026-11-21T00:00:00Z".into();
+    bench.api.put(&account_path("alice"), alice);
+    bench.reconcile("squatter").await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -247,4 +270,28 @@ async fn the_memory_of_a_deleted_account_is_pruned() {
     bench.api.remove(&account_path("alice"));
     crate::controller::prune_once(&bench.ctx, &Default::default());
     assert!(bench.ctx.memos.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollout_targets_are_left_alone_when_restarts_are_off() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account(
+        "alice",
+        json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "algo"}]}),
+    );
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    assert!(
+        !bench.api.log().iter().any(|r| r.contains("/apis/apps/")),
+        "no workload read or patched: {:?}",
+        bench.api.log()
+    );
+    assert!(
+        bench
+            .event_reasons()
+            .contains(&"RolloutRestartsOff".to_string()),
+        "{:?}",
+        bench.event_reasons()
+    );
 }

@@ -1,0 +1,254 @@
+//! The controller's watches: the DhanAccounts (decoded one by one, so one unreadable object is
+//! reported and skipped instead of failing the list), and around every watch its health (for
+//! `/readyz`), its errors logged and counted.
+
+use super::Context;
+use super::decode::{decode, stand_in};
+use crate::crd::DhanAccount;
+use crate::metrics::WatchLabels;
+use futures::{Stream, StreamExt, future};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as Note, EventType};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::watch as channel;
+use tracing::warn;
+
+/// Name of the DhanAccount watch in `/readyz` and metrics.
+pub const ACCOUNTS_WATCH: &str = "dhanaccounts";
+
+/// Passes a watch's events through, keeping its health and counting its errors.
+pub fn observed<K, S>(
+    name: String,
+    ctx: Arc<Context>,
+    stream: S,
+) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + use<K, S>
+where
+    S: Stream<Item = watcher::Result<Event<K>>> + Send,
+{
+    ctx.health.starting(&name);
+    stream.inspect(move |event| match event {
+        Ok(Event::Init | Event::InitApply(_)) => {}
+        Ok(Event::InitDone) => ctx.health.listed(&name),
+        Ok(Event::Apply(_) | Event::Delete(_)) => ctx.health.delivered(&name),
+        Err(error) => {
+            let error = describe(error);
+            warn!(watch = %name, %error, "watch failed; retrying");
+            ctx.health.failed(&name, error);
+            ctx.metrics
+                .watch_errors
+                .get_or_create(&WatchLabels {
+                    watch: name.clone(),
+                })
+                .inc();
+        }
+    })
+}
+
+/// A watch error in a line: the API server's message rather than its whole status.
+fn describe(error: &watcher::Error) -> String {
+    use watcher::Error as E;
+    let api = |step: &str, error: &kube::Error| match error {
+        kube::Error::Api(s) => format!("{step}: {} ({} {})", s.message, s.code, s.reason),
+        other => format!("{step}: {other}"),
+    };
+    match error {
+        E::InitialListFailed(e) => api("list", e),
+        E::WatchStartFailed(e) => api("watch", e),
+        E::WatchFailed(e) => api("watch stream", e),
+        E::WatchError(s) => format!("watch: {} ({} {})", s.message, s.code, s.reason),
+        E::NoResourceVersion => error.to_string(),
+    }
+}
+
+/// The DhanAccounts in scope, decoded one by one into the controller's cache (`writer`). The
+/// namespaces that hold accounts go to `namespaces` (Secrets are watched there only).
+pub fn accounts(
+    ctx: Arc<Context>,
+    scope: Option<&str>,
+    writer: Writer<DhanAccount>,
+    namespaces: channel::Sender<BTreeSet<String>>,
+) -> impl Stream<Item = watcher::Result<DhanAccount>> + Send + use<> {
+    let resource = ApiResource::erase::<DhanAccount>(&());
+    let api: Api<DynamicObject> = match scope {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
+    };
+    // From the apiserver's watch cache: the operator only ever needs a recent view.
+    let config = watcher::Config::default().any_semantic();
+    let mut decoder = Decoder {
+        ctx: ctx.clone(),
+        namespaces,
+        seen: HashMap::new(),
+        relisted: None,
+    };
+    observed(
+        ACCOUNTS_WATCH.into(),
+        ctx,
+        watcher::watcher(api, config).default_backoff(),
+    )
+    .filter_map(move |event| future::ready(decoder.map(event)))
+    .reflect(writer)
+    .applied_objects()
+}
+
+/// Turns the untyped DhanAccount events into typed ones, reporting and leaving out what does
+/// not decode, and tracks which namespaces hold accounts.
+struct Decoder {
+    ctx: Arc<Context>,
+    namespaces: channel::Sender<BTreeSet<String>>,
+    /// Namespace of every account in the cache, by UID.
+    seen: HashMap<String, String>,
+    /// The same, being rebuilt during a relist.
+    relisted: Option<Relist>,
+}
+
+/// What a relist has shown so far.
+#[derive(Default)]
+struct Relist {
+    namespaces: HashMap<String, String>,
+    /// Every object listed, readable or not.
+    uids: HashSet<String>,
+}
+
+impl Decoder {
+    fn map(
+        &mut self,
+        event: watcher::Result<Event<DynamicObject>>,
+    ) -> Option<watcher::Result<Event<DhanAccount>>> {
+        let event = match event {
+            Err(error) => return Some(Err(error)),
+            Ok(event) => event,
+        };
+        let mapped = match event {
+            Event::Init => {
+                self.relisted = Some(Relist::default());
+                Event::Init
+            }
+            Event::InitDone => {
+                if let Some(relist) = self.relisted.take() {
+                    // A skipped object deleted while the watch was down is gone for good.
+                    for uid in self.ctx.health.skipped_uids() {
+                        if !relist.uids.contains(&uid) {
+                            self.ctx.health.unskip(&uid);
+                        }
+                    }
+                    self.count_skipped();
+                    self.seen = relist.namespaces;
+                    self.publish();
+                }
+                Event::InitDone
+            }
+            Event::InitApply(object) => {
+                if let Some(relist) = &mut self.relisted {
+                    relist.uids.insert(uid(&object));
+                }
+                let account = self.readable(&object)?;
+                if let Some(relist) = &mut self.relisted {
+                    relist
+                        .namespaces
+                        .insert(uid(&object), object.namespace().unwrap_or_default());
+                }
+                Event::InitApply(account)
+            }
+            Event::Apply(object) => match self.readable(&object) {
+                Some(account) => {
+                    self.seen
+                        .insert(uid(&object), object.namespace().unwrap_or_default());
+                    self.publish();
+                    Event::Apply(account)
+                }
+                // A readable account that turned unreadable leaves the cache: reconciling a
+                // stale copy would act on what its owner no longer says.
+                None => {
+                    self.seen.remove(&uid(&object));
+                    self.publish();
+                    Event::Delete(stand_in(&object))
+                }
+            },
+            Event::Delete(object) => {
+                let uid = uid(&object);
+                self.ctx.health.unskip(&uid);
+                self.count_skipped();
+                self.seen.remove(&uid);
+                self.publish();
+                if let Some(claims) = self.ctx.claims.clone() {
+                    tokio::spawn(async move { claims.release(&uid).await });
+                }
+                Event::Delete(stand_in(&object))
+            }
+        };
+        Some(Ok(mapped))
+    }
+
+    /// The account in `object`; `None` (after reporting it once per version) when it cannot
+    /// be read.
+    fn readable(&self, object: &DynamicObject) -> Option<DhanAccount> {
+        let health = &self.ctx.health;
+        let result = decode(object);
+        match &result {
+            Ok(_) => health.unskip(&uid(object)),
+            Err(undecodable) => {
+                if health.skip(&undecodable.uid, undecodable.skipped.clone()) {
+                    let why = &undecodable.skipped.why;
+                    warn!(account = %undecodable.skipped.object, %why,
+                        "skipping a DhanAccount that cannot be read");
+                    tokio::spawn(report(self.ctx.clone(), reference(object), why.clone()));
+                }
+            }
+        }
+        self.count_skipped();
+        result.ok()
+    }
+
+    fn count_skipped(&self) {
+        let count = self.ctx.health.skipped_count();
+        self.ctx.metrics.skipped_accounts.set(count as i64);
+    }
+
+    fn publish(&self) {
+        let namespaces: BTreeSet<String> = self.seen.values().cloned().collect();
+        self.namespaces.send_if_modified(|current| {
+            let changed = *current != namespaces;
+            *current = namespaces;
+            changed
+        });
+    }
+}
+
+fn uid(object: &DynamicObject) -> String {
+    object.uid().unwrap_or_default()
+}
+
+fn reference(object: &DynamicObject) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("dhan-operator.dev/v1alpha1".into()),
+        kind: Some("DhanAccount".into()),
+        name: object.metadata.name.clone(),
+        namespace: object.metadata.namespace.clone(),
+        uid: object.metadata.uid.clone(),
+        resource_version: object.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    }
+}
+
+/// An event on the unreadable account, so its owner sees why nothing happens.
+async fn report(ctx: Arc<Context>, object: ObjectReference, why: String) {
+    let note = Note {
+        type_: EventType::Warning,
+        reason: "Undecodable".into(),
+        note: Some(format!(
+            "The operator cannot read this DhanAccount and leaves it alone until it is fixed: {why}"
+        )),
+        action: "Decode".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&note, &object).await {
+        warn!(%error, "could not publish event");
+    }
+}

@@ -1,0 +1,317 @@
+//! What the chart's identity did and did not do: workloads restarted only where they opted in,
+//! Secrets fetched only where accounts live (from the apiserver's audit log), client-ID claims,
+//! and secure metrics answered with the chart's review rights.
+
+use crate::support::{self, ChildProcess, control_plane};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Annotation by which a workload accepts restarts by an account.
+pub const OPT_IN: &str = "dhan-operator.dev/restart-on-refresh-of";
+
+/// Deployment `name`, opted in to restarts by `account` or not.
+pub async fn create_deployment(client: &Client, namespace: &str, name: &str, opt_in: Option<&str>) {
+    let annotations = opt_in.map(|account| json!({ OPT_IN: account }));
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": name, "annotations": annotations },
+        "spec": {
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "algo", "image": "example.invalid/algo:1" }] },
+            },
+        },
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+}
+
+/// The token hash on a Deployment's pod template, if the operator set one.
+pub async fn restarted_with(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap();
+    deployment
+        .spec?
+        .template
+        .metadata?
+        .annotations?
+        .get("dhan-operator.dev/token-hash")
+        .cloned()
+}
+
+/// Waits for an event `reason` on account `name` and returns its message.
+pub async fn event_note(client: &Client, namespace: &str, name: &str, reason: &str) -> String {
+    support::wait_for(Duration::from_secs(20), || async {
+        Api::<Event>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .map(|e| e.message.unwrap_or_default())
+    })
+    .await
+}
+
+/// Rollout restarts on: the opted-in Deployment carries the token hash, the other one was left
+/// alone and the account says why.
+pub async fn assert_only_opted_in_workloads_restarted(
+    client: &Client,
+    namespace: &str,
+    account: &str,
+    hash: &str,
+) {
+    let restarted = support::wait_for(Duration::from_secs(20), || async {
+        restarted_with(client, namespace, "algo").await
+    })
+    .await;
+    assert_eq!(
+        restarted, hash,
+        "the opted-in Deployment algo was restarted"
+    );
+    assert_eq!(
+        restarted_with(client, namespace, "bystander").await,
+        None,
+        "the operator's identity did not patch a workload that did not opt in"
+    );
+    let note = event_note(client, namespace, account, "RolloutRestartFailed").await;
+    assert!(
+        note.contains("Deployment \"bystander\" has not opted in")
+            && note.contains(&format!("{OPT_IN}={account}")),
+        "{note}"
+    );
+}
+
+/// Rollout restarts off (the default): nothing restarted, and the account says so.
+pub async fn assert_no_workload_restarted(client: &Client, namespace: &str, account: &str) {
+    let note = event_note(client, namespace, account, "RolloutRestartsOff").await;
+    assert!(note.contains("--rollout-restarts is off"), "{note}");
+    for name in ["algo", "bystander"] {
+        assert_eq!(
+            restarted_with(client, namespace, name).await,
+            None,
+            "{name}"
+        );
+    }
+}
+
+/// The audit log's Secret requests by `user`.
+fn secret_requests_by(user: &str) -> Vec<Value> {
+    control_plane()
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user && e["objectRef"]["resource"] == "secrets")
+        .collect()
+}
+
+/// Cluster mode: the identity asked for Secrets only in namespaces that hold a DhanAccount —
+/// never cluster-wide, never in `untouched` — and did watch them where accounts are.
+pub fn assert_secrets_fetched_only_where_accounts_live(
+    user: &str,
+    accounts_ns: &str,
+    untouched: &str,
+) {
+    let requests = secret_requests_by(user);
+    let line = |e: &Value| format!("{} {}", e["verb"], e["requestURI"]);
+    let all: Vec<String> = requests.iter().map(line).collect();
+    // The watch's own entry comes when it ends; its list shows it started.
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["verb"] == "list" && e["objectRef"]["namespace"] == accounts_ns),
+        "the Secret watch of the accounts' namespace is in the audit log: {all:#?}"
+    );
+    for request in &requests {
+        let namespace = request["objectRef"]["namespace"].as_str();
+        assert!(
+            namespace.is_some(),
+            "no cluster-wide Secret request: {}",
+            line(request)
+        );
+        assert_ne!(
+            namespace,
+            Some(untouched),
+            "no Secret of a namespace without DhanAccounts is fetched: {}",
+            line(request)
+        );
+    }
+}
+
+/// The claim Lease of `client_id` in `namespace` names this install.
+pub async fn assert_claimed_by(client: &Client, namespace: &str, client_id: &str, install: &str) {
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
+        .get(&dhan_operator::claims::lease_name(client_id))
+        .await
+        .expect("the client-ID claim Lease");
+    let holder = lease.spec.unwrap().holder_identity.unwrap_or_default();
+    assert!(
+        holder.starts_with(&format!("{install}/")),
+        "{holder} is held by {install}"
+    );
+}
+
+/// Secure metrics with the chart's rights: /metrics over HTTPS for a caller the API server
+/// authorises (the reviews need the chart's ClusterRole), 401 without a token.
+pub async fn assert_secure_metrics(operator: &ChildProcess) {
+    let addr = support::wait_for(Duration::from_secs(20), || async {
+        json_log_field(&operator.output(), "serving /metrics", "addr")
+    })
+    .await;
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://{addr}/metrics");
+    let admin = control_plane().token_of(&control_plane().kubeconfig_path());
+    let response = http.get(&url).bearer_auth(admin).send().await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "reviews allowed by the chart's ClusterRole: {}",
+        operator.output()
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("dhan_operator_account_ready")
+    );
+    assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 401);
+    let ready = http
+        .get(format!("https://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "HTTPS probes, no token");
+}
+
+/// A field of the first JSON log line whose message contains `message`.
+fn json_log_field(output: &str, message: &str, field: &str) -> Option<String> {
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(message))
+        })
+        .and_then(|line| line["fields"][field].as_str().map(str::to_string))
+}
+
+/// The client-ID claims Role and RoleBinding in `claims`: every Lease there (their names are
+/// hashes), nothing elsewhere.
+pub async fn assert_client_claims_rbac(
+    client: &Client,
+    claims: &str,
+    fullname: &str,
+    sa_namespace: &str,
+    sa: &str,
+) {
+    let name = format!("{fullname}-client-claims");
+    let role = Api::<Role>::namespaced(client.clone(), claims)
+        .get(&name)
+        .await
+        .expect("the client-claims Role");
+    let rules = role.rules.unwrap_or_default();
+    assert_eq!(
+        crate::flatten(&rules),
+        BTreeMap::from([(
+            ("coordination.k8s.io".to_string(), "leases".to_string()),
+            ["create", "delete", "get", "update"]
+                .map(String::from)
+                .into_iter()
+                .collect()
+        )])
+    );
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), claims)
+        .get(&name)
+        .await
+        .expect("the client-claims RoleBinding");
+    assert_eq!(binding.role_ref.name, name);
+    assert!(crate::is_service_account(
+        binding.subjects.as_ref(),
+        sa_namespace,
+        sa
+    ));
+}
+
+/// Single-namespace mode with secure metrics: the only cluster-wide grant to the ServiceAccount
+/// creates TokenReviews and SubjectAccessReviews; the metrics-reader ClusterRole is bound to
+/// nobody by default.
+pub async fn assert_only_metrics_reviews_are_cluster_wide(
+    client: &Client,
+    by_release: &ListParams,
+    fullname: &str,
+    namespace: &str,
+    sa: &str,
+) {
+    let roles = Api::<ClusterRole>::all(client.clone())
+        .list(by_release)
+        .await
+        .unwrap()
+        .items;
+    let names: BTreeSet<String> = roles.iter().map(|r| r.name_any()).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            format!("{fullname}-metrics-auth"),
+            format!("{fullname}-metrics-reader")
+        ])
+    );
+    let auth = roles
+        .iter()
+        .find(|r| r.name_any() == format!("{fullname}-metrics-auth"))
+        .unwrap();
+    assert_eq!(
+        crate::flatten(auth.rules.as_deref().unwrap_or_default()),
+        BTreeMap::from([
+            (
+                ("authentication.k8s.io".into(), "tokenreviews".into()),
+                BTreeSet::from(["create".to_string()])
+            ),
+            (
+                ("authorization.k8s.io".into(), "subjectaccessreviews".into()),
+                BTreeSet::from(["create".to_string()])
+            ),
+        ])
+    );
+    let bound: Vec<String> = Api::<ClusterRoleBinding>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|b| crate::is_service_account(b.subjects.as_ref(), namespace, sa))
+        .map(|b| b.role_ref.name)
+        .collect();
+    assert_eq!(bound, [format!("{fullname}-metrics-auth")]);
+}
+
+/// A tenant's Secret in `namespace`, which holds no DhanAccount.
+pub async fn put_unrelated_secret(client: &Client, namespace: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "someone-elses" }, "stringData": { "password": "hunter2" },
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
