@@ -3,7 +3,6 @@
 //! and what the status remembers. Reads only: nothing here writes or decides.
 
 use super::Context;
-use super::conflict::winner_over;
 use super::credentials::{CredentialKey, Credentials};
 use super::login::{self, LoginFound};
 use super::output::{self, Found};
@@ -59,8 +58,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         Ok(spec) => spec,
         Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
     };
-    let all_accounts = ctx.store.state();
-    if let Some(winner) = winner_over(account, all_accounts.iter().map(|a| a.as_ref())) {
+    if let Some(winner) = ctx.index.winner_over(account) {
         return Ok(Facts::Blocked(Blocked {
             phase: Phase::Conflict,
             reason: "Conflict",

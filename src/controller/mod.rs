@@ -7,6 +7,7 @@ pub mod apply;
 pub mod conflict;
 pub mod credentials;
 pub mod gather;
+pub mod index;
 pub mod login;
 pub mod login_job;
 pub mod login_network_policy;
@@ -25,13 +26,14 @@ use crate::dhan::DhanApi;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use index::AccountIndex;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use login::{LoginSettings, LoginSlots};
 use memo::Memos;
@@ -50,6 +52,8 @@ pub struct Context {
     pub limits: Limits,
     pub recorder: Recorder,
     pub store: Store<DhanAccount>,
+    /// Lookups across all accounts (conflicts, Secret users, recorded logins).
+    pub index: Arc<AccountIndex>,
     pub metrics: Arc<Metrics>,
     /// The `browser` method's settings.
     pub login: LoginSettings,
@@ -89,13 +93,22 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(accounts, watcher::Config::default().any_semantic())
-        .with_config(
-            kube::runtime::controller::Config::default().concurrency(settings.concurrency),
-        );
-    let store = controller.store();
+    let index = Arc::new(AccountIndex::default());
+    let (store, writer) = reflector::store();
+    let indexing = index.clone();
+    let account_events = watcher(accounts, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .map_ok(move |event| {
+            indexing.apply(&event);
+            event
+        });
+    let controller = Controller::for_stream(
+        reflector::reflector(writer, account_events).applied_objects(),
+        store.clone(),
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
     metrics.watch_accounts(store.clone());
-    let secret_index = store.clone();
+    let secret_index = index.clone();
     let reporter = Reporter {
         controller: "dhan-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -108,6 +121,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
         store,
+        index,
         metrics,
         memos: Memos::default(),
         logins: LoginSlots::new(settings.login.max_concurrent),
@@ -129,7 +143,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             Some(ns) => Api::namespaced(context.client.clone(), ns),
             None => Api::all(context.client.clone()),
         };
-        let pod_index = context.store.clone();
+        let pod_index = context.index.clone();
         controller
             .owns(
                 jobs,
@@ -173,36 +187,22 @@ pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
 }
 
 /// The account a login Pod belongs to, by its label (the account's name, cut to 63 characters).
-fn account_of_login_pod(store: &Store<DhanAccount>, pod: &Pod) -> Vec<ObjectRef<DhanAccount>> {
+fn account_of_login_pod(index: &AccountIndex, pod: &Pod) -> Vec<ObjectRef<DhanAccount>> {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(label) = pod.labels().get(login_job::LOGIN_FOR_LABEL) else {
         return Vec::new();
     };
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|a| output::account_label(a) == *label)
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
+    index.login_label_users(&namespace, label)
 }
 
 /// Accounts that own `secret` (their output) or read credentials from it.
-fn accounts_using(store: &Store<DhanAccount>, secret: &Secret) -> Vec<ObjectRef<DhanAccount>> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
+fn accounts_using(index: &AccountIndex, secret: &Secret) -> Vec<ObjectRef<DhanAccount>> {
     let account = secret.annotations().get(output::ACCOUNT_ANNOTATION);
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|a| {
-            account == Some(&a.name_any())
-                || a.spec.secret_name.as_deref() == Some(name.as_str())
-                || spec::credential_secret_names(&a.spec).contains(&name)
-        })
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
+    index.secret_users(
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret.metadata.name.as_deref().unwrap_or_default(),
+        account.map(String::as_str),
+    )
 }
 
 #[cfg(test)]

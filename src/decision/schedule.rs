@@ -84,13 +84,25 @@ pub enum ProactiveTrigger {
 /// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
 /// drifting, and what makes the plan survive operator restarts: it is recomputed from the
 /// token alone.
+///
+/// `lead` moves this account's scheduled times earlier (its share of the refresh spread):
+/// earlier, not later, so a spread never pushes a refresh past the token's expiry or into the
+/// pre-open, and the grid it shifts keeps a daily refresh from drifting.
 pub fn next_proactive_refresh(
     schedule: &Schedule,
+    lead: Duration,
     renew_before: Duration,
     obtained_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> (DateTime<Utc>, ProactiveTrigger) {
-    let scheduled = schedule.next_outside_market_after(obtained_at);
+    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+    let scheduled = schedule
+        .next_outside_market_after(obtained_at + lead)
+        .map(|at| {
+            // A schedule just after the close would lead into the session: not earlier then.
+            let early = at - lead;
+            if in_market_hours(early) { at } else { early }
+        });
     match scheduled {
         Some(at) if at <= expires_at => (at, ProactiveTrigger::Scheduled),
         _ => {
@@ -107,6 +119,15 @@ pub fn next_proactive_refresh(
             (at, ProactiveTrigger::SafetyNet)
         }
     }
+}
+
+/// The first time strictly after `t` on the grid `offset + k × every` (k whole, from the Unix
+/// epoch), to the millisecond.
+pub fn next_slot_after(t: DateTime<Utc>, every: Duration, offset: Duration) -> DateTime<Utc> {
+    let every = (every.as_millis() as i64).max(1);
+    let offset = offset.as_millis() as i64 % every;
+    let slot = ((t.timestamp_millis() - offset).div_euclid(every) + 1) * every + offset;
+    DateTime::from_timestamp_millis(slot).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -128,8 +149,13 @@ mod tests {
     fn daily_schedule_fires_at_0800_ist_the_next_day() {
         // Minted Monday 08:00:03 IST, expires Tuesday 08:00:03 IST.
         let minted = utc("2026-11-23T02:30:03Z");
-        let (at, trigger) =
-            next_proactive_refresh(&daily_0800_ist(), TEN_MINUTES, minted, minted + DAY);
+        let (at, trigger) = next_proactive_refresh(
+            &daily_0800_ist(),
+            Duration::ZERO,
+            TEN_MINUTES,
+            minted,
+            minted + DAY,
+        );
         assert_eq!(at, utc("2026-11-24T02:30:00Z"));
         assert_eq!(trigger, ProactiveTrigger::Scheduled);
     }
@@ -139,7 +165,8 @@ mod tests {
         // Mondays only: Tuesday's expiry comes before the next Monday.
         let mondays = Schedule::parse("0 8 * * 1", "Asia/Kolkata").unwrap();
         let minted = utc("2026-11-23T02:30:03Z");
-        let (at, trigger) = next_proactive_refresh(&mondays, TEN_MINUTES, minted, minted + DAY);
+        let (at, trigger) =
+            next_proactive_refresh(&mondays, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
         assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
         assert_eq!(trigger, ProactiveTrigger::SafetyNet);
     }
@@ -161,7 +188,8 @@ mod tests {
         // weekly Saturday schedule cannot cover it, and 10:50 IST Monday is market time.
         let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
         let minted = utc("2026-11-22T05:30:00Z");
-        let (at, trigger) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
+        let (at, trigger) =
+            next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
         assert_eq!(at, utc("2026-11-23T03:15:00Z")); // Monday 08:45 IST
         assert_eq!(trigger, ProactiveTrigger::SafetyNet);
     }
@@ -172,7 +200,8 @@ mod tests {
         // safety net is not in market hours, and pulling it back would be pointless anyway.
         let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
         let minted = utc("2026-11-23T03:20:00Z");
-        let (at, _) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
+        let (at, _) =
+            next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
         assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
     }
 
@@ -198,6 +227,60 @@ mod tests {
         assert_eq!(
             schedule.next_after(utc("2026-11-23T07:00:00Z")),
             Some(utc("2026-11-23T08:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_lead_moves_the_refresh_earlier_and_keeps_it_daily() {
+        let lead = Duration::from_secs(7 * 60);
+        let mut minted = utc("2026-11-22T00:00:00Z"); // Sunday 05:30 IST
+        for _ in 0..5 {
+            let (at, trigger) =
+                next_proactive_refresh(&daily_0800_ist(), lead, TEN_MINUTES, minted, minted + DAY);
+            assert_eq!(trigger, ProactiveTrigger::Scheduled);
+            assert_eq!(
+                at.format("%H:%M").to_string(),
+                "02:23",
+                "07:53 IST every day"
+            );
+            assert!(at > minted && at < minted + DAY);
+            // The next token comes a few seconds later, and is planned for the next day.
+            minted = at + chrono::Duration::seconds(4);
+        }
+    }
+
+    #[test]
+    fn a_lead_never_moves_a_refresh_into_the_session() {
+        let just_after_close = Schedule::parse("35 15 * * 1-5", "Asia/Kolkata").unwrap();
+        let minted = utc("2026-11-23T00:00:00Z"); // Monday 05:30 IST
+        let (at, _) = next_proactive_refresh(
+            &just_after_close,
+            Duration::from_secs(600),
+            TEN_MINUTES,
+            minted,
+            minted + DAY,
+        );
+        assert_eq!(at, utc("2026-11-23T10:05:00Z"), "15:35 IST, not 15:25");
+    }
+
+    #[test]
+    fn slots_are_every_apart_from_the_offset_and_strictly_later() {
+        let every = Duration::from_secs(900);
+        let offset = Duration::from_secs(100);
+        let t = utc("2026-11-22T10:00:00Z");
+        assert_eq!(
+            next_slot_after(t, every, offset),
+            utc("2026-11-22T10:01:40Z")
+        );
+        let slot = utc("2026-11-22T10:01:40Z");
+        assert_eq!(
+            next_slot_after(slot, every, offset),
+            utc("2026-11-22T10:16:40Z")
+        );
+        assert_eq!(
+            next_slot_after(slot + chrono::Duration::milliseconds(30), every, offset),
+            utc("2026-11-22T10:16:40Z"),
+            "a probe that ran late keeps the grid"
         );
     }
 }

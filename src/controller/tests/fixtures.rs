@@ -261,8 +261,10 @@ impl Bench {
             limits: Limits {
                 min_mint_interval: Duration::from_secs(125),
                 max_failed_logins: 3,
+                refresh_spread: Duration::ZERO,
             },
             store,
+            index: Default::default(),
             metrics: Arc::new(Metrics::default()),
             login: LoginSettings {
                 enabled: browser_logins,
@@ -362,10 +364,9 @@ impl Bench {
         let object: DhanAccount =
             serde_json::from_value(self.api.get(&account_path(name)).unwrap()).unwrap();
         let account = Arc::new(object);
-        self.writer
-            .lock()
-            .unwrap()
-            .apply_watcher_event(&watcher::Event::Apply((*account).clone()));
+        let event = watcher::Event::Apply((*account).clone());
+        self.ctx.index.apply(&event);
+        self.writer.lock().unwrap().apply_watcher_event(&event);
         reconcile::reconcile_once(account, self.ctx.clone())
             .await
             .expect("reconcile")
