@@ -24,6 +24,7 @@ const ROW_PREFIX: &str = "BENCH_ROW ";
 
 #[tokio::main]
 async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(count) = std::env::var("BENCH_ONE").ok().and_then(|v| v.parse().ok()) {
         let row = one::run(count).await;
         println!("{ROW_PREFIX}{}", serde_json::to_string(&row).unwrap());
@@ -33,7 +34,15 @@ async fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| DEFAULT_SIZES.to_vec());
-    let rows: Vec<Row> = sizes.iter().map(|&n| run_size(n)).collect();
+    let rows: Vec<Row> = sizes
+        .iter()
+        .map(|&n| {
+            let row = run_size(n);
+            // Kept on stderr as it comes: a later size that fails loses nothing.
+            eprintln!("{ROW_PREFIX}{}", serde_json::to_string(&row).unwrap());
+            row
+        })
+        .collect();
     let sdk = sdk::measure().await;
     print_table(&rows, sdk);
 }

@@ -74,7 +74,9 @@ async fn store_token(
     let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
     let result = output::write(&secrets, &secret).await;
     match &result {
-        Ok(()) => {
+        Ok(version) => {
+            ctx.own_writes
+                .wrote(&namespace, &spec.name, version.clone());
             ctx.memos.written_token(&uid, &held.token.facts.hash);
             if let Some((name, from_uid)) = &moved_from {
                 let removed = output::delete_moved(&secrets, name, from_uid).await;
@@ -99,7 +101,7 @@ async fn store_token(
         Err(error) => warn!(account = %account.name_any(), namespace, %error,
             "the output Secret write was refused; the token is kept"),
     }
-    round.stored(result.map_err(|e| describe(&e)));
+    round.stored(result.map(|_| ()).map_err(|e| describe(&e)));
     if let Some(held) = round
         .token
         .as_ref()

@@ -36,7 +36,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use login::{LoginSettings, LoginSlots};
-use memo::Memos;
+use memo::{Memos, OwnWrites};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,9 @@ pub struct Context {
     pub logins: LoginSlots,
     /// What this process remembers per account between reconciles (probes, unwritten tokens,
     /// its own last status write).
-    pub memos: Memos,
+    pub memos: Arc<Memos>,
+    /// This process's own Secret writes, whose watch events wake no reconcile.
+    pub own_writes: Arc<OwnWrites>,
     /// With several replicas: confirms before each mint that this process still leads.
     pub leadership: Option<Arc<Leadership>>,
     /// The longest one Dhan call may take (its client timeout).
@@ -102,11 +104,19 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
             indexing.apply(&event);
             event
         });
-    let controller = Controller::for_stream(
-        reflector::reflector(writer, account_events).applied_objects(),
-        store.clone(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
+    let memos = Arc::new(Memos::default());
+    let own_writes = Arc::new(OwnWrites::default());
+    let own_status = memos.clone();
+    // The cache takes in every change; the change a reconcile's own status write made wakes
+    // no second reconcile: that one already knew it.
+    let triggers = reflector::reflector(writer, account_events)
+        .applied_objects()
+        .try_filter(move |account| {
+            futures::future::ready(!own_status.is_own_status_write(account))
+        });
+    let controller = Controller::for_stream(triggers, store.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
+    );
     metrics.watch_accounts(store.clone());
     let secret_index = index.clone();
     let reporter = Reporter {
@@ -123,7 +133,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         store,
         index,
         metrics,
-        memos: Memos::default(),
+        memos,
+        own_writes: own_writes.clone(),
         logins: LoginSlots::new(settings.login.max_concurrent),
         login: settings.login.clone(),
         leadership: settings.leadership,
@@ -161,7 +172,12 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .watches(
             secrets,
             watcher::Config::default().any_semantic(),
-            move |secret| accounts_using(&secret_index, &secret),
+            move |secret| {
+                if own_writes.is_echo(&secret) {
+                    return Vec::new();
+                }
+                accounts_using(&secret_index, &secret)
+            },
         )
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)

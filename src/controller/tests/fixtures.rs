@@ -5,7 +5,6 @@ use super::fake_api::FakeApi;
 use crate::clock::{Clock, TokioClock};
 use crate::controller::login::{LoginSettings, LoginSlots};
 use crate::controller::login_job::LoginJobSettings;
-use crate::controller::memo::Memos;
 use crate::controller::{Context, reconcile};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::Limits;
@@ -272,7 +271,8 @@ impl Bench {
                 max_concurrent: 4,
             },
             logins: LoginSlots::new(4),
-            memos: Memos::default(),
+            memos: Default::default(),
+            own_writes: Default::default(),
             leadership: None,
             dhan_timeout: Duration::from_secs(20),
         });
