@@ -68,6 +68,11 @@ impl Writes {
             ) {
                 continue;
             }
+            // The API server's own bookkeeping (the `kubernetes` Service's endpoints, every
+            // 10 s), not anyone's request.
+            if label("resource") == "endpoints" {
+                continue;
+            }
             let resource = match label("subresource").as_str() {
                 "" => label("resource"),
                 sub => format!("{}/{sub}", label("resource")),

@@ -83,6 +83,9 @@ pub struct Settings {
     pub dhan_timeout: Duration,
 }
 
+/// What `kubectl apply` keeps on every object it applied: a copy of the whole object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// How often per-account memory of deleted accounts is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -100,6 +103,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     let indexing = index.clone();
     let account_events = watcher(accounts, watcher::Config::default().any_semantic())
         .default_backoff()
+        // Nothing reads them, and with thousands of accounts they are most of the cache.
+        .modify(|account| {
+            account.managed_fields_mut().clear();
+            account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
         .map_ok(move |event| {
             indexing.apply(&event);
             event
