@@ -16,7 +16,7 @@ use crate::decision::{Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -300,7 +300,10 @@ async fn publish(ctx: &Context, account: &DhanAccount, note: &Note) {
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &account.object_ref(&())).await {
+    let recorder = ctx.memos.recorder(&account.uid().unwrap_or_default(), || {
+        Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+    });
+    if let Err(error) = recorder.publish(&event, &account.object_ref(&())).await {
         warn!(%error, "could not publish event");
     }
 }

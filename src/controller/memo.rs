@@ -6,6 +6,7 @@
 use crate::decision::{Held, ProbeVerdict};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
+use kube::runtime::events::Recorder;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -17,6 +18,9 @@ struct Memo {
     unwritten: Option<Held>,
     /// The resource version the last status write of this process produced.
     written: Option<String>,
+    /// The account's own event recorder: kube's recorder looks through every event it has
+    /// cached on each publish, so one shared by all accounts costs more with each account.
+    recorder: Option<Recorder>,
 }
 
 /// Per-account memos, by account UID.
@@ -80,6 +84,11 @@ impl Memos {
     pub fn is_own_status_write<K: kube::Resource>(&self, object: &K) -> bool {
         let version = object.resource_version();
         version.is_some() && self.last_status_write(&object.uid().unwrap_or_default()) == version
+    }
+
+    /// The account's event recorder, made by `make` the first time.
+    pub fn recorder(&self, uid: &str, make: impl FnOnce() -> Recorder) -> Recorder {
+        self.with(uid, |m| m.recorder.get_or_insert_with(make).clone())
     }
 
     /// Forgets an account.

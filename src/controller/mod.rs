@@ -31,7 +31,7 @@ use index::AccountIndex;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -50,7 +50,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
     pub limits: Limits,
-    pub recorder: Recorder,
+    /// Who publishes events (each account has its own recorder, in `memos`).
+    pub reporter: Reporter,
     pub store: Store<DhanAccount>,
     /// Lookups across all accounts (conflicts, Secret users, recorded logins).
     pub index: Arc<AccountIndex>,
@@ -132,7 +133,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         dhan: settings.dhan,
         clock: settings.clock,

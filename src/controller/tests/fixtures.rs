@@ -14,7 +14,7 @@ use crate::dhan::{AccessToken, DhanError, IpInfo, IssuedToken, Profile};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use chrono::{DateTime, Utc};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -246,13 +246,10 @@ impl Bench {
         });
         let (store, writer) = reflector::store();
         let ctx = Arc::new(Context {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "dhan-operator".into(),
-                    instance: None,
-                },
-            ),
+            reporter: Reporter {
+                controller: "dhan-operator".into(),
+                instance: None,
+            },
             client,
             dhan: dhan.clone(),
             clock,
