@@ -74,13 +74,15 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
 
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-    let (token, moved_from) = match find_token(ctx, account, &secrets, &spec, &status).await? {
+    // Independent reads, sent together: a reconcile waits for one round trip, not two.
+    let (found, credentials) = tokio::try_join!(
+        find_token(ctx, account, &secrets, &spec, &status),
+        Credentials::load(&secrets, &account.spec, account.metadata.generation),
+    )?;
+    let (token, moved_from) = match found {
         Ok(found) => found,
         Err(blocked) => return Ok(Facts::Blocked(blocked)),
     };
-
-    let credentials =
-        Credentials::load(&secrets, &account.spec, account.metadata.generation).await?;
     let web_token = credentials
         .get(CredentialKey::AccessToken)
         .ok()
