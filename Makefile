@@ -24,11 +24,16 @@ crd:
 	cp crds/dhanaccounts.yaml deploy/crd.yaml
 	cp crds/dhannotifiers.yaml deploy/crd-dhannotifiers.yaml
 
-## Many accounts on the real control plane: time to Ready, Dhan call rate, idle writes; then the
-## operator's memory with 5,000 unrelated Secrets in the cluster.
-## BENCH_ACCOUNTS=N changes the size (default 300); BENCH_UNRELATED_SECRETS=N the Secrets.
+## Many accounts on the real control plane (1,000, 5,000 and 10,000; BENCH_ACCOUNTS=N or N,M for
+## others): time to Ready, CPU, memory and API writes per refresh, an idle probe period, a forced
+## refresh of all accounts, beside one refresh by Dhan's Python SDK (dhanhq, in a venv); then the
+## operator's memory with 5,000 unrelated Secrets in the cluster (BENCH_UNRELATED_SECRETS=N).
+BENCH_VENV ?= $(HOME)/.cache/dhan-operator/bench-venv
 bench: testbed
-	$(CARGO) bench --bench scale
+	test -f $(BENCH_VENV)/sdk-2.3.0 || { python3 -m venv $(BENCH_VENV) && \
+	  $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check dhanhq==2.3.0 pyotp==2.12.1 && \
+	  touch $(BENCH_VENV)/sdk-2.3.0; }
+	BENCH_SDK_PYTHON=$(BENCH_VENV)/bin/python $(CARGO) bench --bench scale
 	$(CARGO) bench --bench memory
 
 build:

@@ -103,6 +103,11 @@ struct RunArgs {
     /// Minimum time between two new tokens for one client ID (Dhan allows one mint per 2 minutes).
     #[arg(long, env = "MIN_MINT_INTERVAL", default_value = "125s", value_parser = duration_arg)]
     min_mint_interval: Duration,
+    /// Scheduled refreshes of different accounts start spread over this much time before
+    /// `refresh.schedule` (each account at its own fixed point), so accounts sharing a schedule
+    /// do not all call Dhan in the same second. 0 starts all at the schedule.
+    #[arg(long, env = "REFRESH_SPREAD", default_value = "10m", value_parser = duration_arg)]
+    refresh_spread: Duration,
     /// Timeout of one call to Dhan.
     #[arg(long, env = "DHAN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     dhan_timeout: Duration,
@@ -303,6 +308,7 @@ fn controller_settings(
         limits: Limits {
             min_mint_interval: args.min_mint_interval,
             max_failed_logins: args.max_failed_logins,
+            refresh_spread: args.refresh_spread,
         },
         concurrency: args.concurrency,
         login: LoginSettings {

@@ -93,18 +93,7 @@ pub async fn perform(
             issued(ctx, account, Method::Totp, result, Some(step))
         }
         Step::Try(Method::Browser) => start_login(ctx, account, facts).await,
-        Step::Probe => {
-            let held = round.token.as_ref().expect("probe only a token");
-            let result = call(ctx, Endpoint::Profile, || {
-                ctx.dhan.profile(&held.token.value)
-            })
-            .await;
-            Outcome::Probed(match &result {
-                Ok(_) => ProbeVerdict::Alive,
-                Err(e) if e.kind() == ErrorKind::TokenDead => ProbeVerdict::Dead,
-                Err(_) => ProbeVerdict::Unknown,
-            })
-        }
+        Step::Probe => probe(ctx, round).await,
         Step::ReadStaticIp => {
             let held = round.token.as_ref().expect("a new token");
             let result = call(ctx, Endpoint::IpInfo, || {
@@ -116,6 +105,27 @@ pub async fn perform(
         Step::Finish => unreachable!("Finish is not performed"),
     };
     Ok(outcome)
+}
+
+/// Asks Dhan whether the current token still works (docs/dhan-api.md §4). A regular probe
+/// gives way when the rate limit is busy with calls that obtain tokens.
+async fn probe(ctx: &Context, round: &crate::decision::Round) -> Outcome {
+    let held = round.token.as_ref().expect("probe only a token");
+    if round.probe_may_wait() {
+        if ctx.limiter.acquire_spare().await.is_err() {
+            return Outcome::ProbeSkipped;
+        }
+    } else {
+        ctx.limiter.acquire().await;
+    }
+    let result = ctx.dhan.profile(&held.token.value).await;
+    ctx.metrics
+        .dhan_call(Endpoint::Profile, outcome_label(&result));
+    Outcome::Probed(match &result {
+        Ok(_) => ProbeVerdict::Alive,
+        Err(e) if e.kind() == ErrorKind::TokenDead => ProbeVerdict::Dead,
+        Err(_) => ProbeVerdict::Unknown,
+    })
 }
 
 /// One Dhan call: waits for the rate limit, counts the outcome.
@@ -221,7 +231,7 @@ async fn mint_with_totp(ctx: &Context, facts: &Gathered) -> (Result<IssuedToken,
 /// The `browser` method: a free login slot, then a consent; the Job is created by apply.
 async fn start_login(ctx: &Context, account: &DhanAccount, facts: &Gathered) -> Outcome {
     let uid = account.uid().unwrap_or_default();
-    if let Err(running) = ctx.logins.try_reserve(&uid, &ctx.store) {
+    if let Err(running) = ctx.logins.try_reserve(&uid, ctx.index.recorded_logins()) {
         return Outcome::LoginQueued(format!(
             "waiting for a free login slot ({running} login Jobs running, at most {})",
             ctx.login.max_concurrent

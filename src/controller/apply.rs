@@ -16,7 +16,7 @@ use crate::decision::{Phase, Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -87,7 +87,9 @@ async fn store_token(
     let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
     let result = output::write(&secrets, &secret).await;
     match &result {
-        Ok(()) => {
+        Ok(version) => {
+            ctx.own_writes
+                .wrote(&namespace, &spec.name, version.clone());
             ctx.memos.written_token(&uid, &held.token.facts.hash);
             if let Some((name, from_uid)) = &moved_from {
                 let removed = output::delete_moved(&secrets, name, from_uid).await;
@@ -112,7 +114,7 @@ async fn store_token(
         Err(error) => warn!(account = %account.name_any(), namespace, %error,
             "the output Secret write was refused; the token is kept"),
     }
-    round.stored(result.map_err(|e| describe(&e)));
+    round.stored(result.map(|_| ()).map_err(|e| describe(&e)));
     if let Some(held) = round
         .token
         .as_ref()
@@ -347,7 +349,10 @@ async fn publish(ctx: &Context, account: &DhanAccount, note: &Note) {
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &account.object_ref(&())).await {
+    let recorder = ctx.memos.recorder(&account.uid().unwrap_or_default(), || {
+        Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+    });
+    if let Err(error) = recorder.publish(&event, &account.object_ref(&())).await {
         warn!(%error, "could not publish event");
     }
 }

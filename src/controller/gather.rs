@@ -3,7 +3,6 @@
 //! and what the status remembers. Reads only: nothing here writes or decides.
 
 use super::Context;
-use super::conflict::winner_over;
 use super::credentials::{CredentialKey, Credentials};
 use super::login::{self, LoginFound};
 use super::output::{self, Found};
@@ -70,12 +69,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         Ok(spec) => spec,
         Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
     };
-    let all_accounts = ctx.store.state();
-    let rivals = all_accounts
-        .iter()
-        .map(|a| a.as_ref())
-        .filter(|a| a.uid() == account.uid() || contends(a, now));
-    if let Some(winner) = winner_over(account, rivals) {
+    if let Some(winner) = ctx.index.winner_over(account, now) {
         return Ok(Facts::Blocked(Blocked {
             phase: Phase::Conflict,
             reason: "Conflict",
@@ -92,13 +86,15 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
 
     let secrets: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &account.namespace().unwrap_or_default());
-    let (token, moved_from) = match find_token(ctx, account, &secrets, &spec, &status).await? {
+    // Independent reads, sent together: a reconcile waits for one round trip, not two.
+    let (found, credentials) = tokio::try_join!(
+        find_token(ctx, account, &secrets, &spec, &status),
+        Credentials::load(&secrets, &account.spec, account.metadata.generation),
+    )?;
+    let (token, moved_from) = match found {
         Ok(found) => found,
         Err(blocked) => return Ok(Facts::Blocked(blocked)),
     };
-
-    let credentials =
-        Credentials::load(&secrets, &account.spec, account.metadata.generation).await?;
     let web_token = credentials
         .get(CredentialKey::AccessToken)
         .ok()
@@ -247,18 +243,6 @@ async fn find_login(
     })
 }
 
-/// Whether `other` keeps a younger account from minting for its client ID. One that failed for
-/// good (its credentials are missing, or Dhan refused them) and holds no live token does not:
-/// otherwise anyone could name another team's client ID first, with no credentials at all, and
-/// keep the real owner's account in `Conflict` for ever.
-fn contends(other: &DhanAccount, now: chrono::DateTime<chrono::Utc>) -> bool {
-    let Some(status) = &other.status else {
-        return true;
-    };
-    let live = status.expires_at.is_some_and(|t| t > now);
-    live || status.phase != Some(Phase::Failed)
-}
-
 /// The winner as the loser may know it: by name in its own namespace, which the loser's owner
 /// sees anyway; only as "another namespace" elsewhere, which may be another tenant's.
 fn describe_winner(account: &DhanAccount, winner: &str) -> String {
@@ -283,8 +267,8 @@ fn held(token: Token, method: Option<String>, shaped: bool) -> Held {
 
 #[cfg(test)]
 mod tests {
-    use super::{contends, describe_winner};
-    use crate::crd::{DhanAccount, DhanAccountStatus, Phase};
+    use super::describe_winner;
+    use crate::crd::DhanAccount;
 
     fn account(namespace: &str) -> DhanAccount {
         let mut account = DhanAccount::new("alice-copy", Default::default());
@@ -301,31 +285,6 @@ mod tests {
         assert_eq!(
             describe_winner(&account("team-a"), "team-a/alice"),
             "DhanAccount alice in this namespace"
-        );
-    }
-
-    #[test]
-    fn an_older_account_that_failed_for_good_without_a_token_does_not_block() {
-        let now = "2026-11-22T00:00:00Z".parse().unwrap();
-        let with = |phase, expires: Option<&str>| {
-            let mut account = account("team-b");
-            account.status = Some(DhanAccountStatus {
-                phase: Some(phase),
-                expires_at: expires.map(|t| t.parse().unwrap()),
-                ..Default::default()
-            });
-            account
-        };
-        assert!(contends(&account("team-b"), now), "not reconciled yet");
-        assert!(contends(&with(Phase::Backoff, None), now));
-        assert!(!contends(&with(Phase::Failed, None), now));
-        assert!(!contends(
-            &with(Phase::Failed, Some("2026-11-21T00:00:00Z")),
-            now
-        ));
-        assert!(
-            contends(&with(Phase::Failed, Some("2026-11-22T10:00:00Z")), now),
-            "its live token would die"
         );
     }
 }

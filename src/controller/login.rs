@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -62,15 +61,11 @@ impl LoginSlots {
         }
     }
 
-    /// Reserves a slot for the account `uid`, or says how many logins are running.
-    pub fn try_reserve(&self, uid: &str, accounts: &Store<DhanAccount>) -> Result<(), usize> {
+    /// Reserves a slot for the account `uid`, or says how many logins are running; `recorded`
+    /// are the accounts whose status records a login.
+    pub fn try_reserve(&self, uid: &str, recorded: HashSet<String>) -> Result<(), usize> {
         let mut reserved = self.reserved.lock().expect("login slots poisoned");
-        let mut running: HashSet<String> = accounts
-            .state()
-            .iter()
-            .filter(|a| a.status.as_ref().is_some_and(|s| s.login.is_some()))
-            .filter_map(|a| a.uid())
-            .collect();
+        let mut running = recorded;
         running.extend(reserved.iter().cloned());
         running.remove(uid);
         if running.len() >= self.cap {
@@ -410,15 +405,22 @@ mod tests {
 
     #[test]
     fn login_slots_cap_concurrent_logins_across_accounts() {
-        let (store, _writer) = kube::runtime::reflector::store::<DhanAccount>();
         let slots = LoginSlots::new(2);
-        assert!(slots.try_reserve("a", &store).is_ok());
-        assert!(slots.try_reserve("b", &store).is_ok());
-        assert_eq!(slots.try_reserve("c", &store), Err(2));
+        assert!(slots.try_reserve("a", HashSet::new()).is_ok());
+        assert!(slots.try_reserve("b", HashSet::new()).is_ok());
+        assert_eq!(slots.try_reserve("c", HashSet::new()), Err(2));
         // An account that already holds a slot keeps it.
-        assert!(slots.try_reserve("a", &store).is_ok());
+        assert!(slots.try_reserve("a", HashSet::new()).is_ok());
         slots.release("a");
-        assert!(slots.try_reserve("c", &store).is_ok());
+        assert!(slots.try_reserve("c", HashSet::new()).is_ok());
+    }
+
+    #[test]
+    fn logins_recorded_in_status_count_against_the_cap() {
+        let slots = LoginSlots::new(2);
+        let recorded = HashSet::from(["x".to_string(), "y".to_string()]);
+        assert_eq!(slots.try_reserve("c", recorded.clone()), Err(2));
+        assert!(slots.try_reserve("x", recorded).is_ok(), "its own login");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use crate::decision::{Held, ProbeVerdict};
 use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use kube::runtime::events::Recorder;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -16,6 +18,9 @@ struct Memo {
     unwritten: Option<Held>,
     /// The resource version the last status write of this process produced.
     written: Option<String>,
+    /// The account's own event recorder: kube's recorder looks through every event it has
+    /// cached on each publish, so one shared by all accounts costs more with each account.
+    recorder: Option<Recorder>,
 }
 
 /// Per-account memos, by account UID.
@@ -74,6 +79,18 @@ impl Memos {
         self.read(uid, |m| m.written.clone())
     }
 
+    /// Whether `object` is what this process's own last status write of it produced: its
+    /// watch event brings nothing the reconcile that wrote it did not know.
+    pub fn is_own_status_write<K: kube::Resource>(&self, object: &K) -> bool {
+        let version = object.resource_version();
+        version.is_some() && self.last_status_write(&object.uid().unwrap_or_default()) == version
+    }
+
+    /// The account's event recorder, made by `make` the first time.
+    pub fn recorder(&self, uid: &str, make: impl FnOnce() -> Recorder) -> Recorder {
+        self.with(uid, |m| m.recorder.get_or_insert_with(make).clone())
+    }
+
     /// Forgets an account.
     pub fn forget(&self, uid: &str) {
         self.0.lock().expect("memos poisoned").remove(uid);
@@ -96,5 +113,75 @@ impl Memos {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The resource versions this process's own Secret writes produced, by namespace and name: the
+/// watch events they cause wake no reconcile. Forgotten once seen.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<(String, String), String>>);
+
+impl OwnWrites {
+    pub fn wrote(&self, namespace: &str, name: &str, version: Option<String>) {
+        let mut map = self.0.lock().expect("own writes poisoned");
+        let key = (namespace.to_string(), name.to_string());
+        match version {
+            Some(version) => map.insert(key, version),
+            None => map.remove(&key),
+        };
+    }
+
+    /// Whether `object` is the result of this process's last write of it.
+    pub fn is_echo<K: kube::Resource>(&self, object: &K) -> bool {
+        let meta = object.meta();
+        let (Some(namespace), Some(name), Some(version)) =
+            (&meta.namespace, &meta.name, &meta.resource_version)
+        else {
+            return false;
+        };
+        let mut map = self.0.lock().expect("own writes poisoned");
+        let key = (namespace.clone(), name.clone());
+        if map.get(&key) == Some(version) {
+            map.remove(&key);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::ObjectMeta;
+
+    fn secret(name: &str, version: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("t".into()),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_event_of_an_own_write_is_an_echo_and_only_once() {
+        let own = OwnWrites::default();
+        own.wrote("t", "alice-token", Some("7".into()));
+        assert!(
+            !own.is_echo(&secret("alice-token", "6")),
+            "an older version"
+        );
+        assert!(!own.is_echo(&secret("bob-token", "7")));
+        assert!(own.is_echo(&secret("alice-token", "7")));
+        assert!(!own.is_echo(&secret("alice-token", "7")), "seen once");
+        own.wrote("t", "alice-token", Some("9".into()));
+        assert!(
+            !own.is_echo(&secret("alice-token", "10")),
+            "someone else's change"
+        );
     }
 }

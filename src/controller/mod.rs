@@ -8,6 +8,7 @@ pub mod conflict;
 pub mod credentials;
 pub mod decode;
 pub mod gather;
+pub mod index;
 pub mod login;
 pub mod login_job;
 pub mod login_network_policy;
@@ -31,16 +32,17 @@ use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use futures::StreamExt;
+use index::AccountIndex;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use login::{LoginSettings, LoginSlots};
-use memo::Memos;
+use memo::{Memos, OwnWrites};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,8 +56,11 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     pub limiter: RateLimiter,
     pub limits: Limits,
-    pub recorder: Recorder,
+    /// Who publishes events (each account has its own recorder, in `memos`).
+    pub reporter: Reporter,
     pub store: Store<DhanAccount>,
+    /// Lookups across all accounts (conflicts, Secret users, recorded logins).
+    pub index: Arc<AccountIndex>,
     pub metrics: Arc<Metrics>,
     /// The `browser` method's settings.
     pub login: LoginSettings,
@@ -63,7 +68,9 @@ pub struct Context {
     pub logins: LoginSlots,
     /// What this process remembers per account between reconciles (probes, unwritten tokens,
     /// its own last status write).
-    pub memos: Memos,
+    pub memos: Arc<Memos>,
+    /// This process's own Secret writes, whose watch events wake no reconcile.
+    pub own_writes: Arc<OwnWrites>,
     /// With several replicas: confirms before each mint that this process still leads.
     pub leadership: Option<Arc<Leadership>>,
     /// The longest one Dhan call may take (its client timeout).
@@ -107,15 +114,17 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
         .claims
         .map(|c| Arc::new(Claims::new(client.clone(), c, settings.clock.clone())));
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         dhan: settings.dhan,
         clock: settings.clock,
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
         store: store.clone(),
+        index: Arc::new(AccountIndex::default()),
         metrics,
-        memos: Memos::default(),
+        memos: Arc::new(Memos::default()),
+        own_writes: Arc::new(OwnWrites::default()),
         logins: LoginSlots::new(settings.login.max_concurrent),
         login: settings.login.clone(),
         leadership: settings.leadership,
@@ -183,7 +192,7 @@ fn watch_logins(
         ctx.clone(),
         watcher::watcher(api::<Pod>(&ctx.client, scope), labelled()).default_backoff(),
     );
-    let pod_index = ctx.store.clone();
+    let pod_index = ctx.index.clone();
     controller
         .owns_stream(jobs.touched_objects())
         .watches_stream(pods.touched_objects(), move |pod| {
@@ -228,42 +237,26 @@ pub(crate) fn prune_once(ctx: &Context, live: &HashSet<String>) {
 }
 
 /// The account a login Pod belongs to, by its label (the account's name, cut to 63 characters).
-fn account_of_login_pod(
-    store: &Store<DhanAccount>,
-    pod: &impl Resource,
-) -> Vec<ObjectRef<DhanAccount>> {
+fn account_of_login_pod(index: &AccountIndex, pod: &impl Resource) -> Vec<ObjectRef<DhanAccount>> {
     let namespace = pod.namespace().unwrap_or_default();
     let Some(label) = pod.labels().get(login_job::LOGIN_FOR_LABEL) else {
         return Vec::new();
     };
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|a| output::account_label(a) == *label)
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
+    index.login_label_users(&namespace, label)
 }
 
 /// Accounts that own `secret` (their output) or read credentials from it.
-fn accounts_using(
-    store: &Store<DhanAccount>,
-    secret: &impl Resource,
-) -> Vec<ObjectRef<DhanAccount>> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
-    let account = secret.annotations().get(output::ACCOUNT_ANNOTATION);
-    store
-        .state()
-        .iter()
-        .filter(|a| a.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|a| {
-            account == Some(&a.name_any())
-                || a.spec.secret_name.as_deref() == Some(name.as_str())
-                || spec::credential_secret_names(&a.spec).contains(&name)
-        })
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
+fn accounts_using(index: &AccountIndex, secret: &impl Resource) -> Vec<ObjectRef<DhanAccount>> {
+    let meta = secret.meta();
+    let account = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(output::ACCOUNT_ANNOTATION));
+    index.secret_users(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        account.map(String::as_str),
+    )
 }
 
 #[cfg(test)]

@@ -264,19 +264,20 @@ pub fn secret_for(
     }
 }
 
-/// Writes `token` into the output Secret (server-side apply).
-pub async fn write(secrets: &Api<Secret>, secret: &Secret) -> Result<(), kube::Error> {
+/// Writes `token` into the output Secret (server-side apply); returns the resource version
+/// written.
+pub async fn write(secrets: &Api<Secret>, secret: &Secret) -> Result<Option<String>, kube::Error> {
     let mut value = serde_json::to_value(secret).expect("a Secret serialises");
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
-    secrets
+    let written = secrets
         .patch(
             &secret.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(value),
         )
         .await?;
-    Ok(())
+    Ok(written.resource_version())
 }
 
 /// Deletes the Secret a token moved away from, only if it is still the one read (its UID).

@@ -88,7 +88,11 @@ async fn watch_namespace(
             Ok(Event::Apply(secret) | Event::InitApply(secret) | Event::Delete(secret)) => secret,
             Ok(Event::Init | Event::InitDone) | Err(_) => continue,
         };
-        for account in accounts_using(&ctx.store, &secret) {
+        // This process's own write of an output Secret: the reconcile that made it knew.
+        if ctx.own_writes.is_echo(&secret) {
+            continue;
+        }
+        for account in accounts_using(&ctx.index, &secret) {
             if sender.send(account).await.is_err() {
                 return;
             }

@@ -42,7 +42,10 @@ pub struct Spec {
 /// Validates the whole spec.
 pub fn validate(account: &DhanAccount) -> Result<Spec, SpecError> {
     Ok(Spec {
-        policy: policy(&account.spec)?,
+        policy: Policy {
+            stagger: stagger(account),
+            ..policy(&account.spec)?
+        },
         output: output(account)?,
     })
 }
@@ -121,7 +124,21 @@ fn policy(spec: &DhanAccountSpec) -> Result<Policy, SpecError> {
         renew_before,
         validate_every,
         suspend: spec.suspend.unwrap_or(false),
+        stagger: 0,
     })
+}
+
+/// Where the account's probes and scheduled refreshes fall within their spread: a hash of its
+/// namespace and name, the same in every process and after a re-create.
+fn stagger(account: &DhanAccount) -> u32 {
+    use sha2::{Digest, Sha256};
+    let key = format!(
+        "{}/{}",
+        account.namespace().unwrap_or_default(),
+        account.name_any()
+    );
+    let digest = Sha256::digest(key.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// The output Secret as the spec describes it, checked against what the API server accepts,

@@ -6,11 +6,11 @@ use super::Context;
 use super::decode::{decode, stand_in};
 use crate::crd::DhanAccount;
 use crate::metrics::WatchLabels;
-use futures::{Stream, StreamExt, future};
+use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as Note, EventType};
+use kube::runtime::events::{Event as Note, EventType, Recorder};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
@@ -87,15 +87,29 @@ pub fn accounts(
         seen: HashMap::new(),
         relisted: None,
     };
+    let index = ctx.index.clone();
+    let memos = ctx.memos.clone();
     observed(
         ACCOUNTS_WATCH.into(),
         ctx,
         watcher::watcher(api, config).default_backoff(),
     )
     .filter_map(move |event| future::ready(decoder.map(event)))
+    // Nothing reads them, and with thousands of accounts they are most of the cache.
+    .modify(|account| {
+        account.managed_fields_mut().clear();
+        account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+    })
+    .inspect_ok(move |event| index.apply(event))
     .reflect(writer)
     .applied_objects()
+    // The cache takes in every change; the change a reconcile's own status write made wakes no
+    // second reconcile: that one already knew it.
+    .try_filter(move |account| future::ready(!memos.is_own_status_write(account)))
 }
+
+/// What `kubectl apply` keeps on every object it applied: a copy of the whole object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Turns the untyped DhanAccount events into typed ones, reporting and leaving out what does
 /// not decode, and tracks which namespaces hold accounts.
@@ -248,7 +262,8 @@ async fn report(ctx: Arc<Context>, object: ObjectReference, why: String) {
         action: "Decode".into(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&note, &object).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&note, &object).await {
         warn!(%error, "could not publish event");
     }
 }

@@ -5,7 +5,7 @@ use super::market::{in_market_hours, market_close};
 use super::memory::Memory;
 use super::policy::{Limits, Policy};
 pub use super::reason::RefreshReason;
-use super::schedule::{ProactiveTrigger, next_proactive_refresh};
+use super::schedule::{ProactiveTrigger, next_grid_slot_after, next_proactive_refresh};
 use super::token::{ProbeVerdict, TokenFacts};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -136,6 +136,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     let probed_dead = matches!(facts.probe, Some((_, ProbeVerdict::Dead)));
     let (scheduled_at, trigger) = next_proactive_refresh(
         &facts.policy.schedule,
+        whole_seconds(facts.policy.offset_within(facts.limits.refresh_spread)),
         facts.policy.renew_before,
         token.obtained_at,
         token.expires_at,
@@ -157,6 +158,10 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         Some(reason) => proactive(facts, token, reason),
         None => probe_or_wait(facts, token, scheduled_at),
     }
+}
+
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// A proactive refresh (scheduled, requested, safety net) waits out market hours, unless the
@@ -206,13 +211,18 @@ fn refresh_when_allowed(facts: &Facts<'_>, reason: RefreshReason, now: DateTime<
     }
 }
 
-/// When the current token should next be probed: every `validateEvery`, and once shortly after
-/// a mint whose answer was lost.
+/// When the current token should next be probed: at this account's slots, `validateEvery`
+/// apart (a token never probed, at once), and once shortly after a mint whose answer was lost.
+/// The slots are staggered across accounts and do not depend on when a token was minted:
+/// thousands of accounts minted in the same minute do not probe in lockstep.
 fn probe_due(facts: &Facts<'_>, _token: &TokenFacts) -> Option<DateTime<Utc>> {
     let last_probe = facts.probe.map(|(at, _)| at);
-    let regular = facts.policy.validate_every.map(|every| match last_probe {
-        Some(at) => after(at, every),
-        None => facts.now,
+    let regular = facts.policy.validate_every.map(|every| {
+        let offset = facts.policy.offset_within(every);
+        match last_probe {
+            Some(at) => next_grid_slot_after(at, every, offset),
+            None => facts.now,
+        }
     });
     let late_check = facts
         .memory

@@ -9,6 +9,9 @@ pub const DEFAULT_SCHEDULE: &str = "0 8 * * *";
 pub const DEFAULT_TIME_ZONE: &str = "Asia/Kolkata";
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_VALIDATE_EVERY: Duration = Duration::from_secs(15 * 60);
+/// Scheduled refreshes of accounts sharing a schedule start spread over this much time before
+/// it, so thousands of accounts do not all call Dhan in the same second.
+pub const DEFAULT_REFRESH_SPREAD: Duration = Duration::from_secs(10 * 60);
 
 /// Dhan answers "Token can be generated once every 2 minutes." (docs/dhan-api.md §1); a
 /// margin on top keeps the operator from ever tripping it.
@@ -28,6 +31,18 @@ pub struct Policy {
     /// `None` when probing is disabled (`validateEvery: 0`).
     pub validate_every: Option<Duration>,
     pub suspend: bool,
+    /// Where this account's probes and scheduled refreshes fall within their spread, as a
+    /// fraction of `2^32`: accounts sharing a schedule and a probe interval then call Dhan at
+    /// different times. Derived from the account's name, so it holds across restarts.
+    pub stagger: u32,
+}
+
+impl Policy {
+    /// This account's share of `span`: `span × stagger / 2^32`, in whole milliseconds.
+    pub fn offset_within(&self, span: Duration) -> Duration {
+        let millis = (span.as_millis() * u128::from(self.stagger)) >> 32;
+        Duration::from_millis(millis as u64)
+    }
 }
 
 /// Operator-wide limits.
@@ -37,6 +52,8 @@ pub struct Limits {
     pub min_mint_interval: Duration,
     /// Failed browser logins per client and IST day before the account is stopped.
     pub max_failed_logins: u32,
+    /// How far before the schedule scheduled refreshes may start, by account.
+    pub refresh_spread: Duration,
 }
 
 impl Default for Limits {
@@ -44,6 +61,7 @@ impl Default for Limits {
         Limits {
             min_mint_interval: DEFAULT_MIN_MINT_INTERVAL,
             max_failed_logins: DEFAULT_MAX_FAILED_LOGINS,
+            refresh_spread: DEFAULT_REFRESH_SPREAD,
         }
     }
 }

@@ -7,6 +7,7 @@
 use super::decide::{Decision, Facts, LATE_TOKEN_PROBE_DELAY, RefreshReason, decide};
 use super::memory::Memory;
 use super::method::Method;
+use super::schedule::next_grid_slot_after;
 use super::token::{ProbeVerdict, Token, TokenFacts};
 use super::{after, rfc3339};
 use crate::dhan::IpInfo;
@@ -59,6 +60,20 @@ impl Round {
         login: LoginSeen,
         now: DateTime<Utc>,
     ) -> Round {
+        // A restarted operator does not know when a token was last probed: it counts as probed
+        // at its last slot, so a restart does not probe every account at once. Not the check
+        // of a token a lost mint may have revoked: that one is due whatever the spread.
+        let probe = probe.or_else(|| {
+            let every = inputs.policy.validate_every?;
+            token.as_ref()?;
+            if memory.mint_unconfirmed.is_some() {
+                return None;
+            }
+            let offset = inputs.policy.offset_within(every);
+            let unknown_age = chrono::Duration::from_std(every).ok()?;
+            let last_slot = next_grid_slot_after(now - unknown_age, every, offset);
+            Some((last_slot, ProbeVerdict::Unknown))
+        });
         let mut round = Round {
             inputs,
             token,
@@ -199,6 +214,11 @@ impl Round {
             } => self.login_started(consent_id, job_name, now),
             Outcome::LoginQueued(why) => self.login_queued(why, now),
             Outcome::Probed(verdict) => self.probed(verdict, now),
+            Outcome::ProbeSkipped => {
+                self.probed = true;
+                let verdict = self.probe.map_or(ProbeVerdict::Unknown, |(_, v)| v);
+                self.probe = Some((now, verdict));
+            }
             Outcome::StaticIp(info) => {
                 self.static_ip_read = true;
                 self.static_ip = info;
@@ -295,6 +315,12 @@ impl Round {
             reason: "LateTokenCheck",
             message,
         });
+    }
+
+    /// Whether the probe about to be made may give way to calls that obtain tokens: a regular
+    /// probe may, the check of a token a lost mint may have revoked may not.
+    pub fn probe_may_wait(&self) -> bool {
+        self.memory.mint_unconfirmed.is_none()
     }
 
     /// The token to write to the output Secret, if it is not there as the spec wants it.

@@ -134,6 +134,7 @@ pub enum ProactiveTrigger {
 /// [`next_proactive_refresh_on`] with the calendar in force.
 pub fn next_proactive_refresh(
     schedule: &Schedule,
+    lead: Duration,
     renew_before: Duration,
     obtained_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -141,6 +142,7 @@ pub fn next_proactive_refresh(
     next_proactive_refresh_on(
         &calendar::current(),
         schedule,
+        lead,
         renew_before,
         obtained_at,
         expires_at,
@@ -153,14 +155,30 @@ pub fn next_proactive_refresh(
 /// Anchoring on the token's own issue time (not on "now") is what keeps a daily schedule from
 /// drifting, and what makes the plan survive operator restarts: it is recomputed from the
 /// token alone.
+///
+/// `lead` moves this account's scheduled times earlier (its share of the refresh spread):
+/// earlier, not later, so a spread never pushes a refresh past the token's expiry or into the
+/// pre-open, and the grid it shifts keeps a daily refresh from drifting.
 pub fn next_proactive_refresh_on(
     calendar: &TradingCalendar,
     schedule: &Schedule,
+    lead: Duration,
     renew_before: Duration,
     obtained_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> (DateTime<Utc>, ProactiveTrigger) {
-    let scheduled = schedule.next_slot_after(calendar, obtained_at);
+    let lead = chrono::Duration::from_std(lead).unwrap_or_default();
+    let scheduled = schedule
+        .next_slot_after(calendar, obtained_at + lead)
+        .map(|at| {
+            // A schedule just after the close would lead into the session: not earlier then.
+            let early = at - lead;
+            if in_market_hours_on(calendar, early) {
+                at
+            } else {
+                early
+            }
+        });
     let safety_net = expires_at - renew_before;
     match scheduled {
         Some(at) if at <= expires_at => (at, ProactiveTrigger::Scheduled),
@@ -185,6 +203,15 @@ pub fn next_proactive_refresh_on(
             (at, ProactiveTrigger::SafetyNet)
         }
     }
+}
+
+/// The first time strictly after `t` on the grid `offset + k × every` (k whole, from the Unix
+/// epoch), to the millisecond.
+pub fn next_grid_slot_after(t: DateTime<Utc>, every: Duration, offset: Duration) -> DateTime<Utc> {
+    let every = (every.as_millis() as i64).max(1);
+    let offset = offset.as_millis() as i64 % every;
+    let slot = ((t.timestamp_millis() - offset).div_euclid(every) + 1) * every + offset;
+    DateTime::from_timestamp_millis(slot).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

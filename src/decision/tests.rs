@@ -15,6 +15,7 @@ const DAY: ChronoDuration = ChronoDuration::hours(24);
 const LIMITS: Limits = Limits {
     min_mint_interval: policy::DEFAULT_MIN_MINT_INTERVAL,
     max_failed_logins: policy::DEFAULT_MAX_FAILED_LOGINS,
+    refresh_spread: Duration::ZERO,
 };
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -29,6 +30,7 @@ fn policy_with(schedule: &str, validate_every: Option<Duration>) -> Policy {
         renew_before: policy::DEFAULT_RENEW_BEFORE,
         validate_every,
         suspend: false,
+        stagger: 0,
     }
 }
 
@@ -616,8 +618,8 @@ fn unknown_probe_verdict_never_mints() {
 }
 
 #[test]
-fn probes_every_validate_every_and_not_when_disabled() {
-    let now = utc("2026-11-22T10:00:00Z");
+fn probes_at_the_accounts_slots_validate_every_apart_and_not_when_disabled() {
+    let now = utc("2026-11-22T10:00:00Z"); // on the 15-minute grid
     let token = live_token(now, "t", 2, "APP");
     let memory = Memory::default();
     let run = |policy: &Policy, probe| {
@@ -633,14 +635,74 @@ fn probes_every_validate_every_and_not_when_disabled() {
             refresh_request: None,
         })
     };
+    let waits_until = |decision: Decision| match decision {
+        Decision::Wait(w) => Some(w.until),
+        _ => None,
+    };
     let every_15m = default_policy();
-    assert_eq!(run(&every_15m, None), Decision::Probe);
-    let recent = Some((now - ChronoDuration::minutes(5), ProbeVerdict::Alive));
-    assert!(
-        matches!(run(&every_15m, recent), Decision::Wait(w) if w.until == now + ChronoDuration::minutes(10))
+    assert_eq!(run(&every_15m, None), Decision::Probe, "its slot is now");
+    let probed = Some((now, ProbeVerdict::Alive));
+    assert_eq!(
+        waits_until(run(&every_15m, probed)),
+        Some(now + ChronoDuration::minutes(15))
+    );
+    // Another account's slots lie elsewhere in the period: a quarter of the way in, for this
+    // one.
+    let staggered = Policy {
+        stagger: 1 << 30,
+        ..default_policy()
+    };
+    let quarter = now + ChronoDuration::seconds(225);
+    let off_grid = Some((now - ChronoDuration::minutes(1), ProbeVerdict::Alive));
+    assert_eq!(waits_until(run(&staggered, off_grid)), Some(quarter));
+    let late = Some((quarter + ChronoDuration::seconds(2), ProbeVerdict::Alive));
+    assert_eq!(
+        waits_until(run(&staggered, late)),
+        Some(quarter + ChronoDuration::minutes(15)),
+        "a probe that ran late keeps its slots"
     );
     let disabled = policy_with("0 8 * * *", None);
     assert!(matches!(run(&disabled, None), Decision::Wait(_)));
+}
+
+#[test]
+fn a_spread_starts_each_accounts_scheduled_refresh_at_its_own_time_before_the_schedule() {
+    let limits = Limits {
+        refresh_spread: Duration::from_secs(600),
+        ..LIMITS
+    };
+    let minted = utc("2026-11-22T00:00:00Z"); // Sunday 05:30 IST
+    let token = live_token(minted, "t", 2, "APP");
+    let memory = Memory::default();
+    let due = |stagger: u32| {
+        let policy = Policy {
+            stagger,
+            validate_every: None,
+            ..default_policy()
+        };
+        let decision = decide(&Facts {
+            now: minted + ChronoDuration::minutes(1),
+            policy: &policy,
+            limits: &limits,
+            token: Some(&token),
+            web_token: None,
+            probe: None,
+            memory: &memory,
+            inputs_fingerprint: "x",
+            refresh_request: None,
+        });
+        match decision {
+            Decision::Wait(w) => w.next_refresh,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(due(0), utc("2026-11-22T02:30:00Z"), "08:00 IST");
+    assert_eq!(
+        due(1 << 31),
+        utc("2026-11-22T02:25:00Z"),
+        "halfway: 07:55 IST"
+    );
+    assert_eq!(due(u32::MAX), utc("2026-11-22T02:20:01Z"), "to the second");
 }
 
 #[test]

@@ -6,7 +6,6 @@ use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
 use crate::controller::login::{LoginSettings, LoginSlots};
 use crate::controller::login_job::LoginJobSettings;
-use crate::controller::memo::Memos;
 use crate::controller::{Context, reconcile};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::Limits;
@@ -16,7 +15,7 @@ use crate::dhan::{AccessToken, DhanError, IpInfo, IssuedToken, Profile};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use chrono::{DateTime, Utc};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -278,13 +277,10 @@ impl Bench {
         });
         let (store, writer) = reflector::store();
         let ctx = Arc::new(Context {
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "dhan-operator".into(),
-                    instance: None,
-                },
-            ),
+            reporter: Reporter {
+                controller: "dhan-operator".into(),
+                instance: None,
+            },
             client,
             dhan: dhan.clone(),
             clock,
@@ -292,8 +288,10 @@ impl Bench {
             limits: Limits {
                 min_mint_interval: Duration::from_secs(125),
                 max_failed_logins: 3,
+                refresh_spread: Duration::ZERO,
             },
             store,
+            index: Default::default(),
             metrics: Arc::new(Metrics::default()),
             login: LoginSettings {
                 enabled: browser_logins,
@@ -301,7 +299,8 @@ impl Bench {
                 max_concurrent: 4,
             },
             logins: LoginSlots::new(4),
-            memos: Memos::default(),
+            memos: Default::default(),
+            own_writes: Default::default(),
             leadership: None,
             dhan_timeout: Duration::from_secs(20),
             claims: None,
@@ -406,10 +405,9 @@ impl Bench {
         let object: DhanAccount =
             serde_json::from_value(self.api.get(&account_path(name)).unwrap()).unwrap();
         let account = Arc::new(object);
-        self.writer
-            .lock()
-            .unwrap()
-            .apply_watcher_event(&watcher::Event::Apply((*account).clone()));
+        let event = watcher::Event::Apply((*account).clone());
+        self.ctx.index.apply(&event);
+        self.writer.lock().unwrap().apply_watcher_event(&event);
         reconcile::reconcile_once(account, self.ctx.clone())
             .await
             .expect("reconcile")

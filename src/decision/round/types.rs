@@ -103,6 +103,9 @@ pub enum Outcome {
     /// No free login slot: the login waits without spending a consent.
     LoginQueued(String),
     Probed(ProbeVerdict),
+    /// Dhan's rate limit was busy with calls that obtain tokens: the probe gave way, and its
+    /// slot is spent (the next one is a period later).
+    ProbeSkipped,
     StaticIp(Option<IpInfo>),
 }
 

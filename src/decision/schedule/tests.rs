@@ -18,8 +18,13 @@ const DAY: chrono::Duration = chrono::Duration::hours(24);
 fn daily_schedule_fires_at_0800_ist_the_next_day() {
     // Minted Monday 08:00:03 IST, expires Tuesday 08:00:03 IST.
     let minted = utc("2026-11-23T02:30:03Z");
-    let (at, trigger) =
-        next_proactive_refresh(&daily_0800_ist(), TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) = next_proactive_refresh(
+        &daily_0800_ist(),
+        Duration::ZERO,
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
     assert_eq!(at, utc("2026-11-24T02:30:00Z"));
     assert_eq!(trigger, ProactiveTrigger::Scheduled);
 }
@@ -29,7 +34,8 @@ fn sparse_schedule_uses_safety_net_before_expiry() {
     // Mondays only: Tuesday's expiry comes before the next Monday.
     let mondays = Schedule::parse("0 8 * * 1", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-23T02:30:03Z");
-    let (at, trigger) = next_proactive_refresh(&mondays, TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) =
+        next_proactive_refresh(&mondays, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
     assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
     assert_eq!(trigger, ProactiveTrigger::SafetyNet);
 }
@@ -51,7 +57,8 @@ fn safety_net_inside_market_hours_moves_before_open() {
     // weekly Saturday schedule cannot cover it, and 10:50 IST Monday is market time.
     let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-22T05:30:00Z");
-    let (at, trigger) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) =
+        next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
     assert_eq!(at, utc("2026-11-23T03:15:00Z")); // Monday 08:45 IST
     assert_eq!(trigger, ProactiveTrigger::SafetyNet);
 }
@@ -62,7 +69,8 @@ fn safety_net_stays_near_expiry_for_a_token_younger_than_before_open() {
     // safety net is not in market hours, and pulling it back would be pointless anyway.
     let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-23T03:20:00Z");
-    let (at, _) = next_proactive_refresh(&schedule, TEN_MINUTES, minted, minted + DAY);
+    let (at, _) =
+        next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
     assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
 }
 
@@ -130,6 +138,7 @@ fn trading_days_only_skips_weekends_and_holidays() {
         let (at, trigger) = next_proactive_refresh_on(
             &calendar,
             &trading_days_only(),
+            Duration::ZERO,
             TEN_MINUTES,
             minted,
             minted + DAY,
@@ -148,6 +157,7 @@ fn every_day_schedules_still_refresh_on_weekends() {
     let (at, _) = next_proactive_refresh_on(
         &diwali_2026(),
         &daily_0800_ist(),
+        Duration::ZERO,
         TEN_MINUTES,
         minted,
         minted + DAY,
@@ -163,8 +173,14 @@ fn trading_days_only_keeps_the_safety_net_for_a_session_the_token_would_miss() {
         .unwrap()
         .with_trading_days_only(true);
     let minted = utc("2026-11-22T05:30:00Z");
-    let (at, trigger) =
-        next_proactive_refresh_on(&diwali_2026(), &schedule, TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) = next_proactive_refresh_on(
+        &diwali_2026(),
+        &schedule,
+        Duration::ZERO,
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
     assert_eq!(trigger, ProactiveTrigger::SafetyNet);
     assert_eq!(at, utc("2026-11-23T03:15:00Z"), "Monday 08:45 IST");
 }
@@ -211,6 +227,7 @@ fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
         renew_before: policy::DEFAULT_RENEW_BEFORE,
         validate_every: Some(policy::DEFAULT_VALIDATE_EVERY),
         suspend: false,
+        stagger: 0,
     };
     let limits = Limits::default();
     let (start, end) = (utc("2026-11-02T02:00:00Z"), utc("2026-12-01T00:00:00Z"));
@@ -276,4 +293,58 @@ fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
     // November 2026: 21 weekdays less 2 holidays, plus the Muhurat Sunday = 20 trading days,
     // one scheduled mint each, plus the first token at the start (07:30 IST, Monday 2nd).
     assert_eq!(mints.len(), 20 + 1, "{mints:?}");
+}
+
+#[test]
+fn a_lead_moves_the_refresh_earlier_and_keeps_it_daily() {
+    let lead = Duration::from_secs(7 * 60);
+    let mut minted = utc("2026-11-22T00:00:00Z"); // Sunday 05:30 IST
+    for _ in 0..5 {
+        let (at, trigger) =
+            next_proactive_refresh(&daily_0800_ist(), lead, TEN_MINUTES, minted, minted + DAY);
+        assert_eq!(trigger, ProactiveTrigger::Scheduled);
+        assert_eq!(
+            at.format("%H:%M").to_string(),
+            "02:23",
+            "07:53 IST every day"
+        );
+        assert!(at > minted && at < minted + DAY);
+        // The next token comes a few seconds later, and is planned for the next day.
+        minted = at + chrono::Duration::seconds(4);
+    }
+}
+
+#[test]
+fn a_lead_never_moves_a_refresh_into_the_session() {
+    let just_after_close = Schedule::parse("35 15 * * 1-5", "Asia/Kolkata").unwrap();
+    let minted = utc("2026-11-23T00:00:00Z"); // Monday 05:30 IST
+    let (at, _) = next_proactive_refresh(
+        &just_after_close,
+        Duration::from_secs(600),
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
+    assert_eq!(at, utc("2026-11-23T10:05:00Z"), "15:35 IST, not 15:25");
+}
+
+#[test]
+fn slots_are_every_apart_from_the_offset_and_strictly_later() {
+    let every = Duration::from_secs(900);
+    let offset = Duration::from_secs(100);
+    let t = utc("2026-11-22T10:00:00Z");
+    assert_eq!(
+        next_grid_slot_after(t, every, offset),
+        utc("2026-11-22T10:01:40Z")
+    );
+    let slot = utc("2026-11-22T10:01:40Z");
+    assert_eq!(
+        next_grid_slot_after(slot, every, offset),
+        utc("2026-11-22T10:16:40Z")
+    );
+    assert_eq!(
+        next_grid_slot_after(slot + chrono::Duration::milliseconds(30), every, offset),
+        utc("2026-11-22T10:16:40Z"),
+        "a probe that ran late keeps the grid"
+    );
 }

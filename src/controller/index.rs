@@ -1,0 +1,193 @@
+//! Lookups across every watched account, kept up to date from the account watch itself, so that
+//! a reconcile or a watch event costs the same with ten accounts or ten thousand: who mints for
+//! a client ID, which accounts use a Secret, whose login a Pod is, which logins status records.
+//! An account's entries are replaced each time the watch delivers it.
+
+use super::conflict::{Claim, Claims};
+use super::output::account_label;
+use super::spec::credential_secret_names;
+use crate::crd::DhanAccount;
+use chrono::{DateTime, Utc};
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use std::collections::{HashMap, HashSet};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A namespace and a name.
+type Key = (String, String);
+type Refs = HashSet<ObjectRef<DhanAccount>>;
+
+/// The index; shared by the watch (writer) and the reconciles (readers).
+#[derive(Default)]
+pub struct AccountIndex(RwLock<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<Key, Entry>,
+    claims: Claims,
+    /// Secrets named in specs (output and credentials), to the accounts naming them.
+    secrets: HashMap<Key, Refs>,
+    /// Login Pods' account label (the name cut to 63 characters), to the accounts.
+    login_labels: HashMap<Key, Refs>,
+    /// UIDs of the accounts whose status records a login in progress.
+    logins: HashSet<String>,
+    /// A re-list in progress: the index is rebuilt from it once complete, as the store is.
+    relist: Option<Vec<DhanAccount>>,
+}
+
+/// What one account put in the index, to take it out again.
+struct Entry {
+    reference: ObjectRef<DhanAccount>,
+    claim: Option<(String, Claim)>,
+    secrets: Vec<Key>,
+    label: Key,
+    login: Option<String>,
+}
+
+impl AccountIndex {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.0.read().expect("account index poisoned")
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.0.write().expect("account index poisoned")
+    }
+
+    /// Takes in one event of the account watch.
+    pub fn apply(&self, event: &watcher::Event<DhanAccount>) {
+        let mut inner = self.write();
+        match event {
+            watcher::Event::Apply(account) => inner.upsert(account),
+            watcher::Event::Delete(account) => inner.remove(&key_of(account)),
+            watcher::Event::Init => inner.relist = Some(Vec::new()),
+            watcher::Event::InitApply(account) => inner
+                .relist
+                .get_or_insert_with(Vec::new)
+                .push(account.clone()),
+            watcher::Event::InitDone => {
+                let listed = inner.relist.take().unwrap_or_default();
+                *inner = Inner::default();
+                for account in &listed {
+                    inner.upsert(account);
+                }
+            }
+        }
+    }
+
+    /// The account that may mint for `account`'s client ID at `now` when it is not `account`
+    /// itself.
+    pub fn winner_over(&self, account: &DhanAccount, now: DateTime<Utc>) -> Option<String> {
+        self.read().claims.winner_over(account, now)
+    }
+
+    /// Accounts that own Secret `name` (their output, named by the Secret's account annotation
+    /// or by the spec) or read credentials from it.
+    pub fn secret_users(
+        &self,
+        namespace: &str,
+        name: &str,
+        account_annotation: Option<&str>,
+    ) -> Vec<ObjectRef<DhanAccount>> {
+        let inner = self.read();
+        let key = (namespace.to_string(), name.to_string());
+        let mut users: Refs = inner.secrets.get(&key).cloned().unwrap_or_default();
+        if let Some(account) = account_annotation
+            && let Some(entry) = inner
+                .entries
+                .get(&(namespace.to_string(), account.to_string()))
+        {
+            users.insert(entry.reference.clone());
+        }
+        users.into_iter().collect()
+    }
+
+    /// Accounts whose login Pods carry `label`.
+    pub fn login_label_users(&self, namespace: &str, label: &str) -> Vec<ObjectRef<DhanAccount>> {
+        let key = (namespace.to_string(), label.to_string());
+        let inner = self.read();
+        inner
+            .login_labels
+            .get(&key)
+            .map(|refs| refs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// UIDs of the accounts whose status records a login in progress.
+    pub fn recorded_logins(&self) -> HashSet<String> {
+        self.read().logins.clone()
+    }
+}
+
+impl Inner {
+    fn upsert(&mut self, account: &DhanAccount) {
+        let key = key_of(account);
+        self.remove(&key);
+        let namespace = key.0.clone();
+        let secrets: Vec<Key> = account
+            .spec
+            .secret_name
+            .iter()
+            .cloned()
+            .chain(credential_secret_names(&account.spec))
+            .map(|name| (namespace.clone(), name))
+            .collect();
+        let entry = Entry {
+            reference: ObjectRef::from_obj(account),
+            claim: Claim::of(account),
+            label: (namespace.clone(), account_label(account)),
+            login: account
+                .status
+                .as_ref()
+                .is_some_and(|s| s.login.is_some())
+                .then(|| account.uid().unwrap_or_default()),
+            secrets,
+        };
+        if let Some((client, claim)) = &entry.claim {
+            self.claims.insert(client.clone(), claim.clone());
+        }
+        for secret in &entry.secrets {
+            let refs = self.secrets.entry(secret.clone()).or_default();
+            refs.insert(entry.reference.clone());
+        }
+        let refs = self.login_labels.entry(entry.label.clone()).or_default();
+        refs.insert(entry.reference.clone());
+        if let Some(uid) = &entry.login {
+            self.logins.insert(uid.clone());
+        }
+        self.entries.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some((client, claim)) = &entry.claim {
+            self.claims.remove(client, claim);
+        }
+        for secret in &entry.secrets {
+            drop_ref(&mut self.secrets, secret, &entry.reference);
+        }
+        drop_ref(&mut self.login_labels, &entry.label, &entry.reference);
+        if let Some(uid) = &entry.login {
+            self.logins.remove(uid);
+        }
+    }
+}
+
+fn drop_ref(map: &mut HashMap<Key, Refs>, key: &Key, reference: &ObjectRef<DhanAccount>) {
+    if let Some(refs) = map.get_mut(key) {
+        refs.remove(reference);
+        if refs.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+fn key_of(account: &DhanAccount) -> Key {
+    (account.namespace().unwrap_or_default(), account.name_any())
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;
