@@ -104,9 +104,16 @@ fn a_deleted_account_leaves_every_lookup() {
     let old = account("a", "alice", "1001", 100, json!({}));
     let copy = account("b", "alice-copy", "1001", 200, json!({}));
     let index = indexed(&[&old, &copy]);
-    assert_eq!(index.winner_over(&copy, chrono::Utc::now()), Some("a/alice".into()));
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        Some("a/alice".into())
+    );
     index.apply(&watcher::Event::Delete(old.clone()));
-    assert_eq!(index.winner_over(&copy, chrono::Utc::now()), None, "the copy takes over");
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        None,
+        "the copy takes over"
+    );
     assert_eq!(index.secret_users("a", "alice-creds", None), vec![]);
     assert_eq!(index.login_label_users("a", "alice"), vec![]);
 }
