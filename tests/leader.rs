@@ -177,6 +177,11 @@ async fn a_frozen_leader_that_resumes_after_a_takeover_never_mints() {
         }
     };
     holder("replica-a").await;
+    // Frozen as a leader at work, not between taking the Lease and starting the controller.
+    support::wait_for(Duration::from_secs(30), || async {
+        first.output().contains("became leader").then_some(())
+    })
+    .await;
     let second = support::start_operator(&args, &[("POD_NAME", "replica-b")]);
 
     signal(first.pid(), "-STOP");
