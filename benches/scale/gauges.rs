@@ -112,7 +112,8 @@ impl Writes {
             .iter()
             .filter(|(r, _)| *r != "events")
             .map(|(_, c)| c)
-            .sum()
+            // An empty f64 sum is -0.0, printed "-0".
+            .fold(0.0, |sum, c| sum + c)
     }
 
     /// `resource: count` pairs, for the detail lines.

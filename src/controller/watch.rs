@@ -84,7 +84,7 @@ pub fn accounts(
     let mut decoder = Decoder {
         ctx: ctx.clone(),
         namespaces,
-        seen: HashMap::new(),
+        seen: Placement::default(),
         relisted: None,
     };
     let index = ctx.index.clone();
@@ -109,15 +109,15 @@ pub fn accounts(
 }
 
 /// What `kubectl apply` keeps on every object it applied: a copy of the whole object.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Turns the untyped DhanAccount events into typed ones, reporting and leaving out what does
 /// not decode, and tracks which namespaces hold accounts.
 struct Decoder {
     ctx: Arc<Context>,
     namespaces: channel::Sender<BTreeSet<String>>,
-    /// Namespace of every account in the cache, by UID.
-    seen: HashMap<String, String>,
+    /// Namespace of every account in the cache.
+    seen: Placement,
     /// The same, being rebuilt during a relist.
     relisted: Option<Relist>,
 }
@@ -153,7 +153,7 @@ impl Decoder {
                         }
                     }
                     self.count_skipped();
-                    self.seen = relist.namespaces;
+                    self.seen = Placement::from(relist.namespaces);
                     self.publish();
                 }
                 Event::InitDone
@@ -172,16 +172,20 @@ impl Decoder {
             }
             Event::Apply(object) => match self.readable(&object) {
                 Some(account) => {
-                    self.seen
-                        .insert(uid(&object), object.namespace().unwrap_or_default());
-                    self.publish();
+                    if self
+                        .seen
+                        .insert(uid(&object), object.namespace().unwrap_or_default())
+                    {
+                        self.publish();
+                    }
                     Event::Apply(account)
                 }
                 // A readable account that turned unreadable leaves the cache: reconciling a
                 // stale copy would act on what its owner no longer says.
                 None => {
-                    self.seen.remove(&uid(&object));
-                    self.publish();
+                    if self.seen.remove(&uid(&object)) {
+                        self.publish();
+                    }
                     Event::Delete(stand_in(&object))
                 }
             },
@@ -189,8 +193,9 @@ impl Decoder {
                 let uid = uid(&object);
                 self.ctx.health.unskip(&uid);
                 self.count_skipped();
-                self.seen.remove(&uid);
-                self.publish();
+                if self.seen.remove(&uid) {
+                    self.publish();
+                }
                 if let Some(claims) = self.ctx.claims.clone() {
                     tokio::spawn(async move { claims.release(&uid).await });
                 }
@@ -226,12 +231,63 @@ impl Decoder {
     }
 
     fn publish(&self) {
-        let namespaces: BTreeSet<String> = self.seen.values().cloned().collect();
+        let namespaces: BTreeSet<String> = self.seen.by_namespace.keys().cloned().collect();
         self.namespaces.send_if_modified(|current| {
             let changed = *current != namespaces;
             *current = namespaces;
             changed
         });
+    }
+}
+
+/// Which namespace each account is in, and how many accounts each namespace holds: an account's
+/// event costs the same with ten accounts or ten thousand.
+#[derive(Default)]
+struct Placement {
+    by_uid: HashMap<String, String>,
+    by_namespace: HashMap<String, usize>,
+}
+
+impl From<HashMap<String, String>> for Placement {
+    fn from(by_uid: HashMap<String, String>) -> Self {
+        let mut by_namespace = HashMap::new();
+        for namespace in by_uid.values() {
+            *by_namespace.entry(namespace.clone()).or_default() += 1;
+        }
+        Placement {
+            by_uid,
+            by_namespace,
+        }
+    }
+}
+
+impl Placement {
+    /// Records `uid` in `namespace`; whether the set of namespaces changed.
+    fn insert(&mut self, uid: String, namespace: String) -> bool {
+        if self.by_uid.get(&uid) == Some(&namespace) {
+            return false;
+        }
+        let left = self.remove(&uid);
+        let count = self.by_namespace.entry(namespace.clone()).or_default();
+        *count += 1;
+        self.by_uid.insert(uid, namespace);
+        left || *count == 1
+    }
+
+    /// Forgets `uid`; whether the set of namespaces changed.
+    fn remove(&mut self, uid: &str) -> bool {
+        let Some(namespace) = self.by_uid.remove(uid) else {
+            return false;
+        };
+        let Some(count) = self.by_namespace.get_mut(&namespace) else {
+            return false;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.by_namespace.remove(&namespace);
+            return true;
+        }
+        false
     }
 }
 
@@ -265,5 +321,30 @@ async fn report(ctx: Arc<Context>, object: ObjectReference, why: String) {
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     if let Err(error) = recorder.publish(&note, &object).await {
         warn!(%error, "could not publish event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Placement;
+
+    #[test]
+    fn the_namespaces_change_only_with_the_first_and_last_account_in_one() {
+        let mut placement = Placement::default();
+        assert!(
+            placement.insert("a".into(), "team-a".into()),
+            "a new namespace"
+        );
+        assert!(!placement.insert("b".into(), "team-a".into()));
+        assert!(!placement.insert("b".into(), "team-a".into()), "seen again");
+        assert!(placement.insert("c".into(), "team-b".into()));
+        assert!(!placement.remove("a"), "team-a still has b");
+        assert!(placement.remove("b"), "team-a is empty");
+        assert!(!placement.remove("b"), "already gone");
+        let mut names: Vec<_> = placement.by_namespace.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["team-b"]);
+        let rebuilt = Placement::from(placement.by_uid.clone());
+        assert_eq!(rebuilt.by_namespace, placement.by_namespace);
     }
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod message;
 pub mod resource;
 
+use crate::controller::watch::LAST_APPLIED_ANNOTATION;
 use crate::crd::DhanAccount;
 use crate::decision::calendar;
 use crate::metrics::Metrics;
@@ -64,9 +65,14 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     let (notifier_store, notifier_writer) = reflector::store();
     let account_events = reflector::reflector(
         account_writer,
-        watcher(accounts, watcher::Config::default().any_semantic()),
+        watcher(accounts, watcher::Config::default().any_semantic())
+            .default_backoff()
+            // Nothing reads them, and with thousands of accounts they are most of the cache.
+            .modify(|account| {
+                account.managed_fields_mut().clear();
+                account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+            }),
     )
-    .default_backoff()
     .touched_objects()
     .map(|_| ());
     let notifier_events = reflector::reflector(
@@ -80,10 +86,15 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
         tokio::time::sleep(RECHECK_EVERY).await;
         Some(((), ()))
     });
-    let mut wakeups = std::pin::pin!(futures::stream::select(
-        futures::stream::select(account_events, notifier_events),
-        ticks,
-    ));
+    // Changes that arrive together are judged together: judging looks at every account, and
+    // the 08:00 refresh of thousands of accounts must not cost thousands of full passes.
+    let mut wakeups = std::pin::pin!(
+        futures::stream::select(
+            futures::stream::select(account_events, notifier_events),
+            ticks,
+        )
+        .ready_chunks(WAKEUPS_PER_PASS)
+    );
     let http = reqwest::Client::builder()
         .timeout(deliver::TIMEOUT)
         .build()
@@ -108,8 +119,14 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
             &mut states,
         )
         .await;
+        tokio::time::sleep(PASS_PAUSE).await;
     }
 }
+
+/// At most this many changes are taken in per pass over the accounts.
+const WAKEUPS_PER_PASS: usize = 4096;
+/// The pause after each pass: changes meanwhile wait for the next one.
+const PASS_PAUSE: Duration = Duration::from_secs(1);
 
 async fn evaluate(
     client: &Client,
