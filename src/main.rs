@@ -1,4 +1,5 @@
 use anyhow::Context as _;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use dhan_operator::claims::ClaimSettings;
 use dhan_operator::clock::{Clock, SystemClock};
@@ -251,20 +252,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone(), health);
+    // One cache of the accounts, for the controller and the notifier.
+    let cache = controller::AccountCache::default();
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
     // stops with it.
-    let notifier = args
-        .notifications
-        .then(|| notify::run(client.clone(), args.namespace.clone(), metrics.clone()));
+    let notifier = args.notifications.then(|| {
+        let accounts = cache.reader();
+        notify::run(
+            client.clone(),
+            args.namespace.clone(),
+            metrics.clone(),
+            accounts,
+        )
+    });
     if !args.leader_elect {
-        with_notifier(controller::run(client, settings, metrics), notifier).await;
+        with_notifier(controller::run(client, settings, metrics, cache), notifier).await;
         info!("stopped");
         return Ok(());
     }
     let (mut is_leader, leadership) = become_leader(&client, &args, clock).await?;
     settings.leadership = Some(leadership);
     tokio::select! {
-        _ = with_notifier(controller::run(client, settings, metrics), notifier) => {
+        _ = with_notifier(controller::run(client, settings, metrics, cache), notifier) => {
             info!("stopped");
             Ok(())
         }

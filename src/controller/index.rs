@@ -32,8 +32,9 @@ struct Inner {
     login_labels: HashMap<Key, Refs>,
     /// UIDs of the accounts whose status records a login in progress.
     logins: HashSet<String>,
-    /// A re-list in progress: the index is rebuilt from it once complete, as the store is.
-    relist: Option<Vec<DhanAccount>>,
+    /// A re-list in progress: a new index built from it replaces this one once complete, as
+    /// the store is replaced.
+    relist: Option<Box<Inner>>,
 }
 
 /// What one account put in the index, to take it out again.
@@ -60,17 +61,15 @@ impl AccountIndex {
         match event {
             watcher::Event::Apply(account) => inner.upsert(account),
             watcher::Event::Delete(account) => inner.remove(&key_of(account)),
-            watcher::Event::Init => inner.relist = Some(Vec::new()),
+            watcher::Event::Init => inner.relist = Some(Box::default()),
+            // Only the entries are kept, not copies of the accounts: the store holds those.
             watcher::Event::InitApply(account) => inner
                 .relist
-                .get_or_insert_with(Vec::new)
-                .push(account.clone()),
+                .get_or_insert_with(Box::default)
+                .upsert(account),
             watcher::Event::InitDone => {
                 let listed = inner.relist.take().unwrap_or_default();
-                *inner = Inner::default();
-                for account in &listed {
-                    inner.upsert(account);
-                }
+                *inner = *listed;
             }
         }
     }

@@ -38,6 +38,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Reporter;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -99,12 +100,51 @@ pub struct Settings {
     pub health: Health,
 }
 
+/// The controller's cache of DhanAccounts, which the notifier reads too: one watch and one copy
+/// of every account, however many parts read them.
+pub struct AccountCache {
+    store: Store<DhanAccount>,
+    writer: Writer<DhanAccount>,
+    changes: tokio::sync::watch::Sender<()>,
+}
+
+/// A reader of the [`AccountCache`]: the accounts, and a signal that ticks when they changed
+/// (many changes in a row tick once).
+pub struct AccountReader {
+    pub store: Store<DhanAccount>,
+    pub changes: tokio::sync::watch::Receiver<()>,
+}
+
+impl Default for AccountCache {
+    fn default() -> Self {
+        let (store, writer) = reflector::store();
+        AccountCache {
+            store,
+            writer,
+            changes: tokio::sync::watch::channel(()).0,
+        }
+    }
+}
+
+impl AccountCache {
+    pub fn reader(&self) -> AccountReader {
+        AccountReader {
+            store: self.store.clone(),
+            changes: self.changes.subscribe(),
+        }
+    }
+}
+
 /// How often per-account memory of deleted accounts is dropped.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs the controller until the process is asked to stop.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
-    let (store, writer) = reflector::store();
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cache: AccountCache) {
+    let AccountCache {
+        store,
+        writer,
+        changes,
+    } = cache;
     metrics.watch_accounts(store.clone());
     let reporter = Reporter {
         controller: "dhan-operator".into(),
@@ -139,7 +179,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>) {
     }
     let scope = settings.namespace.as_deref();
     let (namespaces, with_accounts) = tokio::sync::watch::channel(Default::default());
-    let accounts = watch::accounts(context.clone(), scope, writer, namespaces);
+    let accounts = watch::accounts(context.clone(), scope, writer, namespaces, changes);
     let mut controller = Controller::for_stream(accounts, store)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
         .reconcile_on(secret_watch::triggers(context.clone(), with_accounts));

@@ -73,6 +73,7 @@ pub fn accounts(
     scope: Option<&str>,
     writer: Writer<DhanAccount>,
     namespaces: channel::Sender<BTreeSet<String>>,
+    changes: channel::Sender<()>,
 ) -> impl Stream<Item = watcher::Result<DhanAccount>> + Send + use<> {
     let resource = ApiResource::erase::<DhanAccount>(&());
     let api: Api<DynamicObject> = match scope {
@@ -102,6 +103,9 @@ pub fn accounts(
     })
     .inspect_ok(move |event| index.apply(event))
     .reflect(writer)
+    .inspect_ok(move |_| {
+        changes.send_replace(());
+    })
     .applied_objects()
     // The cache takes in every change; the change a reconcile's own status write made wakes no
     // second reconcile: that one already knew it.

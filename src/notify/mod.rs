@@ -10,7 +10,7 @@ pub mod health;
 pub mod message;
 pub mod resource;
 
-use crate::controller::watch::LAST_APPLIED_ANNOTATION;
+use crate::controller::AccountReader;
 use crate::crd::DhanAccount;
 use crate::decision::calendar;
 use crate::metrics::Metrics;
@@ -53,28 +53,21 @@ struct NotifierState {
 }
 
 /// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller.
-pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics>) {
-    let (accounts, notifiers): (Api<DhanAccount>, Api<DhanNotifier>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    accounts: AccountReader,
+) {
+    let notifiers: Api<DhanNotifier> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let (account_store, account_writer) = reflector::store();
+    let account_store = accounts.store;
+    let account_changes = futures::stream::unfold(accounts.changes, |mut changes| async move {
+        changes.changed().await.ok().map(|()| ((), changes))
+    });
     let (notifier_store, notifier_writer) = reflector::store();
-    let account_events = reflector::reflector(
-        account_writer,
-        watcher(accounts, watcher::Config::default().any_semantic())
-            .default_backoff()
-            // Nothing reads them, and with thousands of accounts they are most of the cache.
-            .modify(|account| {
-                account.managed_fields_mut().clear();
-                account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
-            }),
-    )
-    .touched_objects()
-    .map(|_| ());
     let notifier_events = reflector::reflector(
         notifier_writer,
         watcher(notifiers, watcher::Config::default().any_semantic()),
@@ -90,7 +83,7 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     // the 08:00 refresh of thousands of accounts must not cost thousands of full passes.
     let mut wakeups = std::pin::pin!(
         futures::stream::select(
-            futures::stream::select(account_events, notifier_events),
+            futures::stream::select(account_changes, notifier_events),
             ticks,
         )
         .ready_chunks(WAKEUPS_PER_PASS)
