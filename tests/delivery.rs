@@ -193,13 +193,7 @@ async fn a_missing_rollout_target_is_reported_and_the_token_still_lands() {
     )
     .await;
     bed.wait_phase("gone", Phase::Ready).await;
-    let event = support::wait_for(Duration::from_secs(20), || async {
-        bed.events()
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
-    })
-    .await;
+    let event = bed.wait_event("RolloutRestartFailed").await;
     let note = event.message.unwrap_or_default();
     assert!(
         note.contains("Deployment \"not-there\" not found"),
@@ -257,13 +251,7 @@ async fn a_workload_that_did_not_opt_in_is_never_restarted() {
     )
     .await;
     bed.wait_phase("mallory", Phase::Ready).await;
-    let event = support::wait_for(Duration::from_secs(20), || async {
-        bed.events()
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("RolloutRestartFailed"))
-    })
-    .await;
+    let event = bed.wait_event("RolloutRestartFailed").await;
     let note = event.message.unwrap_or_default();
     assert!(
         note.contains("Deployment \"payments\" has not opted in")
@@ -294,13 +282,7 @@ async fn with_restarts_off_the_targets_are_reported_and_left_alone() {
     )
     .await;
     bed.wait_phase("off", Phase::Ready).await;
-    let event = support::wait_for(Duration::from_secs(20), || async {
-        bed.events()
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("RolloutRestartsOff"))
-    })
-    .await;
+    let event = bed.wait_event("RolloutRestartsOff").await;
     assert!(
         event
             .message

@@ -343,7 +343,15 @@ async fn a_refused_login_ends_its_job_at_once_with_the_sidecar_closed() {
     let account = bed.wait_phase_for("fred", Phase::Failed, LOGIN_WAIT).await;
     let status = account.status.unwrap();
     assert_eq!(status.last_failure_reason.as_deref(), Some("InvalidPin"));
-    let jobs = recorder.jobs();
+    // The operator reads the login container's result as soon as it ends; the Job controller
+    // marks the Job a moment later.
+    let jobs = support::wait_for(Duration::from_secs(30), || async {
+        let jobs = recorder.jobs();
+        jobs.iter()
+            .any(|job| condition(job, "Failed").is_some())
+            .then_some(jobs)
+    })
+    .await;
     assert_eq!(jobs.len(), 1);
     let (reason, _) = condition(&jobs[0], "Failed").expect("the Job failed");
     assert_eq!(

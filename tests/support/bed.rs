@@ -204,6 +204,17 @@ impl Bed {
             .items
     }
 
+    /// The first event with `reason` in the namespace, waited for up to 20 s.
+    pub async fn wait_event(&self, reason: &str) -> CoreEvent {
+        super::wait_for(Duration::from_secs(20), || async {
+            self.events()
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+        })
+        .await
+    }
+
     /// Everything the operator printed, its events and the accounts' status must be free of
     /// the given secrets.
     pub async fn assert_nothing_leaks(&self, secrets: &[&str]) {
