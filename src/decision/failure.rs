@@ -10,7 +10,7 @@ use crate::dhan::{DhanError, ErrorKind};
 use chrono::{DateTime, Utc};
 
 /// What went wrong. `reason()` is the stable CamelCase label used everywhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum FailureKind {
     // Refusals of what the user configured: held until the inputs change.
     InvalidPin,
@@ -76,50 +76,6 @@ pub enum Handling {
 }
 
 impl FailureKind {
-    /// Every kind, for tables and checks.
-    pub const ALL: [FailureKind; 37] = {
-        use FailureKind::*;
-        [
-            InvalidPin,
-            InvalidTotp,
-            InvalidCredentials,
-            InvalidClientId,
-            TotpNotEnabled,
-            AccountLocked,
-            AppUnauthorized,
-            NoApiAccess,
-            AccountIssue,
-            RenewNotAllowed,
-            MalformedToken,
-            InvalidConfig,
-            TokenDead,
-            InvalidMobile,
-            InvalidPassword,
-            TooManyLoginAttempts,
-            LoginOriginRefused,
-            LoginConfig,
-            LoginLockout,
-            NoUsableMethod,
-            MintThrottled,
-            ConsentLimitExceeded,
-            RateLimited,
-            ServerError,
-            Rejected,
-            UnexpectedResponse,
-            Timeout,
-            Network,
-            ConsentExpired,
-            LoginSessionExpired,
-            LoginPageUnavailable,
-            LoginPageNotUnderstood,
-            LoginTimeout,
-            LoginBrowserError,
-            LoginNoTokenId,
-            LoginRejected,
-            LoginFailed,
-        ]
-    };
-
     pub fn reason(self) -> &'static str {
         use FailureKind::*;
         match self {
@@ -408,7 +364,7 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_distinct_camel_case_reason() {
-        let all = FailureKind::ALL;
+        let all = <FailureKind as strum::VariantArray>::VARIANTS;
         let mut reasons: Vec<_> = all.iter().map(|k| k.reason()).collect();
         assert!(
             reasons
