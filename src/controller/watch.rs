@@ -113,7 +113,7 @@ pub fn accounts(
 }
 
 /// What `kubectl apply` keeps on every object it applied: a copy of the whole object.
-pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Turns the untyped DhanAccount events into typed ones, reporting and leaving out what does
 /// not decode, and tracks which namespaces hold accounts.

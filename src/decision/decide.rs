@@ -178,7 +178,7 @@ fn proactive(facts: &Facts<'_>, token: &TokenFacts, reason: RefreshReason) -> De
         return refresh_when_allowed(facts, RefreshReason::SafetyNet, now);
     }
     let at = close.min(lapse);
-    let until = probe_due(facts, token).map_or(at, |p| p.min(at)).max(now);
+    let until = probe_due(facts).map_or(at, |p| p.min(at)).max(now);
     if until <= now {
         return Decision::Probe;
     }
@@ -196,7 +196,7 @@ fn refresh_when_allowed(facts: &Facts<'_>, reason: RefreshReason, now: DateTime<
             let until = facts
                 .token
                 .filter(|t| t.is_live(now))
-                .and_then(|t| probe_due(facts, t))
+                .and_then(|_| probe_due(facts))
                 .map_or(earliest, |p| p.min(earliest));
             if until <= now {
                 return Decision::Probe;
@@ -215,7 +215,7 @@ fn refresh_when_allowed(facts: &Facts<'_>, reason: RefreshReason, now: DateTime<
 /// apart (a token never probed, at once), and once shortly after a mint whose answer was lost.
 /// The slots are staggered across accounts and do not depend on when a token was minted:
 /// thousands of accounts minted in the same minute do not probe in lockstep.
-fn probe_due(facts: &Facts<'_>, _token: &TokenFacts) -> Option<DateTime<Utc>> {
+fn probe_due(facts: &Facts<'_>) -> Option<DateTime<Utc>> {
     let last_probe = facts.probe.map(|(at, _)| at);
     let regular = facts.policy.validate_every.map(|every| {
         let offset = facts.policy.offset_within(every);
@@ -233,7 +233,7 @@ fn probe_due(facts: &Facts<'_>, _token: &TokenFacts) -> Option<DateTime<Utc>> {
 }
 
 fn probe_or_wait(facts: &Facts<'_>, token: &TokenFacts, next_refresh: DateTime<Utc>) -> Decision {
-    let next_probe = probe_due(facts, token);
+    let next_probe = probe_due(facts);
     if next_probe.is_some_and(|t| t <= facts.now) {
         return Decision::Probe;
     }
