@@ -9,6 +9,7 @@ mod metrics;
 
 use dhan_operator::crd::Phase;
 use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::events::v1::Event as NewEvent;
 use kube::Client;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -114,6 +115,31 @@ async fn an_unreadable_account_is_reported_and_skipped_while_the_others_refresh(
         "the event names the field"
     );
     assert!(operator.output().contains("skipping a DhanAccount"));
+
+    // A new version, still unreadable: reported again, into the same event's series.
+    let resource = ApiResource::erase::<dhan_operator::crd::DhanAccount>(&());
+    Api::<DynamicObject>::namespaced_with(bed.client.clone(), &bed.ns, &resource)
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "touched": "yes" } } })),
+        )
+        .await
+        .expect("labelling the unreadable account");
+    let series = support::wait_for(WAIT, || async {
+        let undecodable: Vec<NewEvent> = Api::<NewEvent>::namespaced(bed.client.clone(), &bed.ns)
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Undecodable"))
+            .collect();
+        let count = undecodable.first()?.series.as_ref()?.count;
+        (count == 2).then_some(undecodable)
+    })
+    .await;
+    assert_eq!(series.len(), 1, "one event, counted twice: {series:?}");
     assert_eq!(
         bed.mock
             .calls_to("generateAccessToken", "1500000009")

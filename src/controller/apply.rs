@@ -4,6 +4,7 @@
 //! Secret write goes back to the round, which says what it means.
 
 use super::Context;
+use super::events::{self, Occurrence};
 use super::gather::{Blocked, Gathered};
 use super::login;
 use super::output;
@@ -16,7 +17,6 @@ use crate::decision::{Phase, Round, Stored, assess};
 use crate::metrics::MethodLabels;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -338,21 +338,11 @@ fn log_note(account: &DhanAccount, note: &Note) {
 }
 
 async fn publish(ctx: &Context, account: &DhanAccount, note: &Note) {
-    let event = Event {
-        type_: if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: note.reason.into(),
-        note: Some(note.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
+    let what = Occurrence {
+        warning: note.warning,
+        reason: note.reason,
+        action: "Reconcile",
+        message: &note.message,
     };
-    let recorder = ctx.memos.recorder(&account.uid().unwrap_or_default(), || {
-        Recorder::new(ctx.client.clone(), ctx.reporter.clone())
-    });
-    if let Err(error) = recorder.publish(&event, &account.object_ref(&())).await {
-        warn!(%error, "could not publish event");
-    }
+    events::publish(ctx, &account.object_ref(&()), what).await;
 }

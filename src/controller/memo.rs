@@ -3,10 +3,10 @@
 //! written (the write-ahead: it is the only live token, so it is never dropped while valid),
 //! and the resource version of its own last status write (to know when the cache is fresh).
 
+use super::events::LastEvent;
 use crate::decision::{Held, ProbeVerdict};
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
-use kube::runtime::events::Recorder;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -18,9 +18,8 @@ struct Memo {
     unwritten: Option<Held>,
     /// The resource version the last status write of this process produced.
     written: Option<String>,
-    /// The account's own event recorder: kube's recorder looks through every event it has
-    /// cached on each publish, so one shared by all accounts costs more with each account.
-    recorder: Option<Recorder>,
+    /// The last event published on the account, to count a repeat into its series.
+    last_event: Option<LastEvent>,
 }
 
 /// Per-account memos, by account UID.
@@ -86,9 +85,12 @@ impl Memos {
         version.is_some() && self.last_status_write(&object.uid().unwrap_or_default()) == version
     }
 
-    /// The account's event recorder, made by `make` the first time.
-    pub fn recorder(&self, uid: &str, make: impl FnOnce() -> Recorder) -> Recorder {
-        self.with(uid, |m| m.recorder.get_or_insert_with(make).clone())
+    pub fn last_event(&self, uid: &str) -> Option<LastEvent> {
+        self.read(uid, |m| m.last_event.clone())
+    }
+
+    pub fn remember_event(&self, uid: &str, event: LastEvent) {
+        self.with(uid, |m| m.last_event = Some(event));
     }
 
     /// Forgets an account.

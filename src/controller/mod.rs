@@ -7,6 +7,7 @@ pub mod apply;
 pub mod conflict;
 pub mod credentials;
 pub mod decode;
+pub mod events;
 pub mod gather;
 pub mod index;
 pub mod login;

@@ -4,13 +4,13 @@
 
 use super::Context;
 use super::decode::{decode, stand_in};
+use super::events::{self, Occurrence};
 use crate::crd::DhanAccount;
 use crate::metrics::WatchLabels;
 use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as Note, EventType, Recorder};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
@@ -313,19 +313,16 @@ fn reference(object: &DynamicObject) -> ObjectReference {
 
 /// An event on the unreadable account, so its owner sees why nothing happens.
 async fn report(ctx: Arc<Context>, object: ObjectReference, why: String) {
-    let note = Note {
-        type_: EventType::Warning,
-        reason: "Undecodable".into(),
-        note: Some(format!(
-            "The operator cannot read this DhanAccount and leaves it alone until it is fixed: {why}"
-        )),
-        action: "Decode".into(),
-        secondary: None,
+    let message = format!(
+        "The operator cannot read this DhanAccount and leaves it alone until it is fixed: {why}"
+    );
+    let what = Occurrence {
+        warning: true,
+        reason: "Undecodable",
+        action: "Decode",
+        message: &message,
     };
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    if let Err(error) = recorder.publish(&note, &object).await {
-        warn!(%error, "could not publish event");
-    }
+    events::publish(&ctx, &object, what).await;
 }
 
 #[cfg(test)]

@@ -343,3 +343,28 @@ async fn a_probe_gives_way_when_mints_fill_the_rate_limit_and_writes_nothing() {
     bench.run("alice", 15 * MINUTE).await;
     assert_eq!(bench.dhan.calls("profile").len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repeated_failure_is_counted_into_one_event_series() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    let reset = || {
+        Mint::Fail(DhanError::Network {
+            detail: "reset".into(),
+        })
+    };
+    bench.dhan.script([reset(), reset()]);
+    bench.run("alice", 10 * MINUTE).await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    let events = bench
+        .api
+        .under(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/"));
+    let failures: Vec<_> = events.iter().filter(|e| e["type"] == "Warning").collect();
+    assert_eq!(failures.len(), 1, "{events:#?}");
+    assert_eq!(failures[0]["series"]["count"], 2, "{events:#?}");
+    assert_eq!(failures[0]["regarding"]["name"], "alice");
+    assert_eq!(
+        bench.event_reasons().len(),
+        2,
+        "the failure's series and one for the new token: {events:#?}"
+    );
+}
