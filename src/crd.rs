@@ -68,7 +68,7 @@ pub struct DhanAccountSpec {
     /// Per-key overrides: where each credential lives, when not in `credentialsSecret` under
     /// its default key. Secrets must be in the DhanAccount's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<CredentialSources>,
+    pub credentials: Option<Box<CredentialSources>>,
 
     /// Ways to obtain a token, tried in order: `renew` (RenewToken on a live Dhan Web token),
     /// `totp` (PIN + TOTP), `browser` (API-key consent with a browser login in a Job).
@@ -83,11 +83,11 @@ pub struct DhanAccountSpec {
 
     /// Labels, annotations and key names of the output Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_template: Option<SecretTemplate>,
+    pub secret_template: Option<Box<SecretTemplate>>,
 
     /// When to refresh the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<RefreshSpec>,
+    pub refresh: Option<Box<RefreshSpec>>,
 
     /// Workloads (same namespace) whose pods are restarted after each real token change, by
     /// setting the pod-template annotation `dhan-operator.dev/token-hash` — for pods that read
@@ -295,10 +295,10 @@ pub struct DhanAccountStatus {
     pub observed_generation: Option<i64>,
     /// Static IPs registered on the account, read at each refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub static_ip: Option<StaticIpStatus>,
+    pub static_ip: Option<Box<StaticIpStatus>>,
     /// The browser login in progress (method `browser`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login: Option<LoginStatus>,
+    pub login: Option<Box<LoginStatus>>,
     /// Consents generated for this client on the current IST day: Dhan allows 25 a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<DailyCount>,

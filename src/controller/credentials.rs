@@ -262,13 +262,13 @@ mod tests {
         DhanAccountSpec {
             client_id: "1000000001".into(),
             credentials_secret: Some("alice-dhan".into()),
-            credentials: Some(CredentialSources {
+            credentials: Some(Box::new(CredentialSources {
                 api_key: Some(SecretKeyRef {
                     secret_name: "team-app".into(),
                     key: "id".into(),
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }

@@ -16,7 +16,9 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A namespace and a name.
 type Key = (String, String);
-type Refs = HashSet<ObjectRef<DhanAccount>>;
+/// Names of accounts in the namespace of the key they are filed under: usually one, so a `Vec`
+/// (a set's first allocation has room for several, and these are kept per account).
+type Names = Vec<String>;
 
 /// The index; shared by the watch (writer) and the reconciles (readers).
 #[derive(Default)]
@@ -27,9 +29,9 @@ struct Inner {
     entries: HashMap<Key, Entry>,
     claims: Claims,
     /// Secrets named in specs (output and credentials), to the accounts naming them.
-    secrets: HashMap<Key, Refs>,
+    secrets: HashMap<Key, Names>,
     /// Login Pods' account label (the name cut to 63 characters), to the accounts.
-    login_labels: HashMap<Key, Refs>,
+    login_labels: HashMap<Key, Names>,
     /// UIDs of the accounts whose status records a login in progress.
     logins: HashSet<String>,
     /// A re-list in progress: a new index built from it replaces this one once complete, as
@@ -41,8 +43,9 @@ struct Inner {
 struct Entry {
     reference: ObjectRef<DhanAccount>,
     claim: Option<(String, Claim)>,
-    secrets: Vec<Key>,
-    label: Key,
+    /// In the account's namespace.
+    secrets: Vec<String>,
+    label: String,
     login: Option<String>,
 }
 
@@ -90,26 +93,25 @@ impl AccountIndex {
     ) -> Vec<ObjectRef<DhanAccount>> {
         let inner = self.read();
         let key = (namespace.to_string(), name.to_string());
-        let mut users: Refs = inner.secrets.get(&key).cloned().unwrap_or_default();
-        if let Some(account) = account_annotation
-            && let Some(entry) = inner
-                .entries
-                .get(&(namespace.to_string(), account.to_string()))
-        {
-            users.insert(entry.reference.clone());
-        }
-        users.into_iter().collect()
+        let mut names: Vec<&str> = inner
+            .secrets
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(account_annotation)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        inner.references(namespace, names)
     }
 
     /// Accounts whose login Pods carry `label`.
     pub fn login_label_users(&self, namespace: &str, label: &str) -> Vec<ObjectRef<DhanAccount>> {
         let key = (namespace.to_string(), label.to_string());
         let inner = self.read();
-        inner
-            .login_labels
-            .get(&key)
-            .map(|refs| refs.iter().cloned().collect())
-            .unwrap_or_default()
+        let names = inner.login_labels.get(&key).into_iter().flatten();
+        inner.references(namespace, names.map(String::as_str))
     }
 
     /// UIDs of the accounts whose status records a login in progress.
@@ -119,22 +121,38 @@ impl AccountIndex {
 }
 
 impl Inner {
+    /// The indexed accounts of `namespace` named `names`.
+    fn references<'a>(
+        &self,
+        namespace: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<ObjectRef<DhanAccount>> {
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let key = (namespace.to_string(), name.to_string());
+                Some(self.entries.get(&key)?.reference.clone())
+            })
+            .collect()
+    }
+
     fn upsert(&mut self, account: &DhanAccount) {
         let key = key_of(account);
         self.remove(&key);
-        let namespace = key.0.clone();
-        let secrets: Vec<Key> = account
+        let (namespace, name) = &key;
+        let mut secrets: Vec<String> = account
             .spec
             .secret_name
             .iter()
             .cloned()
             .chain(credential_secret_names(&account.spec))
-            .map(|name| (namespace.clone(), name))
             .collect();
+        secrets.sort_unstable();
+        secrets.dedup();
         let entry = Entry {
             reference: ObjectRef::from_obj(account),
             claim: Claim::of(account),
-            label: (namespace.clone(), account_label(account)),
+            label: account_label(account),
             login: account
                 .status
                 .as_ref()
@@ -146,11 +164,13 @@ impl Inner {
             self.claims.insert(client.clone(), claim.clone());
         }
         for secret in &entry.secrets {
-            let refs = self.secrets.entry(secret.clone()).or_default();
-            refs.insert(entry.reference.clone());
+            let names = self.secrets.entry((namespace.clone(), secret.clone()));
+            add_name(names.or_default(), name);
         }
-        let refs = self.login_labels.entry(entry.label.clone()).or_default();
-        refs.insert(entry.reference.clone());
+        let names = self
+            .login_labels
+            .entry((namespace.clone(), entry.label.clone()));
+        add_name(names.or_default(), name);
         if let Some(uid) = &entry.login {
             self.logins.insert(uid.clone());
         }
@@ -164,21 +184,33 @@ impl Inner {
         if let Some((client, claim)) = &entry.claim {
             self.claims.remove(client, claim);
         }
+        let (namespace, name) = key;
         for secret in &entry.secrets {
-            drop_ref(&mut self.secrets, secret, &entry.reference);
+            drop_name(&mut self.secrets, (namespace.clone(), secret.clone()), name);
         }
-        drop_ref(&mut self.login_labels, &entry.label, &entry.reference);
+        drop_name(
+            &mut self.login_labels,
+            (namespace.clone(), entry.label),
+            name,
+        );
         if let Some(uid) = &entry.login {
             self.logins.remove(uid);
         }
     }
 }
 
-fn drop_ref(map: &mut HashMap<Key, Refs>, key: &Key, reference: &ObjectRef<DhanAccount>) {
-    if let Some(refs) = map.get_mut(key) {
-        refs.remove(reference);
-        if refs.is_empty() {
-            map.remove(key);
+fn add_name(names: &mut Names, name: &str) {
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
+        names.shrink_to_fit();
+    }
+}
+
+fn drop_name(map: &mut HashMap<Key, Names>, key: Key, name: &str) {
+    if let Some(names) = map.get_mut(&key) {
+        names.retain(|n| n != name);
+        if names.is_empty() {
+            map.remove(&key);
         }
     }
 }

@@ -153,12 +153,12 @@ fn recorded_logins_follow_the_status() {
     let index = indexed(&[&alice]);
     assert!(index.recorded_logins().is_empty());
     alice.status = Some(DhanAccountStatus {
-        login: Some(LoginStatus {
+        login: Some(Box::new(LoginStatus {
             job_name: "alice-login-1".into(),
             started_at: chrono::Utc::now(),
             reason: "NoToken".into(),
             refresh_request: None,
-        }),
+        })),
         ..Default::default()
     });
     index.apply(&watcher::Event::Apply(alice.clone()));

@@ -13,13 +13,13 @@ fn account() -> DhanAccount {
         spec: DhanAccountSpec {
             client_id: "1000000001".into(),
             credentials_secret: Some("alice-dhan".into()),
-            credentials: Some(CredentialSources {
+            credentials: Some(Box::new(CredentialSources {
                 api_secret: Some(SecretKeyRef {
                     secret_name: "team-app".into(),
                     key: "secret".into(),
                 }),
                 ..Default::default()
-            }),
+            })),
             methods: Some(vec!["browser".into()]),
             ..Default::default()
         },

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 struct Memo {
     /// The last probe: which token (hash), when, and what Dhan said.
     probe: Option<(String, DateTime<Utc>, ProbeVerdict)>,
-    /// A token obtained and not yet durably in the output Secret.
-    unwritten: Option<Held>,
+    /// A token obtained and not yet durably in the output Secret (boxed: rarely there, and
+    /// every account has a memo).
+    unwritten: Option<Box<Held>>,
     /// The resource version the last status write of this process produced.
     written: Option<String>,
     /// The last event published on the account, to count a repeat into its series.
@@ -51,11 +52,11 @@ impl Memos {
 
     /// Keeps a token until it is written (write-ahead).
     pub fn keep_unwritten(&self, uid: &str, held: &Held) {
-        self.with(uid, |m| m.unwritten = Some(held.clone()));
+        self.with(uid, |m| m.unwritten = Some(Box::new(held.clone())));
     }
 
     pub fn unwritten(&self, uid: &str) -> Option<Held> {
-        self.read(uid, |m| m.unwritten.clone())
+        self.read(uid, |m| m.unwritten.as_deref().cloned())
     }
 
     /// The token with `hash` is durably written.

@@ -107,8 +107,11 @@ impl Report<'_> {
             message: Some(a.message.clone()),
             token_hash: self.token.map(|t| t.hash.clone()),
             observed_generation: self.generation,
-            static_ip: self.static_ip.map(static_ip).or(old.static_ip.clone()),
-            login: memory.login.as_ref().map(login_status),
+            static_ip: self
+                .static_ip
+                .map(|ip| Box::new(static_ip(ip)))
+                .or(old.static_ip.clone()),
+            login: memory.login.as_ref().map(login_status).map(Box::new),
             consents: day(&memory.consents),
             failed_logins: day(&memory.failed_logins),
             secret_name: self.token.and(self.secret_name.map(str::to_string)),
@@ -141,7 +144,7 @@ pub fn blocked(
     status.message = Some(assessment.message.clone());
     status.next_refresh_time = None;
     status.observed_generation = generation;
-    status.login = memory.login.as_ref().map(login_status);
+    status.login = memory.login.as_ref().map(login_status).map(Box::new);
     status.conditions = vec![ready_condition(
         old,
         assessment.ready,

@@ -257,10 +257,10 @@ mod tests {
         let calendar = TradingCalendar::parse("{}").unwrap();
         // Expires Saturday 08:00 IST; tradingDaysOnly plans the next token for Monday 08:00.
         let mut lapse = account(Phase::Ready, 0, true);
-        lapse.spec.refresh = Some(RefreshSpec {
+        lapse.spec.refresh = Some(Box::new(RefreshSpec {
             trading_days_only: Some(true),
             ..Default::default()
-        });
+        }));
         let status = lapse.status.as_mut().unwrap();
         status.expires_at = Some(utc("2026-11-28T02:30:00Z"));
         status.next_refresh_time = Some(utc("2026-11-30T02:30:00Z"));

@@ -24,14 +24,14 @@ fn account(spec: DhanAccountSpec) -> DhanAccount {
 
 fn with_refresh(refresh: RefreshSpec) -> DhanAccountSpec {
     DhanAccountSpec {
-        refresh: Some(refresh),
+        refresh: Some(Box::new(refresh)),
         ..spec()
     }
 }
 
 fn with_template(template: SecretTemplate) -> DhanAccountSpec {
     DhanAccountSpec {
-        secret_template: Some(template),
+        secret_template: Some(Box::new(template)),
         ..spec()
     }
 }
