@@ -311,7 +311,11 @@ async fn wait_until_effective(kubeconfig: &std::path::Path, namespace: &str, val
     let lease = values["leaderElection"]["leaseName"].as_str().unwrap_or("");
     let claims = values["clientClaims"]["namespace"].as_str().unwrap_or("");
     super::wait_for(Duration::from_secs(30), || async {
-        accounts.list(&ListParams::default().limit(1)).await.ok()?;
+        // Metadata only: a test may have put an account there that does not decode.
+        accounts
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .ok()?;
         if !lease.is_empty() {
             Api::<Lease>::namespaced(client.clone(), namespace)
                 .get_opt(lease)
