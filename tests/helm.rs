@@ -21,14 +21,16 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
-use support::{ChildProcess, MockDhan, OPERATOR_BIN, control_plane};
+use support::{
+    CHART, ChildProcess, MockDhan, OPERATOR_BIN, control_plane, describe, helm, helm_install,
+    helm_python,
+};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dhan-operator");
 const PIN: &str = "482913";
 const TOTP_SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DP";
 const WAIT: Duration = Duration::from_secs(60);
@@ -37,72 +39,11 @@ const WAIT: Duration = Duration::from_secs(60);
 /// reconcile the single-namespace test's account too (against the wrong mock).
 static OPERATOR_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The python of the venv `hack/install-testbed.sh` builds; the test fails (not skips) without it.
 /// The trading calendar the chart ships as a ConfigMap.
 const CHART_CALENDAR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/charts/dhan-operator/files/trading-calendar.yaml"
 );
-
-fn helm_python() -> PathBuf {
-    let cache = std::env::var_os("DHAN_OPERATOR_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
-                .join(".cache/dhan-operator")
-        });
-    let python = cache.join("helm-venv/bin/python");
-    assert!(
-        python.exists(),
-        "no Helm for the chart tests: {} is missing. Run hack/install-testbed.sh (or `make testbed`): \
-         it installs helm-sdkpy, the official Helm library, into that venv",
-        python.display()
-    );
-    python
-}
-
-/// Runs `hack/helm.py ARGS...` with the venv's python.
-fn helm(args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/helm.py");
-    Command::new(helm_python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "{}\n--- stdout\n{}--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `helm install NAME CHART -n NAMESPACE --values VALUES` as admin, not waiting for readiness.
-fn helm_install(name: &str, namespace: &str, values: &Value) {
-    let kubeconfig = control_plane().kubeconfig_path();
-    let out = helm(&[
-        "install",
-        name,
-        namespace,
-        CHART,
-        &values.to_string(),
-        kubeconfig.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "helm install {name} -n {namespace}: {}",
-        describe(&out)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("installed {namespace}/{name}: deployed")),
-        "{}",
-        describe(&out)
-    );
-}
 
 async fn create_namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();

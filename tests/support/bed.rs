@@ -52,7 +52,8 @@ impl Bed {
     }
 
     /// Starts an operator for this namespace and mock (`--min-mint-interval 5s`), with extra
-    /// flags and environment (e.g. another `KUBECONFIG`).
+    /// flags and environment, as the ServiceAccount of the chart installed into this namespace
+    /// for these flags (see [`super::start_operator`]), unless `env` names another `KUBECONFIG`.
     pub fn spawn_operator(&self, extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
         let mut args = vec![
             "--namespace",

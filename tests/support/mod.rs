@@ -1,11 +1,14 @@
 //! Shared harness for the integration tests: a real etcd + kube-apiserver started once per test
-//! binary (see `hack/controlplane.sh`), child processes with captured output, and small helpers.
+//! binary (see `hack/controlplane.sh`), child processes with captured output, operators run as the
+//! Helm chart's ServiceAccount (`chart_identity`), and small helpers.
 //! Use from a test file with `mod support;`.
 #![allow(dead_code, unused_imports)] // every test binary uses a different subset
 
 mod bed;
+mod chart_identity;
 mod chromium;
 mod controlplane;
+mod helm;
 mod kubelet;
 mod mock;
 mod node;
@@ -21,8 +24,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 
 pub use bed::{Bed, PIN, TOTP_SECRET, WAIT};
+pub use chart_identity::ChartIdentity;
 pub use chromium::{Chromium, free_port};
 pub use controlplane::{ControlPlane, control_plane};
+pub use helm::{CHART, describe, helm, helm_install, helm_python};
 pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
 pub use node::{Node, Recorder, node};

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-use super::{OPERATOR_BIN, control_plane};
+use super::OPERATOR_BIN;
 
 pub struct ChildProcess {
     child: Child,
@@ -82,16 +82,28 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Starts `dhan-operator run EXTRA_ARGS...` against the test control plane as admin
-/// (`KUBECONFIG`, `RUST_LOG=info,dhan_operator=debug`; `env` entries override these).
+/// Starts `dhan-operator run EXTRA_ARGS...` against the test control plane as the Helm chart's
+/// ServiceAccount, with the rights the chart grants for these flags (see [`super::chart_identity`]),
+/// `POD_NAMESPACE` the release namespace and `RUST_LOG=info,dhan_operator=debug`; `env` entries
+/// override these. With `KUBECONFIG` in `env` the operator runs as that identity and no chart is
+/// installed.
 pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
-    let kubeconfig = control_plane().kubeconfig_path();
     let mut args = vec!["run"];
     args.extend_from_slice(extra_args);
-    let mut full_env = vec![
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("RUST_LOG", "info,dhan_operator=debug"),
-    ];
-    full_env.extend_from_slice(env);
+    let mut full_env: Vec<(String, String)> =
+        vec![("RUST_LOG".into(), "info,dhan_operator=debug".into())];
+    if !env.iter().any(|(name, _)| *name == "KUBECONFIG") {
+        let identity = super::chart_identity::for_operator(extra_args, env);
+        full_env.push((
+            "KUBECONFIG".into(),
+            identity.kubeconfig.to_str().unwrap().into(),
+        ));
+        full_env.push(("POD_NAMESPACE".into(), identity.release_namespace));
+    }
+    full_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let full_env: Vec<(&str, &str)> = full_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     ChildProcess::spawn(OPERATOR_BIN, &args, &full_env)
 }

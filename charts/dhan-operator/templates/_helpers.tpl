@@ -80,10 +80,16 @@ accounts hold).
 {{- end }}
 
 {{/*
-Name of the leader-election Lease: one per release, so two releases never contend for one Lease.
+Name of the leader-election Lease: leaderElection.leaseName, else one per release
+(<fullname>-leader), so two releases never contend for one Lease. The Deployment passes it as
+--leader-elect-lease and the leader-election Role allows get and patch on it alone.
 */}}
 {{- define "dhan-operator.leaseName" -}}
+{{- if .Values.leaderElection.leaseName }}
+{{- .Values.leaderElection.leaseName }}
+{{- else }}
 {{- printf "%s-leader" (include "dhan-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
 {{/*
