@@ -63,7 +63,6 @@ pub async fn run(count: usize) -> Row {
     );
 
     let (store, watching) = watch(&client, &ns);
-    let calendar = holiday_calendar();
     let before = Writes::read(&client).await;
     // As admin: the chart's identity would need a Helm install, whose writes and time would land
     // between the counts and clocks around the operator's start.
@@ -83,8 +82,6 @@ pub async fn run(count: usize) -> Row {
             "1000",
             "--min-mint-interval",
             "5s",
-            "--trading-calendar",
-            calendar.path().to_str().unwrap(),
         ],
         &[
             ("RUST_LOG", "warn"),
@@ -112,22 +109,6 @@ pub async fn run(count: usize) -> Row {
     watching.abort();
     drop(operator);
     row
-}
-
-/// A trading calendar in which today and tomorrow (IST) are holidays. The forced refresh stands
-/// for the 08:00 burst, before the pre-open; a requested refresh during market hours would wait
-/// for the close (docs/design.md), so without this the bench could only run in the evening.
-fn holiday_calendar() -> tempfile::NamedTempFile {
-    let today = (chrono::Utc::now() + chrono::Duration::minutes(330)).date_naive();
-    let tomorrow = today + chrono::Duration::days(1);
-    let text = format!(
-        "validThrough: {}\nregularSession: {{open: \"09:00\", close: \"15:30\"}}\nholidays:\n  \
-         - {{date: {today}, name: bench}}\n  - {{date: {tomorrow}, name: bench}}\n",
-        tomorrow + chrono::Duration::days(1)
-    );
-    let mut file = tempfile::NamedTempFile::new().expect("calendar file");
-    std::io::Write::write_all(&mut file, text.as_bytes()).expect("write calendar");
-    file
 }
 
 /// A mock that knows every client from the start (registering 10,000 one by one would measure
@@ -250,7 +231,9 @@ async fn idle(row: &mut Row, client: &Client, mock: &MockDhan, pid: u32) {
     eprintln!("{}: idle window done", row.accounts);
 }
 
-/// Every account asked to refresh at once, as the daily schedule does at 08:00.
+/// Every account asked to refresh at once, as the daily schedule does at 08:00. The operator runs
+/// with the test support's holiday calendar, so the requests are not held for the market close
+/// whatever the time of day.
 async fn burst(row: &mut Row, client: &Client, ns: &str, store: &Store<DhanAccount>, pid: u32) {
     let count = row.accounts;
     let (writes, cpu) = (Writes::read(client).await, cpu_seconds(pid));

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 
 use super::OPERATOR_BIN;
 
@@ -82,14 +83,42 @@ impl Drop for ChildProcess {
     }
 }
 
+/// A trading calendar in which today and tomorrow (IST) are holidays, for operators whose test
+/// names no calendar of its own: a requested or scheduled refresh during market hours waits for
+/// the 15:30 IST close (docs/design.md), so with the real calendar every test that refreshes an
+/// account would fail while NSE trades. The hold itself is tested in virtual time
+/// (`src/controller/tests/`, `src/decision/`), and `tests/calendar.rs` runs with real calendars.
+pub fn holiday_calendar() -> &'static str {
+    static CALENDAR: OnceLock<tempfile::TempPath> = OnceLock::new();
+    let path = CALENDAR.get_or_init(|| {
+        let today = (chrono::Utc::now() + chrono::Duration::minutes(330)).date_naive();
+        let tomorrow = today + chrono::Duration::days(1);
+        let text = format!(
+            "validThrough: {}\nregularSession: {{open: \"09:00\", close: \"15:30\"}}\n\
+             holidays:\n  - {{date: {today}, name: test}}\n  - {{date: {tomorrow}, name: test}}\n",
+            tomorrow + chrono::Duration::days(1)
+        );
+        let mut file = tempfile::NamedTempFile::new().expect("calendar file");
+        std::io::Write::write_all(&mut file, text.as_bytes()).expect("write calendar");
+        file.into_temp_path()
+    });
+    path.to_str().expect("UTF-8 temp path")
+}
+
 /// Starts `dhan-operator run EXTRA_ARGS...` against the test control plane as the Helm chart's
 /// ServiceAccount, with the rights the chart grants for these flags (see [`super::chart_identity`]),
 /// `POD_NAMESPACE` the release namespace and `RUST_LOG=info,dhan_operator=debug`; `env` entries
 /// override these. With `KUBECONFIG` in `env` the operator runs as that identity and no chart is
-/// installed.
+/// installed. Without `--trading-calendar` it gets [`holiday_calendar`].
 pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
     let mut args = vec!["run"];
     args.extend_from_slice(extra_args);
+    if !extra_args
+        .iter()
+        .any(|a| a.starts_with("--trading-calendar"))
+    {
+        args.extend(["--trading-calendar", holiday_calendar()]);
+    }
     let mut full_env: Vec<(String, String)> =
         vec![("RUST_LOG".into(), "info,dhan_operator=debug".into())];
     if !env.iter().any(|(name, _)| *name == "KUBECONFIG") {
