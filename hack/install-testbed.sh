@@ -29,6 +29,8 @@ command -v runc >/dev/null || need_apt+=(runc)
 command -v umoci >/dev/null || need_apt+=(umoci)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 [[ -x /bin/busybox ]] || need_apt+=(busybox-static)
+# The operator's allocator (tikv-jemalloc-sys) builds jemalloc with configure and make.
+command -v make >/dev/null || need_apt+=(make)
 # python3 -m venv needs ensurepip, which Debian ships separately.
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3 python3-venv)
 

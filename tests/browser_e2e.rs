@@ -306,17 +306,8 @@ async fn api_key_account_logs_in_through_a_job_and_becomes_ready() {
     ] {
         assert!(text.contains(&series), "{series} in\n{text}");
     }
-    let reasons: Vec<String> = bed
-        .events()
-        .await
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
     for reason in ["LoginStarted", "Refreshed"] {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "{reason} in {reasons:?}"
-        );
+        bed.wait_event(reason).await;
     }
     let codes = recent_codes();
     let mut secrets = vec![APP_SECRET, PIN, MOBILE, TOTP_SECRET, &token, &token_id];
@@ -339,19 +330,16 @@ async fn a_refused_login_fails_once_and_retries_only_after_the_credentials_chang
     let message = status.message.unwrap();
     assert!(message.contains("PIN rejected: Invalid PIN"), "{message}");
     assert!(message.contains("not retrying until"), "{message}");
-    // The step and the page's words, in an event and in the Job's typed termination message.
-    let events: Vec<String> = bed
-        .events()
-        .await
-        .into_iter()
-        .filter_map(|e| e.message)
-        .collect();
-    assert!(
-        events
-            .iter()
-            .any(|m| m.contains("PIN rejected: Invalid PIN")),
-        "{events:?}"
-    );
+    // The step and the page's words, in an event (published after the status write, so waited
+    // for) and in the Job's typed termination message.
+    wait_for(Duration::from_secs(20), || async {
+        bed.events().await.into_iter().find(|e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("PIN rejected: Invalid PIN"))
+        })
+    })
+    .await;
     let run = kubelet.runs().remove(0);
     match LoginReport::parse(&run.termination_message).expect("a typed report") {
         LoginReport::Failed(failure) => {

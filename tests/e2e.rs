@@ -90,12 +90,7 @@ async fn totp_account_becomes_ready_with_the_token_the_mock_issued() {
         1
     );
 
-    let events = bed.events().await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Refreshed"))
-    );
+    bed.wait_event("Refreshed").await;
     bed.assert_nothing_leaks(&[PIN, TOTP_SECRET, &token]).await;
 }
 
