@@ -194,7 +194,7 @@ impl FakeApi {
         drop(state);
         let merged = match (existing, subresource, apply) {
             (None, true, _) => return status(404, "not found"),
-            (None, false, false) if !path.contains("/events") => return status(404, "not found"),
+            (None, false, false) => return status(404, "not found"),
             (None, false, _) => patch,
             (Some(mut object), true, _) => {
                 object["status"] = patch["status"].clone();

@@ -368,3 +368,34 @@ async fn a_repeated_failure_is_counted_into_one_event_series() {
         "the failure's series and one for the new token: {events:#?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_repeat_of_an_event_that_is_gone_publishes_a_new_one() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    let reset = || {
+        Mint::Fail(DhanError::Network {
+            detail: "reset".into(),
+        })
+    };
+    bench.dhan.script([reset(), reset()]);
+    bench.reconcile("alice").await;
+    let prefix = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/");
+    let first = bench.api.under(&prefix);
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let first_name = first[0]["metadata"]["name"].as_str().unwrap().to_string();
+    // Events expire after an hour, or someone deletes them.
+    bench.api.remove(&format!("{prefix}{first_name}"));
+    bench.run("alice", 10 * MINUTE).await;
+    let failures: Vec<_> = bench
+        .api
+        .under(&prefix)
+        .into_iter()
+        .filter(|e| e["type"] == "Warning")
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert_ne!(failures[0]["metadata"]["name"], first_name.as_str());
+    assert!(
+        failures[0]["series"].is_null(),
+        "a new event, not a series: {failures:#?}"
+    );
+}
