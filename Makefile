@@ -19,10 +19,13 @@ demo: testbed
 crd:
 	$(CARGO) run --quiet --bin dhan-operator -- crd dhanaccounts > crds/dhanaccounts.yaml
 	$(CARGO) run --quiet --bin dhan-operator -- crd dhannotifiers > crds/dhannotifiers.yaml
-	cp crds/dhanaccounts.yaml charts/dhan-operator/crds/dhanaccounts.yaml
-	cp crds/dhannotifiers.yaml charts/dhan-operator/crds/dhannotifiers.yaml
+	$(CARGO) run --quiet --bin dhan-operator -- crd dhanclientclaims > crds/dhanclientclaims.yaml
+	$(CARGO) run --quiet --bin dhan-operator -- crd dhanoperatorinstalls > crds/dhanoperatorinstalls.yaml
+	cp crds/*.yaml charts/dhan-operator/crds/
 	cp crds/dhanaccounts.yaml deploy/crd.yaml
 	cp crds/dhannotifiers.yaml deploy/crd-dhannotifiers.yaml
+	cp crds/dhanclientclaims.yaml deploy/crd-dhanclientclaims.yaml
+	cp crds/dhanoperatorinstalls.yaml deploy/crd-dhanoperatorinstalls.yaml
 
 ## Many accounts on the real control plane (1,000, 5,000 and 10,000; BENCH_ACCOUNTS=N or N,M for
 ## others): time to Ready, CPU, memory and API writes per refresh, an idle probe period, a forced

@@ -264,6 +264,7 @@ pub struct DhanAccountStatus {
     pub last_refresh_time: Option<DateTime<Utc>>,
     /// Consecutive failed attempts since the last success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1000))]
     pub failed_attempts: Option<u32>,
     /// When the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,6 +344,7 @@ pub struct DailyCount {
     /// The IST date, `YYYY-MM-DD`.
     pub day: String,
     /// The count that day.
+    #[schemars(range(max = 1000))]
     pub count: u32,
 }
 

@@ -42,7 +42,7 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (all, or the one named by its plural).
     Crd {
-        #[arg(value_parser = ["dhanaccounts", "dhannotifiers"])]
+        #[arg(value_parser = ["dhanaccounts", "dhannotifiers", "dhanclientclaims", "dhanoperatorinstalls"])]
         which: Option<String>,
     },
     /// Log in on Dhan's consent page through a Chromium sidecar (in a login Job) and write the
@@ -90,18 +90,15 @@ struct RunArgs {
     /// annotation. Needs get and patch rights on Deployments, StatefulSets and DaemonSets.
     #[arg(long, env = "ROLLOUT_RESTARTS")]
     rollout_restarts: bool,
-    /// Namespace of the client-ID claims (a Lease per client ID) shared by every install that
-    /// may see the same client IDs: two installs then never both mint for one client. Unset:
-    /// only the accounts this install sees are compared.
-    #[arg(long, env = "CLIENT_CLAIMS_NAMESPACE")]
-    client_claims_namespace: Option<String>,
-    /// This install's name in client-ID claims: the same for its replicas and across
-    /// restarts, different from every other install's. Default: the leader Lease's
-    /// namespace/name.
+    /// This install's name in client-ID claims (cluster-scoped DhanClientClaims, which every
+    /// install meets at without configuration): the same for its replicas and across restarts,
+    /// different from every other install's. Default: the leader Lease's namespace/name, and
+    /// the watched namespace when there is one.
     #[arg(long, env = "INSTALL_ID")]
     install_id: Option<String>,
-    /// How long a client-ID claim stays valid without renewal (renewed every third of it):
-    /// how long the accounts of an install that vanished keep their claims.
+    /// How long an install's client-ID claims hold after its last heartbeat (renewed every 20s):
+    /// how long the accounts of an install that vanished keep their client IDs, and how long a
+    /// restart or an upgrade may take without another install minting in between.
     #[arg(long, env = "CLIENT_CLAIM_DURATION", default_value = "30m", value_parser = duration_arg)]
     client_claim_duration: Duration,
     /// Calls per second to Dhan across all accounts; the rest queue.
@@ -222,13 +219,19 @@ fn init_logging(format: LogFormat) {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd { which } => {
-            let accounts = dhan_operator::crd::crd_yaml();
-            let notifiers = dhan_operator::notify::resource::crd_yaml();
-            match which.as_deref() {
-                Some("dhanaccounts") => print!("{accounts}"),
-                Some(_) => print!("{notifiers}"),
-                None => print!("{accounts}---\n{notifiers}"),
-            }
+            use dhan_operator::claims::resource::{claim_crd_yaml, install_crd_yaml};
+            let all = [
+                ("dhanaccounts", dhan_operator::crd::crd_yaml()),
+                ("dhannotifiers", dhan_operator::notify::resource::crd_yaml()),
+                ("dhanclientclaims", claim_crd_yaml()),
+                ("dhanoperatorinstalls", install_crd_yaml()),
+            ];
+            let chosen: Vec<&str> = all
+                .iter()
+                .filter(|(plural, _)| which.as_deref().is_none_or(|w| w == *plural))
+                .map(|(_, yaml)| yaml.as_str())
+                .collect();
+            print!("{}", chosen.join("---\n"));
             Ok(())
         }
         Command::Run(args) => run(args).await,
@@ -241,6 +244,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    anyhow::ensure!(
+        args.dhan_timeout <= dhan_operator::claims::MAX_CALL,
+        "--dhan-timeout must be at most {}s: a mint must end while this process still acts for \
+         its install (its heartbeat)",
+        dhan_operator::claims::MAX_CALL.as_secs()
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dhan = DhanClient::new(&args.dhan_auth_url, &args.dhan_api_url, args.dhan_timeout)
         .context("invalid Dhan URL")?;
@@ -298,21 +307,11 @@ fn controller_settings(
     clock: Arc<dyn Clock>,
     health: Health,
 ) -> Settings {
-    let claims = args
-        .client_claims_namespace
-        .clone()
-        .map(|namespace| ClaimSettings {
-            namespace,
-            install: args.install_id.clone().unwrap_or_else(|| {
-                format!("{}/{}", leader_namespace(args), args.leader_elect_lease)
-            }),
-            duration: args.client_claim_duration,
-        });
-    if claims.is_none() {
-        info!(
-            "no --client-claims-namespace: client IDs are compared only among this install's accounts"
-        );
-    }
+    let claims = ClaimSettings {
+        install: install_id(args),
+        identity: process_identity(),
+        duration: args.client_claim_duration,
+    };
     Settings {
         namespace: args.namespace.clone(),
         dhan,
@@ -339,10 +338,27 @@ fn controller_settings(
             },
             max_concurrent: usize::from(args.max_concurrent_login_jobs),
         },
-        claims,
+        claims: Some(claims),
         rollouts: args.rollout_restarts,
         health,
     }
+}
+
+/// This install's name: as given, or the leader Lease's namespace/name plus the watched
+/// namespace, so that two installs started with the defaults for two namespaces are two installs.
+fn install_id(args: &RunArgs) -> String {
+    args.install_id.clone().unwrap_or_else(|| {
+        let lease = format!("{}/{}", leader_namespace(args), args.leader_elect_lease);
+        match &args.namespace {
+            Some(watched) => format!("{lease}@{watched}"),
+            None => lease,
+        }
+    })
+}
+
+/// This process among the install's replicas and restarts.
+fn process_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()))
 }
 
 /// The namespace of the leader Lease.
@@ -368,8 +384,7 @@ async fn become_leader(
     let election = ElectionSettings {
         namespace: leader_namespace(args),
         lease: args.leader_elect_lease.clone(),
-        identity: std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        identity: process_identity(),
         duration: args.leader_elect_lease_duration,
     };
     let (mut is_leader, leadership) = leader::elect(client.clone(), election, clock).await?;

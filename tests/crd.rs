@@ -87,3 +87,36 @@ fn notifier_crd_is_namespaced_with_a_status_subresource() {
         assert!(spec[field].is_object(), "spec.{field} in the schema");
     }
 }
+
+#[test]
+fn checked_in_claim_crds_and_their_copies_match_the_generated_ones() {
+    use dhan_operator::claims::resource::{claim_crd_yaml, install_crd_yaml};
+    for (plural, generated) in [
+        ("dhanclientclaims", claim_crd_yaml()),
+        ("dhanoperatorinstalls", install_crd_yaml()),
+    ] {
+        for copy in [
+            format!("crds/{plural}.yaml"),
+            format!("charts/dhan-operator/crds/{plural}.yaml"),
+            format!("deploy/crd-{plural}.yaml"),
+        ] {
+            let path = format!("{}/{copy}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).expect("claim CRD copy exists");
+            assert!(
+                text == generated,
+                "{copy} is stale: run `make crd` and commit the result"
+            );
+        }
+    }
+}
+
+/// Every install must find the claims without being told where: they are cluster-scoped.
+#[test]
+fn claim_crds_are_cluster_scoped() {
+    use dhan_operator::claims::resource::{claim_crd_yaml, install_crd_yaml};
+    for yaml in [claim_crd_yaml(), install_crd_yaml()] {
+        let crd: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(crd["spec"]["scope"], "Cluster", "{}", crd["metadata"]["name"]);
+        assert_eq!(crd["spec"]["group"], "dhan-operator.dev");
+    }
+}

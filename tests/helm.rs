@@ -446,7 +446,7 @@ fn chart_lints_and_a_broken_chart_does_not() {
     );
 }
 
-/// Default watch scope, replicaCount 2, rollout restarts on, claims in a namespace of their own:
+/// Default watch scope, replicaCount 2, rollout restarts on, a client-claim install ID of its own:
 /// ClusterRole + ClusterRoleBinding for the chart's ServiceAccount, leader election on; the
 /// operator, run with the Deployment's args as that ServiceAccount, refreshes an account in
 /// another namespace without being refused anything, restarts only the workload that opted in,
@@ -461,9 +461,8 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     let _serial = OPERATOR_TESTS.lock().await;
     let cp = control_plane();
     let client = cp.client().await;
-    const CLAIMS: &str = "helm-claims";
+    const INSTALL: &str = "helm-cluster-install";
     create_namespace(&client, NS).await;
-    create_namespace(&client, CLAIMS).await;
     let mock = MockDhan::start(&[]).await;
     mock.register(json!({ "clientId": CLIENT_ID, "pin": PIN, "totpSecret": TOTP_SECRET }))
         .await;
@@ -475,7 +474,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
             "replicaCount": 2,
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
             "rolloutRestarts": { "enabled": true },
-            "clientClaims": { "namespace": CLAIMS },
+            "clientClaims": { "installId": INSTALL },
         }),
     );
 
@@ -514,7 +513,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "no namespaced operator Role in cluster-wide mode"
     );
     assert_leader_election_rbac(&client, NS, RELEASE, SA).await;
-    checks::assert_client_claims_rbac(&client, CLAIMS, RELEASE, NS, SA).await;
+    checks::assert_client_claims_rbac(&client, RELEASE, INSTALL, NS, SA).await;
 
     let deployment = deployment(&client, NS, RELEASE).await;
     let spec = deployment.spec.as_ref().unwrap();
@@ -540,8 +539,8 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "--notifications".to_string(),
         "--trading-calendar=/etc/dhan-operator/calendar/trading-calendar.yaml".to_string(),
         "--rollout-restarts".to_string(),
-        format!("--client-claims-namespace={CLAIMS}"),
-        format!("--install-id={NS}/{RELEASE}"),
+        format!("--install-id={INSTALL}"),
+        "--client-claim-duration=30m".to_string(),
     ] {
         assert!(args.contains(&expected), "{expected} missing from {args:?}");
     }
@@ -590,7 +589,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         true,
     )
     .await;
-    checks::assert_claimed_by(&client, CLAIMS, CLIENT_ID, &format!("{NS}/{RELEASE}")).await;
+    checks::assert_claimed_by(&client, CLIENT_ID, INSTALL).await;
     let user = format!("system:serviceaccount:{NS}:{SA}");
     checks::assert_secrets_fetched_only_where_accounts_live(&user, &accounts_ns, &unrelated);
 
@@ -631,7 +630,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     assert_eq!(can_i(&user, "list", "secrets", None), "yes");
     assert_eq!(can_i(&user, "update", "secrets", None), "no");
     assert_eq!(can_i(&user, "create", "leases", Some("default")), "no");
-    assert_eq!(can_i(&user, "update", "leases", Some(CLAIMS)), "yes");
+    assert_eq!(can_i(&user, "update", "leases", Some(NS)), "no");
     assert_eq!(can_i(&user, "patch", "deployments", None), "yes");
 
     // Leave no account behind for the single-namespace test's cluster.
@@ -641,7 +640,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         .unwrap();
 }
 
-/// watchNamespace X, default rollout restarts (off) and claims (release namespace), secure
+/// watchNamespace X, default rollout restarts (off) and client-claim install ID, secure
 /// metrics: a Role + RoleBinding in X and no cluster-wide grant but the metrics reviews; the
 /// operator, run with the Deployment's args (`--namespace=X`) as the ServiceAccount, refreshes an
 /// account in X, restarts nothing, serves /metrics over HTTPS to an authorised caller, and that
@@ -726,15 +725,10 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
         .iter()
         .map(|r| r.name_any())
         .collect();
-    assert_eq!(
-        release_ns_roles,
-        [
-            format!("{FULLNAME}-client-claims"),
-            format!("{FULLNAME}-leader-election")
-        ]
-    );
+    assert_eq!(release_ns_roles, [format!("{FULLNAME}-leader-election")]);
     assert_leader_election_rbac(&client, NS, FULLNAME, SA).await;
-    checks::assert_client_claims_rbac(&client, NS, FULLNAME, NS, SA).await;
+    let install_id = format!("{NS}/{FULLNAME}");
+    checks::assert_client_claims_rbac(&client, FULLNAME, &install_id, NS, SA).await;
 
     let deployment = deployment(&client, NS, FULLNAME).await;
     let spec = deployment.spec.as_ref().unwrap();
@@ -779,7 +773,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     let operator = run_like_the_deployment(&deployment, &kubeconfig, "trading-bots-0");
     create_account(&client, &watched, "bob", CLIENT_ID).await;
     assert_refreshed(&client, &mock, &operator, &watched, "bob", CLIENT_ID, false).await;
-    checks::assert_claimed_by(&client, NS, CLIENT_ID, &format!("{NS}/{FULLNAME}")).await;
+    checks::assert_claimed_by(&client, CLIENT_ID, &format!("{NS}/{FULLNAME}")).await;
     checks::assert_secure_metrics(&operator).await;
 
     // The same identity reads Secrets in the watched namespace only.

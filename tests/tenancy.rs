@@ -235,8 +235,8 @@ async fn grant_operator_user(client: &Client, ns: &str) {
         .unwrap();
 }
 
-/// An operator for namespace `ns` that claims client IDs in `claims` as install `install`.
-fn install(ns: &str, mock: &MockDhan, claims: &str, install: &str) -> support::ChildProcess {
+/// An operator for namespace `ns`, as install `install`.
+fn install(ns: &str, mock: &MockDhan, install: &str) -> support::ChildProcess {
     support::start_operator(
         &[
             "--namespace",
@@ -249,8 +249,6 @@ fn install(ns: &str, mock: &MockDhan, claims: &str, install: &str) -> support::C
             &mock.url,
             "--min-mint-interval",
             "5s",
-            "--client-claims-namespace",
-            claims,
             "--install-id",
             install,
         ],
@@ -298,15 +296,16 @@ async fn two_installs_with_one_client_id_mint_once_and_hand_over_on_delete() {
     let cp = support::control_plane();
     let client = cp.client().await;
     support::install_crd(&client).await;
-    let claims = support::namespace(&client, "claims").await;
     let team_a = support::namespace(&client, "team-a").await;
     let team_b = support::namespace(&client, "team-b").await;
     let mock = MockDhan::start(&["--mint-throttle-seconds", "3"]).await;
     mock.register(json!({ "clientId": CLIENT, "pin": PIN, "totpSecret": TOTP_SECRET }))
         .await;
     // Two single-namespace installs: neither sees the other's DhanAccounts.
-    let _a = install(&team_a, &mock, &claims, "install-a");
-    let _b = install(&team_b, &mock, &claims, "install-b");
+    // Two single-namespace installs: neither sees the other's DhanAccounts, and neither was told
+    // of the other.
+    let _a = install(&team_a, &mock, "install-a");
+    let _b = install(&team_b, &mock, "install-b");
 
     // Team B names the client first, without credentials: it claims nothing.
     add_account(&client, &team_b, "bob", CLIENT, "bob-dhan").await;
@@ -314,22 +313,10 @@ async fn two_installs_with_one_client_id_mint_once_and_hand_over_on_delete() {
     put_credentials(&client, &team_a, "alice-dhan").await;
     add_account(&client, &team_a, "alice", CLIENT, "alice-dhan").await;
     wait_phase(&client, &team_a, "alice", Phase::Ready).await;
-    let lease_name = dhan_operator::claims::lease_name(CLIENT);
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), &claims);
-    let holder = leases
-        .get(&lease_name)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity;
-    assert!(
-        holder
-            .as_deref()
-            .is_some_and(|h| h.starts_with("install-a/")),
-        "{holder:?}"
-    );
+    let claim_name = dhan_operator::claims::claim_name(CLIENT);
+    let claims: Api<dhan_operator::claims::DhanClientClaim> = Api::all(client.clone());
+    let holder = claims.get(&claim_name).await.unwrap().spec.holder;
+    assert_eq!(holder.map(|h| h.install).as_deref(), Some("install-a"));
 
     // With credentials, team B's account is refused the claim, told nothing about team A.
     put_credentials(&client, &team_b, "bob-dhan").await;
@@ -356,17 +343,6 @@ async fn two_installs_with_one_client_id_mint_once_and_hand_over_on_delete() {
         .unwrap();
     wait_phase(&client, &team_b, "bob", Phase::Ready).await;
     assert_eq!(mock.calls_to("generateAccessToken", CLIENT).await.len(), 2);
-    let holder = leases
-        .get(&lease_name)
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity;
-    assert!(
-        holder
-            .as_deref()
-            .is_some_and(|h| h.starts_with("install-b/")),
-        "{holder:?}"
-    );
+    let holder = claims.get(&claim_name).await.unwrap().spec.holder;
+    assert_eq!(holder.map(|h| h.install).as_deref(), Some("install-b"));
 }

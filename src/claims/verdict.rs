@@ -1,126 +1,354 @@
-//! What a claim Lease says, and how claims are named: plain values, no API calls.
+//! What a claim says, and how one changes around a mint: plain values, no API calls.
 
+use super::resource::{DhanClientClaimSpec, DhanOperatorInstallSpec, InFlight, Refusals};
+use crate::decision::memory::ist_day;
 use crate::leader::SKEW_MARGIN;
-use chrono::{DateTime, Utc};
-use k8s_openapi::api::coordination::v1::LeaseSpec;
+use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-/// What a claim Lease says to a would-be holder.
+/// Who holds a claim, as a would-be holder sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// No Lease yet.
+pub enum Holding<'a> {
+    /// No claim object yet.
     Absent,
-    /// Held by `holder` already.
+    /// This install's account already holds it.
     Ours,
-    /// Released, or not renewed in time by its holder.
+    /// Nobody holds it, or an account of this install that no longer wins it (deleted, or
+    /// behind another in this install's own conflict rule, which decided before asking).
     Free,
-    /// Someone else holds it.
-    Taken,
+    /// Another install holds it: it is free only once that install stopped renewing its
+    /// heartbeat.
+    Install(&'a str),
 }
 
-/// The verdict of a Lease's `spec` for `holder` at `now`. A lapsed claim counts as free only
-/// [`SKEW_MARGIN`] after it lapsed by this clock; its holder stops minting that much before
-/// by its own (see `crate::leader` for the clock assumption).
-pub fn verdict(lease: Option<&LeaseSpec>, holder: &str, now: DateTime<Utc>) -> Verdict {
-    let Some(spec) = lease else {
-        return Verdict::Absent;
+pub fn holding<'a>(
+    claim: Option<&'a DhanClientClaimSpec>,
+    install: &str,
+    account: &str,
+) -> Holding<'a> {
+    let Some(claim) = claim else {
+        return Holding::Absent;
     };
-    let Some(current) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
-        return Verdict::Free;
-    };
-    if current == holder {
-        return Verdict::Ours;
+    match &claim.holder {
+        None => Holding::Free,
+        Some(h) if h.install == install && h.account == account => Holding::Ours,
+        Some(h) if h.install == install => Holding::Free,
+        Some(h) => Holding::Install(&h.install),
     }
-    let renewed = spec
-        .renew_time
+}
+
+/// Whether an install's claims still hold at `now` by this clock: for its claim duration after
+/// its last heartbeat, and the skew margin on top (see `crate::leader` for the clock
+/// assumption). A missing heartbeat holds nothing.
+pub fn install_alive(heartbeat: Option<&DhanOperatorInstallSpec>, now: DateTime<Utc>) -> bool {
+    heartbeat.is_some_and(|h| {
+        let duration = Duration::from_secs(u64::from(h.claim_duration_seconds));
+        now <= after(h.renew_time, duration + SKEW_MARGIN)
+    })
+}
+
+/// Why a mint may not go ahead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Dhan refused this very set of credentials today: the same values are not sent again.
+    #[error("Dhan refused these credentials for this client ID earlier today (IST)")]
+    RefusedToday,
+    /// The day's cap on refused credential submissions for the client is reached.
+    #[error(
+        "{refused} credential submissions for this client ID were refused today (IST), the most \
+         this operator sends in a day"
+    )]
+    Capped { refused: u32 },
+}
+
+/// What a mint submits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// A keyed hash of the credentials sent (PIN and TOTP key, or a browser login's); `None`
+    /// for a call that submits none (RenewToken, consuming a login's tokenId).
+    pub credentials: Option<String>,
+    /// When the account's newest known token was obtained: an earlier mint in flight that
+    /// predates it was answered.
+    pub last_token: Option<DateTime<Utc>>,
+    /// `--max-failed-logins`.
+    pub cap: u32,
+}
+
+/// The refused submissions of the IST day of `now`: those recorded, plus a credential
+/// submission whose answer nobody heard (its process died) and that no later token answers.
+pub fn refused_today(
+    claim: &DhanClientClaimSpec,
+    now: DateTime<Utc>,
+    last_token: Option<DateTime<Utc>>,
+) -> u32 {
+    let day = ist_day(now);
+    let recorded = claim
+        .refusals
         .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .and_then(|t| DateTime::from_timestamp_micros(t.0.as_microsecond()));
-    let duration = spec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
-    match renewed {
-        Some(renewed) => {
-            let lapsed = renewed + Duration::from_secs(duration) + SKEW_MARGIN;
-            if now > lapsed {
-                Verdict::Free
-            } else {
-                Verdict::Taken
-            }
+        .filter(|r| r.day == day)
+        .map_or(0, |r| r.count);
+    let unheard = claim
+        .in_flight
+        .as_ref()
+        .is_some_and(|f| unanswered(f, last_token) && ist_day(f.at) == day);
+    recorded + u32::from(unheard)
+}
+
+fn unanswered(flight: &InFlight, last_token: Option<DateTime<Utc>>) -> bool {
+    flight.credentials && !flight.answered && last_token.is_none_or(|t| t < flight.at)
+}
+
+/// The claim as it must be written right before a mint at `now`: the previous unanswered
+/// submission folded into the day's refusals, and this one in flight. `Err` when the
+/// submission must not be sent.
+pub fn before_mint(
+    claim: &mut DhanClientClaimSpec,
+    now: DateTime<Utc>,
+    submission: &Submission,
+) -> Result<(), Refused> {
+    if let Some(flight) = claim.in_flight.take()
+        && unanswered(&flight, submission.last_token)
+    {
+        count_refusal(claim, flight.at, None);
+    }
+    if let Some(credentials) = &submission.credentials {
+        let today = todays(claim, now);
+        if today.is_some_and(|r| r.credentials.contains(credentials)) {
+            return Err(Refused::RefusedToday);
         }
-        None => Verdict::Free,
+        let refused = today.map_or(0, |r| r.count);
+        if refused >= submission.cap {
+            return Err(Refused::Capped { refused });
+        }
+    }
+    claim.in_flight = Some(InFlight {
+        // Whole seconds, as the status and the Secret record when a token was obtained: a
+        // token obtained in the same second answers this mint.
+        at: now.trunc_subsecs(0),
+        credentials: submission.credentials.is_some(),
+        answered: false,
+        unknown: false,
+    });
+    Ok(())
+}
+
+/// What Dhan answered to a mint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// It refused these credentials (their hash).
+    Refused(String),
+    /// A definite answer that is no refusal of the credentials: a token, the throttle, a limit.
+    Heard,
+    /// Nothing definite (a timeout, a 5xx, a reset connection): Dhan may have minted.
+    Unknown,
+}
+
+/// The claim once the answer to the mint in flight at `at` is known: a refusal is counted on
+/// the day it was sent (also when another mint has been recorded since).
+pub fn answered(claim: &mut DhanClientClaimSpec, at: DateTime<Utc>, answer: &Answer) {
+    if let Some(flight) = claim.in_flight.as_mut().filter(|f| f.at == at) {
+        flight.answered = true;
+        flight.unknown = *answer == Answer::Unknown;
+    }
+    if let Answer::Refused(credentials) = answer {
+        count_refusal(claim, at, Some(credentials));
     }
 }
 
-/// A short hash of a client ID: names its claim Lease and, when asked, stands for it in metric
+fn todays(claim: &DhanClientClaimSpec, now: DateTime<Utc>) -> Option<&Refusals> {
+    let day = ist_day(now);
+    claim.refusals.as_ref().filter(|r| r.day == day)
+}
+
+fn count_refusal(claim: &mut DhanClientClaimSpec, at: DateTime<Utc>, credentials: Option<&str>) {
+    let day = ist_day(at);
+    let refusals = claim.refusals.get_or_insert_with(Refusals::default);
+    if refusals.day != day {
+        // Only the current day counts; a refusal of an older day is forgotten.
+        if refusals.day > day {
+            return;
+        }
+        *refusals = Refusals {
+            day,
+            ..Refusals::default()
+        };
+    }
+    refusals.count = refusals.count.saturating_add(1);
+    if let Some(credentials) = credentials
+        && !refusals.credentials.iter().any(|c| c == credentials)
+    {
+        refusals.credentials.push(credentials.to_string());
+    }
+}
+
+/// Whether a claim nobody holds can go: it keeps no refusals of the IST day of `now`.
+pub fn disposable(claim: &DhanClientClaimSpec, now: DateTime<Utc>) -> bool {
+    claim.holder.is_none() && refused_today(claim, now, None) == 0
+}
+
+fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A short hash of a client ID: names its claim and, when asked, stands for it in metric
 /// labels. Not a secret: client IDs are short digit strings anyone can hash through.
 pub fn client_hash(client_id: &str) -> String {
     let digest = Sha256::digest(format!("dhan-client-id:{}", client_id.trim()));
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The claim Lease's name for `client_id`.
-pub fn lease_name(client_id: &str) -> String {
+/// The claim's name for `client_id`.
+pub fn claim_name(client_id: &str) -> String {
     format!("dhan-client-{}", client_hash(client_id))
+}
+
+/// The heartbeat's name for install `install`.
+pub fn install_name(install: &str) -> String {
+    let digest = Sha256::digest(format!("dhan-operator-install:{install}"));
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("install-{hash}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use crate::claims::resource::ClaimHolder;
 
-    const NOW: &str = "2026-11-23T02:30:00Z";
+    /// Sunday 2026-11-22 05:30 IST.
+    const NOW: &str = "2026-11-22T00:00:00Z";
 
-    fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
-        let now: DateTime<Utc> = NOW.parse().unwrap();
-        let renewed = now - chrono::Duration::seconds(renewed_secs_ago);
-        LeaseSpec {
-            holder_identity: holder.map(str::to_string),
-            lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                k8s_openapi::jiff::Timestamp::from_microsecond(renewed.timestamp_micros()).unwrap(),
-            )),
-            ..LeaseSpec::default()
+    fn now() -> DateTime<Utc> {
+        NOW.parse().unwrap()
+    }
+
+    fn held_by(install: &str, account: &str) -> DhanClientClaimSpec {
+        DhanClientClaimSpec {
+            holder: Some(ClaimHolder {
+                install: install.into(),
+                account: account.into(),
+                since: now(),
+            }),
+            ..Default::default()
         }
     }
 
-    fn at(spec: Option<&LeaseSpec>, holder: &str) -> Verdict {
-        verdict(spec, holder, NOW.parse().unwrap())
+    fn submit(credentials: Option<&str>, last_token: Option<DateTime<Utc>>) -> Submission {
+        Submission {
+            credentials: credentials.map(str::to_string),
+            last_token,
+            cap: 3,
+        }
     }
 
     #[test]
-    fn a_missing_lease_is_absent_and_an_empty_holder_is_free() {
-        assert_eq!(at(None, "a/1"), Verdict::Absent);
-        assert_eq!(at(Some(&spec(None, 0, 1800)), "a/1"), Verdict::Free);
-        assert_eq!(at(Some(&spec(Some(""), 0, 1800)), "a/1"), Verdict::Free);
-    }
-
-    #[test]
-    fn a_live_claim_is_ours_or_taken_by_its_holder() {
-        let live = spec(Some("install-a/uid-1"), 60, 1800);
-        assert_eq!(at(Some(&live), "install-a/uid-1"), Verdict::Ours);
-        assert_eq!(at(Some(&live), "install-b/uid-9"), Verdict::Taken);
+    fn who_holds_a_claim() {
+        let claim = held_by("a", "uid-1");
+        assert_eq!(holding(None, "a", "uid-1"), Holding::Absent);
+        assert_eq!(holding(Some(&claim), "a", "uid-1"), Holding::Ours);
         assert_eq!(
-            at(Some(&live), "install-a/uid-2"),
-            Verdict::Taken,
-            "another account"
+            holding(Some(&claim), "a", "uid-2"),
+            Holding::Free,
+            "another account of the same install: the install's own rule decided"
+        );
+        assert_eq!(holding(Some(&claim), "b", "uid-9"), Holding::Install("a"));
+        let released = DhanClientClaimSpec::default();
+        assert_eq!(holding(Some(&released), "b", "uid-9"), Holding::Free);
+    }
+
+    #[test]
+    fn an_install_holds_its_claims_for_their_duration_and_the_skew_margin() {
+        let beat = |secs_ago: i64| DhanOperatorInstallSpec {
+            install: "a".into(),
+            holder_identity: Some("pod-1".into()),
+            renew_time: now() - chrono::Duration::seconds(secs_ago),
+            claim_duration_seconds: 1800,
+        };
+        let skew = SKEW_MARGIN.as_secs() as i64;
+        assert!(install_alive(Some(&beat(0)), now()));
+        assert!(install_alive(Some(&beat(1800 + skew)), now()));
+        assert!(!install_alive(Some(&beat(1800 + skew + 1)), now()));
+        assert!(!install_alive(None, now()));
+    }
+
+    #[test]
+    fn the_cap_counts_refusals_of_the_ist_day_and_never_resends_refused_credentials() {
+        let mut claim = held_by("a", "uid-1");
+        for n in 0..3 {
+            before_mint(
+                &mut claim,
+                now(),
+                &submit(Some(&format!("creds-{n}")), None),
+            )
+            .unwrap();
+            let at = claim.in_flight.as_ref().unwrap().at;
+            answered(&mut claim, at, &Answer::Refused(format!("creds-{n}")));
+        }
+        assert_eq!(refused_today(&claim, now(), None), 3);
+        assert_eq!(
+            before_mint(&mut claim, now(), &submit(Some("creds-0"), None)),
+            Err(Refused::RefusedToday)
+        );
+        assert_eq!(
+            before_mint(&mut claim, now(), &submit(Some("creds-new"), None)),
+            Err(Refused::Capped { refused: 3 })
+        );
+        // A renewal submits no credentials: not capped.
+        assert_eq!(before_mint(&mut claim, now(), &submit(None, None)), Ok(()));
+        // The next IST day (00:00 IST is 18:30 UTC) starts again.
+        let tomorrow: DateTime<Utc> = "2026-11-22T18:30:00Z".parse().unwrap();
+        assert_eq!(refused_today(&claim, tomorrow, None), 0);
+        assert_eq!(
+            before_mint(&mut claim, tomorrow, &submit(Some("creds-0"), None)),
+            Ok(())
         );
     }
 
     #[test]
-    fn a_lapsed_claim_is_free_only_after_the_skew_margin() {
-        let skew = SKEW_MARGIN.as_secs() as i64;
-        let just_lapsed = spec(Some("install-a/uid-1"), 1800 + skew - 1, 1800);
-        assert_eq!(at(Some(&just_lapsed), "install-b/uid-9"), Verdict::Taken);
-        let lapsed = spec(Some("install-a/uid-1"), 1800 + skew + 1, 1800);
-        assert_eq!(at(Some(&lapsed), "install-b/uid-9"), Verdict::Free);
+    fn a_submission_nobody_heard_back_about_counts_as_refused_until_a_later_token_answers_it() {
+        let mut claim = held_by("a", "uid-1");
+        before_mint(&mut claim, now(), &submit(Some("creds"), None)).unwrap();
+        // The process died here.
+        assert_eq!(refused_today(&claim, now(), None), 1);
+        let earlier_token = now() - chrono::Duration::hours(1);
+        assert_eq!(refused_today(&claim, now(), Some(earlier_token)), 1);
+        let later_token = now() + chrono::Duration::seconds(1);
+        assert_eq!(
+            refused_today(&claim, now(), Some(later_token)),
+            0,
+            "the mint was carried out: the token it gave was kept"
+        );
+        // The next mint folds it in for good.
+        let later = now() + chrono::Duration::minutes(5);
+        before_mint(&mut claim, later, &submit(Some("creds"), None)).unwrap();
+        answered(&mut claim, later, &Answer::Heard);
+        assert_eq!(refused_today(&claim, later, None), 1);
     }
 
     #[test]
-    fn lease_names_are_stable_hashes_that_do_not_show_the_client_id() {
-        let name = lease_name("1000000001");
-        assert_eq!(name, lease_name(" 1000000001 "), "spaces do not matter");
-        assert_ne!(name, lease_name("1000000002"));
+    fn an_answer_that_is_no_refusal_counts_nothing() {
+        let mut claim = held_by("a", "uid-1");
+        before_mint(&mut claim, now(), &submit(Some("creds"), None)).unwrap();
+        answered(&mut claim, now(), &Answer::Unknown);
+        assert_eq!(
+            refused_today(&claim, now(), None),
+            0,
+            "a timeout or a 5xx is no refusal"
+        );
+        assert!(claim.in_flight.as_ref().unwrap().answered);
+        assert!(!disposable(&claim, now()), "held");
+        claim.holder = None;
+        assert!(disposable(&claim, now()));
+    }
+
+    #[test]
+    fn names_are_stable_hashes_that_do_not_show_the_client_id() {
+        let name = claim_name("1000000001");
+        assert_eq!(name, claim_name(" 1000000001 "), "spaces do not matter");
+        assert_ne!(name, claim_name("1000000002"));
         assert!(!name.contains("1000000001"));
         assert!(name.len() <= 63, "a valid object name: {name}");
+        assert_ne!(install_name("ns/a"), install_name("ns/b"));
+        assert!(install_name("ns/a").len() <= 63);
     }
 }

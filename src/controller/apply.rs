@@ -4,6 +4,8 @@
 //! Secret write goes back to the round, which says what it means.
 
 use super::Context;
+use super::act::NotLeader;
+use super::error::Error;
 use super::events::{self, Occurrence};
 use super::gather::{Blocked, Gathered};
 use super::login;
@@ -11,6 +13,7 @@ use super::output;
 use super::output::OutputSpec;
 use super::rollout;
 use super::status::{self, Report};
+use crate::claims::ClaimError;
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Note;
 use crate::decision::{Phase, Round, Stored, assess};
@@ -21,20 +24,29 @@ use kube::{Api, Resource, ResourceExt};
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// How long after a refused write of a kept token no reconcile tries it again (the round asks
+/// again after `decision::assess::WRITE_RETRY`).
+const REFUSED_WRITE_PAUSE: Duration = Duration::from_secs(5);
+
 /// Applies a finished round.
 pub async fn apply(
     ctx: &Context,
     account: &DhanAccount,
     facts: Gathered,
-) -> Result<Option<Duration>, kube::Error> {
+) -> Result<Option<Duration>, Error> {
     let Gathered {
         spec,
         mut round,
         moved_from,
+        secret_version,
         finished_jobs,
         ..
     } = facts;
-    store_token(ctx, account, &spec.output, &mut round, moved_from).await;
+    let at = Written {
+        version: secret_version,
+        moved_from,
+    };
+    store_token(ctx, account, &spec.output, &mut round, at).await?;
     login_jobs(ctx, account, &mut round, &finished_jobs.done).await;
     let old = account.status.clone().unwrap_or_default();
     restart_workloads(ctx, account, &old, &spec.output.name, &mut round).await;
@@ -50,7 +62,9 @@ pub async fn apply(
         .or(old.secret_name.as_deref());
     let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
     write_status(ctx, account, &old, report.compose(&old)).await?;
-    settle_claim(ctx, account, round.keeps_claim(now)).await;
+    if let Some(note) = settle_claim(ctx, account, round.keeps_claim(now)).await {
+        round.notes.push(note);
+    }
     for note in &round.notes {
         log_note(account, note);
         publish(ctx, account, note).await;
@@ -69,23 +83,46 @@ pub async fn apply(
         .min())
 }
 
+/// Where the token goes: the output Secret's version as read, the Secret it moves from.
+struct Written {
+    version: Option<String>,
+    moved_from: Option<(String, String)>,
+}
+
 /// The token into the output Secret, first. A refused write keeps the token in memory (it is
-/// the only live one) and goes back to the round, which reports it and retries the write.
+/// the only live one) and goes back to the round, which reports it and retries the write. The
+/// write is made on the Secret as read, and by the leader only: a token written since (by a new
+/// leader, say) is never replaced with this one.
 async fn store_token(
     ctx: &Context,
     account: &DhanAccount,
     spec: &OutputSpec,
     round: &mut Round,
-    moved_from: Option<(String, String)>,
-) {
+    at: Written,
+) -> Result<(), NotLeader> {
+    let moved_from = at.moved_from;
     let Some(held) = round.token_to_store().cloned() else {
-        return;
+        return Ok(());
     };
     let uid = account.uid().unwrap_or_default();
+    // One attempt per retry: a reconcile woken right after a refusal (by its own status write,
+    // an event) does not try again at once, nor count another refusal.
+    let now = ctx.clock.now();
+    let refused_lately = ctx.memos.last_refused_write(&uid).is_some_and(|at| {
+        now < at + chrono::Duration::from_std(REFUSED_WRITE_PAUSE).unwrap_or_default()
+    });
+    if matches!(held.stored, Stored::Unwritten { refusals: 1.., .. }) && refused_lately {
+        return Ok(());
+    }
+    if let Some(leadership) = &ctx.leadership
+        && !leadership.holds_for(Duration::ZERO).await
+    {
+        return Err(NotLeader);
+    }
     let namespace = account.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
-    let result = output::write(&secrets, &secret).await;
+    let result = output::write(&secrets, &secret, at.version.as_deref()).await;
     match &result {
         Ok(version) => {
             ctx.own_writes
@@ -111,8 +148,11 @@ async fn store_token(
                 });
             }
         }
-        Err(error) => warn!(account = %account.name_any(), namespace, %error,
-            "the output Secret write was refused; the token is kept"),
+        Err(error) => {
+            ctx.memos.refused_write(&uid, now);
+            warn!(account = %account.name_any(), namespace, %error,
+            "the output Secret write was refused; the token is kept")
+        }
     }
     round.stored(result.map(|_| ()).map_err(|e| describe(&e)));
     if let Some(held) = round
@@ -122,6 +162,7 @@ async fn store_token(
     {
         ctx.memos.keep_unwritten(&uid, held);
     }
+    Ok(())
 }
 
 /// Deletes finished login Jobs, creates a new one, frees the slot of a login that ended.
@@ -240,7 +281,7 @@ pub async fn blocked(
 ) -> Result<Option<Duration>, kube::Error> {
     let old = account.status.clone().unwrap_or_default();
     let uid = account.uid().unwrap_or_default();
-    let mut memory = status::memory_from(&old, None);
+    let mut memory = status::memory_from(&old, None, ctx.clock.now());
     if let Some(login) = memory.login.take() {
         login::delete_job(
             ctx,
@@ -254,7 +295,7 @@ pub async fn blocked(
     let live = old.expires_at.is_some_and(|t| t > now);
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
-    settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
+    let lost = settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
     let assessment =
         crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
     let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
@@ -270,21 +311,39 @@ pub async fn blocked(
         publish(ctx, account, &note).await;
     }
     write_status(ctx, account, &old, status).await?;
+    if let Some(note) = lost {
+        log_note(account, &note);
+        publish(ctx, account, &note).await;
+    }
     Ok(assessment.requeue)
 }
 
-/// Gives up the account's client-ID claim unless it is to be kept, and in any case when it is
-/// for a client ID the account no longer names.
-async fn settle_claim(ctx: &Context, account: &DhanAccount, keep: bool) {
-    let Some(claims) = &ctx.claims else {
-        return;
-    };
+/// Keeps the account's client-ID claim while it has something another minter would destroy (a
+/// live token, a login under way, a mint whose answer was lost) — taking it again after a
+/// restart, an upgrade or an adoption — and gives it up otherwise. A claim another install took
+/// while this one was away is reported: that install's next mint kills this account's token.
+async fn settle_claim(ctx: &Context, account: &DhanAccount, keep: bool) -> Option<Note> {
+    let claims = ctx.claims.as_ref()?;
     let uid = account.uid().unwrap_or_default();
-    let Some(claimed) = claims.claimed_by(&uid) else {
-        return;
-    };
-    if !keep || claimed != account.spec.client_id.trim() {
+    if !keep {
         claims.release(&uid).await;
+        return None;
+    }
+    match claims.ensure(&uid, account.spec.client_id.trim()).await {
+        Ok(()) => None,
+        Err(ClaimError::Taken) => Some(Note {
+            warning: true,
+            reason: "ClaimLost",
+            message: "another dhan-operator install holds this client ID's claim (taken while \
+                      this install was away): its next token will replace this account's; \
+                      only one account may mint for a client ID"
+                .into(),
+        }),
+        Err(error) => {
+            // Taken again by the next reconcile; nothing mints without it meanwhile.
+            warn!(account = %account.name_any(), %error, "could not confirm the client-ID claim");
+            None
+        }
     }
 }
 

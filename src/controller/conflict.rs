@@ -1,9 +1,11 @@
 //! One minter per client ID: a new token kills the client's previous one (docs/dhan-api.md §1), so
-//! two DhanAccounts minting for one client would knock each other's tokens out. The oldest
-//! account wins (ties broken by namespace/name), across all namespaces. An older account that
-//! failed for good (its credentials are missing, or Dhan refused them) and holds no live token
-//! does not count: otherwise anyone could name another team's client ID first, with no
-//! credentials at all, and keep the real owner's account in `Conflict` for ever.
+//! two DhanAccounts minting for one client would knock each other's tokens out. Of the accounts
+//! that hold the client ID, one with a live token wins (its token is not killed for another's),
+//! then the oldest (ties broken by namespace/name), across all namespaces.
+//! Only an account that holds a live token, or is obtaining one, holds a client ID: one that
+//! failed for good (its credentials are missing, or Dhan refused them), is suspended, or lost a
+//! conflict itself does not, unless its token still lives — otherwise anyone could name another
+//! team's client ID first and keep the real owner's account in `Conflict` for ever.
 
 use crate::crd::{DhanAccount, Phase};
 use chrono::{DateTime, Utc};
@@ -18,9 +20,11 @@ pub struct Claim {
     namespace: String,
     name: String,
     uid: String,
-    /// Until when it keeps others from minting: for ever, unless it failed for good; then
-    /// while its last token lives (a mint by another would kill it).
+    /// Until when it keeps others from minting: for ever while it is obtaining tokens;
+    /// otherwise while its last token lives (a mint by another would kill it).
     holds_until: Option<DateTime<Utc>>,
+    /// When its token expires, as its status says.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl Claim {
@@ -35,6 +39,7 @@ impl Claim {
             name: account.name_any(),
             uid: account.uid().unwrap_or_default(),
             holds_until: holds_until(account),
+            expires_at: account.status.as_ref().and_then(|s| s.expires_at),
         };
         Some((account.spec.client_id.trim().to_string(), claim))
     }
@@ -42,15 +47,30 @@ impl Claim {
     fn holds(&self, now: DateTime<Utc>) -> bool {
         self.holds_until.is_none_or(|until| until > now)
     }
+
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at > now)
+    }
 }
 
 /// `None`: for ever.
 fn holds_until(account: &DhanAccount) -> Option<DateTime<Utc>> {
-    let status = account.status.as_ref()?;
-    if status.phase != Some(Phase::Failed) {
+    let status = account.status.as_ref();
+    let phase = status.and_then(|s| s.phase);
+    let suspended = account.spec.suspend == Some(true);
+    let obtaining = !suspended
+        && !matches!(
+            phase,
+            Some(Phase::Failed | Phase::Conflict | Phase::Suspended)
+        );
+    if obtaining {
         return None;
     }
-    Some(status.expires_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
+    Some(
+        status
+            .and_then(|s| s.expires_at)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    )
 }
 
 /// Every claim, by client ID, least first: finding the winner costs the same whatever the number
@@ -78,15 +98,18 @@ impl Claims {
     }
 
     /// The account that may mint for `account`'s client ID at `now` when it is not `account`
-    /// itself, as `namespace/name`. Walks the claims oldest first, past those that no longer
-    /// hold: in practice one or two.
+    /// itself, as `namespace/name`: the oldest holder with a live token, else the oldest holder
+    /// (`account` itself counts as holding: it is being reconciled). Walks the claims oldest
+    /// first: in practice one or two.
     pub fn winner_over(&self, account: &DhanAccount, now: DateTime<Utc>) -> Option<String> {
         let uid = account.uid().unwrap_or_default();
-        let winner = self
-            .0
-            .get(account.spec.client_id.trim())?
+        let claims = self.0.get(account.spec.client_id.trim())?;
+        let holding = |claim: &&Claim| claim.uid == uid || claim.holds(now);
+        let winner = claims
             .iter()
-            .find(|claim| claim.uid == uid || claim.holds(now))?;
+            .filter(holding)
+            .find(|claim| claim.live(now))
+            .or_else(|| claims.iter().find(holding))?;
         (winner.uid != uid).then(|| format!("{}/{}", winner.namespace, winner.name))
     }
 }
@@ -154,6 +177,31 @@ mod tests {
     }
 
     #[test]
+    fn a_live_token_is_not_killed_for_an_older_account() {
+        let hour = chrono::Duration::hours(1);
+        let mut old = account("team-a", "unsuspended", "1001", 100);
+        old.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Pending),
+            ..Default::default()
+        });
+        let mut live = account("team-b", "alice", "1001", 200);
+        live.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Ready),
+            expires_at: Some(NOW + hour),
+            ..Default::default()
+        });
+        let all = claims(&[&old, &live]);
+        assert_eq!(all.winner_over(&old, NOW), Some("team-b/alice".into()));
+        assert_eq!(all.winner_over(&live, NOW), None);
+        // Once it has lapsed, age decides again.
+        let later = NOW + hour + hour;
+        assert_eq!(
+            all.winner_over(&live, later),
+            Some("team-a/unsuspended".into())
+        );
+    }
+
+    #[test]
     fn same_age_is_broken_by_namespace_and_name() {
         let a = account("a", "x", "1001", 100);
         let b = account("b", "x", "1001", 100);
@@ -163,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn an_older_account_that_failed_for_good_holds_only_while_its_token_lives() {
+    fn an_older_account_holds_only_while_it_obtains_tokens_or_its_token_lives() {
         let with = |phase, expires: Option<DateTime<Utc>>| {
             let mut old = account("team-a", "squatter", "1001", 100);
             old.status = Some(DhanAccountStatus {
@@ -175,12 +223,25 @@ mod tests {
         };
         let owner = account("team-b", "alice", "1001", 200);
         let hour = chrono::Duration::hours(1);
+        let suspended = |phase, expires| {
+            let mut old = with(phase, expires);
+            old.spec.suspend = Some(true);
+            old
+        };
         for (old, holds) in [
             (account("team-a", "squatter", "1001", 100), true),
+            (with(Phase::Pending, None), true),
             (with(Phase::Backoff, None), true),
+            (with(Phase::Expired, None), true),
             (with(Phase::Failed, None), false),
             (with(Phase::Failed, Some(NOW - hour)), false),
             (with(Phase::Failed, Some(NOW + hour)), true),
+            (with(Phase::Conflict, None), false),
+            (with(Phase::Conflict, Some(NOW + hour)), true),
+            (with(Phase::Suspended, None), false),
+            (suspended(Phase::Pending, None), false),
+            (suspended(Phase::Ready, Some(NOW + hour)), true),
+            (suspended(Phase::Ready, Some(NOW - hour)), false),
         ] {
             let all = claims(&[&old, &owner]);
             let expected = holds.then(|| "team-a/squatter".to_string());

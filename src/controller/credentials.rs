@@ -1,11 +1,13 @@
 //! Reading an account's credentials from Secrets in its own namespace.
 
 use crate::crd::{DhanAccountSpec, SecretKeyRef};
+use crate::decision::Method;
 use crate::decision::method::Offered;
 use crate::dhan::TotpKey;
+use hmac::{Hmac, Mac};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A credential the operator may need.
@@ -106,7 +108,8 @@ impl std::fmt::Display for Missing {
 pub struct Credentials {
     values: BTreeMap<CredentialKey, Result<Sensitive, Missing>>,
     sources: BTreeMap<CredentialKey, SecretKeyRef>,
-    /// Changes whenever a referenced Secret changes, appears or disappears.
+    /// Changes whenever the client ID, the methods or a credential's value changes (or a
+    /// credential appears or disappears).
     pub fingerprint: String,
 }
 
@@ -132,7 +135,6 @@ impl Credentials {
     pub async fn load(
         secrets: &Api<Secret>,
         spec: &DhanAccountSpec,
-        generation: Option<i64>,
     ) -> Result<Credentials, kube::Error> {
         let sources: BTreeMap<_, _> = CredentialKey::ALL
             .into_iter()
@@ -143,28 +145,14 @@ impl Credentials {
         for name in names {
             fetched.insert(name.to_string(), secrets.get_opt(name).await?);
         }
-        Ok(Self::resolve(sources, &fetched, generation))
+        Ok(Self::resolve(sources, &fetched, spec))
     }
 
     fn resolve(
         sources: BTreeMap<CredentialKey, SecretKeyRef>,
         fetched: &BTreeMap<String, Option<Secret>>,
-        generation: Option<i64>,
+        spec: &DhanAccountSpec,
     ) -> Credentials {
-        let mut hasher = Sha256::new();
-        hasher.update(format!("generation={generation:?};"));
-        for (name, secret) in fetched {
-            let version = secret
-                .as_ref()
-                .and_then(|s| s.metadata.resource_version.clone())
-                .unwrap_or_else(|| "absent".into());
-            hasher.update(format!("{name}={version};"));
-        }
-        let fingerprint = hasher.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-
         let mut values = BTreeMap::new();
         for (key, source) in &sources {
             let value = match fetched.get(&source.secret_name).and_then(|s| s.as_ref()) {
@@ -183,12 +171,67 @@ impl Credentials {
             };
             values.insert(*key, value);
         }
+        let fingerprint = fingerprint(spec, &values);
         Credentials {
             values,
             sources,
             fingerprint,
         }
     }
+
+    /// A keyed hash of exactly what `method` submits to Dhan (docs/dhan-api.md §1, §3): what
+    /// a refusal is remembered by, so the same values are never sent again that day.
+    pub fn submission_hash(&self, client_id: &str, method: Method) -> Option<String> {
+        let keys: &[CredentialKey] = match method {
+            Method::Renew => return None,
+            Method::Totp => &[CredentialKey::Pin, CredentialKey::TotpSecret],
+            Method::Browser => &[
+                CredentialKey::Mobile,
+                CredentialKey::Pin,
+                CredentialKey::TotpSecret,
+            ],
+        };
+        let mut mac = keyed(client_id);
+        mac.update(method.as_str().as_bytes());
+        for key in keys {
+            let value = self.get(*key).ok()?;
+            mac.update(format!(";{}={}", key.default_key(), value.expose()).as_bytes());
+        }
+        Some(short(mac))
+    }
+}
+
+/// What a held failure is remembered by: the client ID, the methods, and the credentials'
+/// values (or why each is missing) — never the Secrets' resource versions, which change with a
+/// label, an annotation or a sync that changes nothing the operator sends.
+fn fingerprint(
+    spec: &DhanAccountSpec,
+    values: &BTreeMap<CredentialKey, Result<Sensitive, Missing>>,
+) -> String {
+    let mut mac = keyed(spec.client_id.trim());
+    mac.update(format!("methods={:?};", spec.methods).as_bytes());
+    for (key, value) in values {
+        let shown = match value {
+            Ok(value) => format!("{}={};", key.default_key(), value.expose()),
+            Err(missing) => format!("{}!{missing};", key.default_key()),
+        };
+        mac.update(shown.as_bytes());
+    }
+    short(mac)
+}
+
+/// An HMAC keyed by the client ID. The hashes land in status and in claims: a short PIN alone
+/// could be found by trying every value, so every hash covers the TOTP key (or a token) too.
+fn keyed(client_id: &str) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(format!("dhan-operator/credentials/{client_id}").as_bytes())
+        .expect("HMAC takes any key length")
+}
+
+fn short(mac: Hmac<Sha256>) -> String {
+    mac.finalize().into_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Credentials {
@@ -283,7 +326,7 @@ mod tests {
             .iter()
             .map(|(n, s)| (n.to_string(), s.clone()))
             .collect();
-        Credentials::resolve(sources, &fetched, Some(1))
+        Credentials::resolve(sources, &fetched, &spec)
     }
 
     #[test]
@@ -328,6 +371,67 @@ mod tests {
             ("team-app", None),
         ]);
         assert_ne!(before.fingerprint, after.fingerprint);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_values_not_resource_versions() {
+        let with = |version: &str, pin: &str| {
+            resolve(&[
+                (
+                    "alice-dhan",
+                    Some(secret("alice-dhan", version, &[("pin", pin)])),
+                ),
+                ("team-app", None),
+            ])
+        };
+        assert_eq!(
+            with("1", "123456").fingerprint,
+            with("2", "123456").fingerprint,
+            "a label or an annotation changes the resource version, not what is sent"
+        );
+        assert_ne!(
+            with("1", "123456").fingerprint,
+            with("2", "654321").fingerprint
+        );
+    }
+
+    #[test]
+    fn a_submission_hash_covers_what_the_method_sends() {
+        let creds = |pin: &str, mobile: &str| {
+            resolve(&[(
+                "alice-dhan",
+                Some(secret(
+                    "alice-dhan",
+                    "1",
+                    &[
+                        ("pin", pin),
+                        ("totpSecret", "JBSWY3DPEHPK3PXP"),
+                        ("mobile", mobile),
+                    ],
+                )),
+            )])
+        };
+        let totp = |c: &Credentials| c.submission_hash("1000000001", Method::Totp);
+        assert_eq!(
+            totp(&creds("1", "9876543210")),
+            totp(&creds("1", "9999999999"))
+        );
+        assert_ne!(
+            totp(&creds("1", "9876543210")),
+            totp(&creds("2", "9876543210"))
+        );
+        let browser = |c: &Credentials| c.submission_hash("1000000001", Method::Browser);
+        assert_ne!(
+            browser(&creds("1", "9876543210")),
+            browser(&creds("1", "9999999999"))
+        );
+        assert_ne!(
+            totp(&creds("1", "9876543210")),
+            creds("1", "9876543210").submission_hash("1000000002", Method::Totp)
+        );
+        assert_eq!(creds("1", "9").submission_hash("1", Method::Renew), None);
+        let missing = resolve(&[("alice-dhan", None)]);
+        assert_eq!(totp(&missing), None, "nothing to send");
     }
 
     #[test]

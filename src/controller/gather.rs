@@ -8,9 +8,10 @@ use super::login::{self, LoginFound};
 use super::output::{self, Found};
 use super::spec::{self, Spec};
 use super::status::memory_from;
+use crate::claims::Answer;
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Inputs;
-use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token};
+use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token, TokenFacts};
 use crate::dhan::AccessToken;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
@@ -32,10 +33,14 @@ pub struct Gathered {
     /// The Secret the token was found in when it is not the one the spec names (a rename):
     /// its name and UID, deleted once the token is written to the new one.
     pub moved_from: Option<(String, String)>,
+    /// The output Secret's resource version as read: the token is written on it.
+    pub secret_version: Option<String>,
     /// The finished login's `tokenId`, for the consume step.
     pub token_id: Option<login::TokenId>,
     /// Login Jobs whose result was taken in before they completed.
     pub finished_jobs: FinishedJobs,
+    /// How the browser login recorded on the client's claim ended, when it did in this round.
+    pub login_answer: Option<Answer>,
 }
 
 /// Login Jobs whose result was taken in before they completed.
@@ -89,9 +94,13 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     // Independent reads, sent together: a reconcile waits for one round trip, not two.
     let (found, credentials) = tokio::try_join!(
         find_token(ctx, account, &secrets, &spec, &status),
-        Credentials::load(&secrets, &account.spec, account.metadata.generation),
+        Credentials::load(&secrets, &account.spec),
     )?;
-    let (token, moved_from) = match found {
+    let TokenFound {
+        token,
+        moved_from,
+        version: secret_version,
+    } = match found {
         Ok(found) => found,
         Err(blocked) => return Ok(Facts::Blocked(blocked)),
     };
@@ -104,8 +113,12 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
             Some(Token { value, facts })
         });
     let facts = token.as_ref().map(|h| &h.token.facts);
-    let mut memory = memory_from(&status, facts);
+    let mut memory = memory_from(&status, facts, now);
+    if let Some(at) = lost_mint(ctx, &status, facts, &spec.policy.client_id, &memory) {
+        memory.mint_unconfirmed = memory.mint_unconfirmed.max(Some(at));
+    }
     let probe = ctx.memos.probe(&uid, facts.map(|f| f.hash.as_str()));
+    let last_token = memory.last_mint;
 
     let mut finished_jobs = FinishedJobs::default();
     let found = find_login(
@@ -117,11 +130,30 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         &mut finished_jobs,
     )
     .await?;
+    let client_id = &spec.policy.client_id;
+    let login_answer = match &found.seen {
+        LoginSeen::Succeeded { .. } => Some(Answer::Heard),
+        LoginSeen::Failed { counts: true, .. } => credentials
+            .submission_hash(client_id, Method::Browser)
+            .map(Answer::Refused),
+        LoginSeen::Failed { .. } => Some(Answer::Heard),
+        LoginSeen::None | LoginSeen::Running => None,
+    };
+    let refused_today = ctx
+        .claims
+        .as_ref()
+        .map_or(0, |claims| claims.refused_today(client_id, last_token));
     let inputs = Inputs {
         policy: spec.policy.clone(),
         limits: ctx.limits.clone(),
         usable: credentials.offered(ctx.login.enabled).usable(),
-        fingerprint: credentials.fingerprint.clone(),
+        // Turning browser logins on lifts a hold for want of a usable method.
+        fingerprint: format!(
+            "{}{}",
+            credentials.fingerprint,
+            if ctx.login.enabled { "+b" } else { "" }
+        ),
+        refused_today,
         web_token,
         refresh_request: account
             .annotations()
@@ -134,9 +166,47 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         credentials,
         round,
         moved_from,
+        secret_version,
         token_id: found.token_id,
         finished_jobs,
+        login_answer,
     })))
+}
+
+/// When the Secret's token may have been revoked by a mint this process never heard the end of:
+/// one recorded in flight on the client's claim by a process that died during the call (or
+/// heard nothing definite), or a newer token in the status than in the Secret (a process that
+/// died before its kept token was written). The token is then probed at once, before any
+/// probe slot (docs/dhan-api.md §1: a mint kills the previous token).
+fn lost_mint(
+    ctx: &Context,
+    status: &DhanAccountStatus,
+    token: Option<&TokenFacts>,
+    client_id: &str,
+    memory: &Memory,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let known = [
+        memory.last_mint,
+        memory.mint_unconfirmed,
+        memory.last_failure.as_ref().map(|f| f.at),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    let in_flight = ctx
+        .claims
+        .as_ref()
+        .and_then(|claims| claims.unconfirmed_mint(client_id))
+        .filter(|at| known.is_none_or(|known| *at > known));
+    let token = token?;
+    let newer_in_status = status
+        .token_hash
+        .as_ref()
+        .filter(|hash| **hash != token.hash)
+        .and(status.issued_at)
+        .filter(|issued| *issued > token.issued_at)
+        .and(status.last_refresh_time);
+    in_flight.max(newer_in_status)
 }
 
 /// The current token: in the output Secret, in the Secret it moved from (a renamed
@@ -148,33 +218,41 @@ async fn find_token(
     secrets: &Api<Secret>,
     spec: &Spec,
     status: &DhanAccountStatus,
-) -> Result<Result<(Option<Held>, Option<(String, String)>), Blocked>, kube::Error> {
+) -> Result<Result<TokenFound, Blocked>, kube::Error> {
     let uid = account.uid().unwrap_or_default();
     let out = &spec.output;
-    let (mut token, mut moved_from) = match output::read(secrets, account, &out.name, out).await? {
-        Found::Foreign => {
-            return Ok(Err(Blocked {
-                phase: Phase::Failed,
-                reason: "SecretNotOwned",
-                message: format!(
-                    "Secret {:?} exists and is not owned by this DhanAccount; it is left \
+    let (mut token, mut moved_from, version) =
+        match output::read(secrets, account, &out.name, out).await? {
+            Found::Foreign => {
+                return Ok(Err(Blocked {
+                    phase: Phase::Failed,
+                    reason: "SecretNotOwned",
+                    message: format!(
+                        "Secret {:?} exists and is not owned by this DhanAccount; it is left \
                      untouched — delete it or choose another spec.secretName",
-                    out.name
-                ),
-                requeue: None,
-            }));
-        }
-        Found::Ours {
-            token: Some(token),
-            method,
-            shaped,
-            ..
-        } => (
-            Some(held(token, method.or(status.method.clone()), shaped)),
-            None,
-        ),
-        Found::Ours { token: None, .. } | Found::Absent => (None, None),
-    };
+                        out.name
+                    ),
+                    requeue: None,
+                }));
+            }
+            Found::Ours {
+                token: Some(token),
+                method,
+                shaped,
+                version,
+                ..
+            } => (
+                Some(held(token, method.or(status.method.clone()), shaped)),
+                None,
+                version,
+            ),
+            Found::Ours {
+                token: None,
+                version,
+                ..
+            } => (None, None, version),
+            Found::Absent => (None, None, None),
+        };
     if token.is_none()
         && let Some(previous) = status.secret_name.as_ref().filter(|n| **n != out.name)
         && let Found::Ours {
@@ -191,14 +269,33 @@ async fn find_token(
         let landed = token
             .as_ref()
             .is_some_and(|t| t.token.facts.hash == kept.token.facts.hash);
-        if landed {
+        // A token written since (another replica's, a later mint's) is newer: Dhan revoked
+        // the kept one when it issued it (docs/dhan-api.md §1), and the kept one never
+        // replaces it.
+        let superseded = token
+            .as_ref()
+            .is_some_and(|t| t.token.facts.obtained_at > kept.token.facts.obtained_at);
+        if landed || superseded {
             ctx.memos.written_token(&uid, &kept.token.facts.hash);
         } else if kept.token.facts.is_live(ctx.clock.now()) {
             token = Some(kept);
             moved_from = None;
         }
     }
-    Ok(Ok((token, moved_from)))
+    Ok(Ok(TokenFound {
+        token,
+        moved_from,
+        version,
+    }))
+}
+
+/// Where the current token is.
+struct TokenFound {
+    token: Option<Held>,
+    /// The Secret it moved from (name, UID).
+    moved_from: Option<(String, String)>,
+    /// The output Secret's resource version, when it exists.
+    version: Option<String>,
 }
 
 /// What became of the recorded browser login; a running login Job the status does not name

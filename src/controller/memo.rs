@@ -21,6 +21,8 @@ struct Memo {
     written: Option<String>,
     /// The last event published on the account, to count a repeat into its series.
     last_event: Option<LastEvent>,
+    /// When the kept token's write was last refused.
+    refused_write: Option<DateTime<Utc>>,
 }
 
 /// Per-account memos, by account UID.
@@ -67,8 +69,19 @@ impl Memos {
                 .is_some_and(|h| h.token.facts.hash == hash)
             {
                 m.unwritten = None;
+                m.refused_write = None;
             }
         });
+    }
+
+    /// The kept token's write was refused at `at`.
+    pub fn refused_write(&self, uid: &str, at: DateTime<Utc>) {
+        self.with(uid, |m| m.refused_write = Some(at));
+    }
+
+    /// When the kept token's write was last refused.
+    pub fn last_refused_write(&self, uid: &str) -> Option<DateTime<Utc>> {
+        self.read(uid, |m| m.refused_write)
     }
 
     pub fn remember_status_write(&self, uid: &str, resource_version: Option<String>) {

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod conflict;
 pub mod credentials;
 pub mod decode;
+pub mod error;
 pub mod events;
 pub mod gather;
 pub mod index;
@@ -176,7 +177,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
     });
     tokio::spawn(prune(context.clone()));
     if let Some(claims) = context.claims.clone() {
-        tokio::spawn(renew_claims(claims));
+        tokio::spawn(keep_claims(claims));
     }
     let scope = settings.namespace.as_deref();
     let (namespaces, with_accounts) = tokio::sync::watch::channel(Default::default());
@@ -190,7 +191,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
     info!("controller started");
     controller
         .shutdown_on_signal()
-        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .run(
+            reconcile::reconcile,
+            reconcile::error_policy,
+            context.clone(),
+        )
         .for_each(|result| {
             match result {
                 Ok(_) => {}
@@ -203,6 +208,10 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
             futures::future::ready(())
         })
         .await;
+    // Every reconcile in flight has ended: the next process of this install may act at once.
+    if let Some(claims) = &context.claims {
+        claims.stop().await;
+    }
 }
 
 /// Login Jobs and their Pods wake their account: a finished Job at once, and a Pod as soon
@@ -241,11 +250,13 @@ fn watch_logins(
         })
 }
 
-/// Renews this install's client-ID claims before they lapse.
-async fn renew_claims(claims: Arc<Claims>) {
+/// Keeps this install's heartbeat, so its client-ID claims hold.
+async fn keep_claims(claims: Arc<Claims>) {
     loop {
-        tokio::time::sleep(claims.renew_every()).await;
-        claims.renew_due().await;
+        if let Err(error) = claims.beat().await {
+            warn!(%error, "not acting for this install: no mints meanwhile");
+        }
+        tokio::time::sleep(crate::claims::HEARTBEAT_EVERY).await;
     }
 }
 

@@ -84,6 +84,9 @@ pub enum Found {
     Ours {
         /// The Secret's UID (a moved-from Secret is deleted only if it is still this one).
         uid: String,
+        /// Its resource version: a write of this account's token is made on this version only,
+        /// so it never replaces a token someone wrote since.
+        version: Option<String>,
         token: Option<Token>,
         method: Option<String>,
         /// Whether it has the shape the spec wants.
@@ -177,6 +180,7 @@ pub fn examine(secret: &Secret, account: &DhanAccount, spec: &OutputSpec) -> Fou
         && data.contains_key(&spec.keys.token);
     Found::Ours {
         uid: secret.uid().unwrap_or_default(),
+        version: secret.resource_version(),
         token,
         method: annotations.get(METHOD_ANNOTATION).cloned(),
         shaped,
@@ -264,12 +268,20 @@ pub fn secret_for(
     }
 }
 
-/// Writes `token` into the output Secret (server-side apply); returns the resource version
-/// written.
-pub async fn write(secrets: &Api<Secret>, secret: &Secret) -> Result<Option<String>, kube::Error> {
+/// Writes `token` into the output Secret (server-side apply), on resource version `on` when the
+/// Secret existed (the API server refuses the write with 409 if it changed since); returns the
+/// resource version written.
+pub async fn write(
+    secrets: &Api<Secret>,
+    secret: &Secret,
+    on: Option<&str>,
+) -> Result<Option<String>, kube::Error> {
     let mut value = serde_json::to_value(secret).expect("a Secret serialises");
     value["apiVersion"] = "v1".into();
     value["kind"] = "Secret".into();
+    if let Some(version) = on {
+        value["metadata"]["resourceVersion"] = version.into();
+    }
     let written = secrets
         .patch(
             &secret.name_any(),

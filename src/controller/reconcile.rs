@@ -2,8 +2,9 @@
 //! calls), then apply what it decided.
 
 use super::Context;
-use super::act::{self, NotLeader, Refused};
+use super::act::{self, Refused};
 use super::apply;
+pub use super::error::Error;
 use super::gather::{self, Blocked, Facts};
 use crate::claims::ClaimError;
 use crate::crd::DhanAccount;
@@ -17,27 +18,8 @@ use tracing::warn;
 /// A round takes at most this many steps (a probe, a few methods, a static-IP read).
 const MAX_STEPS: usize = 8;
 
-/// Errors that abort a reconcile; they are retried by the controller. Variant names double
-/// as metric labels.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    NotLeader(#[from] NotLeader),
-}
-
 /// How soon an account refused the client-ID claim looks again (the holder may let go).
 const CLAIM_RECHECK: Duration = Duration::from_secs(30);
-
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "KubeApi",
-            Error::NotLeader(_) => "NotLeader",
-        }
-    }
-}
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let requeue = reconcile_once(account, ctx).await?;
@@ -57,6 +39,11 @@ pub async fn reconcile_once(
         Facts::Gathered(gathered) => gathered,
     };
     let mut gathered = *gathered;
+    if let (Some(claims), Some(answer)) = (&ctx.claims, &gathered.login_answer) {
+        claims
+            .answered(&account.uid().unwrap_or_default(), answer)
+            .await;
+    }
     for _ in 0..MAX_STEPS {
         let step = gathered.round.next(ctx.clock.now());
         if step == Step::Finish {
@@ -73,7 +60,7 @@ pub async fn reconcile_once(
         };
         gathered.round.absorb(outcome, ctx.clock.now());
     }
-    Ok(apply::apply(&ctx, &account, gathered).await?)
+    apply::apply(&ctx, &account, gathered).await
 }
 
 /// Why an account that may not claim its client ID does nothing. The message names neither the
@@ -90,7 +77,7 @@ fn unclaimed(error: &ClaimError) -> Blocked {
                 .into(),
             requeue: Some(CLAIM_RECHECK),
         },
-        ClaimError::Unavailable { .. } => Blocked {
+        ClaimError::Unavailable { .. } | ClaimError::Refused(_) => Blocked {
             phase: Phase::Backoff,
             reason: "ClaimUnavailable",
             message: format!("not minting: {error}"),

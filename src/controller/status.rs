@@ -5,42 +5,65 @@
 use crate::crd::{Condition, DailyCount, DhanAccountStatus, LoginStatus, StaticIpStatus};
 use crate::decision::{Assessment, DayCount, LastFailure, LoginRecord, Memory, RefreshReason};
 use crate::decision::{Round, TokenFacts};
-use crate::dhan::IpInfo;
+use crate::dhan::{IpInfo, totp};
 use chrono::{DateTime, SubsecRound, Utc};
 
+/// The longest any wait the status can ask for may be: the next IST midnight (Dhan's consent
+/// day) is the furthest.
+pub const MAX_STATUS_WAIT: chrono::Duration = chrono::Duration::hours(25);
+
 /// What the status remembers, with the output Secret's record of when its token was obtained.
-pub fn memory_from(status: &DhanAccountStatus, token: Option<&TokenFacts>) -> Memory {
+/// Every value is clamped to what is possible at `now`: the status can be written by anyone
+/// with rights on the status subresource, and the clock can jump back; a time in the future
+/// (or a TOTP step not yet reached) would otherwise stop the account, or make a reconcile wait
+/// without end.
+pub fn memory_from(
+    status: &DhanAccountStatus,
+    token: Option<&TokenFacts>,
+    now: DateTime<Utc>,
+) -> Memory {
+    let past = |t: Option<DateTime<Utc>>| t.map(|t| t.min(now));
     let day = |c: &Option<DailyCount>| {
         c.as_ref().map(|c| DayCount {
             day: c.day.clone(),
-            count: c.count,
+            count: c.count.min(MAX_DAILY_COUNT),
         })
     };
     Memory {
-        last_mint: status.last_refresh_time.max(token.map(|t| t.obtained_at)),
-        failed_attempts: status.failed_attempts.unwrap_or(0),
+        last_mint: past(status.last_refresh_time.max(token.map(|t| t.obtained_at))),
+        failed_attempts: status.failed_attempts.unwrap_or(0).min(MAX_FAILED_ATTEMPTS),
         last_failure: status.last_failure_time.map(|at| LastFailure {
-            at,
+            at: at.min(now),
             reason: status.last_failure_reason.clone().unwrap_or_default(),
             message: status.last_failure_message.clone().unwrap_or_default(),
         }),
-        retry_not_before: status.retry_not_before,
+        // Set with a failure only, and never further than the next IST day from it.
+        retry_not_before: status
+            .retry_not_before
+            .zip(status.last_failure_time)
+            .map(|(t, failed)| t.min(failed.min(now) + MAX_STATUS_WAIT)),
         held_inputs: status.failed_inputs.clone(),
         refresh_request_handled: status.refresh_request_handled.clone(),
-        last_totp_step: status.last_totp_step,
+        // A code is only ever sent for the step it is in.
+        last_totp_step: status.last_totp_step.map(|s| s.min(totp::step_at(now))),
         consents: day(&status.consents),
         failed_logins: day(&status.failed_logins),
         login: status.login.as_ref().map(|l| LoginRecord {
             job_name: l.job_name.clone(),
-            started_at: l.started_at,
+            started_at: l.started_at.min(now),
             // Written by this operator from the same enum; an unknown value can only come from
             // a hand edit, and "no token" is the neutral description.
             reason: RefreshReason::parse(&l.reason).unwrap_or(RefreshReason::NoToken),
             refresh_request: l.refresh_request.clone(),
         }),
-        mint_unconfirmed: status.mint_unconfirmed_at,
+        mint_unconfirmed: past(status.mint_unconfirmed_at),
     }
 }
+
+/// The most `status.failedAttempts` means (the backoff stops growing long before).
+pub const MAX_FAILED_ATTEMPTS: u32 = 1000;
+/// The most a daily count means (Dhan allows 25 consents a day).
+pub const MAX_DAILY_COUNT: u32 = 1000;
 
 /// The status after a reconcile.
 pub struct Report<'a> {
@@ -97,7 +120,8 @@ impl Report<'_> {
             expires_at: self.token.map(|t| t.expires_at),
             next_refresh_time: second(a.next_refresh),
             last_refresh_time: second(memory.last_mint),
-            failed_attempts: (memory.failed_attempts > 0).then_some(memory.failed_attempts),
+            failed_attempts: (memory.failed_attempts > 0)
+                .then_some(memory.failed_attempts.min(MAX_FAILED_ATTEMPTS)),
             last_failure_time: second(memory.last_failure.as_ref().map(|f| f.at)),
             last_failure_reason: memory.last_failure.as_ref().map(|f| f.reason.clone()),
             last_failure_message: memory.last_failure.as_ref().map(|f| f.message.clone()),

@@ -58,13 +58,10 @@ pub struct Assessment {
     pub requeue: Option<Duration>,
 }
 
-/// Secret-write retries: 5 s, 10 s, 20 s … capped at 5 minutes.
-fn write_retry(refusals: u32) -> Duration {
-    let exponent = refusals.saturating_sub(1).min(10);
-    Duration::from_secs(5)
-        .saturating_mul(1 << exponent)
-        .min(Duration::from_secs(300))
-}
+/// How soon a refused Secret write of a kept token is tried again. Often, and without backoff:
+/// a write costs Dhan nothing, and until it lands the trading pods have no live token (Dhan
+/// revoked the previous one when it issued this one, docs/dhan-api.md §1).
+pub const WRITE_RETRY: Duration = Duration::from_secs(15);
 
 /// A state that needs no Dhan call: an invalid spec, a conflict, a Secret owned by someone
 /// else. Keeps what is known of the token in the Secret.
@@ -209,7 +206,7 @@ pub fn assess(round: &Round, now: DateTime<Utc>) -> Assessment {
 
 /// A new token that could not be written: the only live token, kept and written again.
 fn write_refused(refusals: u32, error: &str) -> Assessment {
-    let retry = write_retry(refusals);
+    let retry = WRITE_RETRY;
     Assessment {
         phase: Phase::Backoff,
         ready: false,

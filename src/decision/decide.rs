@@ -1,6 +1,7 @@
 //! When to refresh, probe or wait: a pure function of the account's facts and the clock.
 
 use super::after;
+use super::failure::FailureKind;
 use super::market::{in_market_hours, market_close};
 use super::memory::Memory;
 use super::policy::{Limits, Policy};
@@ -94,8 +95,16 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         .refresh_request
         .filter(|r| Some(*r) != facts.memory.refresh_request_handled.as_deref());
 
+    // A refused credential is not sent again because someone asked for a token: only a change
+    // of the credentials lifts that hold. Other holds yield to a request.
+    let refused_credentials = facts
+        .memory
+        .last_failure
+        .as_ref()
+        .and_then(|f| FailureKind::from_reason(&f.reason))
+        .is_some_and(FailureKind::refuses_credentials);
     if facts.memory.held_inputs.as_deref() == Some(facts.inputs_fingerprint)
-        && new_request.is_none()
+        && (new_request.is_none() || refused_credentials)
     {
         return Decision::HoldFailed {
             until: live_token.map(|t| t.expires_at),

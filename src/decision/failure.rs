@@ -33,8 +33,12 @@ pub enum FailureKind {
     TooManyLoginAttempts,
     LoginOriginRefused,
     LoginConfig,
-    /// Too many failed browser logins today: stop before Dhan locks the account.
+    /// The day's cap on refused credential submissions for the client is reached: stop before
+    /// Dhan locks the account, until the next IST day.
     LoginLockout,
+    /// Dhan refused these very credentials for this client earlier today (IST): they are not
+    /// sent again, by any account.
+    CredentialsRefusedToday,
     /// No method can be used with what the account has.
     NoUsableMethod,
     // Dhan's limits: retried when they allow.
@@ -98,6 +102,7 @@ impl FailureKind {
             LoginOriginRefused => "LoginOriginRefused",
             LoginConfig => "LoginConfig",
             LoginLockout => "LoginLockout",
+            CredentialsRefusedToday => "CredentialsRefusedToday",
             NoUsableMethod => "NoUsableMethod",
             MintThrottled => "MintThrottled",
             ConsentLimitExceeded => "ConsentLimitExceeded",
@@ -122,13 +127,28 @@ impl FailureKind {
     pub fn handling(self) -> Handling {
         use FailureKind::*;
         match self {
-            InvalidPin | InvalidTotp | InvalidCredentials | InvalidClientId | TotpNotEnabled
-            | AccountLocked | AppUnauthorized | NoApiAccess | AccountIssue | RenewNotAllowed
-            | MalformedToken | InvalidConfig | TokenDead | InvalidMobile | InvalidPassword
-            | TooManyLoginAttempts | LoginOriginRefused | LoginConfig | LoginLockout
+            InvalidPin
+            | InvalidTotp
+            | InvalidCredentials
+            | InvalidClientId
+            | TotpNotEnabled
+            | AccountLocked
+            | AppUnauthorized
+            | NoApiAccess
+            | AccountIssue
+            | RenewNotAllowed
+            | MalformedToken
+            | InvalidConfig
+            | TokenDead
+            | InvalidMobile
+            | InvalidPassword
+            | TooManyLoginAttempts
+            | LoginOriginRefused
+            | LoginConfig
+            | CredentialsRefusedToday
             | NoUsableMethod => Handling::Hold,
             MintThrottled => Handling::AfterMintInterval,
-            ConsentLimitExceeded => Handling::NextIstDay,
+            ConsentLimitExceeded | LoginLockout => Handling::NextIstDay,
             RateLimited
             | ServerError
             | Rejected
@@ -147,6 +167,14 @@ impl FailureKind {
         }
     }
 
+    /// The kind whose [`FailureKind::reason`] is `reason` (as the status records it).
+    pub fn from_reason(reason: &str) -> Option<FailureKind> {
+        <FailureKind as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
+            .find(|k| k.reason() == reason)
+    }
+
     /// A refusal of the credentials themselves: retrying it on a timer could lock the
     /// account, so it wins over any transient failure of another method.
     pub fn refuses_credentials(self) -> bool {
@@ -163,7 +191,7 @@ impl FailureKind {
                 | InvalidMobile
                 | InvalidPassword
                 | TooManyLoginAttempts
-                | LoginLockout
+                | CredentialsRefusedToday
         )
     }
 

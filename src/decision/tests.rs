@@ -122,6 +122,7 @@ impl Sim {
             fingerprint: "inputs".into(),
             web_token: None,
             refresh_request: None,
+            refused_today: 0,
         };
         let held = self.token.clone().map(|facts| Held {
             token: Token {

@@ -4,9 +4,8 @@
 
 use crate::support::{self, ChildProcess, control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -153,17 +152,14 @@ pub fn assert_secrets_fetched_only_where_accounts_live(
     }
 }
 
-/// The claim Lease of `client_id` in `namespace` names this install.
-pub async fn assert_claimed_by(client: &Client, namespace: &str, client_id: &str, install: &str) {
-    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
-        .get(&dhan_operator::claims::lease_name(client_id))
+/// The client-ID claim of `client_id` names this install.
+pub async fn assert_claimed_by(client: &Client, client_id: &str, install: &str) {
+    let claim = Api::<dhan_operator::claims::DhanClientClaim>::all(client.clone())
+        .get(&dhan_operator::claims::claim_name(client_id))
         .await
-        .expect("the client-ID claim Lease");
-    let holder = lease.spec.unwrap().holder_identity.unwrap_or_default();
-    assert!(
-        holder.starts_with(&format!("{install}/")),
-        "{holder} is held by {install}"
-    );
+        .expect("the client-ID claim");
+    let holder = claim.spec.holder.expect("a holder");
+    assert_eq!(holder.install, install, "the claim's holder");
 }
 
 /// Secure metrics with the chart's rights: /metrics over HTTPS for a caller the API server
@@ -215,35 +211,54 @@ fn json_log_field(output: &str, message: &str, field: &str) -> Option<String> {
         .and_then(|line| line["fields"][field].as_str().map(str::to_string))
 }
 
-/// The client-ID claims Role and RoleBinding in `claims`: every Lease there (their names are
-/// hashes), nothing elsewhere.
+/// The client-ID claims ClusterRole and its binding: claims (their names are hashes) and
+/// installs' heartbeats, cluster-scoped, updating only this release's own heartbeat.
 pub async fn assert_client_claims_rbac(
     client: &Client,
-    claims: &str,
     fullname: &str,
+    install_id: &str,
     sa_namespace: &str,
     sa: &str,
 ) {
     let name = format!("{fullname}-client-claims");
-    let role = Api::<Role>::namespaced(client.clone(), claims)
+    let role = Api::<ClusterRole>::all(client.clone())
         .get(&name)
         .await
-        .expect("the client-claims Role");
+        .expect("the client-claims ClusterRole");
     let rules = role.rules.unwrap_or_default();
+    let (named, unnamed): (Vec<_>, Vec<_>) = rules
+        .into_iter()
+        .partition(|r| r.resource_names.as_ref().is_some_and(|n| !n.is_empty()));
+    let set = |verbs: &[&str]| verbs.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>();
+    let group = "dhan-operator.dev".to_string();
     assert_eq!(
-        crate::flatten(&rules),
-        BTreeMap::from([(
-            ("coordination.k8s.io".to_string(), "leases".to_string()),
-            ["create", "delete", "get", "update"]
-                .map(String::from)
-                .into_iter()
-                .collect()
-        )])
+        crate::flatten(&unnamed),
+        BTreeMap::from([
+            (
+                (group.clone(), "dhanclientclaims".to_string()),
+                set(&["create", "delete", "get", "list", "update"])
+            ),
+            (
+                (group.clone(), "dhanoperatorinstalls".to_string()),
+                set(&["create", "get"])
+            ),
+        ])
     );
-    let binding = Api::<RoleBinding>::namespaced(client.clone(), claims)
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(
+        named[0].resource_names.clone().unwrap(),
+        [dhan_operator::claims::install_name(install_id)],
+        "only this release's heartbeat is renewed"
+    );
+    assert_eq!(
+        named[0].resources.clone().unwrap(),
+        ["dhanoperatorinstalls"]
+    );
+    assert_eq!(named[0].verbs, ["update"]);
+    let binding = Api::<ClusterRoleBinding>::all(client.clone())
         .get(&name)
         .await
-        .expect("the client-claims RoleBinding");
+        .expect("the client-claims ClusterRoleBinding");
     assert_eq!(binding.role_ref.name, name);
     assert!(crate::is_service_account(
         binding.subjects.as_ref(),
@@ -252,9 +267,10 @@ pub async fn assert_client_claims_rbac(
     ));
 }
 
-/// Single-namespace mode with secure metrics: the only cluster-wide grant to the ServiceAccount
-/// creates TokenReviews and SubjectAccessReviews; the metrics-reader ClusterRole is bound to
-/// nobody by default.
+/// Single-namespace mode with secure metrics: the only cluster-wide grants to the ServiceAccount
+/// are the client-ID claims (cluster-scoped objects every install meets at) and the creation of
+/// TokenReviews and SubjectAccessReviews; the metrics-reader ClusterRole is bound to nobody by
+/// default.
 pub async fn assert_only_metrics_reviews_are_cluster_wide(
     client: &Client,
     by_release: &ListParams,
@@ -271,6 +287,7 @@ pub async fn assert_only_metrics_reviews_are_cluster_wide(
     assert_eq!(
         names,
         BTreeSet::from([
+            format!("{fullname}-client-claims"),
             format!("{fullname}-metrics-auth"),
             format!("{fullname}-metrics-reader")
         ])
@@ -301,7 +318,13 @@ pub async fn assert_only_metrics_reviews_are_cluster_wide(
         .filter(|b| crate::is_service_account(b.subjects.as_ref(), namespace, sa))
         .map(|b| b.role_ref.name)
         .collect();
-    assert_eq!(bound, [format!("{fullname}-metrics-auth")]);
+    assert_eq!(
+        bound.into_iter().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            format!("{fullname}-client-claims"),
+            format!("{fullname}-metrics-auth")
+        ])
+    );
 }
 
 /// A tenant's Secret in `namespace`, which holds no DhanAccount.

@@ -11,11 +11,13 @@
 //!   X itself (a team installing into its own namespace): a Role + RoleBinding in X.
 //! - no `--namespace`: cluster mode, the release in a namespace of its own (`operator-*`): a
 //!   ClusterRole + ClusterRoleBinding.
-//! - `--browser-logins`, `--rollout-restarts`, `--notifications`, `--metrics-secure` and
-//!   `--client-claims-namespace N` switch on the chart value that grants their rights (each is
-//!   off without its flag, so the role is the least the flags need); `--leader-elect` names the
-//!   Lease the leader-election Role allows (`leaderElection.leaseName`) after
-//!   `--leader-elect-lease`, and the Lease's namespace must be the release namespace.
+//! - `--browser-logins`, `--rollout-restarts`, `--notifications` and `--metrics-secure` switch on
+//!   the chart value that grants their rights (each is off without its flag, so the role is the
+//!   least the flags need); `--leader-elect` names the Lease the leader-election Role allows
+//!   (`leaderElection.leaseName`) after `--leader-elect-lease`, and the Lease's namespace must be
+//!   the release namespace; `--install-id X` becomes `clientClaims.installId`, whose heartbeat the
+//!   chart lets the operator renew — without it the operator is given the chart's default
+//!   (`<release namespace>/<fullname>`), as the chart's Deployment does.
 //! - `replicaCount: 0` and no trading-calendar ConfigMap, dashboard, NetworkPolicy,
 //!   ServiceMonitor or PrometheusRule: nothing a kubelet would run, nothing a test might count.
 //!
@@ -64,6 +66,8 @@ pub struct ChartIdentity {
     pub kubeconfig: PathBuf,
     /// Namespace of the release and its ServiceAccount (the Deployment's pods' namespace).
     pub release_namespace: String,
+    /// The install ID the chart gives the operator (`--install-id`).
+    pub install_id: String,
 }
 
 /// What the chart's values depend on, read from `dhan-operator run` flags.
@@ -77,7 +81,7 @@ struct Flags {
     leader_elect: bool,
     leader_elect_lease: Option<String>,
     leader_elect_namespace: Option<String>,
-    client_claims_namespace: Option<String>,
+    install_id: Option<String>,
 }
 
 impl Flags {
@@ -108,7 +112,7 @@ impl Flags {
                 "leader-elect" => flags.leader_elect = true,
                 "leader-elect-lease" => flags.leader_elect_lease = Some(value()),
                 "leader-elect-namespace" => flags.leader_elect_namespace = Some(value()),
-                "client-claims-namespace" => flags.client_claims_namespace = Some(value()),
+                "install-id" => flags.install_id = Some(value()),
                 _ => {}
             }
         }
@@ -129,10 +133,7 @@ impl Flags {
             "browserLogin": { "enabled": self.browser_logins },
             "rolloutRestarts": { "enabled": self.rollout_restarts },
             "notifications": { "enabled": self.notifications },
-            "clientClaims": {
-                "enabled": self.client_claims_namespace.is_some(),
-                "namespace": self.client_claims_namespace.as_deref().unwrap_or(""),
-            },
+            "clientClaims": { "installId": self.install_id.as_deref().unwrap_or("") },
             "leaderElection": { "enabled": self.leader_elect, "leaseName": lease },
             "metrics": {
                 "secure": { "enabled": self.metrics_secure },
@@ -265,9 +266,20 @@ async fn install(values: &Value, namespace: Option<String>) -> ChartIdentity {
          ({})",
         kubeconfig.display()
     );
+    let install_id = match values["clientClaims"]["installId"].as_str() {
+        Some(id) if !id.is_empty() => id.to_string(),
+        // The chart's default: `<release namespace>/<fullname>`, the fullname being the release
+        // name and the chart's (the release name never contains the chart's).
+        _ => {
+            let mut fullname = format!("{release}-dhan-operator");
+            fullname.truncate(63);
+            format!("{namespace}/{}", fullname.trim_end_matches('-'))
+        }
+    };
     ChartIdentity {
         kubeconfig,
         release_namespace: namespace,
+        install_id,
     }
 }
 
@@ -297,7 +309,7 @@ fn write_kubeconfig(path: &std::path::Path, namespace: &str, service_account: &s
 
 /// Waits until the token authenticates and the release's RoleBindings reach the authorizer
 /// (both through informers of the API server): the operator may list its DhanAccounts, read its
-/// leader Lease and the Leases of its claims namespace.
+/// leader Lease and the client-ID claims.
 async fn wait_until_effective(kubeconfig: &std::path::Path, namespace: &str, values: &Value) {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
@@ -309,7 +321,6 @@ async fn wait_until_effective(kubeconfig: &std::path::Path, namespace: &str, val
         Some(watched) => Api::namespaced(client.clone(), watched),
     };
     let lease = values["leaderElection"]["leaseName"].as_str().unwrap_or("");
-    let claims = values["clientClaims"]["namespace"].as_str().unwrap_or("");
     super::wait_for(Duration::from_secs(30), || async {
         // Metadata only: a test may have put an account there that does not decode.
         accounts
@@ -322,12 +333,10 @@ async fn wait_until_effective(kubeconfig: &std::path::Path, namespace: &str, val
                 .await
                 .ok()?;
         }
-        if !claims.is_empty() {
-            Api::<Lease>::namespaced(client.clone(), claims)
-                .get_opt("probe")
-                .await
-                .ok()?;
-        }
+        Api::<dhan_operator::claims::DhanClientClaim>::all(client.clone())
+            .get_opt("probe")
+            .await
+            .ok()?;
         Some(())
     })
     .await;

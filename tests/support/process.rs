@@ -111,6 +111,7 @@ pub fn holiday_calendar() -> &'static str {
 /// override these. With `KUBECONFIG` in `env` the operator runs as that identity and no chart is
 /// installed. Without `--trading-calendar` it gets [`holiday_calendar`].
 pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
+    let mut install_id: Option<String> = None;
     let mut args = vec!["run"];
     args.extend_from_slice(extra_args);
     if !extra_args
@@ -128,6 +129,12 @@ pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess
             identity.kubeconfig.to_str().unwrap().into(),
         ));
         full_env.push(("POD_NAMESPACE".into(), identity.release_namespace));
+        if !extra_args.iter().any(|a| a.starts_with("--install-id")) {
+            install_id = Some(identity.install_id);
+        }
+    }
+    if let Some(id) = &install_id {
+        args.extend(["--install-id", id.as_str()]);
     }
     full_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let full_env: Vec<(&str, &str)> = full_env

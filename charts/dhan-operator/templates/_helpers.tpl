@@ -93,17 +93,18 @@ Name of the leader-election Lease: leaderElection.leaseName, else one per releas
 {{- end }}
 
 {{/*
-Namespace of the client-ID claim Leases: clientClaims.namespace, or the release namespace.
-*/}}
-{{- define "dhan-operator.claimsNamespace" -}}
-{{- default .Release.Namespace .Values.clientClaims.namespace }}
-{{- end }}
-
-{{/*
 This install's name in client-ID claims: stable across upgrades and replicas, unique per release.
 */}}
 {{- define "dhan-operator.installId" -}}
-{{- printf "%s/%s" .Release.Namespace (include "dhan-operator.fullname" .) }}
+{{- .Values.clientClaims.installId | default (printf "%s/%s" .Release.Namespace (include "dhan-operator.fullname" .)) }}
+{{- end }}
+
+{{/*
+The name of this install's heartbeat (a DhanOperatorInstall): a hash of its install ID, as the
+operator derives it.
+*/}}
+{{- define "dhan-operator.installObject" -}}
+{{- printf "install-%s" (sha256sum (printf "dhan-operator-install:%s" (include "dhan-operator.installId" .)) | trunc 16) }}
 {{- end }}
 
 {{/*

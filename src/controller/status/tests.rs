@@ -115,7 +115,7 @@ fn memory_survives_a_round_trip_through_status() {
     };
     let a = ready();
     let status = report(Some(&token), &memory, &a, now()).compose(&DhanAccountStatus::default());
-    assert_eq!(memory_from(&status, Some(&token)), memory);
+    assert_eq!(memory_from(&status, Some(&token), now()), memory);
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn a_held_failure_keeps_its_time_on_the_next_reconcile() {
     };
     let first = report(None, &memory, &failed, now()).compose(&DhanAccountStatus::default());
     assert!(first.last_failure_time.is_some());
-    let again = memory_from(&first, None);
+    let again = memory_from(&first, None, now());
     let second =
         report(None, &again, &failed, now() + chrono::Duration::minutes(1)).compose(&first);
     assert_eq!(first, second, "no second PATCH and no lost failure time");

@@ -1,14 +1,18 @@
-//! Client-ID claims shared with other installs: the Lease calls around a mint, and who mints.
+//! Client-ID claims shared with other installs: who mints, the claim calls around a mint, and
+//! what a claim keeps across restarts and re-creations.
 
 use super::fixtures::*;
+use crate::claims::Submission;
 use crate::crd::Phase;
-use serde_json::json;
+use http::Method;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const MINT: &str = "generateAccessToken";
 const CLIENT: &str = "1000000001";
 /// Sunday 2026-11-22 05:30 IST: outside market hours.
 const SUNDAY_MORNING: &str = "2026-11-22T00:00:00Z";
+const MINUTE: Duration = Duration::from_secs(60);
 
 fn bench() -> Bench {
     let bench = Bench::with_claims(SUNDAY_MORNING);
@@ -24,18 +28,40 @@ fn uid(bench: &Bench, name: &str) -> String {
         .to_string()
 }
 
-fn holder(bench: &Bench) -> Option<String> {
-    let lease = bench.api.get(&lease_path(CLIENT))?;
-    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+fn claim(bench: &Bench) -> Option<Value> {
+    bench.api.get(&claim_path(CLIENT))
 }
 
-fn lease_requests(bench: &Bench) -> Vec<String> {
+/// `(install, account UID)` of the claim's holder.
+fn holder(bench: &Bench) -> Option<(String, String)> {
+    let holder = claim(bench)?["spec"]["holder"].clone();
+    Some((
+        holder["install"].as_str()?.to_string(),
+        holder["account"].as_str()?.to_string(),
+    ))
+}
+
+fn claim_writes(bench: &Bench) -> Vec<String> {
     bench
         .api
-        .log()
+        .writes()
         .into_iter()
-        .filter(|r| r.contains("/leases"))
+        .filter(|r| r.contains("/dhanclientclaims"))
         .collect()
+}
+
+fn renewal(credentials: Option<&str>) -> Submission {
+    Submission {
+        credentials: credentials.map(str::to_string),
+        last_token: None,
+        cap: 3,
+    }
+}
+
+fn request_refresh(bench: &Bench, name: &str, value: &str) {
+    let mut object = bench.api.get(&account_path(name)).unwrap();
+    object["metadata"]["annotations"] = json!({"dhan-operator.dev/refresh-requested": value});
+    bench.api.put(&account_path(name), object);
 }
 
 #[tokio::test(start_paused = true)]
@@ -46,16 +72,22 @@ async fn a_first_mint_takes_the_claim_in_the_name_of_install_and_account() {
     assert_eq!(bench.dhan.calls(MINT).len(), 1);
     assert_eq!(
         holder(&bench),
-        Some(format!("install-a/{}", uid(&bench, "alice")))
+        Some(("install-a".into(), uid(&bench, "alice")))
     );
-    let lease = lease_path(CLIENT);
+    let flight = &claim(&bench).unwrap()["spec"]["inFlight"];
     assert_eq!(
-        lease_requests(&bench),
-        [
-            format!("GET {lease}"),
-            format!("POST {}", lease.rsplit_once('/').expect("a Lease path").0),
-        ],
-        "read, then created: once"
+        flight["credentials"], true,
+        "the mint was recorded before it was sent"
+    );
+    let claims = "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims";
+    assert_eq!(
+        claim_writes(&bench),
+        [format!("POST {claims}")],
+        "one write: the claim with the mint in flight"
+    );
+    assert!(
+        bench.api.get(&install_path("install-a")).is_some(),
+        "the install's heartbeat"
     );
 }
 
@@ -63,8 +95,9 @@ async fn a_first_mint_takes_the_claim_in_the_name_of_install_and_account() {
 async fn a_client_another_install_claimed_is_a_conflict_that_names_nobody() {
     let bench = bench();
     let other = bench.claims_of("install-b");
+    other.beat().await.unwrap();
     other
-        .secure("uid-of-team-b", CLIENT, Duration::from_secs(20))
+        .secure("uid-of-team-b", CLIENT, &renewal(None))
         .await
         .unwrap();
     let requeue = bench.reconcile("alice").await;
@@ -83,7 +116,7 @@ async fn a_client_another_install_claimed_is_a_conflict_that_names_nobody() {
     assert_eq!(requeue, Some(Duration::from_secs(30)));
 
     other.release("uid-of-team-b").await;
-    assert_eq!(holder(&bench), None, "released: the Lease is gone");
+    assert_eq!(claim(&bench), None, "released, with nothing to keep: gone");
     bench.advance(Duration::from_secs(30)).await;
     bench.reconcile("alice").await;
     assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
@@ -91,7 +124,7 @@ async fn a_client_another_install_claimed_is_a_conflict_that_names_nobody() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_account_dhan_refuses_gives_its_claim_up() {
+async fn an_account_dhan_refuses_gives_its_claim_up_and_the_refusal_stays_counted() {
     let bench = Bench::with_claims(SUNDAY_MORNING);
     bench.credentials("000000");
     bench.account("alice", json!({}));
@@ -103,76 +136,191 @@ async fn an_account_dhan_refuses_gives_its_claim_up() {
         None,
         "naming a client ID with credentials Dhan refuses keeps nobody out"
     );
+    assert_eq!(claim(&bench).unwrap()["spec"]["refusals"]["count"], 1);
     let owner = bench.claims_of("install-b");
+    owner.beat().await.unwrap();
     owner
-        .secure("uid-of-the-owner", CLIENT, Duration::from_secs(20))
+        .secure("uid-of-the-owner", CLIENT, &renewal(None))
         .await
         .expect("the real owner claims it");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fresh_claim_is_not_read_again_for_the_next_mint() {
-    let bench = bench();
-    bench.reconcile("alice").await;
-    bench.api.clear_log();
-    bench.advance(Duration::from_secs(600)).await;
-    let mut object = bench.api.get(&account_path("alice")).unwrap();
-    object["metadata"]["annotations"] = json!({"dhan-operator.dev/refresh-requested": "1"});
-    bench.api.put(&account_path("alice"), object);
-    bench.reconcile("alice").await;
-    assert_eq!(bench.dhan.calls(MINT).len(), 2);
-    assert_eq!(lease_requests(&bench), Vec::<String>::new());
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_claim_its_install_stopped_renewing_is_taken_over_once_it_lapsed() {
+async fn a_claim_whose_install_stopped_beating_is_taken_over_once_it_lapsed() {
     let bench = bench();
     let gone = bench.claims_of("install-b");
-    gone.secure("uid-of-team-b", CLIENT, Duration::from_secs(20))
+    gone.beat().await.unwrap();
+    gone.secure("uid-of-team-b", CLIENT, &renewal(None))
         .await
         .unwrap();
     bench.reconcile("alice").await;
     assert_eq!(bench.status("alice").phase, Some(Phase::Conflict));
-    // Thirty minutes without renewal, and the skew margin.
+    // Thirty minutes without a heartbeat of install-b, and the skew margin.
     bench.advance(Duration::from_secs(1800 + 10)).await;
     bench.reconcile("alice").await;
     assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
     assert_eq!(
         holder(&bench),
-        Some(format!("install-a/{}", uid(&bench, "alice")))
+        Some(("install-a".into(), uid(&bench, "alice")))
     );
-    let lease = bench.api.get(&lease_path(CLIENT)).unwrap();
-    assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
 
+/// The bug: claims followed the mint, not the token. After a restart, an upgrade or a leader
+/// change no live token held its claim; it lapsed, and another install's waiting account
+/// minted, killing the live token.
 #[tokio::test(start_paused = true)]
-async fn renewals_keep_a_claim_from_lapsing() {
-    let bench = bench();
+async fn a_live_token_keeps_its_claim_across_restarts_with_no_write_per_claim() {
+    // Sunday 10:00 IST: six hours to go before any scheduled refresh.
+    let mut bench = Bench::with_claims("2026-11-22T04:30:00Z");
+    bench.credentials(PIN);
+    bench.account("alice", json!({}));
     bench.reconcile("alice").await;
-    let claims = bench.ctx.claims.clone().unwrap();
-    let renewed = || {
-        bench.api.get(&lease_path(CLIENT)).unwrap()["spec"]["renewTime"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let first = renewed();
-    bench.advance(Duration::from_secs(300)).await;
-    claims.renew_due().await;
-    assert_eq!(renewed(), first, "not due before a third of its duration");
-    bench.advance(Duration::from_secs(300)).await;
-    claims.renew_due().await;
-    assert_ne!(renewed(), first);
-
+    let minted = bench.secret_token("alice-token").unwrap();
     let other = bench.claims_of("install-b");
-    bench.advance(Duration::from_secs(1500)).await;
-    assert!(
-        other
-            .secure("uid-of-team-b", CLIENT, Duration::from_secs(20))
-            .await
-            .is_err(),
-        "still held 35 minutes after the first claim"
+    for _ in 0..3 {
+        bench.restart();
+        bench.api.clear_log();
+        // Hours of probes, far past any claim duration, with the heartbeat going on.
+        for _ in 0..8 {
+            bench.advance(15 * MINUTE).await;
+            bench.reconcile("alice").await;
+            other.beat().await.unwrap();
+            assert!(
+                other
+                    .secure("uid-of-team-b", CLIENT, &renewal(Some("creds")))
+                    .await
+                    .is_err(),
+                "another install never takes a live token's claim"
+            );
+        }
+        assert_eq!(
+            claim_writes(&bench),
+            Vec::<String>::new(),
+            "a quiet claim costs no write"
+        );
+    }
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+    assert!(bench.dhan.is_live(&minted));
+}
+
+/// The bug: an adopted token (a pasted web token, a retained Secret) never took a claim.
+#[tokio::test(start_paused = true)]
+async fn an_adopted_web_token_takes_the_claim_without_a_mint() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    let web = crate::dhan::jwt::testing::jwt(json!({
+        "exp": (bench.now() + chrono::Duration::hours(20)).timestamp(),
+        "iat": (bench.now() - chrono::Duration::hours(4)).timestamp(),
+        "tokenConsumerType": "SELF", "n": 0,
+    }));
+    bench.dhan.accept(&web);
+    bench.api.put(
+        &secret_path("alice-dhan"),
+        json!({"metadata": {"name": "alice-dhan", "namespace": NS},
+               "data": {"accessToken": b64(&web)}}),
     );
+    bench.account("alice", json!({"methods": ["renew"]}));
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").method.as_deref(), Some("adopted"));
+    assert_eq!(
+        bench.dhan.calls(MINT).len() + bench.dhan.calls("RenewToken").len(),
+        0
+    );
+    assert_eq!(
+        holder(&bench),
+        Some(("install-a".into(), uid(&bench, "alice")))
+    );
+}
+
+/// The bug: the cap lived in the account's status, so deleting and re-creating the account
+/// reset it, and the same wrong PIN was typed into Dhan again.
+#[tokio::test(start_paused = true)]
+async fn a_recreated_account_never_resends_credentials_refused_today_and_the_cap_holds() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    let recreate = |pin: &str| {
+        bench.credentials(pin);
+        bench.api.remove(&account_path("alice"));
+        bench.account("alice", json!({}));
+    };
+    recreate("000001");
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").conditions[0].reason, "InvalidPin");
+    recreate("000001");
+    bench.advance(5 * MINUTE).await;
+    bench.reconcile("alice").await;
+    let status = bench.status("alice");
+    assert_eq!(status.conditions[0].reason, "CredentialsRefusedToday");
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(bench.dhan.calls(MINT).len(), 1, "not sent again");
+    for (n, pin) in ["000002", "000003"].into_iter().enumerate() {
+        recreate(pin);
+        bench.advance(5 * MINUTE).await;
+        bench.reconcile("alice").await;
+        assert_eq!(bench.dhan.calls(MINT).len(), n + 2);
+    }
+    // The cap: three refusals today. Even the right PIN waits for the next IST day.
+    recreate(PIN);
+    bench.advance(5 * MINUTE).await;
+    bench.reconcile("alice").await;
+    let status = bench.status("alice");
+    assert_eq!(status.conditions[0].reason, "LoginLockout", "{status:?}");
+    assert_eq!(bench.dhan.calls(MINT).len(), 3);
+    // Midnight IST is 18:30 UTC.
+    bench.run("alice", Duration::from_secs(19 * 3600)).await;
+    assert_eq!(bench.dhan.calls(MINT).len(), 4);
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+}
+
+/// The bug: the hold on a refused PIN was keyed on the credential Secret's resource version, so
+/// a label, an annotation or a GitOps sync lifted it; a refresh request lifted it too.
+#[tokio::test(start_paused = true)]
+async fn neither_a_touch_of_the_secret_nor_a_refresh_request_resends_a_refused_pin() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    bench.credentials("000000");
+    bench.account("alice", json!({}));
+    bench.reconcile("alice").await;
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+    for touch in 0..5 {
+        let mut secret = bench.api.get(&secret_path("alice-dhan")).unwrap();
+        secret["metadata"]["annotations"] = json!({"synced-by": format!("argo-{touch}")});
+        bench.api.put(&secret_path("alice-dhan"), secret);
+        request_refresh(&bench, "alice", &format!("request-{touch}"));
+        bench.advance(MINUTE).await;
+        bench.reconcile("alice").await;
+    }
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        1,
+        "the wrong PIN went to Dhan once"
+    );
+    assert_eq!(bench.status("alice").phase, Some(Phase::Failed));
+    // A new PIN is tried.
+    bench.credentials(PIN);
+    bench.advance(MINUTE).await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+}
+
+/// The bug: with `methods: [totp, browser]`, a PIN the API refused was typed into the login
+/// page in the same attempt.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_stops_at_the_first_refused_credential() {
+    let bench = Bench::with_browser_logins(SUNDAY_MORNING);
+    bench.api.put(
+        &secret_path("alice-dhan"),
+        json!({"metadata": {"name": "alice-dhan", "namespace": NS},
+               "data": {"pin": b64("000000"), "totpSecret": b64(TOTP_SECRET),
+                        "apiKey": b64("app-1"), "apiSecret": b64("app-secret-1"),
+                        "mobile": b64("9876543210")}}),
+    );
+    bench.account("alice", json!({"methods": ["totp", "browser"]}));
+    bench.run("alice", 30 * MINUTE).await;
+    assert_eq!(bench.dhan.calls(MINT).len(), 1);
+    assert_eq!(
+        bench.dhan.calls("generate-consent").len(),
+        0,
+        "no login typed it again"
+    );
+    assert_eq!(bench.status("alice").conditions[0].reason, "InvalidPin");
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,15 +330,34 @@ async fn changing_the_client_id_releases_the_old_claim_and_the_next_mint_takes_t
     bench.edit_spec("alice", json!({"clientId": "1000000002"}));
     bench.advance(Duration::from_secs(200)).await;
     bench.reconcile("alice").await;
-    assert_eq!(holder(&bench), None, "the old client's claim is released");
-
-    let mut object = bench.api.get(&account_path("alice")).unwrap();
-    object["metadata"]["annotations"] = json!({"dhan-operator.dev/refresh-requested": "1"});
-    bench.api.put(&account_path("alice"), object);
-    bench.reconcile("alice").await;
-    let new = bench.api.get(&lease_path("1000000002")).unwrap();
     assert_eq!(
-        new["spec"]["holderIdentity"],
-        format!("install-a/{}", uid(&bench, "alice"))
+        holder(&bench),
+        None,
+        "the old client's claim is released (its account no longer names it)"
+    );
+    request_refresh(&bench, "alice", "1");
+    bench.reconcile("alice").await;
+    let new = bench.api.get(&claim_path("1000000002")).unwrap();
+    assert_eq!(new["spec"]["holder"]["account"], uid(&bench, "alice"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_mint_without_the_heartbeat() {
+    let bench = bench();
+    bench.api.refuse(
+        Method::POST,
+        "/dhanoperatorinstalls",
+        403,
+        "dhanoperatorinstalls is forbidden",
+    );
+    let beat = bench.ctx.claims.clone().unwrap();
+    assert!(beat.beat().await.is_err());
+    let claims = bench.ctx.claims.clone().unwrap();
+    assert!(
+        claims
+            .secure("uid", CLIENT, &renewal(Some("creds")))
+            .await
+            .is_err(),
+        "a process that does not act for its install mints nothing"
     );
 }

@@ -192,6 +192,15 @@ impl FakeApi {
         };
         let existing = state.objects.get(&object_path).cloned();
         drop(state);
+        // A resource version in the patch is a precondition, as the API server makes it.
+        let wanted = &patch["metadata"]["resourceVersion"];
+        if !wanted.is_null()
+            && existing
+                .as_ref()
+                .is_none_or(|o| o["metadata"]["resourceVersion"] != *wanted)
+        {
+            return status(409, "the object has been modified");
+        }
         let merged = match (existing, subresource, apply) {
             (None, true, _) => return status(404, "not found"),
             (None, false, false) => return status(404, "not found"),
@@ -223,13 +232,16 @@ impl FakeApi {
     }
 }
 
+/// Whether `path` names a collection: `/api/v1/{plural}`, `/apis/{group}/{version}/{plural}`,
+/// or either with `namespaces/{ns}/` before the plural.
 fn is_collection(path: &str) -> bool {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    // …/namespaces/{ns}/{plural}
-    parts.len() >= 2 && parts[parts.len() - 2] != "namespaces" && {
-        let n = parts.len();
-        n >= 3 && parts[n - 3] == "namespaces"
-    }
+    let rest = match parts.first() {
+        Some(&"api") => &parts[2.min(parts.len())..],
+        Some(&"apis") => &parts[3.min(parts.len())..],
+        _ => return false,
+    };
+    matches!(rest, [_] | ["namespaces", _, _])
 }
 
 fn list(state: &State, path: &str, query: &str) -> Value {

@@ -37,6 +37,9 @@ pub enum Mint {
     IssueButTimeOut,
     /// A token that is not a readable JWT; only Dhan's `expiryTime` says when it expires.
     IssueOpaque,
+    /// Dhan carries the mint out (the previous token is revoked) and the answer never comes:
+    /// the operator dies waiting for it (its reconcile is dropped).
+    IssueAndHang,
 }
 
 #[derive(Default)]
@@ -120,6 +123,12 @@ impl FakeDhan {
                 self.issue(consumer);
                 Err(DhanError::Timeout)
             }
+            Mint::IssueAndHang => {
+                self.issue(consumer);
+                Err(DhanError::Network {
+                    detail: "hang".into(),
+                })
+            }
             Mint::IssueOpaque => {
                 let mut issued = self.issue(consumer);
                 let opaque = format!("opaque-{}", issued.token.expose().len());
@@ -149,6 +158,9 @@ impl DhanApi for FakeDhan {
                 message: "Invalid Pin".into(),
             })
         };
+        if matches!(&result, Err(DhanError::Network { detail }) if detail == "hang") {
+            return Box::pin(std::future::pending());
+        }
         Box::pin(async move { result })
     }
 
@@ -210,6 +222,47 @@ impl DhanApi for FakeDhan {
     }
 }
 
+/// A fresh operator process's shared state, on `api` and `dhan`.
+fn context(
+    api: &FakeApi,
+    dhan: Arc<FakeDhan>,
+    clock: Arc<dyn Clock>,
+    browser_logins: bool,
+    store: kube::runtime::reflector::Store<DhanAccount>,
+) -> Context {
+    Context {
+        reporter: Reporter {
+            controller: "dhan-operator".into(),
+            instance: None,
+        },
+        client: api.client(),
+        dhan,
+        clock,
+        limiter: RateLimiter::new(1000.0),
+        limits: Limits {
+            min_mint_interval: Duration::from_secs(125),
+            max_failed_logins: 3,
+            refresh_spread: Duration::ZERO,
+        },
+        store,
+        index: Default::default(),
+        metrics: Arc::new(Metrics::default()),
+        login: LoginSettings {
+            enabled: browser_logins,
+            job: LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120)),
+            max_concurrent: 4,
+        },
+        logins: LoginSlots::new(4),
+        memos: Default::default(),
+        own_writes: Default::default(),
+        leadership: None,
+        dhan_timeout: Duration::from_secs(20),
+        claims: None,
+        rollouts: false,
+        health: Default::default(),
+    }
+}
+
 /// The reconciler, a fake API server and a scripted Dhan.
 pub struct Bench {
     pub api: FakeApi,
@@ -218,13 +271,19 @@ pub struct Bench {
     writer: Mutex<Writer<DhanAccount>>,
 }
 
-/// Namespace of the client-ID claims on benches [`Bench::with_claims`].
-pub const CLAIMS_NS: &str = "claims";
-
-pub fn lease_path(client_id: &str) -> String {
+/// The client-ID claim of `client_id`, cluster-scoped.
+pub fn claim_path(client_id: &str) -> String {
     format!(
-        "/apis/coordination.k8s.io/v1/namespaces/{CLAIMS_NS}/leases/{}",
-        crate::claims::lease_name(client_id)
+        "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
+        crate::claims::claim_name(client_id)
+    )
+}
+
+/// The heartbeat of install `install`, cluster-scoped.
+pub fn install_path(install: &str) -> String {
+    format!(
+        "/apis/dhan-operator.dev/v1alpha1/dhanoperatorinstalls/{}",
+        crate::claims::install_name(install)
     )
 }
 
@@ -247,7 +306,7 @@ impl Bench {
         Bench::new(start, true)
     }
 
-    /// A bench whose operator claims client IDs (install `install-a`, namespace `claims`).
+    /// A bench whose operator claims client IDs (install `install-a`).
     pub fn with_claims(start: &str) -> Bench {
         let mut bench = Bench::new(start, false);
         let claims = bench.claims_of("install-a");
@@ -260,8 +319,8 @@ impl Bench {
     /// The client-ID claims of install `install`, on this bench's API server and clock.
     pub fn claims_of(&self, install: &str) -> Claims {
         let settings = ClaimSettings {
-            namespace: CLAIMS_NS.into(),
             install: install.into(),
+            identity: format!("{install}-process"),
             duration: Duration::from_secs(1800),
         };
         Claims::new(self.api.client(), settings, self.ctx.clock.clone())
@@ -270,49 +329,37 @@ impl Bench {
     fn new(start: &str, browser_logins: bool) -> Bench {
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(start.parse().unwrap()));
         let api = FakeApi::default();
-        let client = api.client();
         let dhan = Arc::new(FakeDhan {
             clock: clock.clone(),
             state: Mutex::default(),
         });
         let (store, writer) = reflector::store();
-        let ctx = Arc::new(Context {
-            reporter: Reporter {
-                controller: "dhan-operator".into(),
-                instance: None,
-            },
-            client,
-            dhan: dhan.clone(),
-            clock,
-            limiter: RateLimiter::new(1000.0),
-            limits: Limits {
-                min_mint_interval: Duration::from_secs(125),
-                max_failed_logins: 3,
-                refresh_spread: Duration::ZERO,
-            },
-            store,
-            index: Default::default(),
-            metrics: Arc::new(Metrics::default()),
-            login: LoginSettings {
-                enabled: browser_logins,
-                job: LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120)),
-                max_concurrent: 4,
-            },
-            logins: LoginSlots::new(4),
-            memos: Default::default(),
-            own_writes: Default::default(),
-            leadership: None,
-            dhan_timeout: Duration::from_secs(20),
-            claims: None,
-            rollouts: false,
-            health: Default::default(),
-        });
+        let ctx = Arc::new(context(&api, dhan.clone(), clock, browser_logins, store));
         Bench {
             api,
             dhan,
             ctx,
             writer: Mutex::new(writer),
         }
+    }
+
+    /// The operator process dies and starts again: everything it kept in memory is gone (kept
+    /// tokens, probes, claims it knew of); what is in the API server and at Dhan remains. The
+    /// new process has the same identity (a container restarted in its Pod).
+    pub fn restart(&mut self) {
+        let (store, writer) = reflector::store();
+        let mut ctx = context(
+            &self.api,
+            self.dhan.clone(),
+            self.ctx.clock.clone(),
+            self.ctx.login.enabled,
+            store,
+        );
+        if self.ctx.claims.is_some() {
+            ctx.claims = Some(Arc::new(self.claims_of("install-a")));
+        }
+        self.ctx = Arc::new(ctx);
+        self.writer = Mutex::new(writer);
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -399,6 +446,15 @@ impl Bench {
         Some(String::from_utf8(base64_decode(value)).unwrap())
     }
 
+    /// One reconcile of `name` that does not end within `limit` of virtual time (a call that
+    /// hangs): dropped, as when the process dies. `None` when it ended.
+    pub async fn reconcile_dies_after(&self, name: &str, limit: Duration) -> Option<()> {
+        match tokio::time::timeout(limit, self.reconcile(name)).await {
+            Ok(_) => None,
+            Err(_) => Some(()),
+        }
+    }
+
     /// One reconcile of `name`, as the controller would run it (on its cached copy, which
     /// here is always current). Returns when it asks to run again.
     pub async fn reconcile(&self, name: &str) -> Option<Duration> {
@@ -408,6 +464,12 @@ impl Bench {
         let event = watcher::Event::Apply((*account).clone());
         self.ctx.index.apply(&event);
         self.writer.lock().unwrap().apply_watcher_event(&event);
+        // The heartbeat runs beside the controller.
+        if let Some(claims) = &self.ctx.claims
+            && claims.beat_due()
+        {
+            let _ = claims.beat().await;
+        }
         reconcile::reconcile_once(account, self.ctx.clone())
             .await
             .expect("reconcile")

@@ -5,4 +5,5 @@ mod claims;
 mod fake_api;
 mod fixtures;
 mod reconcile;
+mod restarts;
 mod token_safety;

@@ -269,7 +269,8 @@ async fn one_renew_timeout_leaves_a_renew_only_account_backing_off() {
 }
 
 /// Logins that reach Dhan's PIN/TOTP step and fail — whatever the class — are counted per IST
-/// day; the third stops the account before Dhan locks it, and no further consent is spent.
+/// day; the third stops the account until the next IST day before Dhan locks it, and no
+/// further consent is spent.
 #[tokio::test(start_paused = true)]
 async fn the_third_failed_login_stops_the_account_with_no_further_consent() {
     use crate::browser::report::LoginReport;
@@ -299,8 +300,13 @@ async fn the_third_failed_login_stops_the_account_with_no_further_consent() {
         }
     }
     let stopped = bench.status("alice");
-    assert_eq!(stopped.phase, Some(Phase::Failed));
+    assert_eq!(stopped.phase, Some(Phase::Backoff));
     assert_eq!(stopped.conditions[0].reason, "LoginLockout");
+    assert_eq!(
+        stopped.next_refresh_time,
+        Some("2026-11-22T18:30:00Z".parse().unwrap()),
+        "midnight IST"
+    );
     assert!(
         stopped
             .message

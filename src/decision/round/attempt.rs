@@ -58,9 +58,13 @@ impl Round {
                 not("needs a live Dhan Web (SELF) token in accessToken")
             }
             Method::Renew => Ok(()),
-            Method::Totp => self.inputs.usable.totp.clone().or_else(|w| not(&w)),
+            Method::Totp => {
+                self.inputs.usable.totp.clone().or_else(|w| not(&w))?;
+                self.within_cap(now)
+            }
             Method::Browser => {
                 self.inputs.usable.browser.clone().or_else(|w| not(&w))?;
+                self.within_cap(now)?;
                 let used = DayCount::today(self.memory.consents.as_ref(), now);
                 if used >= DAILY_CONSENT_LIMIT {
                     return Err(MethodFailure::Failed(Failure::new(
@@ -74,6 +78,25 @@ impl Round {
                 Ok(())
             }
         }
+    }
+
+    /// The day's refused credential submissions for the client leave room for one more: a
+    /// wrong PIN sent again and again gets a Dhan account locked (docs/dhan-api.md §3, §9).
+    fn within_cap(&self, now: DateTime<Utc>) -> Result<(), MethodFailure> {
+        let refused = self
+            .inputs
+            .refused_today
+            .max(DayCount::today(self.memory.failed_logins.as_ref(), now));
+        let max = self.inputs.limits.max_failed_logins;
+        if refused < max {
+            return Ok(());
+        }
+        Err(MethodFailure::Failed(Failure::new(
+            FailureKind::LoginLockout,
+            format!(
+                "{refused} credential submissions for this client ID were refused today (IST),                  the most this operator sends in a day (--max-failed-logins {max}); stopped so                  that Dhan does not lock the account — check the PIN, TOTP key and mobile                  number in the credentials; the next attempt is after midnight IST"
+            ),
+        )))
     }
 
     pub(super) fn method_failed(&mut self, method: Method, failure: Failure, now: DateTime<Utc>) {
@@ -99,6 +122,11 @@ impl Round {
             return;
         }
         if let Some(attempt) = self.attempt.as_mut() {
+            // An attempt stops at the first refused credential: the next method would type
+            // the same PIN into Dhan again (docs/dhan-api.md §3).
+            if failure.kind.refuses_credentials() {
+                attempt.remaining.clear();
+            }
             attempt
                 .failures
                 .push((method, MethodFailure::Failed(failure)));

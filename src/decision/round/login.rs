@@ -30,7 +30,11 @@ impl Round {
                 if counts {
                     self.memory.failed_logins =
                         Some(DayCount::increment(self.memory.failed_logins.as_ref(), now));
-                    failure = self.lockout(&failure, now).unwrap_or(failure);
+                    // A refused credential is held until it changes, which outlasts the
+                    // day's cap.
+                    if !failure.kind.refuses_credentials() {
+                        failure = self.lockout(&failure, now).unwrap_or(failure);
+                    }
                 }
                 self.fail(
                     vec![(Method::Browser, MethodFailure::Failed(failure))],
@@ -42,9 +46,11 @@ impl Round {
         }
     }
 
-    /// After too many failed logins today, whatever the last failure was, the account stops.
+    /// After too many failed logins today, whatever the last failure was, the account stops
+    /// until the next IST day.
     pub(super) fn lockout(&self, last: &Failure, now: DateTime<Utc>) -> Option<Failure> {
-        let failed = DayCount::today(self.memory.failed_logins.as_ref(), now);
+        let failed =
+            DayCount::today(self.memory.failed_logins.as_ref(), now).max(self.inputs.refused_today);
         let max = self.inputs.limits.max_failed_logins;
         (failed >= max).then(|| {
             Failure::new(
@@ -52,8 +58,8 @@ impl Round {
                 format!(
                     "{failed} browser logins failed today after reaching Dhan's PIN/TOTP step \
                      (the last: {}); stopped so that Dhan does not lock the account — check the \
-                     mobile number, PIN and TOTP key in the credentials, then change the Secret \
-                     or request a refresh",
+                     mobile number, PIN and TOTP key in the credentials; the next login is \
+                     after midnight IST",
                     last.message
                 ),
             )

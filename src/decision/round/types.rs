@@ -19,6 +19,9 @@ pub struct Inputs {
     pub web_token: Option<Token>,
     /// Current value of the refresh-requested annotation.
     pub refresh_request: Option<String>,
+    /// Credential submissions Dhan refused for this client today (IST), by any account and
+    /// any install, as its client-ID claim records them.
+    pub refused_today: u32,
 }
 
 /// Where the current token is kept.
