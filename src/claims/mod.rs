@@ -27,7 +27,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -71,7 +71,9 @@ pub struct Claims {
     leases: Api<Lease>,
     settings: ClaimSettings,
     clock: Arc<dyn Clock>,
-    held: Mutex<HashMap<String, Held>>,
+    /// By account UID, in order: releases and renewals walk it, and their Lease writes must not
+    /// come in an order a hash seed picks.
+    held: Mutex<BTreeMap<String, Held>>,
 }
 
 impl Claims {

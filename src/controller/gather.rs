@@ -120,6 +120,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     let inputs = Inputs {
         policy: spec.policy.clone(),
         limits: ctx.limits.clone(),
+        calendar: ctx.calendar.snapshot(),
         usable: credentials.offered(ctx.login.enabled).usable(),
         fingerprint: credentials.fingerprint.clone(),
         web_token,

@@ -194,3 +194,38 @@ async fn changing_the_client_id_releases_the_old_claim_and_the_next_mint_takes_t
         format!("install-a/{}", uid(&bench, "alice"))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn claims_are_listed_and_renewed_in_account_order() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    let claims = bench.claims_of("install-b");
+    // Taken out of order: the order they are walked in must not depend on a hash seed.
+    let uids: Vec<String> = (0..16)
+        .map(|i| format!("uid-{:02}", (i * 7) % 16))
+        .collect();
+    for (i, uid) in uids.iter().enumerate() {
+        claims
+            .secure(uid, &format!("10000000{i:02}"), Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    let mut sorted = uids.clone();
+    sorted.sort();
+    assert_eq!(claims.holders(), sorted);
+
+    bench.advance(Duration::from_secs(600)).await;
+    bench.api.clear_log();
+    claims.renew_due().await;
+    let renewed: Vec<String> = lease_requests(&bench)
+        .into_iter()
+        .filter(|r| r.starts_with("GET "))
+        .collect();
+    let expected: Vec<String> = sorted
+        .iter()
+        .map(|uid| {
+            let i = uids.iter().position(|u| u == uid).unwrap();
+            format!("GET {}", lease_path(&format!("10000000{i:02}")))
+        })
+        .collect();
+    assert_eq!(renewed, expected);
+}
