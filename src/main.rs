@@ -7,6 +7,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use anyhow::Context as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dhan_operator::calendar_file::CalendarInForce;
 use dhan_operator::claims::ClaimSettings;
 use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
@@ -237,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::BrowserLogin => {
             init_logging(LogFormat::Text);
-            std::process::exit(dhan_operator::browser::run_from_env().await);
+            std::process::exit(dhan_operator::browser::run_from_env(&SystemClock).await);
         }
     }
 }
@@ -251,34 +252,54 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         dhan_operator::claims::MAX_CALL.as_secs()
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dhan = DhanClient::new(&args.dhan_auth_url, &args.dhan_api_url, args.dhan_timeout)
-        .context("invalid Dhan URL")?;
+    // The one clock of this operator: its reconciles, Dhan client, notifier, metrics and
+    // calendar checks all read it.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let dhan = DhanClient::new(
+        &args.dhan_auth_url,
+        &args.dhan_api_url,
+        args.dhan_timeout,
+        clock.clone(),
+    )
+    .context("invalid Dhan URL")?;
     let client = kube::Client::try_default().await.context(
         "cannot reach the Kubernetes API (check KUBECONFIG or the in-cluster service account)",
     )?;
 
     let metrics = Arc::new(Metrics::new(args.metrics_client_id));
-    let calendar_text = calendar_file::install_initial(args.trading_calendar.as_deref(), &metrics)?;
+    let (calendar, calendar_text) =
+        calendar_file::initial(args.trading_calendar.as_deref(), &metrics, clock.as_ref())?;
     if let (Some(path), Some(text)) = (args.trading_calendar.clone(), calendar_text) {
-        tokio::spawn(calendar_file::watch(path, text, metrics.clone()));
+        tokio::spawn(calendar_file::watch(
+            path,
+            text,
+            calendar.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ));
     }
     let health = Health::default();
     serve_http(&args, client.clone(), metrics.clone(), health.clone()).await?;
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone(), health);
+    let mut settings = controller_settings(
+        &args,
+        Arc::new(dhan),
+        clock.clone(),
+        calendar.clone(),
+        health,
+    );
     // One cache of the accounts, for the controller and the notifier.
     let cache = controller::AccountCache::default();
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
     // stops with it.
     let notifier = args.notifications.then(|| {
         let accounts = cache.reader();
-        notify::run(
-            client.clone(),
-            args.namespace.clone(),
-            metrics.clone(),
-            accounts,
-        )
+        let shared = notify::Shared {
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            calendar,
+        };
+        notify::run(client.clone(), args.namespace.clone(), shared, accounts)
     });
     if !args.leader_elect {
         with_notifier(controller::run(client, settings, metrics, cache), notifier).await;
@@ -305,6 +326,7 @@ fn controller_settings(
     args: &RunArgs,
     dhan: Arc<DhanClient>,
     clock: Arc<dyn Clock>,
+    calendar: CalendarInForce,
     health: Health,
 ) -> Settings {
     let claims = ClaimSettings {
@@ -316,6 +338,7 @@ fn controller_settings(
         namespace: args.namespace.clone(),
         dhan,
         clock,
+        calendar,
         leadership: None,
         dhan_timeout: args.dhan_timeout,
         dhan_calls_per_second: args.dhan_calls_per_second,

@@ -1,7 +1,9 @@
 //! Prometheus metrics. Per-account series are read from the controller's cache at scrape time,
 //! so they disappear with the account.
 
+use crate::clock::Clock;
 use crate::crd::{DhanAccount, Phase};
+use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -137,7 +139,7 @@ impl Metrics {
             skipped_accounts.clone(),
         );
         let accounts = Arc::new(AccountCollector {
-            store: OnceLock::new(),
+            watched: OnceLock::new(),
             client_id,
         });
         registry.register_collector(Box::new(accounts.clone()));
@@ -184,9 +186,9 @@ impl Metrics {
         self.calendar_valid_through.set(end);
     }
 
-    /// Makes per-account series come from this cache.
-    pub fn watch_accounts(&self, store: Store<DhanAccount>) {
-        let _ = self.accounts.store.set(store);
+    /// Makes per-account series come from this cache, as of `clock`'s time.
+    pub fn watch_accounts(&self, store: Store<DhanAccount>, clock: Arc<dyn Clock>) {
+        let _ = self.accounts.watched.set((store, clock));
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -200,7 +202,7 @@ impl Metrics {
 
 #[derive(Debug)]
 struct AccountCollector {
-    store: OnceLock<Store<DhanAccount>>,
+    watched: OnceLock<(Store<DhanAccount>, Arc<dyn Clock>)>,
     client_id: ClientIdLabel,
 }
 
@@ -225,40 +227,41 @@ impl AccountCollector {
 
 impl prometheus_client::collector::Collector for AccountCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(store) = self.store.get() else {
+        let Some((store, clock)) = self.watched.get() else {
             return Ok(());
         };
         let accounts = store.state();
+        let now = clock.now();
         let labels = |a: &DhanAccount| self.labels(a);
-        type Value = fn(&DhanAccount) -> Option<f64>;
+        type Value = fn(&DhanAccount, DateTime<Utc>) -> Option<f64>;
         let series: [(&str, &str, Value); 4] = [
             (
                 "account_token_expiry_timestamp_seconds",
                 "When the account's current token expires (Unix seconds)",
-                |a| Some(a.status.as_ref()?.expires_at?.timestamp() as f64),
+                |a, _| Some(a.status.as_ref()?.expires_at?.timestamp() as f64),
             ),
             (
                 "account_next_refresh_timestamp_seconds",
                 "When the operator will next refresh the account's token (Unix seconds)",
-                |a| Some(a.status.as_ref()?.next_refresh_time?.timestamp() as f64),
+                |a, _| Some(a.status.as_ref()?.next_refresh_time?.timestamp() as f64),
             ),
             (
                 "account_consents_today",
                 "Consents generated for the account's client on the current IST day (Dhan allows 25)",
-                |a| {
+                |a, now| {
                     let consents = a.status.as_ref()?.consents.as_ref()?;
                     let count = crate::decision::DayCount {
                         day: consents.day.clone(),
                         count: consents.count,
                     };
-                    let today = crate::decision::DayCount::today(Some(&count), chrono::Utc::now());
+                    let today = crate::decision::DayCount::today(Some(&count), now);
                     Some(f64::from(today))
                 },
             ),
             (
                 "account_ready",
                 "1 when the account has a valid token, else 0",
-                |a| {
+                |a, _| {
                     let status = a.status.as_ref();
                     let ready = status
                         .map(|s| {
@@ -274,7 +277,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
         for (name, help, value) in series {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for account in &accounts {
-                if let Some(v) = value(account) {
+                if let Some(v) = value(account, now) {
                     ConstGauge::new(v).encode(family.encode_family(&labels(account))?)?;
                 }
             }

@@ -116,7 +116,11 @@ fn claim_crds_are_cluster_scoped() {
     use dhan_operator::claims::resource::{claim_crd_yaml, install_crd_yaml};
     for yaml in [claim_crd_yaml(), install_crd_yaml()] {
         let crd: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
-        assert_eq!(crd["spec"]["scope"], "Cluster", "{}", crd["metadata"]["name"]);
+        assert_eq!(
+            crd["spec"]["scope"], "Cluster",
+            "{}",
+            crd["metadata"]["name"]
+        );
         assert_eq!(crd["spec"]["group"], "dhan-operator.dev");
     }
 }

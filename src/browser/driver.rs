@@ -9,6 +9,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use tracing::{debug, info, warn};
 
+use crate::clock::Clock;
+
 use super::config::LoginConfig;
 use super::error::{LoginFailure, Step};
 use super::network::Network;
@@ -78,6 +80,7 @@ impl Session {
     pub async fn log_in(
         &self,
         config: &LoginConfig,
+        clock: &dyn Clock,
         progress: &Progress,
     ) -> Result<TokenId, LoginFailure> {
         progress.set(Step::LoginPage);
@@ -91,6 +94,6 @@ impl Session {
             config.redirect_prefix.clone(),
         )
         .await?;
-        walk(&page, config, &mut network, progress).await
+        walk(&page, config, clock, &mut network, progress).await
     }
 }

@@ -26,7 +26,7 @@ pub mod walk;
 
 use std::path::Path;
 
-use chrono::Utc;
+// tokio's `Instant`: the deadline follows tokio's clock, paused and advanced in tests.
 use tokio::time::{Instant, timeout_at};
 use tracing::{error, info};
 
@@ -34,33 +34,39 @@ pub use config::LoginConfig;
 pub use error::{FailureClass, LoginFailure, Step};
 pub use report::{LoginReport, TokenId};
 
+use crate::clock::Clock;
 use crate::dhan::totp::step_at;
 use driver::Session;
 use progress::Progress;
 
 /// Logs in through the Chromium at `config.cdp_url` and returns the redirect's `tokenId`.
-/// Always ends with CDP `Browser.close` once connected, so the sidecar exits.
-pub async fn login(config: LoginConfig) -> Result<TokenId, LoginFailure> {
+/// Always ends with CDP `Browser.close` once connected, so the sidecar exits. `clock` picks the
+/// TOTP codes.
+pub async fn login(config: LoginConfig, clock: &dyn Clock) -> Result<TokenId, LoginFailure> {
     // chromiumoxide fetches `/json/version` with the crate's reqwest, built without a default
     // TLS provider; building any client panics until one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let first_step = step_at(Utc::now());
-    let result = login_until(&config, Instant::now() + config.timeout).await;
+    let first_step = step_at(clock.now());
+    let result = login_until(&config, clock, Instant::now() + config.timeout).await;
     result.map_err(|e| {
         let mut secrets = config.secrets();
         // Codes typed during the login, should the page have echoed one.
         secrets
-            .extend((first_step..=step_at(Utc::now()) + 1).map(|s| config.totp.code_for_step(s)));
+            .extend((first_step..=step_at(clock.now()) + 1).map(|s| config.totp.code_for_step(s)));
         e.redacted(&secrets.iter().map(String::as_str).collect::<Vec<_>>())
     })
 }
 
-async fn login_until(config: &LoginConfig, deadline: Instant) -> Result<TokenId, LoginFailure> {
+async fn login_until(
+    config: &LoginConfig,
+    clock: &dyn Clock,
+    deadline: Instant,
+) -> Result<TokenId, LoginFailure> {
     let Ok(session) = timeout_at(deadline, Session::connect(&config.cdp_url)).await else {
         return Err(LoginFailure::timeout(Step::Connect));
     };
     let progress = Progress::new(Step::LoginPage);
-    let result = timeout_at(deadline, session.log_in(config, &progress))
+    let result = timeout_at(deadline, session.log_in(config, clock, &progress))
         .await
         .unwrap_or_else(|_| {
             let mut failure = LoginFailure::timeout(progress.get());
@@ -74,11 +80,11 @@ async fn login_until(config: &LoginConfig, deadline: Instant) -> Result<TokenId,
 /// `dhan-operator browser-login`: reads [`LoginConfig`] from the environment, logs in, writes
 /// the termination log, and returns the process exit code (0 success, 1 login failed, 2 bad
 /// configuration).
-pub async fn run_from_env() -> i32 {
+pub async fn run_from_env(clock: &dyn Clock) -> i32 {
     let lookup = |name: &str| std::env::var(name).ok();
     let termination_log = config::termination_log_path(&lookup);
     let result = match LoginConfig::from_lookup(lookup) {
-        Ok(config) => login(config).await,
+        Ok(config) => login(config, clock).await,
         Err(e) => Err(e),
     };
     report(&termination_log, result)

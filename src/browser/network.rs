@@ -20,6 +20,8 @@ use chromiumoxide::cdp::browser_protocol::network::{
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+// tokio's `Instant` for how long the network has been quiet: it follows tokio's clock, which a
+// test pauses and advances.
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chromiumoxide::{Element, Page};
-use chrono::Utc;
 use tokio::time::sleep;
 use tracing::{debug, info};
 
+use crate::clock::Clock;
 use crate::dhan::{CodePlan, TotpKey};
 
 use super::config::LoginConfig;
@@ -40,7 +40,12 @@ pub async fn ensure_allowed(
 }
 
 /// Types the value `field` asks for.
-pub async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<(), LoginFailure> {
+pub async fn fill(
+    page: &Page,
+    config: &LoginConfig,
+    clock: &dyn Clock,
+    field: &Field,
+) -> Result<(), LoginFailure> {
     let step = field.step;
     let value = match step {
         Step::Mobile => config.mobile_for_field(),
@@ -50,7 +55,7 @@ pub async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<()
             .clone()
             .ok_or_else(LoginFailure::password_not_configured)?,
         // Last, so the code is as fresh as possible when it is submitted.
-        _ => fresh_code(&config.totp, config.totp_after_step).await,
+        _ => fresh_code(&config.totp, config.totp_after_step, clock).await,
     };
     ensure_allowed(page, config, step).await?;
     let inputs = page
@@ -106,12 +111,12 @@ pub async fn fill(page: &Page, config: &LoginConfig, field: &Field) -> Result<()
 /// A code with at least `MIN_REMAINING_SECONDS` left in its step, from a step after
 /// `after_step`, waiting for the next step when the current one is nearly over or already used
 /// (docs/dhan-api.md §1, §8).
-async fn fresh_code(totp: &TotpKey, after_step: Option<u64>) -> String {
+async fn fresh_code(totp: &TotpKey, after_step: Option<u64>, clock: &dyn Clock) -> String {
     loop {
-        match totp.plan(Utc::now(), after_step) {
+        match totp.plan(clock.now(), after_step) {
             CodePlan::Send { code, .. } => return code,
             CodePlan::WaitUntil(at) => {
-                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                let wait = (at - clock.now()).to_std().unwrap_or_default();
                 debug!(?wait, "waiting for a fresh TOTP step");
                 sleep(wait + Duration::from_millis(50)).await;
             }

@@ -7,8 +7,12 @@
 use std::time::Duration;
 
 use chromiumoxide::Page;
+// tokio's `Instant` times how long a screen has shown: it follows tokio's clock, which a test
+// pauses and advances; the wall clock is read only through `Clock`, for TOTP codes.
 use tokio::time::{Instant, sleep};
 use tracing::{debug, info};
+
+use crate::clock::Clock;
 
 use super::classify::{classify, reads_as_failure, reads_as_progress};
 use super::config::LoginConfig;
@@ -94,10 +98,11 @@ fn on_allowed_host(
 pub async fn walk(
     page: &Page,
     config: &LoginConfig,
+    clock: &dyn Clock,
     network: &mut Network,
     progress: &Progress,
 ) -> Result<TokenId, LoginFailure> {
-    let result = walk_screens(page, config, network, progress).await;
+    let result = walk_screens(page, config, clock, network, progress).await;
     result.map_err(|mut failure| {
         failure.reached_credential_step = progress.reached_credential_step();
         failure
@@ -107,6 +112,7 @@ pub async fn walk(
 async fn walk_screens(
     page: &Page,
     config: &LoginConfig,
+    clock: &dyn Clock,
     network: &mut Network,
     progress: &Progress,
 ) -> Result<TokenId, LoginFailure> {
@@ -167,7 +173,7 @@ async fn walk_screens(
         let baseline = visible_texts(&facts);
         let mark = network.mark();
         for field in &shown {
-            fill(page, config, field).await?;
+            fill(page, config, clock, field).await?;
         }
         if submitted.iter().any(|s| s.is_credential()) {
             progress.credential_sent();

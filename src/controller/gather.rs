@@ -146,6 +146,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     let inputs = Inputs {
         policy: spec.policy.clone(),
         limits: ctx.limits.clone(),
+        calendar: ctx.calendar.snapshot(),
         usable: credentials.offered(ctx.login.enabled).usable(),
         // Turning browser logins on lifts a hold for want of a usable method.
         fingerprint: format!(

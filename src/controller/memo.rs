@@ -112,10 +112,12 @@ impl Memos {
         self.0.lock().expect("memos poisoned").remove(uid);
     }
 
-    /// Keeps only the accounts `keep` accepts; returns the UIDs dropped.
+    /// Keeps only the accounts `keep` accepts; returns the UIDs dropped, in order (not the
+    /// map's, which a hash seed picks).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let mut map = self.0.lock().expect("memos poisoned");
-        let dropped: Vec<String> = map.keys().filter(|uid| !keep(uid)).cloned().collect();
+        let mut dropped: Vec<String> = map.keys().filter(|uid| !keep(uid)).cloned().collect();
+        dropped.sort_unstable();
         for uid in &dropped {
             map.remove(uid);
         }
@@ -181,6 +183,24 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn pruning_names_the_dropped_accounts_in_order() {
+        let memos = Memos::default();
+        let uids: Vec<String> = (0..16)
+            .map(|i| format!("uid-{:02}", (i * 7) % 16))
+            .collect();
+        for uid in &uids {
+            memos.remember_status_write(uid, Some("1".into()));
+        }
+        let mut sorted = uids.clone();
+        sorted.sort();
+        assert_eq!(memos.retain(|uid| uid == "uid-03"), {
+            sorted.retain(|uid| uid != "uid-03");
+            sorted
+        });
+        assert_eq!(memos.len(), 1);
     }
 
     #[test]

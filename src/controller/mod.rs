@@ -24,6 +24,7 @@ pub mod spec;
 pub mod status;
 pub mod watch;
 
+use crate::calendar_file::CalendarInForce;
 use crate::claims::{ClaimSettings, Claims};
 use crate::clock::Clock;
 use crate::crd::DhanAccount;
@@ -57,6 +58,8 @@ pub struct Context {
     pub dhan: Arc<dyn DhanApi>,
     /// The only clock the reconciler reads.
     pub clock: Arc<dyn Clock>,
+    /// The trading calendar this operator decides by; each reconcile takes a snapshot.
+    pub calendar: CalendarInForce,
     pub limiter: RateLimiter,
     pub limits: Limits,
     /// Who publishes events (each account has its own recorder, in `memos`).
@@ -91,6 +94,7 @@ pub struct Settings {
     pub namespace: Option<String>,
     pub dhan: Arc<dyn DhanApi>,
     pub clock: Arc<dyn Clock>,
+    pub calendar: CalendarInForce,
     pub dhan_calls_per_second: f64,
     pub limits: Limits,
     pub concurrency: u16,
@@ -147,7 +151,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         writer,
         changes,
     } = cache;
-    metrics.watch_accounts(store.clone());
+    metrics.watch_accounts(store.clone(), settings.clock.clone());
     let reporter = Reporter {
         controller: "dhan-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -160,6 +164,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         client,
         dhan: settings.dhan,
         clock: settings.clock,
+        calendar: settings.calendar,
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
         store: store.clone(),

@@ -3,12 +3,14 @@
 //! Muhurat session, a budget-day Saturday), so weekdays alone are not enough (docs/dhan-api.md §8).
 //!
 //! The calendar ships in the chart (`charts/dhan-operator/files/trading-calendar.yaml`, compiled
-//! in as the default) and can be replaced at run time without a release.
+//! in as the default) and can be replaced at run time without a release. Which calendar is in
+//! force is the operator's, not the process's (`crate::calendar_file::CalendarInForce`): the
+//! decision core is handed the calendar it decides by.
 
 use chrono::{Datelike, NaiveDate, NaiveTime, Weekday};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 
 /// The calendar shipped with this release.
 pub const BUILTIN_CALENDAR: &str =
@@ -164,22 +166,6 @@ impl TradingCalendar {
     pub fn regular_session(&self) -> Session {
         self.regular
     }
-}
-
-static CURRENT: RwLock<Option<Arc<TradingCalendar>>> = RwLock::new(None);
-
-/// The calendar in force: the one last installed, else the shipped one.
-pub fn current() -> Arc<TradingCalendar> {
-    CURRENT
-        .read()
-        .expect("calendar lock poisoned")
-        .clone()
-        .unwrap_or_else(TradingCalendar::builtin)
-}
-
-/// Puts `calendar` in force for every decision from now on.
-pub fn install(calendar: Arc<TradingCalendar>) {
-    *CURRENT.write().expect("calendar lock poisoned") = Some(calendar);
 }
 
 #[cfg(test)]

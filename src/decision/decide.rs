@@ -1,6 +1,8 @@
-//! When to refresh, probe or wait: a pure function of the account's facts and the clock.
+//! When to refresh, probe or wait: a pure function of the account's facts, the trading calendar
+//! and the time, all handed in.
 
 use super::after;
+use super::calendar::TradingCalendar;
 use super::failure::FailureKind;
 use super::market::{in_market_hours, market_close};
 use super::memory::Memory;
@@ -19,6 +21,8 @@ pub const LATE_TOKEN_PROBE_DELAY: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
     pub now: DateTime<Utc>,
+    /// The operator's trading calendar: which sessions a proactive refresh stays out of.
+    pub calendar: &'a TradingCalendar,
     pub policy: &'a Policy,
     pub limits: &'a Limits,
     /// The current token (in the output Secret, or minted and not yet written).
@@ -127,7 +131,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
         if let (Some(_), None, Some(at)) = (
             facts.token,
             new_request,
-            facts.policy.schedule.lapse_until(now),
+            facts.policy.schedule.lapse_until(facts.calendar, now),
         ) {
             return Decision::Wait(Wait {
                 until: at,
@@ -144,6 +148,7 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     };
     let probed_dead = matches!(facts.probe, Some((_, ProbeVerdict::Dead)));
     let (scheduled_at, trigger) = next_proactive_refresh(
+        facts.calendar,
         &facts.policy.schedule,
         whole_seconds(facts.policy.offset_within(facts.limits.refresh_spread)),
         facts.policy.renew_before,
@@ -177,12 +182,12 @@ fn whole_seconds(d: Duration) -> Duration {
 /// token would lapse first: then the safety net is the emergency.
 fn proactive(facts: &Facts<'_>, token: &TokenFacts, reason: RefreshReason) -> Decision {
     let now = facts.now;
-    if !in_market_hours(now) {
+    if !in_market_hours(facts.calendar, now) {
         return refresh_when_allowed(facts, reason, now);
     }
     let lapse = token.expires_at
         - chrono::Duration::from_std(facts.policy.renew_before).unwrap_or_default();
-    let close = market_close(now);
+    let close = market_close(facts.calendar, now);
     if lapse <= now {
         return refresh_when_allowed(facts, RefreshReason::SafetyNet, now);
     }

@@ -3,7 +3,7 @@
 //! the regular 09:00–15:30 on trading days, and special sessions such as the Diwali Muhurat
 //! evening; a holiday has none.
 
-use super::calendar::{self, Session, TradingCalendar};
+use super::calendar::{Session, TradingCalendar};
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 
 /// India Standard Time: UTC+05:30 all year (India has no daylight saving time).
@@ -68,13 +68,13 @@ pub fn next_session(
 }
 
 /// True inside any session of `calendar`.
-pub fn in_market_hours_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> bool {
+pub fn in_market_hours(calendar: &TradingCalendar, t: DateTime<Utc>) -> bool {
     session_at(calendar, t).is_some()
 }
 
 /// Fifteen minutes before the session `t` falls in (08:45 IST for the regular session); for a
 /// `t` outside every session, 15 minutes before the regular open that day.
-pub fn before_open_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<Utc> {
+pub fn before_open(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<Utc> {
     let open = session_at(calendar, t)
         .map(|(open, _)| open)
         .unwrap_or_else(|| at(ist_date(t), calendar.regular_session().open));
@@ -83,25 +83,10 @@ pub fn before_open_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<
 
 /// The close of the session `t` falls in (15:30 IST for the regular one); for a `t` outside
 /// every session, the regular close that day.
-pub fn market_close_on(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<Utc> {
+pub fn market_close(calendar: &TradingCalendar, t: DateTime<Utc>) -> DateTime<Utc> {
     session_at(calendar, t)
         .map(|(_, close)| close)
         .unwrap_or_else(|| at(ist_date(t), calendar.regular_session().close))
-}
-
-/// [`market_close_on`] with the calendar in force.
-pub fn market_close(t: DateTime<Utc>) -> DateTime<Utc> {
-    market_close_on(&calendar::current(), t)
-}
-
-/// [`in_market_hours_on`] with the calendar in force.
-pub fn in_market_hours(t: DateTime<Utc>) -> bool {
-    in_market_hours_on(&calendar::current(), t)
-}
-
-/// [`before_open_on`] with the calendar in force.
-pub fn before_open(t: DateTime<Utc>) -> DateTime<Utc> {
-    before_open_on(&calendar::current(), t)
 }
 
 #[cfg(test)]
@@ -165,7 +150,7 @@ mod tests {
         ];
         let calendar = diwali_2026();
         for (t, expected, what) in cases {
-            assert_eq!(in_market_hours_on(&calendar, utc(t)), expected, "{what}");
+            assert_eq!(in_market_hours(&calendar, utc(t)), expected, "{what}");
         }
     }
 
@@ -173,12 +158,12 @@ mod tests {
     fn before_open_is_fifteen_minutes_before_the_session() {
         let calendar = diwali_2026();
         assert_eq!(
-            before_open_on(&calendar, utc("2026-11-23T05:30:00Z")),
+            before_open(&calendar, utc("2026-11-23T05:30:00Z")),
             utc("2026-11-23T03:15:00Z"),
             "08:45 IST on a regular day"
         );
         assert_eq!(
-            before_open_on(&calendar, utc("2026-11-08T13:30:00Z")),
+            before_open(&calendar, utc("2026-11-08T13:30:00Z")),
             utc("2026-11-08T12:00:00Z"),
             "17:30 IST before the Muhurat session"
         );
@@ -188,12 +173,12 @@ mod tests {
     fn market_close_is_the_end_of_the_session() {
         let calendar = diwali_2026();
         assert_eq!(
-            market_close_on(&calendar, utc("2026-11-23T05:30:00Z")),
+            market_close(&calendar, utc("2026-11-23T05:30:00Z")),
             utc("2026-11-23T10:00:00Z"),
             "15:30 IST on a regular day"
         );
         assert_eq!(
-            market_close_on(&calendar, utc("2026-11-08T13:00:00Z")),
+            market_close(&calendar, utc("2026-11-08T13:00:00Z")),
             utc("2026-11-08T14:00:00Z"),
             "19:30 IST at the end of the Muhurat session"
         );

@@ -1,5 +1,6 @@
 //! The operator's functional core: what should happen next for one account, and what to
-//! remember and report about it. Plain values and an injected clock: no Kubernetes, no I/O.
+//! remember and report about it. Plain values, with the time and the trading calendar handed in:
+//! no Kubernetes, no I/O, no clock or calendar of its own.
 //!
 //! - [`decide`](mod@decide): when to refresh, probe or wait (schedule, market hours, limits).
 //! - [`round`]: one reconcile as a state machine — which method to try, how results and

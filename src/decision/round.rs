@@ -103,6 +103,7 @@ impl Round {
     pub fn facts(&self, now: DateTime<Utc>) -> Facts<'_> {
         Facts {
             now,
+            calendar: &self.inputs.calendar,
             policy: &self.inputs.policy,
             limits: &self.inputs.limits,
             token: self.token.as_ref().map(|h| &h.token.facts),

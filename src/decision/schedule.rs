@@ -1,8 +1,8 @@
 //! When the next proactive refresh is due: a pure function of the token, the policy, the
 //! trading calendar and the clock, in the spirit of cert-manager's renewal-time calculation.
 
-use super::calendar::{self, TradingCalendar};
-use super::market::{before_open_on, in_market_hours_on, ist_date, next_session};
+use super::calendar::TradingCalendar;
+use super::market::{before_open, in_market_hours, ist_date, next_session};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
@@ -76,7 +76,7 @@ impl Schedule {
         let mut candidate = self.next_after(t)?;
         for _ in 0..10_000 {
             let wanted = !self.trading_days_only || calendar.is_trading_day(ist_date(candidate));
-            if wanted && !in_market_hours_on(calendar, candidate) {
+            if wanted && !in_market_hours(calendar, candidate) {
                 return Some(candidate);
             }
             candidate = self.next_after(candidate)?;
@@ -84,15 +84,10 @@ impl Schedule {
         None
     }
 
-    /// [`Schedule::next_slot_after`] with the calendar in force.
-    pub fn next_outside_market_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.next_slot_after(&calendar::current(), t)
-    }
-
     /// With `tradingDaysOnly`, a token that has expired while no session comes before the next
     /// scheduled refresh is left to wait for that refresh: the time to mint. `None` otherwise
     /// (mint now).
-    pub fn lapse_until_on(
+    pub fn lapse_until(
         &self,
         calendar: &TradingCalendar,
         now: DateTime<Utc>,
@@ -105,11 +100,6 @@ impl Schedule {
             Some((open, _)) if open < next => None,
             _ => Some(next),
         }
-    }
-
-    /// [`Schedule::lapse_until_on`] with the calendar in force.
-    pub fn lapse_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.lapse_until_on(&calendar::current(), now)
     }
 }
 
@@ -131,24 +121,6 @@ pub enum ProactiveTrigger {
     SafetyNet,
 }
 
-/// [`next_proactive_refresh_on`] with the calendar in force.
-pub fn next_proactive_refresh(
-    schedule: &Schedule,
-    lead: Duration,
-    renew_before: Duration,
-    obtained_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> (DateTime<Utc>, ProactiveTrigger) {
-    next_proactive_refresh_on(
-        &calendar::current(),
-        schedule,
-        lead,
-        renew_before,
-        obtained_at,
-        expires_at,
-    )
-}
-
 /// Plans the next proactive refresh of a token obtained at `obtained_at` that expires at
 /// `expires_at`.
 ///
@@ -159,7 +131,7 @@ pub fn next_proactive_refresh(
 /// `lead` moves this account's scheduled times earlier (its share of the refresh spread):
 /// earlier, not later, so a spread never pushes a refresh past the token's expiry or into the
 /// pre-open, and the grid it shifts keeps a daily refresh from drifting.
-pub fn next_proactive_refresh_on(
+pub fn next_proactive_refresh(
     calendar: &TradingCalendar,
     schedule: &Schedule,
     lead: Duration,
@@ -173,7 +145,7 @@ pub fn next_proactive_refresh_on(
         .map(|at| {
             // A schedule just after the close would lead into the session: not earlier then.
             let early = at - lead;
-            if in_market_hours_on(calendar, early) {
+            if in_market_hours(calendar, early) {
                 at
             } else {
                 early
@@ -194,8 +166,8 @@ pub fn next_proactive_refresh_on(
             // Pull a safety net out of market hours, unless the token is younger than that:
             // then refreshing near expiry disturbs running pods least. Depends on the token
             // only, never on "now", so the plan cannot shift while it is waited for.
-            let pulled_back = before_open_on(calendar, safety_net);
-            let at = if in_market_hours_on(calendar, safety_net) && pulled_back > obtained_at {
+            let pulled_back = before_open(calendar, safety_net);
+            let at = if in_market_hours(calendar, safety_net) && pulled_back > obtained_at {
                 pulled_back
             } else {
                 safety_net

@@ -3,12 +3,14 @@
 //! persists (the output Secret's token and the status [`Memory`]) is carried from one
 //! reconcile to the next, plus the probe this process remembers.
 
+use super::calendar::TradingCalendar;
 use super::market::in_market_hours;
 use super::round::{Held, Inputs, LoginSeen, Outcome, Round, Step, Stored};
 use super::schedule::Schedule;
 use super::*;
 use crate::dhan::AccessToken;
 use chrono::{Datelike, Duration as ChronoDuration, TimeZone, Timelike};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 const DAY: ChronoDuration = ChronoDuration::hours(24);
@@ -17,6 +19,12 @@ const LIMITS: Limits = Limits {
     max_failed_logins: policy::DEFAULT_MAX_FAILED_LOGINS,
     refresh_spread: Duration::ZERO,
 };
+
+/// The calendar shipped with the operator, its default.
+fn shipped() -> &'static TradingCalendar {
+    static SHIPPED: LazyLock<Arc<TradingCalendar>> = LazyLock::new(TradingCalendar::builtin);
+    &SHIPPED
+}
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -118,6 +126,7 @@ impl Sim {
         let inputs = Inputs {
             policy: self.policy.clone(),
             limits: LIMITS,
+            calendar: TradingCalendar::builtin(),
             usable: totp_usable(),
             fingerprint: "inputs".into(),
             web_token: None,
@@ -250,7 +259,8 @@ fn thirty_days_one_mint_a_day_within_a_minute_of_the_schedule() {
     assert!(
         sim.mints
             .iter()
-            .all(|(t, reason)| !in_market_hours(*t) || *reason != RefreshReason::Scheduled),
+            .all(|(t, reason)| !in_market_hours(shipped(), *t)
+                || *reason != RefreshReason::Scheduled),
         "no proactive mint inside market hours"
     );
 }
@@ -282,7 +292,7 @@ fn no_proactive_mint_inside_market_hours() {
     sim.run_until(start + DAY * 30, |_| {});
     for (t, reason) in &sim.mints[1..] {
         assert!(
-            !in_market_hours(*t),
+            !in_market_hours(shipped(), *t),
             "{reason:?} mint at {t} is inside market hours"
         );
     }
@@ -348,6 +358,7 @@ fn dead_token_waits_for_the_mint_throttle() {
     };
     let decision = decide(&Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: Some(&token),
@@ -462,6 +473,7 @@ fn never_mints_twice_within_the_throttle_even_after_a_restart() {
     };
     let decision = decide(&Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: None,
@@ -499,6 +511,7 @@ fn permanent_failure_holds_until_inputs_change_or_a_refresh_is_requested() {
     };
     let facts = |fingerprint, request| Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: None,
@@ -541,6 +554,7 @@ fn adopts_a_newer_web_token_but_not_an_older_one() {
     let decide_with = |token: Option<&TokenFacts>, web: Option<&TokenFacts>| {
         decide(&Facts {
             now,
+            calendar: shipped(),
             policy: &policy,
             limits: &LIMITS,
             token,
@@ -579,6 +593,7 @@ fn requested_refresh_happens_once_per_annotation_value() {
     };
     let facts = |request| Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: Some(&token),
@@ -603,6 +618,7 @@ fn unknown_probe_verdict_never_mints() {
     let memory = Memory::default();
     let decision = decide(&Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: Some(&token),
@@ -626,6 +642,7 @@ fn probes_at_the_accounts_slots_validate_every_apart_and_not_when_disabled() {
     let run = |policy: &Policy, probe| {
         decide(&Facts {
             now,
+            calendar: shipped(),
             policy,
             limits: &LIMITS,
             token: Some(&token),
@@ -683,6 +700,7 @@ fn a_spread_starts_each_accounts_scheduled_refresh_at_its_own_time_before_the_sc
         };
         let decision = decide(&Facts {
             now: minted + ChronoDuration::minutes(1),
+            calendar: shipped(),
             policy: &policy,
             limits: &limits,
             token: Some(&token),
@@ -714,6 +732,7 @@ fn suspended_accounts_do_nothing() {
     let memory = Memory::default();
     let decision = decide(&Facts {
         now,
+        calendar: shipped(),
         policy: &policy,
         limits: &LIMITS,
         token: None,

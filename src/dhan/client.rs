@@ -6,16 +6,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+// tokio's, not std's: it follows tokio's clock, so a call's duration is virtual under a paused
+// runtime like every other time the operator reads. Only logged.
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
 use url::Url;
 
 use super::error::{DhanError, Endpoint};
 use super::response::{self, IpInfo, Profile};
 use super::token::{AccessToken, IssuedToken};
+use crate::clock::Clock;
 
 /// Dhan bodies are a few hundred bytes; anything far larger is not Dhan.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -29,8 +33,6 @@ const DHAN_CLIENT_ID: HeaderName = HeaderName::from_static("dhanclientid");
 const APP_ID: HeaderName = HeaderName::from_static("app_id");
 const APP_SECRET: HeaderName = HeaderName::from_static("app_secret");
 
-type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
 /// A client for one Dhan environment (production or sandbox). Cheap to clone.
 #[derive(Clone)]
 pub struct DhanClient {
@@ -39,7 +41,8 @@ pub struct DhanClient {
     auth_base: String,
     /// API base including `/v2`, without a trailing slash (`https://api.dhan.co/v2`).
     api_base: String,
-    clock: Clock,
+    /// Only read to assume a 24 h lifetime for tokens whose expiry cannot be read.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for DhanClient {
@@ -57,11 +60,16 @@ impl DhanClient {
     /// `auth_url` is the auth host (`https://auth.dhan.co`); `api_url` the API host with or
     /// without `/v2` (`https://api.dhan.co`, or the sandbox's documented
     /// `https://sandbox.dhan.co/v2`), trailing slash optional. `timeout` bounds each request as
-    /// a whole.
+    /// a whole. `clock` is the operator's.
     ///
     /// If no rustls crypto provider is installed yet, ring's is installed process-wide: reqwest
     /// is built without one and would otherwise panic here.
-    pub fn new(auth_url: &str, api_url: &str, timeout: Duration) -> Result<Self, DhanError> {
+    pub fn new(
+        auth_url: &str,
+        api_url: &str,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DhanError> {
         let auth_base = normalise_base(auth_url, "auth URL")?;
         let api_root = normalise_base(api_url, "API URL")?;
         let api_root = match api_root.len().checked_sub(3) {
@@ -89,15 +97,8 @@ impl DhanClient {
             http,
             auth_base,
             api_base,
-            clock: Arc::new(Utc::now),
+            clock,
         })
-    }
-
-    /// Replaces the clock (only used to assume a 24 h lifetime for tokens whose expiry cannot be
-    /// read); for tests.
-    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
-        self.clock = Arc::new(clock);
-        self
     }
 
     /// Mints a token with PIN and TOTP (docs/dhan-api.md §1).
@@ -254,7 +255,7 @@ impl DhanClient {
     }
 
     fn now(&self) -> DateTime<Utc> {
-        (self.clock)()
+        self.clock.now()
     }
 
     fn auth_url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, DhanError> {

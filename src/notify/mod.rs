@@ -10,9 +10,11 @@ pub mod health;
 pub mod message;
 pub mod resource;
 
+use crate::calendar_file::CalendarInForce;
+use crate::clock::Clock;
 use crate::controller::AccountReader;
 use crate::crd::DhanAccount;
-use crate::decision::calendar;
+use crate::decision::calendar::TradingCalendar;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
@@ -52,13 +54,25 @@ struct NotifierState {
     queue: mpsc::Sender<Outgoing>,
 }
 
+/// The operator's parts the notifier shares: its time and trading calendar.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub calendar: CalendarInForce,
+}
+
 /// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     accounts: AccountReader,
 ) {
+    let Shared {
+        metrics,
+        clock,
+        calendar,
+    } = shared;
     let notifiers: Api<DhanNotifier> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -103,13 +117,20 @@ pub async fn run(
         {
             continue;
         }
+        let delivery = Delivery {
+            client: &client,
+            http: &http,
+            metrics: &metrics,
+            clock: &clock,
+        };
+        let calendar = calendar.snapshot();
         evaluate(
-            &client,
-            &http,
-            &metrics,
+            &delivery,
             &account_store,
             &notifier_store,
             &mut states,
+            &calendar,
+            clock.now(),
         )
         .await;
         tokio::time::sleep(PASS_PAUSE).await;
@@ -121,26 +142,45 @@ const WAKEUPS_PER_PASS: usize = 4096;
 /// The pause after each pass: changes meanwhile wait for the next one.
 const PASS_PAUSE: Duration = Duration::from_secs(1);
 
+/// What sends the messages and records their delivery.
+struct Delivery<'a> {
+    client: &'a Client,
+    http: &'a reqwest::Client,
+    metrics: &'a Arc<Metrics>,
+    clock: &'a Arc<dyn Clock>,
+}
+
+/// The cache's objects by namespace and name: the cache's own order follows a hash seed, and
+/// the order in which messages are queued and statuses written should not.
+fn in_order<K: kube::Resource>(mut objects: Vec<Arc<K>>) -> Vec<Arc<K>> {
+    objects.sort_unstable_by(|a, b| namespace_and_name(a).cmp(&namespace_and_name(b)));
+    objects
+}
+
+fn namespace_and_name<K: kube::Resource>(object: &Arc<K>) -> (Option<&str>, Option<&str>) {
+    let meta = object.meta();
+    (meta.namespace.as_deref(), meta.name.as_deref())
+}
+
 async fn evaluate(
-    client: &Client,
-    http: &reqwest::Client,
-    metrics: &Arc<Metrics>,
+    out: &Delivery<'_>,
     accounts: &Store<DhanAccount>,
     notifiers: &Store<DhanNotifier>,
     states: &mut HashMap<String, NotifierState>,
+    calendar: &TradingCalendar,
+    now: DateTime<Utc>,
 ) {
-    let now = Utc::now();
-    let calendar = calendar::current();
-    let all_accounts = accounts.state();
-    let live: Vec<String> = notifiers.state().iter().filter_map(|n| n.uid()).collect();
+    let all_accounts = in_order(accounts.state());
+    let notifiers = in_order(notifiers.state());
+    let live: Vec<String> = notifiers.iter().filter_map(|n| n.uid()).collect();
     states.retain(|uid, _| live.contains(uid));
-    for notifier in notifiers.state() {
+    for notifier in notifiers {
         let (Some(uid), Some(namespace)) = (notifier.uid(), notifier.namespace()) else {
             continue;
         };
         let state = states.entry(uid).or_insert_with(|| NotifierState {
             reported: remembered(&notifier),
-            queue: spawn_worker(client, http, metrics, &notifier),
+            queue: spawn_worker(out, &notifier),
         });
         let watched: Vec<&Arc<DhanAccount>> = all_accounts
             .iter()
@@ -152,18 +192,18 @@ async fn evaluate(
             .reported
             .retain(|name, _| watched.iter().any(|a| &a.name_any() == name));
         for account in watched {
-            let Some(health) = health_of(account, &calendar, now) else {
+            let Some(health) = health_of(account, calendar, now) else {
                 continue;
             };
             let name = account.name_any();
             let notice = notice_for(state.reported.get(&name).copied(), health);
             state.reported.insert(name, health);
             if let Some(notice) = notice.filter(|n| wanted(&notifier.spec, *n)) {
-                queue(state, &notifier.spec, metrics, notice, account, now);
+                queue(state, &notifier.spec, out.metrics, notice, account, now);
             }
         }
         if state.reported != before {
-            remember(client, &notifier, &state.reported).await;
+            remember(out.client, &notifier, &state.reported).await;
         }
     }
 }
@@ -259,14 +299,14 @@ async fn patch_status(client: &Client, notifier: &DhanNotifier, patch: serde_jso
 }
 
 /// One task per notifier delivers its messages in order.
-fn spawn_worker(
-    client: &Client,
-    http: &reqwest::Client,
-    metrics: &Arc<Metrics>,
-    notifier: &DhanNotifier,
-) -> mpsc::Sender<Outgoing> {
+fn spawn_worker(out: &Delivery<'_>, notifier: &DhanNotifier) -> mpsc::Sender<Outgoing> {
     let (sender, mut receiver) = mpsc::channel::<Outgoing>(QUEUE);
-    let (client, http, metrics) = (client.clone(), http.clone(), metrics.clone());
+    let (client, http, metrics, clock) = (
+        out.client.clone(),
+        out.http.clone(),
+        out.metrics.clone(),
+        out.clock.clone(),
+    );
     let notifier = notifier.clone();
     tokio::spawn(async move {
         let namespace = notifier.namespace().unwrap_or_default();
@@ -309,7 +349,7 @@ fn spawn_worker(
             }
             // A delivery clears the last problem; a failure leaves lastDeliveryTime as it was.
             let status = if problems.is_empty() {
-                json!({ "lastDeliveryTime": Utc::now(), "message": null })
+                json!({ "lastDeliveryTime": clock.now(), "message": null })
             } else {
                 json!({ "message": problems.join("; ") })
             };
@@ -361,5 +401,86 @@ fn report(
             );
             problems.push(format!("{channel}: {error}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{DhanAccountSpec, DhanAccountStatus, Phase};
+    use kube::runtime::reflector::store::Writer;
+
+    /// An API server that answers nothing: status writes fail, and are only logged.
+    fn offline() -> Client {
+        let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
+        });
+        Client::new(service, "default")
+    }
+
+    fn failed(name: &str) -> DhanAccount {
+        let mut account = DhanAccount::new(name, DhanAccountSpec::default());
+        account.metadata.namespace = Some("trading".into());
+        account.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Failed),
+            ..Default::default()
+        });
+        account
+    }
+
+    #[tokio::test]
+    async fn messages_are_queued_in_account_order_whatever_the_caches_order() {
+        let (accounts, mut account_writer): (_, Writer<DhanAccount>) = reflector::store();
+        let names: Vec<String> = (0..16)
+            .map(|i| format!("acct-{:02}", (i * 7) % 16))
+            .collect();
+        for name in &names {
+            account_writer.apply_watcher_event(&watcher::Event::Apply(failed(name)));
+        }
+        let (notifiers, mut notifier_writer): (_, Writer<DhanNotifier>) = reflector::store();
+        let mut notifier = DhanNotifier::new("ops", DhanNotifierSpec::default());
+        notifier.metadata.namespace = Some("trading".into());
+        notifier.metadata.uid = Some("uid-ops".into());
+        notifier_writer.apply_watcher_event(&watcher::Event::Apply(notifier));
+        let (queue, mut queued) = mpsc::channel(QUEUE);
+        let mut states = HashMap::from([(
+            "uid-ops".to_string(),
+            NotifierState {
+                reported: BTreeMap::new(),
+                queue,
+            },
+        )]);
+        // reqwest is built without a TLS provider; the operator installs ring's at start.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let delivery = Delivery {
+            client: &offline(),
+            http: &reqwest::Client::new(),
+            metrics: &Arc::new(Metrics::default()),
+            clock: &(Arc::new(crate::clock::SystemClock) as Arc<dyn Clock>),
+        };
+        let now = DateTime::from_timestamp(1_795_000_000, 0).unwrap();
+        let calendar = TradingCalendar::builtin();
+        evaluate(
+            &delivery,
+            &accounts,
+            &notifiers,
+            &mut states,
+            &calendar,
+            now,
+        )
+        .await;
+
+        let mut messaged = Vec::new();
+        while let Ok(outgoing) = queued.try_recv() {
+            messaged.push(
+                outgoing.webhook_body["account"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        let mut sorted = names;
+        sorted.sort();
+        assert_eq!(messaged, sorted);
     }
 }

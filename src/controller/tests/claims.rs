@@ -361,3 +361,23 @@ async fn no_mint_without_the_heartbeat() {
         "a process that does not act for its install mints nothing"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn claims_are_listed_in_account_order() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    let claims = bench.claims_of("install-b");
+    claims.beat().await.unwrap();
+    // Taken out of order: the order they are walked in must not depend on a hash seed.
+    let uids: Vec<String> = (0..16)
+        .map(|i| format!("uid-{:02}", (i * 7) % 16))
+        .collect();
+    for (i, uid) in uids.iter().enumerate() {
+        claims
+            .secure(uid, &format!("10000000{i:02}"), &renewal(None))
+            .await
+            .unwrap();
+    }
+    let mut sorted = uids.clone();
+    sorted.sort();
+    assert_eq!(claims.holders(), sorted);
+}

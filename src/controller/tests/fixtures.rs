@@ -2,6 +2,7 @@
 //! paused, and the operator's clock follows it.
 
 use super::fake_api::FakeApi;
+use crate::calendar_file::CalendarInForce;
 use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
 use crate::controller::login::{LoginSettings, LoginSlots};
@@ -9,6 +10,7 @@ use crate::controller::login_job::LoginJobSettings;
 use crate::controller::{Context, reconcile};
 use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::Limits;
+use crate::decision::calendar::TradingCalendar;
 use crate::dhan::api::{Call, DhanApi};
 use crate::dhan::jwt::testing::jwt;
 use crate::dhan::{AccessToken, DhanError, IpInfo, IssuedToken, Profile};
@@ -238,6 +240,7 @@ fn context(
         client: api.client(),
         dhan,
         clock,
+        calendar: CalendarInForce::default(),
         limiter: RateLimiter::new(1000.0),
         limits: Limits {
             min_mint_interval: Duration::from_secs(125),
@@ -301,6 +304,15 @@ impl Bench {
         Bench::new(start, false)
     }
 
+    /// A bench whose operator uses `calendar` as its trading calendar.
+    pub fn with_calendar(start: &str, calendar: TradingCalendar) -> Bench {
+        let mut bench = Bench::new(start, false);
+        Arc::get_mut(&mut bench.ctx)
+            .expect("no other reference yet")
+            .calendar = CalendarInForce::new(Arc::new(calendar));
+        bench
+    }
+
     /// A bench whose operator runs browser logins.
     pub fn with_browser_logins(start: &str) -> Bench {
         Bench::new(start, true)
@@ -358,6 +370,7 @@ impl Bench {
         if self.ctx.claims.is_some() {
             ctx.claims = Some(Arc::new(self.claims_of("install-a")));
         }
+        ctx.calendar = self.ctx.calendar.clone();
         self.ctx = Arc::new(ctx);
         self.writer = Mutex::new(writer);
     }

@@ -2,6 +2,7 @@
 
 use super::fixtures::*;
 use crate::crd::Phase;
+use crate::decision::calendar::TradingCalendar;
 use crate::dhan::DhanError;
 use serde_json::json;
 use std::time::Duration;
@@ -229,6 +230,44 @@ async fn a_requested_refresh_in_market_hours_waits_for_the_close() {
         bench.dhan.calls(MINT).len(),
         2,
         "the requested mint at the close"
+    );
+}
+
+/// Two operators in one process (as in a simulation of several installs) each decide by their
+/// own trading calendar.
+#[tokio::test(start_paused = true)]
+async fn each_operator_keeps_to_its_own_trading_calendar() {
+    let holiday = TradingCalendar::parse("holidays: [{date: 2026-11-23, name: Test}]").unwrap();
+    let on_holiday = Bench::with_calendar(MONDAY_1100_IST, holiday);
+    let in_session = Bench::at(MONDAY_1100_IST);
+    for bench in [&on_holiday, &in_session] {
+        bench.credentials(PIN);
+        bench.account("alice", json!({}));
+        bench.reconcile("alice").await;
+        let mut object = bench.api.get(&account_path("alice")).unwrap();
+        object["metadata"]["annotations"] = json!({"dhan-operator.dev/refresh-requested": "1"});
+        bench.api.put(&account_path("alice"), object);
+        bench.advance(5 * MINUTE).await;
+        bench.reconcile("alice").await;
+    }
+    assert_eq!(
+        on_holiday.dhan.calls(MINT).len(),
+        2,
+        "no session on its holiday: the requested refresh goes ahead"
+    );
+    assert_eq!(
+        in_session.dhan.calls(MINT).len(),
+        1,
+        "the requested refresh waits for the close"
+    );
+    assert!(
+        in_session
+            .status("alice")
+            .message
+            .unwrap()
+            .contains("market hours"),
+        "{:?}",
+        in_session.status("alice")
     );
 }
 

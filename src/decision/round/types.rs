@@ -1,17 +1,22 @@
 //! The values a round works with and hands back to the controller.
 
+use crate::decision::calendar::TradingCalendar;
 use crate::decision::{
     Failure, Limits, Method, Policy, ProbeVerdict, RefreshReason, Token, Usable,
 };
 use crate::dhan::IpInfo;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 /// What the reconcile was given: the validated spec, the credentials' shape, the operator's
-/// limits.
+/// limits and trading calendar.
 #[derive(Clone, Debug)]
 pub struct Inputs {
     pub policy: Policy,
     pub limits: Limits,
+    /// The calendar in force when the reconcile began: one reconcile decides by one calendar,
+    /// even if the file changes meanwhile.
+    pub calendar: Arc<TradingCalendar>,
     pub usable: Usable,
     /// Changes whenever the spec or a credential Secret changes.
     pub fingerprint: String,

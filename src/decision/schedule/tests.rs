@@ -19,6 +19,7 @@ fn daily_schedule_fires_at_0800_ist_the_next_day() {
     // Minted Monday 08:00:03 IST, expires Tuesday 08:00:03 IST.
     let minted = utc("2026-11-23T02:30:03Z");
     let (at, trigger) = next_proactive_refresh(
+        &TradingCalendar::builtin(),
         &daily_0800_ist(),
         Duration::ZERO,
         TEN_MINUTES,
@@ -34,8 +35,14 @@ fn sparse_schedule_uses_safety_net_before_expiry() {
     // Mondays only: Tuesday's expiry comes before the next Monday.
     let mondays = Schedule::parse("0 8 * * 1", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-23T02:30:03Z");
-    let (at, trigger) =
-        next_proactive_refresh(&mondays, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) = next_proactive_refresh(
+        &TradingCalendar::builtin(),
+        &mondays,
+        Duration::ZERO,
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
     assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
     assert_eq!(trigger, ProactiveTrigger::SafetyNet);
 }
@@ -46,7 +53,7 @@ fn scheduled_times_inside_market_hours_are_skipped() {
     let schedule = Schedule::parse("0 11 * * *", "Asia/Kolkata").unwrap();
     let friday_noon = utc("2026-11-27T06:30:00Z");
     assert_eq!(
-        schedule.next_outside_market_after(friday_noon),
+        schedule.next_slot_after(&TradingCalendar::builtin(), friday_noon),
         Some(utc("2026-11-28T05:30:00Z"))
     );
 }
@@ -57,8 +64,14 @@ fn safety_net_inside_market_hours_moves_before_open() {
     // weekly Saturday schedule cannot cover it, and 10:50 IST Monday is market time.
     let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-22T05:30:00Z");
-    let (at, trigger) =
-        next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
+    let (at, trigger) = next_proactive_refresh(
+        &TradingCalendar::builtin(),
+        &schedule,
+        Duration::ZERO,
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
     assert_eq!(at, utc("2026-11-23T03:15:00Z")); // Monday 08:45 IST
     assert_eq!(trigger, ProactiveTrigger::SafetyNet);
 }
@@ -69,8 +82,14 @@ fn safety_net_stays_near_expiry_for_a_token_younger_than_before_open() {
     // safety net is not in market hours, and pulling it back would be pointless anyway.
     let schedule = Schedule::parse("0 8 * * 6", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-23T03:20:00Z");
-    let (at, _) =
-        next_proactive_refresh(&schedule, Duration::ZERO, TEN_MINUTES, minted, minted + DAY);
+    let (at, _) = next_proactive_refresh(
+        &TradingCalendar::builtin(),
+        &schedule,
+        Duration::ZERO,
+        TEN_MINUTES,
+        minted,
+        minted + DAY,
+    );
     assert_eq!(at, minted + DAY - chrono::Duration::minutes(10));
 }
 
@@ -135,7 +154,7 @@ fn trading_days_only_skips_weekends_and_holidays() {
     ];
     for (minted, expected, why) in cases {
         let minted = utc(minted);
-        let (at, trigger) = next_proactive_refresh_on(
+        let (at, trigger) = next_proactive_refresh(
             &calendar,
             &trading_days_only(),
             Duration::ZERO,
@@ -154,7 +173,7 @@ fn trading_days_only_skips_weekends_and_holidays() {
 #[test]
 fn every_day_schedules_still_refresh_on_weekends() {
     let minted = utc("2026-11-20T02:30:03Z"); // Friday
-    let (at, _) = next_proactive_refresh_on(
+    let (at, _) = next_proactive_refresh(
         &diwali_2026(),
         &daily_0800_ist(),
         Duration::ZERO,
@@ -173,7 +192,7 @@ fn trading_days_only_keeps_the_safety_net_for_a_session_the_token_would_miss() {
         .unwrap()
         .with_trading_days_only(true);
     let minted = utc("2026-11-22T05:30:00Z");
-    let (at, trigger) = next_proactive_refresh_on(
+    let (at, trigger) = next_proactive_refresh(
         &diwali_2026(),
         &schedule,
         Duration::ZERO,
@@ -190,22 +209,19 @@ fn a_lapsed_token_waits_for_the_next_trading_day_only_when_asked() {
     let calendar = diwali_2026();
     let saturday_0800 = utc("2026-11-21T02:30:03Z");
     assert_eq!(
-        trading_days_only().lapse_until_on(&calendar, saturday_0800),
+        trading_days_only().lapse_until(&calendar, saturday_0800),
         Some(utc("2026-11-23T02:30:00Z")),
         "Saturday: wait for Monday 08:00 IST"
     );
-    assert_eq!(
-        daily_0800_ist().lapse_until_on(&calendar, saturday_0800),
-        None
-    );
+    assert_eq!(daily_0800_ist().lapse_until(&calendar, saturday_0800), None);
     // Monday 08:00: the session is due before the next scheduled time.
     assert_eq!(
-        trading_days_only().lapse_until_on(&calendar, utc("2026-11-23T02:30:00Z")),
+        trading_days_only().lapse_until(&calendar, utc("2026-11-23T02:30:00Z")),
         None
     );
     // Friday noon, during a session: mint now.
     assert_eq!(
-        trading_days_only().lapse_until_on(&calendar, utc("2026-11-20T06:30:00Z")),
+        trading_days_only().lapse_until(&calendar, utc("2026-11-20T06:30:00Z")),
         None
     );
 }
@@ -239,6 +255,7 @@ fn trading_days_only_mints_once_per_trading_day_and_covers_every_session() {
     while now < end {
         let facts = Facts {
             now,
+            calendar: &calendar,
             policy: &policy,
             limits: &limits,
             token: token.as_ref(),
@@ -300,8 +317,14 @@ fn a_lead_moves_the_refresh_earlier_and_keeps_it_daily() {
     let lead = Duration::from_secs(7 * 60);
     let mut minted = utc("2026-11-22T00:00:00Z"); // Sunday 05:30 IST
     for _ in 0..5 {
-        let (at, trigger) =
-            next_proactive_refresh(&daily_0800_ist(), lead, TEN_MINUTES, minted, minted + DAY);
+        let (at, trigger) = next_proactive_refresh(
+            &TradingCalendar::builtin(),
+            &daily_0800_ist(),
+            lead,
+            TEN_MINUTES,
+            minted,
+            minted + DAY,
+        );
         assert_eq!(trigger, ProactiveTrigger::Scheduled);
         assert_eq!(
             at.format("%H:%M").to_string(),
@@ -319,6 +342,7 @@ fn a_lead_never_moves_a_refresh_into_the_session() {
     let just_after_close = Schedule::parse("35 15 * * 1-5", "Asia/Kolkata").unwrap();
     let minted = utc("2026-11-23T00:00:00Z"); // Monday 05:30 IST
     let (at, _) = next_proactive_refresh(
+        &TradingCalendar::builtin(),
         &just_after_close,
         Duration::from_secs(600),
         TEN_MINUTES,

@@ -12,8 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::*;
+use crate::clock::{Clock, SystemClock};
 use crate::dhan::error::ErrorKind;
 use crate::dhan::jwt::testing::jwt;
+
+fn wall_clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
 
 const CLIENT_ID: &str = "1000000001";
 const PIN: &str = "482913";
@@ -79,7 +84,7 @@ impl FakeDhan {
     }
 
     fn client(&self) -> DhanClient {
-        DhanClient::new(&self.base, &self.base, Duration::from_secs(5)).unwrap()
+        DhanClient::new(&self.base, &self.base, Duration::from_secs(5), wall_clock()).unwrap()
     }
 
     fn requests(&self) -> Vec<Seen> {
@@ -236,7 +241,7 @@ async fn failing_mint_errors_never_contain_pin_or_totp() {
         listener.local_addr().unwrap().port()
     };
     let base = format!("http://127.0.0.1:{port}");
-    let client = DhanClient::new(&base, &base, Duration::from_secs(5)).unwrap();
+    let client = DhanClient::new(&base, &base, Duration::from_secs(5), wall_clock()).unwrap();
     let error = client
         .generate_access_token(CLIENT_ID, PIN, TOTP_CODE)
         .await
@@ -253,7 +258,13 @@ async fn timeouts_map_to_unknown_timeout() {
         ..Reply::new(200, "{}")
     })
     .await;
-    let client = DhanClient::new(&dhan.base, &dhan.base, Duration::from_millis(200)).unwrap();
+    let client = DhanClient::new(
+        &dhan.base,
+        &dhan.base,
+        Duration::from_millis(200),
+        wall_clock(),
+    )
+    .unwrap();
 
     let error = client
         .generate_access_token(CLIENT_ID, PIN, TOTP_CODE)
@@ -314,8 +325,13 @@ async fn api_url_is_accepted_with_or_without_v2_and_trailing_slash() {
     let dhan = FakeDhan::start(|_| Reply::new(200, r#"{"dhanClientId":"1000000001"}"#)).await;
     for suffix in ["", "/", "/v2", "/v2/", "/V2"] {
         let api = format!("{}{suffix}", dhan.base);
-        let client =
-            DhanClient::new(&format!("{}/", dhan.base), &api, Duration::from_secs(5)).unwrap();
+        let client = DhanClient::new(
+            &format!("{}/", dhan.base),
+            &api,
+            Duration::from_secs(5),
+            wall_clock(),
+        )
+        .unwrap();
         client.profile(&AccessToken::from("t")).await.unwrap();
     }
     let paths: Vec<String> = dhan.requests().into_iter().map(|s| s.path).collect();
@@ -329,6 +345,7 @@ async fn base_urls_may_carry_a_path_prefix() {
         &format!("{}/auth", dhan.base),
         &format!("{}/sandbox/v2", dhan.base),
         Duration::from_secs(5),
+        wall_clock(),
     )
     .unwrap();
     client.profile(&AccessToken::from("t")).await.unwrap();
@@ -468,6 +485,7 @@ async fn consent_login_url_points_at_the_auth_host() {
         "https://auth.dhan.co/",
         "https://api.dhan.co",
         Duration::from_secs(1),
+        wall_clock(),
     )
     .unwrap();
     assert_eq!(
@@ -575,12 +593,12 @@ fn unusable_base_urls_are_rejected_at_construction() {
         "https://auth.dhan.co?x=1",
         "https://user:pw@auth.dhan.co",
     ] {
-        let error = DhanClient::new(bad, good, Duration::from_secs(1)).unwrap_err();
+        let error = DhanClient::new(bad, good, Duration::from_secs(1), wall_clock()).unwrap_err();
         assert_eq!(error.reason(), "InvalidConfig", "{bad:?}");
         assert_eq!(error.kind(), ErrorKind::Permanent);
         assert_no_secrets(&error, &["pw"]);
         assert_eq!(
-            DhanClient::new(good, bad, Duration::from_secs(1))
+            DhanClient::new(good, bad, Duration::from_secs(1), wall_clock())
                 .unwrap_err()
                 .reason(),
             "InvalidConfig"
@@ -594,6 +612,7 @@ fn client_debug_shows_only_the_bases() {
         "https://auth.dhan.co",
         "https://sandbox.dhan.co/v2/",
         Duration::from_secs(1),
+        wall_clock(),
     )
     .unwrap();
     let printed = format!("{client:?}");
@@ -623,13 +642,28 @@ async fn headers_that_cannot_be_sent_fail_without_echoing_the_value() {
     assert!(dhan.requests().is_empty());
 }
 
+/// A clock that stands still.
+#[derive(Debug)]
+struct Fixed(DateTime<Utc>);
+
+impl Clock for Fixed {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
 #[tokio::test]
 async fn unreadable_expiry_falls_back_to_the_injected_clock() {
     let dhan = FakeDhan::start(|_| Reply::new(200, r#"{"accessToken":"opaque"}"#)).await;
     let now = DateTime::from_timestamp(1_758_600_000, 0).unwrap();
-    let issued = dhan
-        .client()
-        .with_clock(move || now)
+    let client = DhanClient::new(
+        &dhan.base,
+        &dhan.base,
+        Duration::from_secs(5),
+        Arc::new(Fixed(now)),
+    )
+    .unwrap();
+    let issued = client
         .generate_access_token(CLIENT_ID, PIN, TOTP_CODE)
         .await
         .unwrap();
