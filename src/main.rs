@@ -257,7 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     serve_http(&args, client.clone(), metrics.clone(), health.clone()).await?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone(), health);
+    let mut settings = controller_settings(&args, Arc::new(dhan), clock.clone(), health.clone());
     // One cache of the accounts, for the controller and the notifier.
     let cache = controller::AccountCache::default();
     // Only the leader reconciles and notifies: the notifier runs beside the controller and
@@ -269,6 +269,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             args.namespace.clone(),
             metrics.clone(),
             accounts,
+            health,
         )
     });
     if !args.leader_elect {

@@ -9,6 +9,7 @@ use crate::crd::{DhanAccount, Phase};
 use chrono::{DateTime, Utc};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use std::collections::HashMap;
 
 /// An account's claim on its client ID. The order is the rule: the least claim mints.
@@ -26,17 +27,32 @@ pub struct Claim {
 impl Claim {
     /// The claim `account` makes, if any: one being deleted claims nothing.
     pub fn of(account: &DhanAccount) -> Option<(String, Claim)> {
-        if account.metadata.deletion_timestamp.is_some() {
+        let status = account.status.as_ref();
+        let until = holds_until(
+            status.and_then(|s| s.phase),
+            status.and_then(|s| s.expires_at),
+        );
+        Claim::new(&account.metadata, &account.spec.client_id, until)
+    }
+
+    /// The claim of an account known by its metadata and client ID, keeping others from
+    /// minting until `holds_until` (`None`: for ever); one being deleted claims nothing.
+    pub fn new(
+        metadata: &ObjectMeta,
+        client_id: &str,
+        holds_until: Option<DateTime<Utc>>,
+    ) -> Option<(String, Claim)> {
+        if metadata.deletion_timestamp.is_some() {
             return None;
         }
         let claim = Claim {
-            created: account.creation_timestamp().map(|t| t.0),
-            namespace: account.namespace().unwrap_or_default(),
-            name: account.name_any(),
-            uid: account.uid().unwrap_or_default(),
-            holds_until: holds_until(account),
+            created: metadata.creation_timestamp.as_ref().map(|t| t.0),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            name: metadata.name.clone().unwrap_or_default(),
+            uid: metadata.uid.clone().unwrap_or_default(),
+            holds_until,
         };
-        Some((account.spec.client_id.trim().to_string(), claim))
+        Some((client_id.trim().to_string(), claim))
     }
 
     fn holds(&self, now: DateTime<Utc>) -> bool {
@@ -44,13 +60,16 @@ impl Claim {
     }
 }
 
+/// Until when an account whose status shows `phase` and `expires_at` keeps others from minting;
 /// `None`: for ever.
-fn holds_until(account: &DhanAccount) -> Option<DateTime<Utc>> {
-    let status = account.status.as_ref()?;
-    if status.phase != Some(Phase::Failed) {
+pub fn holds_until(
+    phase: Option<Phase>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    if phase != Some(Phase::Failed) {
         return None;
     }
-    Some(status.expires_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
+    Some(expires_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
 }
 
 /// Every claim, by client ID, least first: finding the winner costs the same whatever the number

@@ -13,6 +13,7 @@ pub mod resource;
 use crate::controller::AccountReader;
 use crate::crd::DhanAccount;
 use crate::decision::calendar;
+use crate::health::Health as WatchHealth;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
@@ -52,12 +53,14 @@ struct NotifierState {
     queue: mpsc::Sender<Outgoing>,
 }
 
-/// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller.
+/// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller;
+/// `watch_health` names the accounts left out of the cache because they cannot be read.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
     metrics: Arc<Metrics>,
     accounts: AccountReader,
+    watch_health: WatchHealth,
 ) {
     let notifiers: Api<DhanNotifier> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -108,6 +111,7 @@ pub async fn run(
             &http,
             &metrics,
             &account_store,
+            &watch_health,
             &notifier_store,
             &mut states,
         )
@@ -126,12 +130,14 @@ async fn evaluate(
     http: &reqwest::Client,
     metrics: &Arc<Metrics>,
     accounts: &Store<DhanAccount>,
+    watch_health: &WatchHealth,
     notifiers: &Store<DhanNotifier>,
     states: &mut HashMap<String, NotifierState>,
 ) {
     let now = Utc::now();
     let calendar = calendar::current();
     let all_accounts = accounts.state();
+    let skipped = watch_health.skipped_objects();
     let live: Vec<String> = notifiers.state().iter().filter_map(|n| n.uid()).collect();
     states.retain(|uid, _| live.contains(uid));
     for notifier in notifiers.state() {
@@ -148,9 +154,13 @@ async fn evaluate(
             .filter(|a| covers(&notifier.spec, &a.name_any()))
             .collect();
         let before = state.reported.clone();
-        state
-            .reported
-            .retain(|name, _| watched.iter().any(|a| &a.name_any() == name));
+        // An account that cannot be read is out of the cache, not gone: what was reported of it
+        // stands, or it would be announced afresh once it can be read again.
+        state.reported.retain(|name, _| {
+            watched.iter().any(|a| &a.name_any() == name)
+                || (covers(&notifier.spec, name)
+                    && skipped.contains(&format!("{namespace}/{name}")))
+        });
         for account in watched {
             let Some(health) = health_of(account, &calendar, now) else {
                 continue;
