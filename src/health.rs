@@ -1,9 +1,10 @@
-//! Whether the operator sees what it should: every watch listed and streaming, no DhanAccount
-//! skipped. `/readyz` answers from here, so an operator whose watches fail (RBAC, a CRD gone)
-//! or that skips an object it cannot decode says so instead of looking healthy while nothing
-//! refreshes.
+//! Whether this replica can work: every watch listed and streaming. `/readyz` answers from here,
+//! so an operator whose watches fail (RBAC, a CRD gone) says so instead of looking healthy while
+//! nothing refreshes. The DhanAccounts it skips because it cannot decode them are kept here too,
+//! to be named, but they never make it unready: a tenant's object would otherwise switch the
+//! operator off for everyone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::time::{Duration, Instant};
 
@@ -119,6 +120,21 @@ impl Health {
         let now = Instant::now();
         self.with(|s| problems(s, now))
     }
+
+    /// The skipped DhanAccounts, as `namespace/name`.
+    pub fn skipped_objects(&self) -> HashSet<String> {
+        self.with(|s| s.skipped.values().map(|k| k.object.clone()).collect())
+    }
+
+    /// The skipped DhanAccounts, one a line, in words.
+    pub fn skipped(&self) -> Vec<String> {
+        self.with(|s| {
+            s.skipped
+                .values()
+                .map(|skipped| format!("DhanAccount {} skipped: {}", skipped.object, skipped.why))
+                .collect()
+        })
+    }
 }
 
 fn problems(state: &State, now: Instant) -> Vec<String> {
@@ -141,12 +157,6 @@ fn problems(state: &State, now: Instant) -> Vec<String> {
                 }
             }
         }
-    }
-    for skipped in state.skipped.values() {
-        out.push(format!(
-            "DhanAccount {} skipped: {}",
-            skipped.object, skipped.why
-        ));
     }
     out
 }
@@ -222,12 +232,21 @@ mod tests {
             "a new version"
         );
         assert_eq!(
-            health.problems(),
+            health.skipped(),
             ["DhanAccount trading/bad skipped: status.failedAttempts: out of range"]
         );
         assert_eq!(health.skipped_uids(), ["uid-1"]);
         health.unskip("uid-1");
-        assert!(health.problems().is_empty());
+        assert!(health.skipped().is_empty());
+    }
+
+    #[test]
+    fn a_skipped_object_is_no_problem_of_the_operator() {
+        let health = Health::default();
+        health.listed("dhanaccounts");
+        health.skip("uid-1", skipped("trading/bad", "7"));
+        assert!(health.problems().is_empty(), "{:?}", health.problems());
+        assert_eq!(health.skipped_count(), 1);
     }
 
     #[test]

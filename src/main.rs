@@ -286,7 +286,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(dhan),
         clock.clone(),
         calendar.clone(),
-        health,
+        health.clone(),
     );
     // One cache of the accounts, for the controller and the notifier.
     let cache = controller::AccountCache::default();
@@ -299,7 +299,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             clock: clock.clone(),
             calendar,
         };
-        notify::run(client.clone(), args.namespace.clone(), shared, accounts)
+        notify::run(
+            client.clone(),
+            args.namespace.clone(),
+            shared,
+            accounts,
+            health,
+        )
     });
     if !args.leader_elect {
         with_notifier(controller::run(client, settings, metrics, cache), notifier).await;

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::Uri;
 use dhan_operator::crd::Phase;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -269,4 +270,66 @@ async fn only_the_leader_sends() {
         !second.output().contains("notifications started"),
         "the standby does not notify"
     );
+}
+
+#[tokio::test]
+async fn an_account_unreadable_for_a_while_is_not_announced_again() {
+    let (url, received) = receiver().await;
+    let bed = Bed::start_with("notify-skip", &["--notifications"]).await;
+    bed.put_secret("team-hook", &[("url", &format!("{url}/hook"))])
+        .await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "alerts" },
+        "spec": { "webhook": { "secretName": "team-hook" } }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    // A Secret without the PIN: Failed, with no Dhan call.
+    bed.put_secret("dora-dhan", &[("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "dora",
+        json!({ "clientId": "1600000004", "credentialsSecret": "dora-dhan" }),
+    )
+    .await;
+    bed.wait_phase("dora", Phase::Failed).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        (received.all().len() == 1).then_some(())
+    })
+    .await;
+
+    // Unreadable for a while (anyone with status rights can do this), then readable again,
+    // still Failed: nothing new to say.
+    let resource = ApiResource::erase::<dhan_operator::crd::DhanAccount>(&());
+    let accounts = Api::<DynamicObject>::namespaced_with(bed.client.clone(), &bed.ns, &resource);
+    let set_failed_attempts = |count: u64| {
+        let patch = json!({ "status": { "failedAttempts": count } });
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .patch_status("dora", &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .expect("patching dora's status")
+        }
+    };
+    set_failed_attempts(5_000_000_000).await;
+    bed.wait_event("Undecodable").await;
+    // The notifier judges the accounts after each change: let it see the account gone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    set_failed_attempts(1).await;
+    support::wait_for(Duration::from_secs(30), || async {
+        let scrape = reqwest::get(support::metrics_url(&bed.operator().output())?)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        scrape
+            .contains("dhan_operator_skipped_accounts 0")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(received.all().len(), 1, "{:?}", received.all());
 }

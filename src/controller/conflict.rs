@@ -11,6 +11,7 @@ use crate::crd::{DhanAccount, Phase};
 use chrono::{DateTime, Utc};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::ObjectMeta;
 use std::collections::HashMap;
 
 /// An account's claim on its client ID. The order is the rule: the least claim mints.
@@ -30,18 +31,42 @@ pub struct Claim {
 impl Claim {
     /// The claim `account` makes, if any: one being deleted claims nothing.
     pub fn of(account: &DhanAccount) -> Option<(String, Claim)> {
-        if account.metadata.deletion_timestamp.is_some() {
+        let status = account.status.as_ref();
+        let expires_at = status.and_then(|s| s.expires_at);
+        let until = holds_until(
+            status.and_then(|s| s.phase),
+            expires_at,
+            account.spec.suspend == Some(true),
+        );
+        Claim::new(
+            &account.metadata,
+            &account.spec.client_id,
+            until,
+            expires_at,
+        )
+    }
+
+    /// The claim of an account known by its metadata and client ID, keeping others from
+    /// minting until `holds_until` (`None`: for ever), its token live until `expires_at`; one
+    /// being deleted claims nothing.
+    pub fn new(
+        metadata: &ObjectMeta,
+        client_id: &str,
+        holds_until: Option<DateTime<Utc>>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Option<(String, Claim)> {
+        if metadata.deletion_timestamp.is_some() {
             return None;
         }
         let claim = Claim {
-            created: account.creation_timestamp().map(|t| t.0),
-            namespace: account.namespace().unwrap_or_default(),
-            name: account.name_any(),
-            uid: account.uid().unwrap_or_default(),
-            holds_until: holds_until(account),
-            expires_at: account.status.as_ref().and_then(|s| s.expires_at),
+            created: metadata.creation_timestamp.as_ref().map(|t| t.0),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            name: metadata.name.clone().unwrap_or_default(),
+            uid: metadata.uid.clone().unwrap_or_default(),
+            holds_until,
+            expires_at,
         };
-        Some((account.spec.client_id.trim().to_string(), claim))
+        Some((client_id.trim().to_string(), claim))
     }
 
     fn holds(&self, now: DateTime<Utc>) -> bool {
@@ -53,11 +78,13 @@ impl Claim {
     }
 }
 
-/// `None`: for ever.
-fn holds_until(account: &DhanAccount) -> Option<DateTime<Utc>> {
-    let status = account.status.as_ref();
-    let phase = status.and_then(|s| s.phase);
-    let suspended = account.spec.suspend == Some(true);
+/// Until when an account whose status shows `phase` and `expires_at` keeps others from minting:
+/// for ever (`None`) while it is obtaining tokens, otherwise while its last token lives.
+pub fn holds_until(
+    phase: Option<Phase>,
+    expires_at: Option<DateTime<Utc>>,
+    suspended: bool,
+) -> Option<DateTime<Utc>> {
     let obtaining = !suspended
         && !matches!(
             phase,
@@ -66,11 +93,7 @@ fn holds_until(account: &DhanAccount) -> Option<DateTime<Utc>> {
     if obtaining {
         return None;
     }
-    Some(
-        status
-            .and_then(|s| s.expires_at)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-    )
+    Some(expires_at.unwrap_or(DateTime::<Utc>::MIN_UTC))
 }
 
 /// Every claim, by client ID, least first: finding the winner costs the same whatever the number

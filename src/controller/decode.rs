@@ -3,11 +3,19 @@
 //! rights, or an object stored under an older schema) is left out on its own, named with the
 //! path of the offending field, instead of failing the whole list — which would stop every
 //! account in every namespace.
+//!
+//! An object left out still holds its client ID: it may hold a live token, which a mint by
+//! another account of the same client would kill (docs/dhan-api.md §1). What the one-minter
+//! rule needs of it is read on its own, leniently.
 
-use crate::crd::DhanAccount;
+use super::conflict::{self, Claim};
+use crate::crd::{DhanAccount, Phase};
 use crate::health::Skipped;
+use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// The longest decode error kept: it ends up in events and `/readyz`.
 const MAX_WHY: usize = 300;
@@ -17,10 +25,89 @@ const MAX_WHY: usize = 300;
 pub struct Undecodable {
     pub uid: String,
     pub skipped: Skipped,
+    pub claim: SkippedClaim,
+}
+
+/// What an unreadable account claims of its client ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkippedClaim {
+    /// The claim any account with its metadata, client ID and status would make; an
+    /// unreadable `status.phase` or `status.expiresAt` counts as holding for ever.
+    Holds(String, Claim),
+    /// Being deleted: it claims nothing, as any account being deleted.
+    Deleting,
+    /// `spec.clientId` cannot be read: there is nothing to claim.
+    NoClientId,
+}
+
+impl SkippedClaim {
+    /// The claim to file, if any.
+    pub fn filed(&self) -> Option<(String, Claim)> {
+        match self {
+            SkippedClaim::Holds(client, claim) => Some((client.clone(), claim.clone())),
+            SkippedClaim::Deleting | SkippedClaim::NoClientId => None,
+        }
+    }
+
+    /// What it means for the account's client ID, for its owner.
+    pub fn consequence(&self) -> &'static str {
+        match self {
+            SkippedClaim::Holds(..) => {
+                "Meanwhile it keeps its claim on its client ID: no other DhanAccount mints for \
+                 it, as a new token would kill the one this account may hold."
+            }
+            SkippedClaim::Deleting => "It is being deleted and claims its client ID no more.",
+            SkippedClaim::NoClientId => {
+                "Its spec.clientId cannot be read either, so it claims no client ID: another \
+                 DhanAccount of the same client may mint, which kills any token this one holds."
+            }
+        }
+    }
+}
+
+/// The claim of `object`, read without decoding the rest of it.
+pub fn skipped_claim(object: &DynamicObject) -> SkippedClaim {
+    let Some(client_id) = object
+        .data
+        .pointer("/spec/clientId")
+        .and_then(Value::as_str)
+    else {
+        return SkippedClaim::NoClientId;
+    };
+    let status = object.data.get("status");
+    let expires_at = status_field::<DateTime<Utc>>(status, "expiresAt");
+    let suspended = object.data.pointer("/spec/suspend") == Some(&Value::Bool(true));
+    let holds_until = match (status_field::<Phase>(status, "phase"), &expires_at) {
+        (Ok(phase), Ok(expires_at)) => conflict::holds_until(phase, *expires_at, suspended),
+        // It may record a live token the operator cannot see.
+        _ => None,
+    };
+    match Claim::new(
+        &object.metadata,
+        client_id,
+        holds_until,
+        expires_at.ok().flatten(),
+    ) {
+        Some((client, claim)) => SkippedClaim::Holds(client, claim),
+        None => SkippedClaim::Deleting,
+    }
+}
+
+/// Field `name` of `status`: `Ok(None)` when either is absent, `Err` when it cannot be read.
+fn status_field<T: DeserializeOwned>(status: Option<&Value>, name: &str) -> Result<Option<T>, ()> {
+    let status = match status {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(status)) => status,
+        Some(_) => return Err(()),
+    };
+    match status.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => T::deserialize(value).map(Some).map_err(|_| ()),
+    }
 }
 
 /// The DhanAccount in `object`, or why it cannot be read.
-pub fn decode(object: &DynamicObject) -> Result<DhanAccount, Undecodable> {
+pub fn decode(object: &DynamicObject) -> Result<DhanAccount, Box<Undecodable>> {
     let value = serde_json::to_value(object).expect("an object from the API serialises");
     serde_path_to_error::deserialize::<_, DhanAccount>(value).map_err(|error| {
         let path = error.path().to_string();
@@ -28,8 +115,9 @@ pub fn decode(object: &DynamicObject) -> Result<DhanAccount, Undecodable> {
             .chars()
             .take(MAX_WHY)
             .collect();
-        Undecodable {
+        Box::new(Undecodable {
             uid: object.uid().unwrap_or_default(),
+            claim: skipped_claim(object),
             skipped: Skipped {
                 object: format!(
                     "{}/{}",
@@ -39,7 +127,7 @@ pub fn decode(object: &DynamicObject) -> Result<DhanAccount, Undecodable> {
                 resource_version: object.resource_version(),
                 why,
             },
-        }
+        })
     })
 }
 
@@ -56,13 +144,15 @@ pub fn stand_in(object: &DynamicObject) -> DhanAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     fn object(status: serde_json::Value) -> DynamicObject {
         serde_json::from_value(json!({
             "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
             "metadata": {"name": "bad", "namespace": "trading", "uid": "u-1",
-                         "resourceVersion": "42"},
+                         "resourceVersion": "42",
+                         "creationTimestamp": "2026-11-01T00:00:00Z"},
             "spec": {"clientId": "1000000001", "credentialsSecret": "creds"},
             "status": status,
         }))
@@ -107,6 +197,102 @@ mod tests {
         let error = decode(&object(json!({"phase": "x".repeat(2000)}))).unwrap_err();
         assert!(error.skipped.why.starts_with("status.phase: "));
         assert_eq!(error.skipped.why.chars().count(), MAX_WHY);
+    }
+
+    /// The claim an account with `object`'s metadata makes, holding until `until`.
+    fn holding(object: &DynamicObject, until: Option<DateTime<Utc>>) -> SkippedClaim {
+        let expires = object
+            .data
+            .pointer("/status/expiresAt")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let (client, claim) = Claim::new(&object.metadata, "1000000001", until, expires).unwrap();
+        SkippedClaim::Holds(client, claim)
+    }
+
+    #[test]
+    fn an_unreadable_account_claims_its_client_id_by_what_can_be_read_of_its_status() {
+        let expiry: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
+        let never = Some(DateTime::<Utc>::MIN_UTC);
+        for (status, until) in [
+            (json!({"failedAttempts": 5_000_000_000u64}), None),
+            (
+                json!({"phase": "Ready", "expiresAt": expiry, "failedAttempts": -1}),
+                None,
+            ),
+            (
+                json!({"phase": "Failed", "expiresAt": expiry, "failedAttempts": -1}),
+                Some(expiry),
+            ),
+            (json!({"phase": "Failed", "failedAttempts": -1}), never),
+            (
+                json!({"phase": "Failed", "expiresAt": null, "failedAttempts": -1}),
+                never,
+            ),
+        ] {
+            let object = object(status.clone());
+            assert!(decode(&object).is_err(), "{status}");
+            assert_eq!(skipped_claim(&object), holding(&object, until), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_phase_or_expiry_holds_the_client_id_for_ever() {
+        // It may record a live token that a mint by another account would kill.
+        for status in [
+            json!({"phase": "Retired"}),
+            json!({"phase": 3}),
+            json!({"phase": "Failed", "expiresAt": "yesterday"}),
+            json!({"phase": "Failed", "expiresAt": 1_700_000_000}),
+            json!("not an object"),
+            json!(true),
+        ] {
+            let object = object(status.clone());
+            assert!(decode(&object).is_err(), "{status}");
+            assert_eq!(skipped_claim(&object), holding(&object, None), "{status}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_spec_still_claims_its_client_id() {
+        let mut bad = object(serde_json::Value::Null);
+        bad.data["spec"]["refresh"] = json!({"schedule": 8});
+        bad.data["spec"]["clientId"] = json!(" 1000000001 ");
+        assert!(decode(&bad).is_err());
+        assert_eq!(skipped_claim(&bad), holding(&bad, None));
+        assert!(
+            skipped_claim(&bad)
+                .consequence()
+                .contains("keeps its claim")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_client_id_claims_nothing_and_says_so() {
+        for client_id in [json!(1000000001), json!(null), json!({"id": "1"})] {
+            let mut bad = object(json!({}));
+            bad.data["spec"]["clientId"] = client_id.clone();
+            let error = decode(&bad).unwrap_err();
+            assert_eq!(error.claim, SkippedClaim::NoClientId, "{client_id}");
+            assert_eq!(error.claim.filed(), None);
+            assert!(error.claim.consequence().contains("claims no client ID"));
+        }
+    }
+
+    #[test]
+    fn an_unreadable_account_being_deleted_claims_nothing() {
+        let mut bad = object(json!({"failedAttempts": -1}));
+        bad.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap(),
+        ));
+        let error = decode(&bad).unwrap_err();
+        assert_eq!(error.claim, SkippedClaim::Deleting);
+        assert_eq!(error.claim.filed(), None);
+    }
+
+    #[test]
+    fn the_claim_travels_with_the_decode_error() {
+        let bad = object(json!({"failedAttempts": -1}));
+        assert_eq!(decode(&bad).unwrap_err().claim, holding(&bad, None));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Lookups across every watched account, kept up to date from the account watch itself, so that
 //! a reconcile or a watch event costs the same with ten accounts or ten thousand: who mints for
 //! a client ID, which accounts use a Secret, whose login a Pod is, which logins status records.
-//! An account's entries are replaced each time the watch delivers it.
+//! An account's entries are replaced each time the watch delivers it. An account the watch
+//! cannot read keeps its claim on its client ID only (see `decode`).
 
 use super::conflict::{Claim, Claims};
 use super::output::account_label;
@@ -41,11 +42,12 @@ struct Inner {
 
 /// What one account put in the index, to take it out again.
 struct Entry {
-    reference: ObjectRef<DhanAccount>,
+    /// `None` for an account that cannot be read: it is not reconciled, so nothing leads to it.
+    reference: Option<ObjectRef<DhanAccount>>,
     claim: Option<(String, Claim)>,
     /// In the account's namespace.
     secrets: Vec<String>,
-    label: String,
+    label: Option<String>,
     login: Option<String>,
 }
 
@@ -75,6 +77,18 @@ impl AccountIndex {
                 *inner = *listed;
             }
         }
+    }
+
+    /// Takes in an account of namespace `namespace` named `name` that the watch cannot read, in
+    /// place of what it put in before: only its claim, if it makes one. Part of the relist when
+    /// one is in progress (it was listed).
+    pub fn skipped(&self, namespace: &str, name: &str, claim: Option<(String, Claim)>) {
+        let mut inner = self.write();
+        let inner = match &mut inner.relist {
+            Some(relist) => relist,
+            None => &mut *inner,
+        };
+        inner.upsert_skipped((namespace.to_string(), name.to_string()), claim);
     }
 
     /// The account that may mint for `account`'s client ID at `now` when it is not `account`
@@ -131,7 +145,7 @@ impl Inner {
             .into_iter()
             .filter_map(|name| {
                 let key = (namespace.to_string(), name.to_string());
-                Some(self.entries.get(&key)?.reference.clone())
+                self.entries.get(&key)?.reference.clone()
             })
             .collect()
     }
@@ -150,9 +164,9 @@ impl Inner {
         secrets.sort_unstable();
         secrets.dedup();
         let entry = Entry {
-            reference: ObjectRef::from_obj(account),
+            reference: Some(ObjectRef::from_obj(account)),
             claim: Claim::of(account),
-            label: account_label(account),
+            label: Some(account_label(account)),
             login: account
                 .status
                 .as_ref()
@@ -167,13 +181,28 @@ impl Inner {
             let names = self.secrets.entry((namespace.clone(), secret.clone()));
             add_name(names.or_default(), name);
         }
-        let names = self
-            .login_labels
-            .entry((namespace.clone(), entry.label.clone()));
-        add_name(names.or_default(), name);
+        if let Some(label) = &entry.label {
+            let names = self.login_labels.entry((namespace.clone(), label.clone()));
+            add_name(names.or_default(), name);
+        }
         if let Some(uid) = &entry.login {
             self.logins.insert(uid.clone());
         }
+        self.entries.insert(key, entry);
+    }
+
+    fn upsert_skipped(&mut self, key: Key, claim: Option<(String, Claim)>) {
+        self.remove(&key);
+        if let Some((client, claim)) = &claim {
+            self.claims.insert(client.clone(), claim.clone());
+        }
+        let entry = Entry {
+            reference: None,
+            claim,
+            secrets: Vec::new(),
+            label: None,
+            login: None,
+        };
         self.entries.insert(key, entry);
     }
 
@@ -188,11 +217,9 @@ impl Inner {
         for secret in &entry.secrets {
             drop_name(&mut self.secrets, (namespace.clone(), secret.clone()), name);
         }
-        drop_name(
-            &mut self.login_labels,
-            (namespace.clone(), entry.label),
-            name,
-        );
+        if let Some(label) = entry.label {
+            drop_name(&mut self.login_labels, (namespace.clone(), label), name);
+        }
         if let Some(uid) = &entry.login {
             self.logins.remove(uid);
         }

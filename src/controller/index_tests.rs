@@ -170,3 +170,66 @@ fn recorded_logins_follow_the_status() {
     index.apply(&watcher::Event::Apply(alice));
     assert!(index.recorded_logins().is_empty());
 }
+
+#[test]
+fn a_skipped_account_keeps_its_claim_and_leads_nowhere_else() {
+    let old = account("a", "alice", "1001", 100, json!({}));
+    let copy = account("b", "alice-copy", "1001", 200, json!({}));
+    let index = indexed(&[&old, &copy]);
+    index.skipped("a", "alice", Claim::of(&old));
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        Some("a/alice".into()),
+        "it may hold a live token"
+    );
+    // It is not reconciled: no Secret or login Pod wakes it.
+    assert_eq!(
+        index.secret_users("a", "alice-creds", Some("alice")),
+        vec![]
+    );
+    assert_eq!(index.login_label_users("a", "alice"), vec![]);
+
+    index.apply(&watcher::Event::Apply(old.clone()));
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        Some("a/alice".into()),
+        "readable again: its entries replace the claim"
+    );
+    assert_eq!(
+        names(index.secret_users("a", "alice-creds", None)),
+        ["alice"]
+    );
+
+    index.skipped("a", "alice", Claim::of(&old));
+    index.apply(&watcher::Event::Delete(old.clone()));
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        None,
+        "deleted: the copy takes over"
+    );
+}
+
+#[test]
+fn a_skipped_account_that_claims_nothing_lets_the_next_one_mint() {
+    let old = account("a", "alice", "1001", 100, json!({}));
+    let copy = account("b", "alice-copy", "1001", 200, json!({}));
+    let index = indexed(&[&old, &copy]);
+    index.skipped("a", "alice", None);
+    assert_eq!(index.winner_over(&copy, chrono::Utc::now()), None);
+}
+
+#[test]
+fn a_skipped_account_in_a_relist_keeps_its_claim() {
+    let old = account("a", "alice", "1001", 100, json!({}));
+    let copy = account("b", "alice-copy", "1001", 200, json!({}));
+    let index = indexed(&[&old, &copy]);
+    index.apply(&watcher::Event::Init);
+    index.skipped("a", "alice", Claim::of(&old));
+    index.apply(&watcher::Event::InitApply(copy.clone()));
+    index.apply(&watcher::Event::InitDone);
+    assert_eq!(
+        index.winner_over(&copy, chrono::Utc::now()),
+        Some("a/alice".into())
+    );
+    assert_eq!(index.secret_users("a", "alice-creds", None), vec![]);
+}

@@ -1,9 +1,9 @@
 //! The controller's watches: the DhanAccounts (decoded one by one, so one unreadable object is
-//! reported and skipped instead of failing the list), and around every watch its health (for
-//! `/readyz`), its errors logged and counted.
+//! reported and skipped instead of failing the list, keeping its claim on its client ID), and
+//! around every watch its health (for `/readyz`), its errors logged and counted.
 
 use super::Context;
-use super::decode::{decode, stand_in};
+use super::decode::{Undecodable, decode, stand_in};
 use super::events::{self, Occurrence};
 use crate::crd::DhanAccount;
 use crate::metrics::WatchLabels;
@@ -88,7 +88,6 @@ pub fn accounts(
         seen: Placement::default(),
         relisted: None,
     };
-    let index = ctx.index.clone();
     let memos = ctx.memos.clone();
     observed(
         ACCOUNTS_WATCH.into(),
@@ -101,7 +100,6 @@ pub fn accounts(
         account.managed_fields_mut().clear();
         account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
     })
-    .inspect_ok(move |event| index.apply(event))
     .reflect(writer)
     .inspect_ok(move |_| {
         changes.send_replace(());
@@ -116,7 +114,7 @@ pub fn accounts(
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Turns the untyped DhanAccount events into typed ones, reporting and leaving out what does
-/// not decode, and tracks which namespaces hold accounts.
+/// not decode, keeps the account index, and tracks which namespaces hold accounts.
 struct Decoder {
     ctx: Arc<Context>,
     namespaces: channel::Sender<BTreeSet<String>>,
@@ -166,7 +164,13 @@ impl Decoder {
                 if let Some(relist) = &mut self.relisted {
                     relist.uids.insert(uid(&object));
                 }
-                let account = self.readable(&object)?;
+                let account = match self.readable(&object) {
+                    Ok(account) => account,
+                    Err(undecodable) => {
+                        self.index_skipped(&object, &undecodable);
+                        return None;
+                    }
+                };
                 if let Some(relist) = &mut self.relisted {
                     relist
                         .namespaces
@@ -175,7 +179,7 @@ impl Decoder {
                 Event::InitApply(account)
             }
             Event::Apply(object) => match self.readable(&object) {
-                Some(account) => {
+                Ok(account) => {
                     if self
                         .seen
                         .insert(uid(&object), object.namespace().unwrap_or_default())
@@ -185,12 +189,14 @@ impl Decoder {
                     Event::Apply(account)
                 }
                 // A readable account that turned unreadable leaves the cache: reconciling a
-                // stale copy would act on what its owner no longer says.
-                None => {
+                // stale copy would act on what its owner no longer says. Not the index: there
+                // it keeps its claim.
+                Err(undecodable) => {
                     if self.seen.remove(&uid(&object)) {
                         self.publish();
                     }
-                    Event::Delete(stand_in(&object))
+                    self.index_skipped(&object, &undecodable);
+                    return Some(Ok(Event::Delete(stand_in(&object))));
                 }
             },
             Event::Delete(object) => {
@@ -206,12 +212,12 @@ impl Decoder {
                 Event::Delete(stand_in(&object))
             }
         };
+        self.ctx.index.apply(&mapped);
         Some(Ok(mapped))
     }
 
-    /// The account in `object`; `None` (after reporting it once per version) when it cannot
-    /// be read.
-    fn readable(&self, object: &DynamicObject) -> Option<DhanAccount> {
+    /// The account in `object`, or why it cannot be read (reported once per version).
+    fn readable(&self, object: &DynamicObject) -> Result<DhanAccount, Box<Undecodable>> {
         let health = &self.ctx.health;
         let result = decode(object);
         match &result {
@@ -219,14 +225,29 @@ impl Decoder {
             Err(undecodable) => {
                 if health.skip(&undecodable.uid, undecodable.skipped.clone()) {
                     let why = &undecodable.skipped.why;
-                    warn!(account = %undecodable.skipped.object, %why,
+                    let claims = undecodable.claim.filed().is_some();
+                    warn!(account = %undecodable.skipped.object, %why, claims_client_id = claims,
                         "skipping a DhanAccount that cannot be read");
-                    tokio::spawn(report(self.ctx.clone(), reference(object), why.clone()));
+                    let message = format!(
+                        "The operator cannot read this DhanAccount and leaves it alone until it \
+                         is fixed: {why}. {}",
+                        undecodable.claim.consequence()
+                    );
+                    tokio::spawn(report(self.ctx.clone(), reference(object), message));
                 }
             }
         }
         self.count_skipped();
-        result.ok()
+        result
+    }
+
+    /// Files what unreadable `object` still claims in the index, in place of its entries.
+    fn index_skipped(&self, object: &DynamicObject, undecodable: &Undecodable) {
+        let namespace = object.namespace().unwrap_or_default();
+        let claim = undecodable.claim.filed();
+        self.ctx
+            .index
+            .skipped(&namespace, &object.name_any(), claim);
     }
 
     fn count_skipped(&self) {
@@ -312,10 +333,7 @@ fn reference(object: &DynamicObject) -> ObjectReference {
 }
 
 /// An event on the unreadable account, so its owner sees why nothing happens.
-async fn report(ctx: Arc<Context>, object: ObjectReference, why: String) {
-    let message = format!(
-        "The operator cannot read this DhanAccount and leaves it alone until it is fixed: {why}"
-    );
+async fn report(ctx: Arc<Context>, object: ObjectReference, message: String) {
     let what = Occurrence {
         warning: true,
         reason: "Undecodable",

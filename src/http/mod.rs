@@ -20,11 +20,15 @@ use std::sync::Arc;
 struct AppState {
     metrics: Arc<Metrics>,
     health: Health,
+    /// Whether `/readyz` names the skipped accounts: not when `/metrics`, which names accounts,
+    /// is kept from unauthorised callers.
+    names_accounts: bool,
 }
 
 /// The routes; `/metrics` behind `auth` when given.
 pub fn router(metrics: Arc<Metrics>, health: Health, auth: Option<Arc<MetricsAuth>>) -> Router {
     let mut metrics_route = Router::new().route("/metrics", get(metrics_text));
+    let names_accounts = auth.is_none();
     if let Some(auth) = auth {
         metrics_route = metrics_route.layer(middleware::from_fn_with_state(auth, authorise));
     }
@@ -32,7 +36,11 @@ pub fn router(metrics: Arc<Metrics>, health: Health, auth: Option<Arc<MetricsAut
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(metrics_route)
-        .with_state(AppState { metrics, health })
+        .with_state(AppState {
+            metrics,
+            health,
+            names_accounts,
+        })
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
@@ -45,18 +53,32 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Ready while every watch works and no DhanAccount is skipped; otherwise 503 and the
-/// problems, one a line.
+/// Ready while every watch works; otherwise 503 and the problems, one a line. DhanAccounts
+/// skipped because they cannot be read follow, one a line (or only their number), and never
+/// make the operator unready: the contents of a tenant's object say nothing about whether this
+/// replica can work.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let problems = state.health.problems();
-    if problems.is_empty() {
-        (StatusCode::OK, "ready".to_string())
+    let mut body = if problems.is_empty() {
+        "ready\n".to_string()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", problems.join("\n")),
-        )
+        format!("not ready:\n{}\n", problems.join("\n"))
+    };
+    let skipped = state.health.skipped();
+    if state.names_accounts {
+        body.extend(skipped.iter().map(|line| format!("{line}\n")));
+    } else if !skipped.is_empty() {
+        body.push_str(&format!(
+            "{} DhanAccount(s) skipped, as they cannot be read: named in the log and in an \
+             Undecodable event on each\n",
+            skipped.len()
+        ));
     }
+    let code = match problems.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (code, body)
 }
 
 async fn authorise(State(auth): State<Arc<MetricsAuth>>, request: Request, next: Next) -> Response {
@@ -83,5 +105,79 @@ async fn authorise(State(auth): State<Arc<MetricsAuth>>, request: Request, next:
             "cannot check the caller with the API server\n",
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Skipped;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// `/readyz` of a router whose `/metrics` is open (`names_accounts`) or not: code and body.
+    async fn readyz_of(health: Health, names_accounts: bool) -> (StatusCode, String) {
+        let state = AppState {
+            metrics: Arc::new(Metrics::default()),
+            health,
+            names_accounts,
+        };
+        let app = Router::new()
+            .route("/readyz", get(readyz))
+            .with_state(state);
+        let request = Request::get("/readyz").body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let code = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn with_one_skipped() -> Health {
+        let health = Health::default();
+        health.listed("dhanaccounts");
+        health.skip(
+            "uid-1",
+            Skipped {
+                object: "trading/bad".into(),
+                resource_version: Some("7".into()),
+                why: "status.failedAttempts: out of range".into(),
+            },
+        );
+        health
+    }
+
+    #[tokio::test]
+    async fn a_skipped_account_is_named_and_the_operator_stays_ready() {
+        let (code, body) = readyz_of(with_one_skipped(), true).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            "ready\nDhanAccount trading/bad skipped: status.failedAttempts: out of range\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn behind_secure_metrics_skipped_accounts_are_counted_not_named() {
+        let (code, body) = readyz_of(with_one_skipped(), false).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert!(
+            body.starts_with("ready\n1 DhanAccount(s) skipped"),
+            "{body}"
+        );
+        assert!(!body.contains("trading"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_watch_makes_it_unready_and_skipped_accounts_are_still_named() {
+        let health = with_one_skipped();
+        health.failed("dhanaccounts", "403 Forbidden".into());
+        let (code, body) = readyz_of(health, true).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "not ready:\nwatch dhanaccounts: 403 Forbidden\n\
+             DhanAccount trading/bad skipped: status.failedAttempts: out of range\n"
+        );
     }
 }

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::controller::AccountReader;
 use crate::crd::DhanAccount;
 use crate::decision::calendar::TradingCalendar;
+use crate::health::Health as WatchHealth;
 use crate::metrics::Metrics;
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
@@ -61,12 +62,14 @@ pub struct Shared {
     pub calendar: CalendarInForce,
 }
 
-/// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller.
+/// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller;
+/// `watch_health` names the accounts left out of the cache because they cannot be read.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
     shared: Shared,
     accounts: AccountReader,
+    watch_health: WatchHealth,
 ) {
     let Shared {
         metrics,
@@ -127,6 +130,7 @@ pub async fn run(
         evaluate(
             &delivery,
             &account_store,
+            &watch_health,
             &notifier_store,
             &mut states,
             &calendar,
@@ -165,12 +169,14 @@ fn namespace_and_name<K: kube::Resource>(object: &Arc<K>) -> (Option<&str>, Opti
 async fn evaluate(
     out: &Delivery<'_>,
     accounts: &Store<DhanAccount>,
+    watch_health: &WatchHealth,
     notifiers: &Store<DhanNotifier>,
     states: &mut HashMap<String, NotifierState>,
     calendar: &TradingCalendar,
     now: DateTime<Utc>,
 ) {
     let all_accounts = in_order(accounts.state());
+    let skipped = watch_health.skipped_objects();
     let notifiers = in_order(notifiers.state());
     let live: Vec<String> = notifiers.iter().filter_map(|n| n.uid()).collect();
     states.retain(|uid, _| live.contains(uid));
@@ -188,9 +194,13 @@ async fn evaluate(
             .filter(|a| covers(&notifier.spec, &a.name_any()))
             .collect();
         let before = state.reported.clone();
-        state
-            .reported
-            .retain(|name, _| watched.iter().any(|a| &a.name_any() == name));
+        // An account that cannot be read is out of the cache, not gone: what was reported of it
+        // stands, or it would be announced afresh once it can be read again.
+        state.reported.retain(|name, _| {
+            watched.iter().any(|a| &a.name_any() == name)
+                || (covers(&notifier.spec, name)
+                    && skipped.contains(&format!("{namespace}/{name}")))
+        });
         for account in watched {
             let Some(health) = health_of(account, calendar, now) else {
                 continue;
@@ -463,6 +473,7 @@ mod tests {
         evaluate(
             &delivery,
             &accounts,
+            &WatchHealth::default(),
             &notifiers,
             &mut states,
             &calendar,
