@@ -262,9 +262,8 @@ pub struct DhanAccountStatus {
     /// When the operator last obtained a token from Dhan for this client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<DateTime<Utc>>,
-    /// Consecutive failed attempts since the last success.
+    /// Consecutive failed attempts since the last success (read back as at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 1000))]
     pub failed_attempts: Option<u32>,
     /// When the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -280,7 +279,9 @@ pub struct DhanAccountStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_inputs: Option<String>,
     /// The last 30-second TOTP step submitted for this client: Dhan rejects a reused step.
+    /// Read back as at most the current step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1_000_000_000_u64))]
     pub last_totp_step: Option<u64>,
     /// The last value of the refresh-requested annotation that was honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -418,6 +418,7 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: dhan-operato
 async fn crash_between_secret_and_status_writes_does_not_mint_again() {
     let cp = support::control_plane();
     let mut bed = Bed::without_operator("res").await;
+    cp.grant_operator_user_claims();
     let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], &role_without_status_writes(&bed.ns));
     assert!(
         out.status.success(),

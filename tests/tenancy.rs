@@ -208,8 +208,9 @@ async fn a_watch_that_fails_makes_the_operator_unready_until_it_recovers() {
     bed.wait_phase("alice", Phase::Ready).await;
 }
 
-/// The namespaced rights an operator needs for TOTP accounts, for user `dhan-operator`.
+/// The rights an operator needs for TOTP accounts in `ns`, for user `dhan-operator`.
 async fn grant_operator_user(client: &Client, ns: &str) {
+    support::control_plane().grant_operator_user_claims();
     let rules = json!([
         { "apiGroups": ["dhan-operator.dev"], "resources": ["dhanaccounts"],
           "verbs": ["get", "list", "watch"] },

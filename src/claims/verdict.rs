@@ -138,21 +138,33 @@ pub fn before_mint(
 pub enum Answer {
     /// It refused these credentials (their hash).
     Refused(String),
+    /// An attempt that may have submitted credentials and whose verdict is lost (a login Job
+    /// deleted or timed out midway): it counts toward the day's cap, but these credentials
+    /// are not known to be wrong and may be sent again.
+    MaybeRefused,
     /// A definite answer that is no refusal of the credentials: a token, the throttle, a limit.
     Heard,
     /// Nothing definite (a timeout, a 5xx, a reset connection): Dhan may have minted.
     Unknown,
 }
 
-/// The claim once the answer to the mint in flight at `at` is known: a refusal is counted on
-/// the day it was sent (also when another mint has been recorded since).
+/// The claim once the answer to the mint in flight at `at` is known: a refusal is counted
+/// once, on the day it was sent. A mint recorded since has folded this one, unanswered, into
+/// the day's refusals already: then only the refused credentials are added.
 pub fn answered(claim: &mut DhanClientClaimSpec, at: DateTime<Utc>, answer: &Answer) {
-    if let Some(flight) = claim.in_flight.as_mut().filter(|f| f.at == at) {
-        flight.answered = true;
-        flight.unknown = *answer == Answer::Unknown;
-    }
-    if let Answer::Refused(credentials) = answer {
-        count_refusal(claim, at, Some(credentials));
+    let first = match claim.in_flight.as_mut().filter(|f| f.at == at) {
+        Some(flight) => {
+            let first = !flight.answered;
+            flight.answered = true;
+            flight.unknown = *answer == Answer::Unknown;
+            first
+        }
+        None => false,
+    };
+    match answer {
+        Answer::Refused(credentials) => record_refusal(claim, at, first, Some(credentials)),
+        Answer::MaybeRefused if first => record_refusal(claim, at, true, None),
+        _ => {}
     }
 }
 
@@ -162,6 +174,17 @@ fn todays(claim: &DhanClientClaimSpec, now: DateTime<Utc>) -> Option<&Refusals> 
 }
 
 fn count_refusal(claim: &mut DhanClientClaimSpec, at: DateTime<Utc>, credentials: Option<&str>) {
+    record_refusal(claim, at, true, credentials);
+}
+
+/// Adds a refusal of the IST day of `at` to the claim: one more in the count when `count`,
+/// and the refused credentials.
+fn record_refusal(
+    claim: &mut DhanClientClaimSpec,
+    at: DateTime<Utc>,
+    count: bool,
+    credentials: Option<&str>,
+) {
     let day = ist_day(at);
     let refusals = claim.refusals.get_or_insert_with(Refusals::default);
     if refusals.day != day {
@@ -174,7 +197,9 @@ fn count_refusal(claim: &mut DhanClientClaimSpec, at: DateTime<Utc>, credentials
             ..Refusals::default()
         };
     }
-    refusals.count = refusals.count.saturating_add(1);
+    if count {
+        refusals.count = refusals.count.saturating_add(1);
+    }
     if let Some(credentials) = credentials
         && !refusals.credentials.iter().any(|c| c == credentials)
     {
@@ -339,6 +364,49 @@ mod tests {
         assert!(!disposable(&claim, now()), "held");
         claim.holder = None;
         assert!(disposable(&claim, now()));
+    }
+
+    #[test]
+    fn a_refusal_heard_twice_counts_once() {
+        let mut claim = held_by("a", "uid-1");
+        before_mint(&mut claim, now(), &submit(Some("creds"), None)).unwrap();
+        let at = claim.in_flight.as_ref().unwrap().at;
+        answered(&mut claim, at, &Answer::Refused("creds".into()));
+        // The same failed login read again after a restart.
+        answered(&mut claim, at, &Answer::Refused("creds".into()));
+        assert_eq!(refused_today(&claim, now(), None), 1);
+    }
+
+    #[test]
+    fn a_late_refusal_of_a_folded_mint_adds_its_credentials_not_a_count() {
+        let mut claim = held_by("a", "uid-1");
+        before_mint(&mut claim, now(), &submit(Some("creds"), None)).unwrap();
+        let first = claim.in_flight.as_ref().unwrap().at;
+        let later = now() + chrono::Duration::minutes(5);
+        before_mint(&mut claim, later, &submit(Some("other"), None)).unwrap();
+        assert_eq!(refused_today(&claim, later, None), 2, "folded + in flight");
+        answered(&mut claim, first, &Answer::Refused("creds".into()));
+        assert_eq!(refused_today(&claim, later, None), 2);
+        assert_eq!(
+            before_mint(&mut claim, later, &submit(Some("creds"), None)),
+            Err(Refused::RefusedToday)
+        );
+    }
+
+    #[test]
+    fn an_attempt_cut_short_counts_toward_the_cap_without_refusing_the_credentials() {
+        let mut claim = held_by("a", "uid-1");
+        before_mint(&mut claim, now(), &submit(Some("creds"), None)).unwrap();
+        let at = claim.in_flight.as_ref().unwrap().at;
+        answered(&mut claim, at, &Answer::MaybeRefused);
+        answered(&mut claim, at, &Answer::MaybeRefused);
+        assert_eq!(refused_today(&claim, now(), None), 1);
+        let later = now() + chrono::Duration::minutes(1);
+        assert_eq!(
+            before_mint(&mut claim, later, &submit(Some("creds"), None)),
+            Ok(()),
+            "the same credentials may be sent again"
+        );
     }
 
     #[test]

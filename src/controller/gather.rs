@@ -133,9 +133,14 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
     let client_id = &spec.policy.client_id;
     let login_answer = match &found.seen {
         LoginSeen::Succeeded { .. } => Some(Answer::Heard),
-        LoginSeen::Failed { counts: true, .. } => credentials
+        LoginSeen::Failed {
+            counts: true,
+            failure,
+        } if failure.kind.refuses_credentials() => credentials
             .submission_hash(client_id, Method::Browser)
             .map(Answer::Refused),
+        // Cut short (deleted, timed out) after it may have typed the PIN: counted, not refused.
+        LoginSeen::Failed { counts: true, .. } => Some(Answer::MaybeRefused),
         LoginSeen::Failed { .. } => Some(Answer::Heard),
         LoginSeen::None | LoginSeen::Running => None,
     };

@@ -111,6 +111,31 @@ impl ControlPlane {
             .to_string()
     }
 
+    /// Lets user `dhan-operator` keep client-ID claims and its install's heartbeat (the
+    /// cluster-scoped rights every install has; `kubectl apply`, so granting twice is fine).
+    pub fn grant_operator_user_claims(&self) {
+        const CLAIMS_RBAC: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: dhan-operator-user-claims}
+rules:
+- apiGroups: [dhan-operator.dev]
+  resources: [dhanclientclaims, dhanoperatorinstalls]
+  verbs: [get, list, create, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: dhan-operator-user-claims}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: dhan-operator-user-claims}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: dhan-operator}]
+";
+        let out = self.kubectl_with_stdin(&["apply", "-f", "-"], CLAIMS_RBAC);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `kubectl --kubeconfig <admin> ARGS...`.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with_stdin(args, "")
