@@ -74,7 +74,8 @@ pub enum DhanError {
         /// Dhan's message.
         message: String,
     },
-    /// A mint refused with an authentication error that names neither PIN nor TOTP (§1, [?]).
+    /// A mint refused in words that name no precise reason: "Login failed. Please retry with
+    /// valid credentials.", a DH-901, any other refusal that is not "later" (§1, §9).
     #[error("Dhan refused the client ID/PIN/TOTP ({message})")]
     InvalidCredentials {
         /// Dhan's message.
