@@ -191,8 +191,9 @@ fn token_of(ctx: &Context, account: &DhanAccount, issued: IssuedToken) -> Token 
 }
 
 /// generateAccessToken with a fresh code: never with < 5 s left in its step, never a step used
-/// before for this client, and one retry at the next step after "Invalid TOTP", which Dhan
-/// also answers to a replayed code (docs/dhan-api.md §1). Returns the last step sent.
+/// before for this client (docs/dhan-api.md §1). No retry here: any refusal re-arms Dhan's
+/// 2-minute lock (§9), so even "Invalid TOTP" is retried by the round, after the lock.
+/// Returns the step sent.
 async fn mint_with_totp(ctx: &Context, facts: &Gathered) -> (Result<IssuedToken, DhanError>, u64) {
     let round = &facts.round;
     let pin = facts.credentials.get(CredentialKey::Pin).expect("usable");
@@ -202,30 +203,21 @@ async fn mint_with_totp(ctx: &Context, facts: &Gathered) -> (Result<IssuedToken,
         .expect("usable");
     let key = TotpKey::parse(raw_key.expose()).expect("usable");
     let client_id = round.inputs.policy.client_id.as_str();
-    let mut last_step = round.memory.last_totp_step;
-    let mut tries = 0;
-    loop {
-        let (code, step) = loop {
-            match key.plan(ctx.clock.now(), last_step) {
-                CodePlan::Send { code, step } => break (code, step),
-                CodePlan::WaitUntil(at) => {
-                    let wait = (at - ctx.clock.now()).to_std().unwrap_or_default();
-                    tokio::time::sleep(wait + Duration::from_millis(50)).await;
-                }
+    let (code, step) = loop {
+        match key.plan(ctx.clock.now(), round.memory.last_totp_step) {
+            CodePlan::Send { code, step } => break (code, step),
+            CodePlan::WaitUntil(at) => {
+                let wait = (at - ctx.clock.now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait + Duration::from_millis(50)).await;
             }
-        };
-        last_step = Some(step);
-        tries += 1;
-        let result = call(ctx, Endpoint::GenerateAccessToken, || {
-            ctx.dhan
-                .generate_access_token(client_id, pin.expose(), &code)
-        })
-        .await;
-        match result {
-            Err(e) if e.kind() == ErrorKind::TotpRejected && tries < 2 => continue,
-            other => return (other, step),
         }
-    }
+    };
+    let result = call(ctx, Endpoint::GenerateAccessToken, || {
+        ctx.dhan
+            .generate_access_token(client_id, pin.expose(), &code)
+    })
+    .await;
+    (result, step)
 }
 
 /// The `browser` method: a free login slot, then a consent; the Job is created by apply.

@@ -120,6 +120,7 @@ fn mint_refusal(status: u16, error: DhanError) -> DhanError {
         | MalformedToken { .. }
         | Timeout
         | Network { .. }
+        | ConnectionLost { .. }
         | InvalidConfig { .. } => String::new(),
     };
     let message = if message.is_empty() {

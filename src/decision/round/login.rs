@@ -50,10 +50,10 @@ impl Round {
             Failure::new(
                 FailureKind::LoginLockout,
                 format!(
-                    "{failed} browser logins failed today after reaching Dhan's PIN/TOTP step \
-                     (the last: {}); stopped so that Dhan does not lock the account — check the \
-                     mobile number, PIN and TOTP key in the credentials, then change the Secret \
-                     or request a refresh",
+                    "Dhan refused the credentials {failed} times today (PIN+TOTP mints, browser \
+                     logins that reached its PIN/TOTP step; the last: {}); stopped so that Dhan \
+                     does not lock the account — check the mobile number, PIN and TOTP key in \
+                     the credentials, then change the Secret or request a refresh",
                     last.message
                 ),
             )

@@ -41,7 +41,7 @@ fn invalid_pin_with_http_200_is_permanent() {
 }
 
 #[test]
-fn invalid_totp_is_retried_once_at_the_next_step() {
+fn invalid_totp_is_retried_once() {
     let error = mint(200, r#"{"status":"error","message":"Invalid TOTP"}"#);
     assert_eq!(
         (error.reason(), error.kind()),
