@@ -302,8 +302,9 @@ pub struct DhanAccountStatus {
     /// Consents generated for this client on the current IST day: Dhan allows 25 a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<DailyCount>,
-    /// Browser logins that failed after reaching Dhan's PIN/TOTP step, on the current IST day;
-    /// at the operator's limit the account stops, so Dhan does not lock it.
+    /// Refusals of the credentials on the current IST day (PIN+TOTP mints Dhan refused, browser
+    /// logins that failed after reaching its PIN/TOTP step); at the operator's limit the account
+    /// stops, so Dhan does not lock it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_logins: Option<DailyCount>,
     /// The Secret that holds the current token (a renamed `secretName` moves it from here).

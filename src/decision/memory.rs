@@ -24,7 +24,8 @@ pub struct Memory {
     pub last_totp_step: Option<u64>,
     /// Consents generated on one IST day (Dhan allows 25, docs/dhan-api.md §3).
     pub consents: Option<DayCount>,
-    /// Browser logins that failed after reaching Dhan's PIN/TOTP step, on one IST day.
+    /// Refusals of the credentials on one IST day: PIN+TOTP mints Dhan refused, browser logins
+    /// that failed after reaching its PIN/TOTP step.
     pub failed_logins: Option<DayCount>,
     /// The browser login in progress.
     pub login: Option<LoginRecord>,
