@@ -304,8 +304,9 @@ pub struct DhanAccountStatus {
     /// Consents generated for this client on the current IST day: Dhan allows 25 a day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consents: Option<DailyCount>,
-    /// Browser logins that failed after reaching Dhan's PIN/TOTP step, on the current IST day;
-    /// at the operator's limit the account stops, so Dhan does not lock it.
+    /// Refusals of the credentials on the current IST day (PIN+TOTP mints Dhan refused, browser
+    /// logins that failed after reaching its PIN/TOTP step); at the operator's limit the account
+    /// stops, so Dhan does not lock it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_logins: Option<DailyCount>,
     /// The Secret that holds the current token (a renamed `secretName` moves it from here).
@@ -314,10 +315,15 @@ pub struct DhanAccountStatus {
     /// No new attempt before this time (backoff after a failure, Dhan's limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_not_before: Option<DateTime<Utc>>,
-    /// A mint whose answer was lost (a timeout) at this time: Dhan may still have carried it
-    /// out and revoked the previous token, which is probed before anything else.
+    /// A mint whose answer was lost (a timeout, a reset connection, a 200 without a token) at
+    /// this time: Dhan may still have carried it out and revoked the previous token, which is
+    /// probed before anything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mint_unconfirmed_at: Option<DateTime<Utc>>,
+    /// The last call that could mint, reached Dhan and brought no token: Dhan's 2-minute lock
+    /// re-arms on each refused attempt, so the next one waits the full interval from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_mint_attempt_time: Option<DateTime<Utc>>,
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -174,8 +174,9 @@ struct RunArgs {
     #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_concurrent_login_jobs: u16,
-    /// Browser logins per client and IST day that may fail after reaching Dhan's PIN/TOTP step
-    /// before the account stops (wrong PINs typed repeatedly can lock a Dhan account).
+    /// Refusals of the credentials per client and IST day (PIN+TOTP mints Dhan refuses, browser
+    /// logins that fail after reaching its PIN/TOTP step) before the account stops (wrong PINs
+    /// sent repeatedly can lock a Dhan account).
     #[arg(long, env = "MAX_FAILED_LOGINS", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_failed_logins: u32,

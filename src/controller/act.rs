@@ -274,9 +274,9 @@ fn token_of(ctx: &Context, account: &DhanAccount, issued: IssuedToken) -> Token 
 /// lies in the future), and the attempt fails instead of waiting without end.
 const TOTP_WAIT_LIMIT: Duration = Duration::from_secs(90);
 
-/// generateAccessToken with a fresh code: never with < 5 s left in its step, never a step used
-/// before for this client, and one retry at the next step after "Invalid TOTP", which Dhan
-/// also answers to a replayed code (docs/dhan-api.md §1).
+/// generateAccessToken with a fresh code: never with < 5 s left in its step and never a step
+/// used before for this client (docs/dhan-api.md §1). No retry here: any refusal re-arms
+/// Dhan's 2-minute lock (§9), so even "Invalid TOTP" is retried by the round, after the lock.
 async fn mint_with_totp(
     ctx: &Context,
     account: &DhanAccount,
@@ -291,8 +291,7 @@ async fn mint_with_totp(
     let key = TotpKey::parse(raw_key.expose()).expect("usable");
     let client_id = round.inputs.policy.client_id.as_str();
     let credentials = facts.credentials.submission_hash(client_id, Method::Totp);
-    let mut last_step = round.memory.last_totp_step;
-    let mut tries = 0;
+    let last_step = round.memory.last_totp_step;
     loop {
         let Some((code, step)) = next_code(ctx, &key, last_step).await else {
             let failure = Failure::new(
@@ -319,18 +318,13 @@ async fn mint_with_totp(
             }
             continue;
         }
-        last_step = Some(step);
-        tries += 1;
         let result = counted(ctx, Endpoint::GenerateAccessToken, || {
             ctx.dhan
                 .generate_access_token(client_id, pin.expose(), &code)
         })
         .await;
         record_answer(ctx, account, &result, credentials.as_deref()).await;
-        match result {
-            Err(e) if e.kind() == ErrorKind::TotpRejected && tries < 2 => continue,
-            other => return Ok(issued(ctx, account, Method::Totp, other, Some(step))),
-        }
+        return Ok(issued(ctx, account, Method::Totp, result, Some(step)));
     }
 }
 

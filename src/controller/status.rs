@@ -57,6 +57,7 @@ pub fn memory_from(
             refresh_request: l.refresh_request.clone(),
         }),
         mint_unconfirmed: past(status.mint_unconfirmed_at),
+        last_mint_attempt: past(status.last_mint_attempt_time),
     }
 }
 
@@ -142,6 +143,7 @@ impl Report<'_> {
             // Exact, not to the second: they bound when the next mint may happen.
             retry_not_before: memory.retry_not_before,
             mint_unconfirmed_at: memory.mint_unconfirmed,
+            last_mint_attempt_time: memory.last_mint_attempt,
             conditions: vec![ready_condition(
                 old,
                 a.ready,

@@ -17,6 +17,10 @@ use std::time::Duration;
 /// request still in flight at Dhan to have landed.
 pub const LATE_TOKEN_PROBE_DELAY: Duration = Duration::from_secs(30);
 
+/// How long after a probe that found the token dead a second one confirms it: one dead answer
+/// is not proof of death (docs/dhan-api.md §9), and a dead token must not wait for a slot.
+pub const DEAD_PROBE_CONFIRMATION_DELAY: Duration = Duration::from_secs(10);
+
 /// Everything the decision depends on.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
@@ -81,6 +85,7 @@ pub fn earliest_attempt(memory: &Memory, limits: &Limits) -> Option<DateTime<Utc
     [
         throttle(memory.last_mint),
         throttle(memory.mint_unconfirmed),
+        throttle(memory.last_mint_attempt),
         memory.retry_not_before,
     ]
     .into_iter()
@@ -226,7 +231,8 @@ fn refresh_when_allowed(facts: &Facts<'_>, reason: RefreshReason, now: DateTime<
 }
 
 /// When the current token should next be probed: at this account's slots, `validateEvery`
-/// apart (a token never probed, at once), and once shortly after a mint whose answer was lost.
+/// apart (a token never probed, at once), once shortly after a mint whose answer was lost, and
+/// soon after a probe that found it dead, to confirm.
 /// The slots are staggered across accounts and do not depend on when a token was minted:
 /// thousands of accounts minted in the same minute do not probe in lockstep.
 fn probe_due(facts: &Facts<'_>) -> Option<DateTime<Utc>> {
@@ -243,7 +249,14 @@ fn probe_due(facts: &Facts<'_>) -> Option<DateTime<Utc>> {
         .mint_unconfirmed
         .map(|t| after(t, LATE_TOKEN_PROBE_DELAY))
         .filter(|due| last_probe.is_none_or(|probed| probed < *due));
-    [regular, late_check].into_iter().flatten().min()
+    let confirmation = match facts.probe {
+        Some((at, ProbeVerdict::DeadUnconfirmed)) => Some(after(at, DEAD_PROBE_CONFIRMATION_DELAY)),
+        _ => None,
+    };
+    [regular, late_check, confirmation]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 fn probe_or_wait(facts: &Facts<'_>, token: &TokenFacts, next_refresh: DateTime<Utc>) -> Decision {

@@ -51,6 +51,11 @@ pub enum FailureKind {
     UnexpectedResponse,
     Timeout,
     Network,
+    /// The connection broke after the request went out: Dhan may have carried it out.
+    ConnectionLost,
+    /// A 2xx answer with neither a token nor a readable error: Dhan may have carried the call
+    /// out (docs/dhan-api.md §1).
+    MalformedAnswer,
     /// The consent's single-use `tokenId` was already used or expired: a new login is needed.
     ConsentExpired,
     // Browser logins, backed off: a new consent and login may work.
@@ -112,6 +117,8 @@ impl FailureKind {
             UnexpectedResponse => "UnexpectedResponse",
             Timeout => "Timeout",
             Network => "Network",
+            ConnectionLost => "ConnectionLost",
+            MalformedAnswer => "MalformedAnswer",
             ConsentExpired => "ConsentExpired",
             LoginSessionExpired => "LoginSessionExpired",
             LoginPageUnavailable => "LoginPageUnavailable",
@@ -155,6 +162,8 @@ impl FailureKind {
             | UnexpectedResponse
             | Timeout
             | Network
+            | ConnectionLost
+            | MalformedAnswer
             | ConsentExpired
             | LoginSessionExpired
             | LoginPageUnavailable
@@ -195,10 +204,24 @@ impl FailureKind {
         )
     }
 
+    /// Whether a call that failed this way may have reached Dhan: all but a connection that
+    /// never opened and the calls the operator would not send.
+    pub fn may_have_reached_dhan(self) -> bool {
+        use FailureKind::*;
+        !matches!(
+            self,
+            Network | InvalidConfig | MalformedToken | NoUsableMethod
+        )
+    }
+
     /// Whether a call that failed this way may still have been carried out by Dhan: a mint
     /// whose answer was lost may have revoked the previous token (docs/dhan-api.md §1).
     pub fn outcome_unknown(self) -> bool {
-        matches!(self, FailureKind::Timeout | FailureKind::ServerError)
+        use FailureKind::*;
+        matches!(
+            self,
+            Timeout | ServerError | ConnectionLost | MalformedAnswer
+        )
     }
 }
 
@@ -224,9 +247,13 @@ impl From<&DhanError> for FailureKind {
             E::RateLimited { .. } => FailureKind::RateLimited,
             E::ServerError { .. } => FailureKind::ServerError,
             E::Rejected { .. } => FailureKind::Rejected,
+            E::UnexpectedResponse { status, .. } if (200..300).contains(status) => {
+                FailureKind::MalformedAnswer
+            }
             E::UnexpectedResponse { .. } => FailureKind::UnexpectedResponse,
             E::Timeout => FailureKind::Timeout,
             E::Network { .. } => FailureKind::Network,
+            E::ConnectionLost { .. } => FailureKind::ConnectionLost,
             E::InvalidConfig { .. } => FailureKind::InvalidConfig,
         }
     }

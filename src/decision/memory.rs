@@ -24,13 +24,18 @@ pub struct Memory {
     pub last_totp_step: Option<u64>,
     /// Consents generated on one IST day (Dhan allows 25, docs/dhan-api.md §3).
     pub consents: Option<DayCount>,
-    /// Browser logins that failed after reaching Dhan's PIN/TOTP step, on one IST day.
+    /// Refusals of the credentials on one IST day: PIN+TOTP mints Dhan refused, browser logins
+    /// that failed after reaching its PIN/TOTP step.
     pub failed_logins: Option<DayCount>,
     /// The browser login in progress.
     pub login: Option<LoginRecord>,
-    /// A mint whose answer was lost (timeout, 5xx) at this time: Dhan may still have carried
-    /// it out and revoked the previous token, so that token is probed before anything else.
+    /// A mint whose answer was lost (timeout, 5xx, a reset connection, a 200 without a token)
+    /// at this time: Dhan may still have carried it out and revoked the previous token, so that
+    /// token is probed before anything else.
     pub mint_unconfirmed: Option<DateTime<Utc>>,
+    /// The last call that could mint, reached Dhan and brought no token (refused, or its answer
+    /// lost): Dhan's 2-minute lock re-arms on each refused attempt (docs/dhan-api.md §9).
+    pub last_mint_attempt: Option<DateTime<Utc>>,
 }
 
 /// The last failure, as shown to people.

@@ -17,8 +17,9 @@ pub const DEFAULT_REFRESH_SPREAD: Duration = Duration::from_secs(10 * 60);
 /// margin on top keeps the operator from ever tripping it.
 pub const DEFAULT_MIN_MINT_INTERVAL: Duration = crate::dhan::MINT_THROTTLE;
 
-/// Failed browser logins per client and IST day after which the operator stops: wrong PINs
-/// typed repeatedly can lock the account on Dhan's side (docs/dhan-api.md §3).
+/// Refused credentials (mints, browser logins) per client and IST day after which the operator
+/// stops: wrong PINs sent repeatedly can lock the account on Dhan's side (docs/dhan-api.md §3,
+/// §9).
 pub const DEFAULT_MAX_FAILED_LOGINS: u32 = 3;
 
 /// What the operator does for one account.
@@ -50,7 +51,8 @@ impl Policy {
 pub struct Limits {
     /// Minimum spacing between two new tokens for one client ID.
     pub min_mint_interval: Duration,
-    /// Failed browser logins per client and IST day before the account is stopped.
+    /// Refused credentials (mints, browser logins) per client and IST day before the account is
+    /// stopped.
     pub max_failed_logins: u32,
     /// How far before the schedule scheduled refreshes may start, by account.
     pub refresh_spread: Duration,

@@ -280,6 +280,13 @@ impl Round {
     fn probed(&mut self, verdict: ProbeVerdict, now: DateTime<Utc>) {
         self.probed = true;
         let previous = self.probe;
+        let verdict = match (verdict, previous) {
+            (ProbeVerdict::Dead, Some((_, ProbeVerdict::Dead | ProbeVerdict::DeadUnconfirmed))) => {
+                ProbeVerdict::Dead
+            }
+            (ProbeVerdict::Dead, _) => ProbeVerdict::DeadUnconfirmed,
+            (verdict, _) => verdict,
+        };
         self.probe = Some((now, verdict));
         if verdict == ProbeVerdict::Dead && !matches!(previous, Some((_, ProbeVerdict::Dead))) {
             self.notes.push(Note {
@@ -296,8 +303,14 @@ impl Round {
             self.memory.mint_unconfirmed = None;
         }
         let due = after(unconfirmed, LATE_TOKEN_PROBE_DELAY);
-        let late_check = now >= due && previous.is_none_or(|(at, _)| at < due);
-        if !late_check || verdict == ProbeVerdict::Unknown {
+        let late_check = now >= due
+            && previous.is_none_or(|(at, v)| at < due || v == ProbeVerdict::DeadUnconfirmed);
+        if !late_check
+            || matches!(
+                verdict,
+                ProbeVerdict::Unknown | ProbeVerdict::DeadUnconfirmed
+            )
+        {
             return;
         }
         let message = match verdict {
@@ -319,9 +332,11 @@ impl Round {
     }
 
     /// Whether the probe about to be made may give way to calls that obtain tokens: a regular
-    /// probe may, the check of a token a lost mint may have revoked may not.
+    /// probe may; the check of a token a lost mint may have revoked, or of one a probe found
+    /// dead, may not.
     pub fn probe_may_wait(&self) -> bool {
         self.memory.mint_unconfirmed.is_none()
+            && !matches!(self.probe, Some((_, ProbeVerdict::DeadUnconfirmed)))
     }
 
     /// The token to write to the output Secret, if it is not there as the spec wants it.

@@ -50,7 +50,8 @@ fn default_policy() -> Policy {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum DhanAnswer {
     Token,
-    ServerError,
+    /// The connection never opened: nothing reached Dhan, so its lock was not re-armed.
+    Unreachable,
     Throttled,
     ConsentLimit,
 }
@@ -59,7 +60,7 @@ impl DhanAnswer {
     fn failure(self) -> Option<FailureKind> {
         match self {
             DhanAnswer::Token => None,
-            DhanAnswer::ServerError => Some(FailureKind::Rejected),
+            DhanAnswer::Unreachable => Some(FailureKind::Network),
             DhanAnswer::Throttled => Some(FailureKind::MintThrottled),
             DhanAnswer::ConsentLimit => Some(FailureKind::ConsentLimitExceeded),
         }
@@ -405,7 +406,7 @@ fn transient_failures_back_off_exponentially_from_a_minute() {
     sim.dhan = Box::new(move |_| {
         if failures > 0 {
             failures -= 1;
-            DhanAnswer::ServerError
+            DhanAnswer::Unreachable
         } else {
             DhanAnswer::Token
         }

@@ -39,7 +39,12 @@ pub struct Token {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeVerdict {
     Alive,
+    /// Dhan rejected the token, and again when asked a second time (or RenewToken refused it
+    /// as dead).
     Dead,
+    /// Dhan rejected the token once. A fresh token has been seen to answer 401 once and then
+    /// work (docs/dhan-api.md §9): not a reason to mint until a second probe confirms it.
+    DeadUnconfirmed,
     /// 429, 5xx, timeouts: not a reason to mint.
     Unknown,
 }

@@ -71,25 +71,64 @@ pub fn classify(status: u16, body: &str) -> DhanError {
 ///
 /// The auth-host endpoints carry no access token, so "unauthorized" there cannot mean a dead
 /// token:
-/// - `generateAccessToken`: a 401/DH-901 that names neither PIN nor TOTP (some fixtures, §1 [?])
-///   becomes [`DhanError::InvalidCredentials`], **permanent**. Decision: Dhan locks accounts
-///   after repeated wrong PINs, so re-sending credentials it rejected is the one retry that can
-///   make things worse; a person has to look. "Invalid TOTP"/"Invalid Pin" texts inside such a
-///   body are still recognised first.
+/// - `generateAccessToken`: see [`mint_refusal`]: every refusal that is not clearly "later" is
+///   a refusal of the credentials.
 /// - consent endpoints: 401 means wrong API key/secret (§3) → [`DhanError::AppUnauthorized`].
 ///   `consumeApp-consent` sends the same headers, so it is read the same way.
 pub fn classify_for(endpoint: Endpoint, status: u16, body: &str) -> DhanError {
     let error = classify(status, body);
     match (endpoint, error) {
-        (Endpoint::GenerateAccessToken, DhanError::TokenDead { message, .. }) => {
-            DhanError::InvalidCredentials { message }
-        }
+        (Endpoint::GenerateAccessToken, error) => mint_refusal(status, error),
         (
             Endpoint::GenerateConsent | Endpoint::ConsumeConsent,
             DhanError::TokenDead { message, .. },
         ) => DhanError::AppUnauthorized { message },
         (_, error) => error,
     }
+}
+
+/// A refused `generateAccessToken`, by rule rather than by phrase: Dhan words a refused PIN in
+/// more ways than "Invalid Pin" (docs/dhan-api.md §9), and re-sending credentials it refused is
+/// the one retry that can lock the account. So everything refused is
+/// [`DhanError::InvalidCredentials`] (permanent), except:
+/// - the precise reasons Dhan's words give (PIN, TOTP, client ID, TOTP not enabled, locked);
+/// - "later": the mint throttle, a rate limit, a server error (§1, §4);
+/// - an answer that refuses nothing: a 2xx (or 3xx) with neither a token nor a readable error.
+///   Dhan may have minted (§1), so it stays a transient [`DhanError::UnexpectedResponse`].
+fn mint_refusal(status: u16, error: DhanError) -> DhanError {
+    use DhanError::*;
+    let message = match error {
+        InvalidPin { .. }
+        | InvalidTotp { .. }
+        | InvalidClientId { .. }
+        | TotpNotEnabled { .. }
+        | AccountLocked { .. }
+        | MintThrottled
+        | RateLimited { .. }
+        | ServerError { .. } => return error,
+        UnexpectedResponse { status, .. } if status < 400 => return error,
+        UnexpectedResponse { .. } => String::new(),
+        TokenDead { message, .. }
+        | Rejected { message, .. }
+        | ConsentLimitExceeded { message }
+        | AppUnauthorized { message }
+        | InvalidCredentials { message }
+        | ConsentExpired { message }
+        | NoApiAccess { message }
+        | AccountIssue { message } => message,
+        RenewNotAllowed
+        | MalformedToken { .. }
+        | Timeout
+        | Network { .. }
+        | ConnectionLost { .. }
+        | InvalidConfig { .. } => String::new(),
+    };
+    let message = if message.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        message
+    };
+    InvalidCredentials { message }
 }
 
 /// Phrases, and the error they mean given Dhan's message.

@@ -329,14 +329,17 @@ async fn execute(request: reqwest::RequestBuilder) -> Result<(u16, String), Dhan
 }
 
 /// Maps a transport failure; the URL (which may hold the PIN and TOTP code, §1) is stripped.
+/// A connection that never opened sent nothing; any other failure may come after Dhan got the
+/// request, which matters for a mint (§1).
 fn transport_error(error: reqwest::Error) -> DhanError {
     let error = error.without_url();
+    let detail = error_chain(&error);
     if error.is_timeout() {
         DhanError::Timeout
+    } else if error.is_connect() {
+        DhanError::Network { detail }
     } else {
-        DhanError::Network {
-            detail: error_chain(&error),
-        }
+        DhanError::ConnectionLost { detail }
     }
 }
 

@@ -26,7 +26,8 @@ pub enum ErrorKind {
     /// The credentials or the account are wrong: do not retry until they change.
     Permanent,
     /// Dhan said "Invalid TOTP". It says so for a correct code replayed within its 30 s step as
-    /// well (§1), so retry once at the next step; failing again means a wrong secret or skew.
+    /// well (§1), so retry once with a later code — after the 2-minute lock the refusal re-armed
+    /// (§9); failing again means a wrong secret or skew.
     TotpRejected,
     /// Dhan asked to come back later: wait at least this long.
     RetryAfter(Duration),
@@ -74,7 +75,8 @@ pub enum DhanError {
         /// Dhan's message.
         message: String,
     },
-    /// A mint refused with an authentication error that names neither PIN nor TOTP (§1, [?]).
+    /// A mint refused in words that name no precise reason: "Login failed. Please retry with
+    /// valid credentials.", a DH-901, any other refusal that is not "later" (§1, §9).
     #[error("Dhan refused the client ID/PIN/TOTP ({message})")]
     InvalidCredentials {
         /// Dhan's message.
@@ -169,9 +171,16 @@ pub enum DhanError {
     /// The request did not complete in time.
     #[error("Dhan did not answer in time")]
     Timeout,
-    /// Connection or transport failure.
+    /// The connection could not be opened: the request never reached Dhan.
     #[error("could not reach Dhan: {detail}")]
     Network {
+        /// The transport error chain, without the URL.
+        detail: String,
+    },
+    /// The connection broke after the request went out (a reset, a dropped connection): Dhan
+    /// may have carried the request out — a mint, and revoked the previous token (§1).
+    #[error("the connection to Dhan broke before its answer: {detail}")]
+    ConnectionLost {
         /// The transport error chain, without the URL.
         detail: String,
     },
@@ -209,7 +218,8 @@ impl DhanError {
             | UnexpectedResponse { .. }
             | ConsentExpired { .. }
             | Timeout
-            | Network { .. } => ErrorKind::Unknown,
+            | Network { .. }
+            | ConnectionLost { .. } => ErrorKind::Unknown,
         }
     }
 
@@ -238,6 +248,7 @@ impl DhanError {
             UnexpectedResponse { .. } => "UnexpectedResponse",
             Timeout => "Timeout",
             Network { .. } => "Network",
+            ConnectionLost { .. } => "ConnectionLost",
             InvalidConfig { .. } => "InvalidConfig",
         }
     }
@@ -317,6 +328,7 @@ impl DhanError {
                 detail: r(detail),
             },
             Network { detail } => Network { detail: r(detail) },
+            ConnectionLost { detail } => ConnectionLost { detail: r(detail) },
             InvalidConfig { detail } => InvalidConfig { detail: r(detail) },
             other @ (MintThrottled | RenewNotAllowed | MalformedToken { .. } | Timeout) => other,
         }
@@ -411,6 +423,7 @@ mod tests {
             },
             DhanError::Timeout,
             DhanError::Network { detail: m() },
+            DhanError::ConnectionLost { detail: m() },
             DhanError::InvalidConfig { detail: m() },
         ]
     }
@@ -459,6 +472,7 @@ mod tests {
             ("UnexpectedResponse", Unknown),
             ("Timeout", Unknown),
             ("Network", Unknown),
+            ("ConnectionLost", Unknown),
             ("InvalidConfig", Permanent),
         ];
         let actual: Vec<_> = every_variant()

@@ -80,6 +80,10 @@ async fn serve(
     if let Some(resp) = faults::intercept(&mock, endpoint, method.as_str(), None).await {
         return resp;
     }
+    let token = header(&headers, "access-token");
+    if let Some(resp) = faults::unauthorized_once(&mock, endpoint, method.as_str(), token) {
+        return resp;
+    }
     let now = now_ms();
     let (r, client) = authenticate(&mock, &headers, now, |a, exp| body(a, exp, now));
     finish(&mock, endpoint, method.as_str(), client.as_deref(), r)

@@ -31,7 +31,8 @@ fn method_not_allowed() -> Reply {
 
 /// §1. Failures are HTTP 200 with `{"status":"error","message":...}`, as seen on the wire.
 /// Check order: client, PIN, TOTP (consuming the step even if the throttle then refuses —
-/// an accepted code is spent), throttle.
+/// an accepted code is spent), throttle. Every attempt for a known client, refused or not,
+/// starts the 2-minute window again (§9).
 pub fn mint_totp(mock: &Mock, q: &Params, now_ms: i64) -> Reply {
     let (Some(client_id), Some(pin), Some(code)) =
         (param(q, "dhanClientId"), param(q, "pin"), param(q, "totp"))
@@ -46,21 +47,21 @@ pub fn mint_totp(mock: &Mock, q: &Params, now_ms: i64) -> Reply {
     let Some(acct) = inner.accounts.get_mut(client_id) else {
         return Reply::auth_error(StatusCode::OK, "Invalid Client ID", "unknown_client");
     };
+    let window_ms = mock.cfg.mint_throttle_secs * 1000;
+    let locked = acct
+        .rt
+        .last_mint_attempt_ms
+        .is_some_and(|last| now_ms - last < window_ms);
+    acct.rt.last_mint_attempt_ms = Some(now_ms);
     if acct.cfg.pin != pin {
         return Reply::auth_error(StatusCode::OK, "Invalid Pin", "invalid_pin");
     }
     if !acct.accept_totp(code, now_ms) {
         return Reply::auth_error(StatusCode::OK, "Invalid TOTP", "invalid_totp");
     }
-    let window_ms = mock.cfg.mint_throttle_secs * 1000;
-    if acct
-        .rt
-        .last_totp_mint_ms
-        .is_some_and(|last| now_ms - last < window_ms)
-    {
+    if locked {
         return Reply::auth_error(StatusCode::OK, reply::THROTTLE_MESSAGE, "throttled");
     }
-    acct.rt.last_totp_mint_ms = Some(now_ms);
     acct.rt.mints += 1;
     let client_id = client_id.to_string();
     let issued = inner
@@ -90,7 +91,7 @@ pub async fn generate_access_token(
         return resp;
     }
     let r = mint_totp(&mock, &q, now_ms());
-    finish(&mock, EP, method.as_str(), client, r)
+    faults::answer_after_mint(&mock, EP, method.as_str(), client, r).await
 }
 
 /// §2. Returns the reply and the client id to log.
@@ -170,7 +171,7 @@ pub async fn renew_token(
         return resp;
     }
     let (r, client) = renew(&mock, &method, &headers, now_ms());
-    finish(&mock, EP, method.as_str(), client.as_deref(), r)
+    faults::answer_after_mint(&mock, EP, method.as_str(), client.as_deref(), r).await
 }
 
 fn unauthorized() -> Reply {
@@ -328,7 +329,7 @@ pub async fn consume_consent(
         return resp;
     }
     let (r, client) = consume(&mock, &q, &headers, now_ms());
-    finish(&mock, EP, method.as_str(), client.as_deref(), r)
+    faults::answer_after_mint(&mock, EP, method.as_str(), client.as_deref(), r).await
 }
 
 #[cfg(test)]
@@ -384,7 +385,8 @@ mod tests {
 
     #[test]
     fn mint_errors_are_http_200() {
-        let m = mock(120);
+        // No throttle: the refused attempts would re-arm it (§9), which is not the point here.
+        let m = mock(0);
         add_account(&m, "A");
         let bad_pin = mint_totp(
             &m,
@@ -445,20 +447,49 @@ mod tests {
             m.lock().check_token(&t1, T0_MS + 119_500),
             TokenCheck::Live { .. }
         ));
-        let later = mint_at(&m, T0_MS + 120_000);
+        // The throttled attempt re-armed the lock (§9): two minutes from it, not from the mint.
+        assert_eq!(mint_at(&m, T0_MS + 150_000).outcome, "throttled");
+        let later = mint_at(&m, T0_MS + 270_000);
         assert_eq!(later.outcome, "success");
         let t2 = later.body["accessToken"].as_str().unwrap();
         assert_ne!(t1, t2);
         let inner = m.lock();
         assert!(matches!(
-            inner.check_token(&t1, T0_MS + 121_000),
+            inner.check_token(&t1, T0_MS + 271_000),
             TokenCheck::Dead { .. }
         ));
         assert!(matches!(
-            inner.check_token(t2, T0_MS + 121_000),
+            inner.check_token(t2, T0_MS + 271_000),
             TokenCheck::Live { .. }
         ));
         assert_eq!(inner.accounts["A"].rt.mints, 2);
+    }
+
+    #[test]
+    fn refused_attempts_re_arm_the_throttle() {
+        let m = mock(120);
+        add_account(&m, "A");
+        let with = |pin: &str, totp: &str, now: i64| {
+            mint_totp(
+                &m,
+                &q(&[("dhanClientId", "A"), ("pin", pin), ("totp", totp)]),
+                now,
+            )
+        };
+        assert_eq!(with("000000", &code(T0_MS), T0_MS).outcome, "invalid_pin");
+        // No token was ever minted, yet the refusal armed the lock (§9).
+        assert_eq!(mint_at(&m, T0_MS + 60_000).outcome, "throttled");
+        // The throttle answer re-armed it: 2 minutes after the refusal is not enough.
+        assert_eq!(mint_at(&m, T0_MS + 150_000).outcome, "throttled");
+        // A wrong code re-arms it too.
+        let stale = code(T0_MS - 600_000);
+        assert_eq!(
+            with("123456", &stale, T0_MS + 240_000).outcome,
+            "invalid_totp"
+        );
+        assert_eq!(mint_at(&m, T0_MS + 330_000).outcome, "throttled");
+        assert_eq!(mint_at(&m, T0_MS + 450_000).outcome, "success");
+        assert_eq!(m.lock().accounts["A"].rt.mints, 1);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Fault injection (`POST /__control/faults`): the next N calls to an endpoint fail in a chosen
-//! way. Faults replace the endpoint's logic entirely, so a faulted call has no side effects
-//! (no mint, no revocation, no TOTP step consumed).
+//! Fault injection (`POST /__control/faults`): the next N calls to an endpoint (of one client,
+//! optionally) fail in a chosen way. Most faults replace the endpoint's logic entirely, so a
+//! faulted call has no side effects (no mint, no revocation, no TOTP step consumed, no throttle
+//! re-armed). The `…AfterMint` faults are the exception: the call is carried out and only its
+//! answer (or the new token's first probe) is spoilt — what a client sees when Dhan minted and
+//! the answer was lost (§1, §9).
 
 use std::time::Duration;
 
@@ -8,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::kinds::{FaultKind, FaultSpec};
+use crate::kinds::{Fault, FaultKind, FaultSpec};
 use crate::reply::{self, Reply};
 use crate::state::Shared;
 
@@ -17,19 +20,48 @@ fn on_api_host(endpoint: &str) -> bool {
     matches!(endpoint, "RenewToken" | "profile" | "fundlimit" | "getIP")
 }
 
-fn take(mock: &Shared, endpoint: &str) -> Option<FaultSpec> {
-    let mut inner = mock.lock();
-    let idx = inner
-        .faults
+/// Takes one use of the first pending fault `wanted` accepts.
+pub fn take_from(
+    faults: &mut Vec<Fault>,
+    wanted: impl Fn(&FaultSpec) -> bool,
+) -> Option<FaultSpec> {
+    let idx = faults
         .iter()
-        .position(|f| f.remaining > 0 && (f.spec.endpoint == endpoint || f.spec.endpoint == "*"))?;
-    let fault = &mut inner.faults[idx];
+        .position(|f| f.remaining > 0 && wanted(&f.spec))?;
+    let fault = &mut faults[idx];
     fault.remaining -= 1;
     let spec = fault.spec.clone();
     if fault.remaining == 0 {
-        inner.faults.remove(idx);
+        faults.remove(idx);
     }
     Some(spec)
+}
+
+/// Whether `spec` applies to a call of `endpoint` for `client_id`.
+pub fn applies(spec: &FaultSpec, endpoint: &str, client_id: Option<&str>) -> bool {
+    (spec.endpoint == endpoint || spec.endpoint == "*")
+        && spec
+            .client_id
+            .as_deref()
+            .is_none_or(|only| Some(only) == client_id)
+}
+
+fn take(
+    mock: &Shared,
+    endpoint: &str,
+    client_id: Option<&str>,
+    kinds: impl Fn(FaultKind) -> bool,
+) -> Option<FaultSpec> {
+    take_from(&mut mock.lock().faults, |spec| {
+        kinds(spec.kind) && applies(spec, endpoint, client_id)
+    })
+}
+
+async fn delay(spec: &FaultSpec, default_ms: u64) {
+    let latency = spec.latency_ms.unwrap_or(default_ms);
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
 }
 
 /// Called first by every mock endpoint. `Some` means the call was faulted (and already logged).
@@ -39,16 +71,13 @@ pub async fn intercept(
     method: &str,
     client_id: Option<&str>,
 ) -> Option<Response> {
-    let spec = take(mock, endpoint)?;
+    let spec = take(mock, endpoint, client_id, |kind| !kind.after_mint())?;
     let default_latency = if spec.kind == FaultKind::Latency {
         1000
     } else {
         0
     };
-    let latency = spec.latency_ms.unwrap_or(default_latency);
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
+    delay(&spec, default_latency).await;
     let api = on_api_host(endpoint);
     let (status, response) = match spec.kind {
         FaultKind::Latency => return None,
@@ -92,11 +121,83 @@ pub async fn intercept(
             spec.message.as_deref().unwrap_or("Something went wrong"),
             "fault",
         )),
+        FaultKind::LoginFailed => reply_parts(Reply::auth_error(
+            StatusCode::OK,
+            reply::LOGIN_FAILED_MESSAGE,
+            "fault",
+        )),
+        FaultKind::ValidationFailed => reply_parts(Reply::auth_error(
+            StatusCode::OK,
+            reply::VALIDATION_FAILED_MESSAGE,
+            "fault",
+        )),
         // Status 0 in the call log: no response was sent.
         FaultKind::Drop => (0, dropped_connection()),
+        FaultKind::ResetAfterMint
+        | FaultKind::MalformedAfterMint
+        | FaultKind::UnauthorizedAfterMint => unreachable!("not taken before the call"),
     };
     mock.record(endpoint, method, client_id, status, "fault");
     Some(response)
+}
+
+/// Called by the endpoints that mint, with the reply of the work they did: a pending
+/// `resetAfterMint` or `malformedAfterMint` fault spoils the answer of a call that minted.
+pub async fn answer_after_mint(
+    mock: &Shared,
+    endpoint: &str,
+    method: &str,
+    client_id: Option<&str>,
+    reply: Reply,
+) -> Response {
+    let spoilt = |kind| {
+        matches!(
+            kind,
+            FaultKind::ResetAfterMint | FaultKind::MalformedAfterMint
+        )
+    };
+    let spec = match reply.outcome {
+        "success" => take(mock, endpoint, client_id, spoilt),
+        _ => None,
+    };
+    let Some(spec) = spec else {
+        return reply::finish(mock, endpoint, method, client_id, reply);
+    };
+    delay(&spec, 0).await;
+    if spec.kind == FaultKind::ResetAfterMint {
+        mock.record(endpoint, method, client_id, 0, "fault_after_mint");
+        return dropped_connection();
+    }
+    let mut body = reply.body;
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("accessToken");
+    }
+    let malformed = Reply {
+        body,
+        outcome: "fault_after_mint",
+        ..reply
+    };
+    reply::finish(mock, endpoint, method, client_id, malformed)
+}
+
+/// The first call to `endpoint` with a token an `unauthorizedAfterMint` fault marked at its
+/// issue answers HTTP 401 DH-901; later calls with it go through.
+pub fn unauthorized_once(
+    mock: &Shared,
+    endpoint: &str,
+    method: &str,
+    token: Option<&str>,
+) -> Option<Response> {
+    let token = token?;
+    let mut inner = mock.lock();
+    let marked = inner
+        .unauthorized_once
+        .iter()
+        .position(|(t, e)| t == token && (e == endpoint || e == "*"))?;
+    inner.unauthorized_once.remove(marked);
+    drop(inner);
+    let r = Reply::dh901("fault_after_mint");
+    Some(reply::finish(mock, endpoint, method, None, r))
 }
 
 fn reply_parts(r: Reply) -> (u16, Response) {

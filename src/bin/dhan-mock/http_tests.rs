@@ -329,3 +329,198 @@ async fn web_token_renew_and_consent_login_flow() {
     .await;
     assert_eq!(status, 400);
 }
+
+async fn register(c: &reqwest::Client, base: &str, client_id: &str) {
+    let r = c
+        .post(format!("{base}/__control/accounts"))
+        .json(&account_json(client_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn fault(c: &reqwest::Client, base: &str, fault: Value) {
+    let r = c
+        .post(format!("{base}/__control/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{fault}");
+}
+
+async fn mint(
+    c: &reqwest::Client,
+    base: &str,
+    client_id: &str,
+) -> reqwest::Result<reqwest::Response> {
+    let code = current_code();
+    c.post(format!(
+        "{base}/app/generateAccessToken?dhanClientId={client_id}&pin=123456&totp={code}"
+    ))
+    .send()
+    .await
+}
+
+async fn account(c: &reqwest::Client, base: &str, client_id: &str) -> Value {
+    let r = c
+        .get(format!("{base}/__control/accounts/{client_id}"))
+        .send()
+        .await
+        .unwrap();
+    r.json().await.unwrap()
+}
+
+async fn outcomes(c: &reqwest::Client, base: &str) -> Vec<(String, u64, String)> {
+    let r = c
+        .get(format!("{base}/__control/calls"))
+        .send()
+        .await
+        .unwrap();
+    let calls: Value = r.json().await.unwrap();
+    calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["endpoint"].as_str().unwrap().to_owned(),
+                c["status"].as_u64().unwrap(),
+                c["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// docs/dhan-api.md §9: the two other wordings of a refused PIN, as the auth host answers its
+/// errors (§1, §6.3: HTTP 200, `{"status":"error","message":...}`), for one client only.
+#[tokio::test]
+async fn refusal_wordings_are_answered_as_the_auth_host_does() {
+    let base = start(0).await;
+    let c = client();
+    register(&c, &base, "A").await;
+    register(&c, &base, "B").await;
+    fault(
+        &c,
+        &base,
+        json!({"endpoint": "generateAccessToken", "kind": "loginFailed", "clientId": "A"}),
+    )
+    .await;
+    fault(
+        &c,
+        &base,
+        json!({"endpoint": "generateAccessToken", "kind": "validationFailed", "clientId": "B"}),
+    )
+    .await;
+    let (status, body) = json_of(mint(&c, &base, "B").await.unwrap()).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status":"error","message":"Validation failed. Please check your credentials and try again."})
+        )
+    );
+    let (status, body) = json_of(mint(&c, &base, "A").await.unwrap()).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"status":"error","message":"Login failed. Please retry with valid credentials."})
+        )
+    );
+    assert_eq!(
+        account(&c, &base, "A").await["mints"],
+        0,
+        "a refusal mints nothing"
+    );
+}
+
+/// A mint carried out whose answer is lost: the previous token is revoked all the same (§1).
+#[tokio::test]
+async fn a_reset_after_a_mint_revokes_the_previous_token_and_answers_nothing() {
+    let base = start(0).await;
+    let c = client();
+    register(&c, &base, "A").await;
+    let (_, web) = json_of(
+        c.post(format!("{base}/__control/web-token"))
+            .json(&json!({"clientId": "A"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let first = web["accessToken"].as_str().unwrap().to_owned();
+    fault(
+        &c,
+        &base,
+        json!({"endpoint": "generateAccessToken", "kind": "resetAfterMint"}),
+    )
+    .await;
+    let lost = async { mint(&client(), &base, "A").await?.bytes().await }.await;
+    assert!(lost.is_err(), "expected a broken connection, got {lost:?}");
+    let after = account(&c, &base, "A").await;
+    assert_eq!(after["mints"], 1, "the mint was carried out");
+    assert_ne!(after["currentToken"], first.as_str());
+    let probe = c
+        .get(format!("{base}/v2/profile"))
+        .header("access-token", &first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 400, "the previous token is revoked");
+    assert!(outcomes(&c, &base).await.contains(&(
+        "generateAccessToken".into(),
+        0,
+        "fault_after_mint".into()
+    )));
+}
+
+/// A mint carried out and answered HTTP 200 without a token (neither a token nor an error).
+#[tokio::test]
+async fn a_malformed_200_after_a_mint_has_no_token_and_no_error() {
+    let base = start(0).await;
+    let c = client();
+    register(&c, &base, "A").await;
+    fault(
+        &c,
+        &base,
+        json!({"endpoint": "generateAccessToken", "kind": "malformedAfterMint"}),
+    )
+    .await;
+    let (status, body) = json_of(mint(&c, &base, "A").await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["dhanClientId"], "A");
+    assert!(body.get("accessToken").is_none(), "{body}");
+    assert!(body.get("status").is_none(), "{body}");
+    let after = account(&c, &base, "A").await;
+    assert_eq!(after["mints"], 1, "the mint was carried out");
+    assert!(after["currentToken"].is_string());
+}
+
+/// §9: a freshly minted token has been seen to answer 401 once, then work.
+#[tokio::test]
+async fn a_fresh_token_answers_its_first_profile_call_with_401_then_works() {
+    let base = start(0).await;
+    let c = client();
+    register(&c, &base, "A").await;
+    fault(
+        &c,
+        &base,
+        json!({"endpoint": "profile", "kind": "unauthorizedAfterMint"}),
+    )
+    .await;
+    let (_, body) = json_of(mint(&c, &base, "A").await.unwrap()).await;
+    let token = body["accessToken"].as_str().unwrap();
+    let probe = || {
+        c.get(format!("{base}/v2/profile"))
+            .header("access-token", token)
+            .send()
+    };
+    let (status, first) = json_of(probe().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(first["errorCode"], "DH-901");
+    let (status, second) = json_of(probe().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["dhanClientId"], "A");
+}

@@ -18,15 +18,39 @@ pub enum DeadTokenStyle {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum FaultKind {
     Http500,
     Http502,
     Http429,
     Throttle,
     Error200,
+    /// A refused PIN in Dhan's documented words (docs/dhan-api.md §9).
+    LoginFailed,
+    /// A refused PIN in the words users report (docs/dhan-api.md §9).
+    ValidationFailed,
     Latency,
     Drop,
+    /// The call is carried out — a mint revokes the previous token (§1) —, then the connection
+    /// is dropped without an answer.
+    ResetAfterMint,
+    /// The call is carried out, then answered HTTP 200 with its fields but no token.
+    MalformedAfterMint,
+    /// The first call to the fault's endpoint with the next token issued answers HTTP 401, then
+    /// the token works (§9).
+    UnauthorizedAfterMint,
+}
+
+impl FaultKind {
+    /// Faults that let the endpoint do its work and only spoil its answer (or a later one).
+    pub fn after_mint(self) -> bool {
+        matches!(
+            self,
+            FaultKind::ResetAfterMint
+                | FaultKind::MalformedAfterMint
+                | FaultKind::UnauthorizedAfterMint
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +66,10 @@ pub struct FaultSpec {
     pub latency_ms: Option<u64>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Only calls for this client; calls whose client is unknown before the endpoint's work
+    /// (api.dhan.co endpoints, consumeApp-consent) never match.
+    #[serde(default)]
+    pub client_id: Option<String>,
 }
 
 fn one() -> u32 {

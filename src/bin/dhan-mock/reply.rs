@@ -119,6 +119,13 @@ impl IntoResponse for Reply {
 /// §1: the per-client mint throttle, answered with HTTP 200.
 pub const THROTTLE_MESSAGE: &str = "Token can be generated once every 2 minutes.";
 
+/// §9: a refused PIN in Dhan's documented words.
+pub const LOGIN_FAILED_MESSAGE: &str = "Login failed. Please retry with valid credentials.";
+
+/// §9: a refused PIN in the words users report.
+pub const VALIDATION_FAILED_MESSAGE: &str =
+    "Validation failed. Please check your credentials and try again.";
+
 /// Logs the call and turns the reply into a response.
 pub fn finish(
     mock: &crate::state::Mock,

@@ -11,7 +11,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::kinds::{DeadTokenStyle, Fault};
+use crate::kinds::{DeadTokenStyle, Fault, FaultKind};
 use crate::{ist, jwt, totp};
 
 #[derive(Debug, Clone)]
@@ -314,8 +314,9 @@ fn default_attempts_before_lock() -> u32 {
 #[derive(Debug, Default)]
 pub struct Runtime {
     pub current_token: Option<String>,
-    /// Only `generateAccessToken` successes start the 2-minute throttle window (§1).
-    pub last_totp_mint_ms: Option<i64>,
+    /// Every `generateAccessToken` attempt of the client, accepted or refused, starts the
+    /// 2-minute throttle window again (§1, §9: it re-arms on each refused attempt).
+    pub last_mint_attempt_ms: Option<i64>,
     /// TOTP steps already accepted for this client, by mint or login page (replay rule, §1).
     pub used_steps: BTreeSet<u64>,
     pub mints: u64,
@@ -470,6 +471,8 @@ pub struct Inner {
     pub token_ids: HashMap<String, TokenIdGrant>,
     pub calls: Vec<CallRecord>,
     pub faults: Vec<Fault>,
+    /// Tokens (with the endpoint) whose first call there answers 401: `unauthorizedAfterMint`.
+    pub unauthorized_once: Vec<(String, String)>,
 }
 
 impl Inner {
@@ -495,6 +498,17 @@ impl Inner {
         let token = jwt::encode(&claims, key);
         acct.rt.current_token = Some(token.clone());
         acct.rt.issued += 1;
+        // §9: a fresh token has been seen to answer 401 once, then work.
+        let flaky = crate::faults::take_from(&mut self.faults, |spec| {
+            spec.kind == FaultKind::UnauthorizedAfterMint
+                && spec
+                    .client_id
+                    .as_deref()
+                    .is_none_or(|only| only == client_id)
+        });
+        if let Some(spec) = flaky {
+            self.unauthorized_once.push((token.clone(), spec.endpoint));
+        }
         self.tokens.insert(
             token.clone(),
             TokenInfo {

@@ -112,6 +112,7 @@ fn memory_survives_a_round_trip_through_status() {
             refresh_request: None,
         }),
         mint_unconfirmed: Some(now()),
+        last_mint_attempt: Some(now() - chrono::Duration::milliseconds(1_500)),
     };
     let a = ready();
     let status = report(Some(&token), &memory, &a, now()).compose(&DhanAccountStatus::default());

@@ -42,11 +42,16 @@ pub enum Mint {
     /// Dhan carries the mint out (the previous token is revoked) and the answer never comes:
     /// the operator dies waiting for it (its reconcile is dropped).
     IssueAndHang,
+    /// Dhan carries the mint out, but its answer reaches us as this error (a connection reset,
+    /// a 200 without a token).
+    IssueButAnswer(DhanError),
 }
 
 #[derive(Default)]
 struct DhanState {
     mints: VecDeque<Mint>,
+    /// Answers of the next profile calls, whatever the token.
+    profiles: VecDeque<DhanError>,
     calls: Vec<(&'static str, DateTime<Utc>)>,
     live: HashSet<String>,
     serial: u64,
@@ -62,6 +67,12 @@ pub struct FakeDhan {
 impl FakeDhan {
     pub fn script(&self, mints: impl IntoIterator<Item = Mint>) {
         self.state.lock().unwrap().mints.extend(mints);
+    }
+
+    /// The next profile calls fail with these errors, in order, whether the token is live or
+    /// not; then the token decides.
+    pub fn script_profiles(&self, errors: impl IntoIterator<Item = DhanError>) {
+        self.state.lock().unwrap().profiles.extend(errors);
     }
 
     /// Calls so far, by endpoint label.
@@ -131,6 +142,10 @@ impl FakeDhan {
                     detail: "hang".into(),
                 })
             }
+            Mint::IssueButAnswer(error) => {
+                self.issue(consumer);
+                Err(error)
+            }
             Mint::IssueOpaque => {
                 let mut issued = self.issue(consumer);
                 let opaque = format!("opaque-{}", issued.token.expose().len());
@@ -182,8 +197,13 @@ impl DhanApi for FakeDhan {
 
     fn profile<'a>(&'a self, token: &'a AccessToken) -> Call<'a, Profile> {
         self.log("profile");
-        let live = self.state.lock().unwrap().live.contains(token.expose());
-        let result = if live {
+        let mut state = self.state.lock().unwrap();
+        let scripted = state.profiles.pop_front();
+        let live = state.live.contains(token.expose());
+        drop(state);
+        let result = if let Some(error) = scripted {
+            Err(error)
+        } else if live {
             Ok(Profile {
                 client_id: Some("1000000001".into()),
                 ..Profile::default()

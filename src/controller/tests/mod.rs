@@ -2,6 +2,7 @@
 //! requests each reconcile sends, and every phase an account goes through.
 
 mod claims;
+mod dhan_answers;
 mod fake_api;
 mod fixtures;
 mod reconcile;

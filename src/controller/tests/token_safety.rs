@@ -234,8 +234,12 @@ async fn a_revoked_web_token_whose_totp_fallback_fails_transiently_backs_off() {
     creds["data"]["accessToken"] = b64(&web).into();
     bench.api.put(&secret_path("alice-dhan"), creds);
     bench.dhan.script([Mint::Fail(DhanError::Timeout)]);
-    // Adopts it, probes it: dead; renew: dead; totp: a timeout.
+    // Adopts it, probes it: dead; 10 s later, probes it again: dead; renew: dead; totp: a
+    // timeout.
     bench.reconcile("alice").await;
+    bench.advance(Duration::from_secs(10)).await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.dhan.calls("profile").len(), 2);
     assert_eq!(bench.dhan.calls("RenewToken").len(), 1);
     let status = bench.status("alice");
     assert_eq!(status.phase, Some(Phase::Backoff), "{status:?}");

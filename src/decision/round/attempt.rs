@@ -2,7 +2,7 @@
 
 use super::{LoginSeen, Note, Round};
 use crate::decision::failure::{Handling, summarise};
-use crate::decision::memory::{DayCount, LastFailure};
+use crate::decision::memory::{DayCount, LastFailure, Memory};
 use crate::decision::{
     Failure, FailureKind, Method, MethodFailure, ProbeVerdict, RefreshReason, after, backoff_until,
 };
@@ -110,8 +110,22 @@ impl Round {
         {
             self.probe = Some((now, ProbeVerdict::Dead));
         }
-        if failure.kind.outcome_unknown() {
+        // generate-consent only starts a login; consuming its tokenId mints.
+        let could_mint =
+            method != Method::Browser || matches!(self.login, LoginSeen::Succeeded { .. });
+        if could_mint && failure.kind.may_have_reached_dhan() {
+            // Dhan's 2-minute lock re-arms on each refused attempt (docs/dhan-api.md §9).
+            self.memory.last_mint_attempt = Some(now);
+        }
+        if could_mint && failure.kind.outcome_unknown() {
             self.memory.mint_unconfirmed = Some(now);
+        }
+        let mut failure = failure;
+        if method == Method::Totp && failure.kind.refuses_credentials() {
+            // Dhan locks accounts after repeated wrong PINs, however they are sent (§3, §9).
+            self.memory.failed_logins =
+                Some(DayCount::increment(self.memory.failed_logins.as_ref(), now));
+            failure = self.lockout(&failure, now).unwrap_or(failure);
         }
         if matches!(self.login, LoginSeen::Succeeded { .. }) {
             // The consume of a finished login failed: that login is over.
@@ -142,9 +156,16 @@ impl Round {
         now: DateTime<Utc>,
     ) {
         let folded = summarise(&failures);
+        let handling = if first_totp_refusal(folded.kind, &failures, &self.memory) {
+            // "Invalid TOTP" also answers a correct code used elsewhere in its step (§1), and
+            // re-arms Dhan's 2-minute lock (§9): one retry, with a fresh code, after the lock.
+            Handling::AfterMintInterval
+        } else {
+            folded.kind.handling()
+        };
         let memory = &mut self.memory;
         let limits = &self.inputs.limits;
-        memory.retry_not_before = match folded.kind.handling() {
+        memory.retry_not_before = match handling {
             Handling::Hold => {
                 memory.held_inputs = Some(self.inputs.fingerprint.clone());
                 // A refresh request is honoured by a held failure too; a transient one leaves
@@ -182,4 +203,19 @@ impl Round {
             ),
         });
     }
+}
+
+/// Whether the attempt failed because its mint got "Invalid TOTP", for the first time since
+/// the last success (the memory keeps the last failure until then).
+fn first_totp_refusal(
+    folded: FailureKind,
+    failures: &[(Method, MethodFailure)],
+    memory: &Memory,
+) -> bool {
+    let totp = FailureKind::InvalidTotp;
+    let minted = failures.iter().any(|(method, failure)| {
+        *method == Method::Totp && matches!(failure, MethodFailure::Failed(f) if f.kind == totp)
+    });
+    let before = memory.last_failure.as_ref().map(|f| f.reason.as_str());
+    folded == totp && minted && before != Some(totp.reason())
 }

@@ -56,10 +56,10 @@ impl Round {
             Failure::new(
                 FailureKind::LoginLockout,
                 format!(
-                    "{failed} browser logins failed today after reaching Dhan's PIN/TOTP step \
-                     (the last: {}); stopped so that Dhan does not lock the account — check the \
-                     mobile number, PIN and TOTP key in the credentials; the next login is \
-                     after midnight IST",
+                    "Dhan refused the credentials {failed} times today (PIN+TOTP mints, browser \
+                     logins that reached its PIN/TOTP step; the last: {}); stopped so that Dhan \
+                     does not lock the account — check the mobile number, PIN and TOTP key in \
+                     the credentials; the next login is after midnight IST",
                     last.message
                 ),
             )

@@ -41,7 +41,7 @@ fn invalid_pin_with_http_200_is_permanent() {
 }
 
 #[test]
-fn invalid_totp_is_retried_once_at_the_next_step() {
+fn invalid_totp_is_retried_once() {
     let error = mint(200, r#"{"status":"error","message":"Invalid TOTP"}"#);
     assert_eq!(
         (error.reason(), error.kind()),
@@ -70,9 +70,78 @@ fn mint_failures_seen_on_the_wire() {
         (400, r#"{"status":"error","message":"Invalid TOTP"}"#, "InvalidTotp", TotpRejected),
         (429, THROTTLE_BODY, "MintThrottled", THROTTLE),
         (500, THROTTLE_BODY, "MintThrottled", THROTTLE),
-        (200, r#"{"status":"error","message":"Something new"}"#, "Rejected", Unknown),
+        (200, r#"{"status":"error","message":"Something new"}"#, "InvalidCredentials", Permanent),
         (500, "", "ServerError", Unknown),
     ], mint);
+}
+
+/// docs/dhan-api.md §9: a refused PIN has more wordings than "Invalid Pin", and the next one is
+/// unknown. Any refusal of a mint that is not clearly the throttle, a rate limit or a server
+/// error is a refusal of the credentials: re-sending them on a timer can lock the account.
+#[rustfmt::skip]
+#[test]
+fn every_other_mint_refusal_is_a_credential_refusal() {
+    check(&[
+        // Dhan's documented wording, and the one users report [doc, seen].
+        (200, r#"{"status":"error","message":"Login failed. Please retry with valid credentials."}"#, "InvalidCredentials", Permanent),
+        (200, r#"{"status":"error","message":"Validation failed. Please check your credentials and try again."}"#, "InvalidCredentials", Permanent),
+        (400, r#"{"status":"error","message":"Login failed. Please retry with valid credentials."}"#, "InvalidCredentials", Permanent),
+        (401, r#"{"status":"error","message":"Validation failed. Please check your credentials and try again."}"#, "InvalidCredentials", Permanent),
+        (200, r#"{"status":"failed","remarks":"Login failed"}"#, "InvalidCredentials", Permanent),
+        (200, r#"{"errorType":"Input_Exception","errorCode":"DH-905","errorMessage":"Missing required fields"}"#, "InvalidCredentials", Permanent),
+        (200, r#"{"errorType":"Invalid_Access","errorCode":"DH-902","errorMessage":"No API access"}"#, "InvalidCredentials", Permanent),
+        (400, r#"{"data":{"811":"Something"},"status":"failed"}"#, "InvalidCredentials", Permanent),
+        // A 4xx refuses whatever its body says.
+        (403, "<html>Forbidden</html>", "InvalidCredentials", Permanent),
+        (400, "", "InvalidCredentials", Permanent),
+        // The precise reasons are kept.
+        (200, r#"{"status":"error","message":"Invalid Pin"}"#, "InvalidPin", Permanent),
+        (200, r#"{"status":"error","message":"Invalid TOTP"}"#, "InvalidTotp", TotpRejected),
+        (200, r#"{"status":"error","message":"Invalid Client ID"}"#, "InvalidClientId", Permanent),
+        (200, r#"{"status":"error","message":"TOTP not enabled for this account"}"#, "TotpNotEnabled", Permanent),
+        (200, r#"{"status":"error","message":"Your account is locked"}"#, "AccountLocked", Permanent),
+    ], mint);
+}
+
+/// The exceptions to the rule above: Dhan said "later", or did not say anything readable.
+#[rustfmt::skip]
+#[test]
+fn throttle_rate_limits_server_errors_and_unreadable_successes_are_not_refusals() {
+    check(&[
+        (200, THROTTLE_BODY, "MintThrottled", THROTTLE),
+        (400, THROTTLE_BODY, "MintThrottled", THROTTLE),
+        (429, "", "RateLimited", Unknown),
+        (429, r#"{"status":"error","message":"Too many requests"}"#, "RateLimited", Unknown),
+        (200, r#"{"errorType":"Rate_Limit","errorCode":"DH-904","errorMessage":"Too many requests"}"#, "RateLimited", Unknown),
+        (200, r#"{"data":{"805":"Too many requests"},"status":"failed"}"#, "RateLimited", Unknown),
+        (500, r#"{"status":"error","message":"Login failed. Please retry with valid credentials."}"#, "ServerError", Unknown),
+        (502, "<html>Bad Gateway</html>", "ServerError", Unknown),
+        (503, "", "ServerError", Unknown),
+        (200, r#"{"errorType":"Internal_Server_Error","errorCode":"DH-908","errorMessage":"x"}"#, "ServerError", Unknown),
+        // A 200 that is neither a token nor a readable error: Dhan may have minted (§1), so it
+        // is not a refusal (and the previous token is checked, see `FailureKind`).
+        (200, "", "UnexpectedResponse", Unknown),
+        (200, r#"{"dhanClientId":"1000000001","dhanClientName":"ALICE"}"#, "UnexpectedResponse", Unknown),
+        (200, r#"{"status":"success"}"#, "UnexpectedResponse", Unknown),
+        (200, r#"{"dhanClientId":"1000000001","accessTo"#, "UnexpectedResponse", Unknown),
+        (200, "<html>maintenance</html>", "UnexpectedResponse", Unknown),
+    ], mint);
+}
+
+#[test]
+fn a_credential_refusal_keeps_dhans_words_or_names_the_status() {
+    let worded = mint(
+        200,
+        r#"{"status":"error","message":"Login failed. Please retry with valid credentials."}"#,
+    );
+    assert_eq!(
+        worded.to_string(),
+        "Dhan refused the client ID/PIN/TOTP (Login failed. Please retry with valid credentials.)"
+    );
+    assert_eq!(
+        mint(403, "").to_string(),
+        "Dhan refused the client ID/PIN/TOTP (HTTP 403)"
+    );
 }
 
 #[rustfmt::skip]

@@ -251,6 +251,30 @@ async fn failing_mint_errors_never_contain_pin_or_totp() {
     assert_no_secrets(&error, &[PIN, TOTP_CODE, "pin=", "generateAccessToken"]);
 }
 
+/// A connection that breaks after the request went out (a reset, a proxy dropping it) may
+/// have had its request carried out — a mint among them (§1) —, unlike one that never opened.
+#[tokio::test]
+async fn a_connection_lost_after_sending_is_told_apart_from_one_never_opened() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            // Closed without a word.
+        }
+    });
+    let client = DhanClient::new(&base, &base, Duration::from_secs(5), wall_clock()).unwrap();
+    let error = client
+        .generate_access_token(CLIENT_ID, PIN, TOTP_CODE)
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "ConnectionLost", "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::Unknown);
+    assert_no_secrets(&error, &[PIN, TOTP_CODE, "pin=", "generateAccessToken"]);
+}
+
 #[tokio::test]
 async fn timeouts_map_to_unknown_timeout() {
     let dhan = FakeDhan::start(|_| Reply {
