@@ -47,6 +47,15 @@ pub struct Leadership {
 }
 
 impl Leadership {
+    /// Checks the Lease `settings.lease` of `settings.namespace` for `settings.identity`.
+    pub fn new(client: Client, settings: ElectionSettings, clock: Arc<dyn Clock>) -> Leadership {
+        Leadership {
+            leases: Api::namespaced(client, &settings.namespace),
+            settings,
+            clock,
+        }
+    }
+
     /// True when the Lease names this process and stays valid for `needed` more (plus the
     /// skew margin), as read from the API server now.
     pub async fn holds_for(&self, needed: Duration) -> bool {
@@ -103,10 +112,6 @@ pub async fn elect(
         .build()
         .await?;
     let (is_leader, _task) = manager.watch().await;
-    let leadership = Arc::new(Leadership {
-        leases: Api::namespaced(client, &settings.namespace),
-        settings,
-        clock,
-    });
+    let leadership = Arc::new(Leadership::new(client, settings, clock));
     Ok((is_leader, leadership))
 }

@@ -9,6 +9,9 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     NotLeader(#[from] NotLeader),
+    /// The reconcile outlived [`super::reconcile::RECONCILE_DEADLINE`] and was dropped.
+    #[error("the reconcile took longer than {}s and was cut off", .0.as_secs())]
+    Deadline(std::time::Duration),
 }
 
 impl Error {
@@ -16,6 +19,7 @@ impl Error {
         match self {
             Error::Kube(_) => "KubeApi",
             Error::NotLeader(_) => "NotLeader",
+            Error::Deadline(_) => "Deadline",
         }
     }
 }

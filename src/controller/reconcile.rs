@@ -21,8 +21,18 @@ const MAX_STEPS: usize = 8;
 /// How soon an account refused the client-ID claim looks again (the holder may let go).
 const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 
+/// A reconcile is cut off after this long, so that no account's state (a clock gone wrong, an
+/// API call that hangs) can hold a worker: the longest sound one waits at most 90 s for a TOTP
+/// step, then for the rate limit, and makes bounded claim, Dhan and Kubernetes calls. Cutting
+/// one off is as safe as a crash: a mint in flight is recorded on the claim before the call
+/// (probed at the next round), and a token obtained is kept in memory as soon as it arrives.
+/// The chart's termination grace period is longer, so a rolling upgrade lets one finish.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(150);
+
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requeue = reconcile_once(account, ctx).await?;
+    let requeue = tokio::time::timeout(RECONCILE_DEADLINE, reconcile_once(account, ctx))
+        .await
+        .map_err(|_| Error::Deadline(RECONCILE_DEADLINE))??;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 

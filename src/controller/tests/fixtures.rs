@@ -488,6 +488,26 @@ impl Bench {
         }
     }
 
+    /// One reconcile of `name` through the controller's entry point, deadline included.
+    pub async fn reconcile_entry(
+        &self,
+        name: &str,
+    ) -> Result<kube::runtime::controller::Action, reconcile::Error> {
+        let object: DhanAccount =
+            serde_json::from_value(self.api.get(&account_path(name)).unwrap()).unwrap();
+        self.beat_if_due().await;
+        reconcile::reconcile(Arc::new(object), self.ctx.clone()).await
+    }
+
+    /// The heartbeat runs beside the controller.
+    async fn beat_if_due(&self) {
+        if let Some(claims) = &self.ctx.claims
+            && claims.beat_due()
+        {
+            let _ = claims.beat().await;
+        }
+    }
+
     /// One reconcile of `name`, as the controller would run it (on its cached copy, which
     /// here is always current). Returns when it asks to run again.
     pub async fn reconcile(&self, name: &str) -> Option<Duration> {
@@ -497,12 +517,7 @@ impl Bench {
         let event = watcher::Event::Apply((*account).clone());
         self.ctx.index.apply(&event);
         self.writer.lock().unwrap().apply_watcher_event(&event);
-        // The heartbeat runs beside the controller.
-        if let Some(claims) = &self.ctx.claims
-            && claims.beat_due()
-        {
-            let _ = claims.beat().await;
-        }
+        self.beat_if_due().await;
         reconcile::reconcile_once(account, self.ctx.clone())
             .await
             .expect("reconcile")

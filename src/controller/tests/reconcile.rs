@@ -310,10 +310,15 @@ async fn an_invalid_spec_stops_a_recorded_login_and_frees_its_slot() {
 async fn the_memory_of_a_deleted_account_is_pruned() {
     let bench = ready_bench(SUNDAY_MORNING);
     bench.reconcile("alice").await;
-    assert!(!bench.ctx.memos.is_empty());
+    assert_eq!(bench.ctx.memos.len(), 1);
+    // Another account, still there, with a memory of its own.
+    let now = bench.ctx.clock.now();
+    bench.ctx.memos.refused_write("uid-of-bob", now);
     bench.api.remove(&account_path("alice"));
-    crate::controller::prune_once(&bench.ctx, &Default::default());
-    assert!(bench.ctx.memos.is_empty());
+    let live = ["uid-of-bob".to_string()].into_iter().collect();
+    crate::controller::prune_once(&bench.ctx, &live);
+    assert_eq!(bench.ctx.memos.len(), 1, "only alice's memory goes");
+    assert_eq!(bench.ctx.memos.last_refused_write("uid-of-bob"), Some(now));
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 //! jumped).
 
 use super::fixtures::*;
+use crate::controller::reconcile;
 use crate::crd::Phase;
 use crate::dhan::totp;
 use http::Method;
@@ -141,4 +142,85 @@ async fn status_values_from_the_future_neither_freeze_a_reconcile_nor_stop_the_a
         bench.status("alice")
     );
     assert_eq!(bench.dhan.calls(MINT).len(), 1);
+}
+
+/// The bug: a reconcile had no bound; one Dhan call or TOTP wait that never ended held its
+/// worker for ever. Cut off at the deadline, the account is reconciled again and the lost mint
+/// found out like a crash's.
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_that_hangs_is_cut_off_at_the_deadline_and_the_mint_found_out() {
+    let bench = bench();
+    bench.reconcile("alice").await;
+    bench.advance(5 * MINUTE).await;
+    request_refresh(&bench, "1");
+    bench.dhan.script([Mint::IssueAndHang]);
+    let started = tokio::time::Instant::now();
+    let result = tokio::time::timeout(10 * MINUTE, bench.reconcile_entry("alice"))
+        .await
+        .expect("the reconcile ends");
+    assert!(
+        matches!(result, Err(reconcile::Error::Deadline(_))),
+        "{result:?}"
+    );
+    assert_eq!(started.elapsed(), reconcile::RECONCILE_DEADLINE);
+    bench.run("alice", 3 * MINUTE).await;
+    assert!(secret_is_live(&bench), "{:?}", bench.status("alice"));
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        3,
+        "the lost mint cost one more"
+    );
+}
+
+/// The bug: leadership was checked before the waits (the rate limit, up to ~35 s for a fresh
+/// TOTP step), not at the call: a replica that lost the Lease meanwhile still minted, killing
+/// the new leader's token.
+#[tokio::test(start_paused = true)]
+async fn leadership_lost_while_waiting_for_a_totp_step_stops_the_mint() {
+    use crate::leader::{ElectionSettings, Leadership};
+    let mut bench = bench();
+    let lease_path = format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/leader");
+    let lease = |holder: &str, renewed: chrono::DateTime<chrono::Utc>| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "leader", "namespace": NS },
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 60,
+                "renewTime": renewed.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            },
+        })
+    };
+    bench.api.put(&lease_path, lease("replica-a", bench.now()));
+    let settings = ElectionSettings {
+        namespace: NS.into(),
+        lease: "leader".into(),
+        identity: "replica-a".into(),
+        duration: Duration::from_secs(60),
+    };
+    let leadership = Leadership::new(bench.api.client(), settings, bench.ctx.clock.clone());
+    std::sync::Arc::get_mut(&mut bench.ctx).unwrap().leadership =
+        Some(std::sync::Arc::new(leadership));
+    // The step of now was used: the mint waits for the next one.
+    let mut object = bench.api.get(&account_path("alice")).unwrap();
+    object["status"] = json!({ "lastTotpStep": totp::step_at(bench.now()) });
+    bench.api.put(&account_path("alice"), object);
+
+    let api = bench.api.clone();
+    let taken_at = bench.now() + chrono::Duration::seconds(1);
+    let takeover = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        api.put(&lease_path, lease("replica-b", taken_at));
+    });
+    let result = bench.reconcile_entry("alice").await;
+    takeover.await.unwrap();
+    assert!(
+        matches!(result, Err(reconcile::Error::NotLeader(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        0,
+        "no mint after the takeover"
+    );
 }
