@@ -28,4 +28,6 @@ pub mod metrics;
 pub mod notify;
 pub mod rate_limit;
 pub mod redact;
+#[cfg(test)]
+mod sim;
 pub mod token_hash;

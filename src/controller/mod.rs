@@ -317,4 +317,4 @@ fn accounts_using(index: &AccountIndex, secret: &impl Resource) -> Vec<ObjectRef
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -30,10 +30,18 @@ const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(150);
 
 pub async fn reconcile(account: Arc<DhanAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let requeue = tokio::time::timeout(RECONCILE_DEADLINE, reconcile_once(account, ctx))
-        .await
-        .map_err(|_| Error::Deadline(RECONCILE_DEADLINE))??;
+    let requeue = reconcile_bounded(account, ctx).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// [`reconcile_once`] within [`RECONCILE_DEADLINE`].
+pub async fn reconcile_bounded(
+    account: Arc<DhanAccount>,
+    ctx: Arc<Context>,
+) -> Result<Option<Duration>, Error> {
+    tokio::time::timeout(RECONCILE_DEADLINE, reconcile_once(account, ctx))
+        .await
+        .map_err(|_| Error::Deadline(RECONCILE_DEADLINE))?
 }
 
 /// One reconcile; returns when to run again without an event.

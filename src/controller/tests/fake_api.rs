@@ -101,6 +101,11 @@ impl FakeApi {
             .push((method, path.into(), status, message.into()));
     }
 
+    /// Ends the refusals of requests whose path contains `path`.
+    pub fn allow_path(&self, path: &str) {
+        self.0.lock().unwrap().refusals.retain(|(_, p, _, _)| p != path);
+    }
+
     pub fn allow(&self) {
         self.0.lock().unwrap().refusals.clear();
     }

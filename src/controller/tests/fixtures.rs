@@ -245,9 +245,9 @@ impl DhanApi for FakeDhan {
 }
 
 /// A fresh operator process's shared state, on `api` and `dhan`.
-fn context(
+pub(crate) fn context(
     api: &FakeApi,
-    dhan: Arc<FakeDhan>,
+    dhan: Arc<dyn DhanApi>,
     clock: Arc<dyn Clock>,
     browser_logins: bool,
     store: kube::runtime::reflector::Store<DhanAccount>,

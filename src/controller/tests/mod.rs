@@ -3,8 +3,8 @@
 
 mod claims;
 mod dhan_answers;
-mod fake_api;
-mod fixtures;
+pub(crate) mod fake_api;
+pub(crate) mod fixtures;
 mod reconcile;
 mod restarts;
 mod token_safety;

@@ -1,0 +1,291 @@
+//! The promises, checked after every step of a run against what Dhan and the API server hold.
+//!
+//! - I1 no needless mint: per client and IST day, the mints that killed a live token are at
+//!   most one (the daily refresh) plus one per cause that makes another due — a refresh
+//!   request, a revoked or lost token, a crash, a refused Secret write, a suspension toggled —
+//!   plus one for a token's last day. Re-creations, touches and a single 401 are no causes.
+//! - I2 the cap: per client and IST day at most `--max-failed-logins` refused submissions,
+//!   and a refusal the operator heard is never sent again that day.
+//! - I3 one minter: no mint kills a live token minted for another account that still exists.
+//! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
+//!   live token is found out within the probe interval (15 min) and 5 min slack.
+//! - I5 no token dropped: a token handed to a process that still runs reaches the Secret within
+//!   a minute once Secret writes succeed.
+//! - I6 bounded reconciles: none is cut off at its deadline unless Dhan hung (world.rs).
+//! - I7 nothing secret in status or events: no token, no PIN.
+//! - L1 liveness: after a quiet day, every client with a usable account is served by one.
+
+use super::dhan::{MintCall, MintResult};
+use super::world::{QUIET_END, World};
+use crate::crd::DhanAccountStatus;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const MAX_FAILED_LOGINS: u32 = 3;
+const STALE_READY_BOUND: Duration = Duration::from_secs(20 * 60);
+const KEPT_TOKEN_BOUND: Duration = Duration::from_secs(60);
+
+pub struct Checker {
+    calls_seen: usize,
+    killing_mints: BTreeMap<(String, NaiveDate), u32>,
+    refusals: BTreeMap<(String, NaiveDate), u32>,
+    /// Refused PINs the operator heard, per client and day.
+    heard: BTreeMap<(String, NaiveDate), Vec<String>>,
+    stale_since: HashMap<String, Instant>,
+    kept_since: HashMap<String, Instant>,
+}
+
+pub fn ist_day(t: DateTime<Utc>) -> NaiveDate {
+    (t + chrono::Duration::minutes(330)).date_naive()
+}
+
+impl Checker {
+    pub fn new(_world: &World) -> Checker {
+        Checker {
+            calls_seen: 0,
+            killing_mints: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            stale_since: HashMap::new(),
+            kept_since: HashMap::new(),
+        }
+    }
+
+    pub fn check(&mut self, world: &mut World) {
+        let calls = world.dhan.calls_since(self.calls_seen);
+        for call in &calls {
+            self.mint_call(world, call);
+        }
+        self.calls_seen += calls.len();
+        self.secrets(world);
+    }
+
+    fn violation(world: &mut World, text: String) {
+        let line = format!("[{}] {text}", world.elapsed());
+        world.note(format!("VIOLATION {text}"));
+        world.report.violations.push(line);
+    }
+
+    fn mint_call(&mut self, world: &mut World, call: &MintCall) {
+        let day = ist_day(call.at);
+        let key = (call.client.clone(), day);
+        let who = call
+            .acting
+            .as_ref()
+            .map_or("?".to_string(), |a| a.account.clone());
+        match &call.result {
+            MintResult::Minted { serial } => {
+                world.note(format!("Dhan minted #{serial} for client {} ({who})", call.client));
+                let Some(replaced) = &call.replaced else {
+                    return;
+                };
+                let killed = self.killing_mints.entry(key.clone()).or_default();
+                *killed += 1;
+                let killed = *killed;
+                let allowed = 2 + world.causes(&call.client, day);
+                if killed > allowed {
+                    Self::violation(
+                        world,
+                        format!(
+                            "I1: mint #{serial} by {who} killed client {}'s live token #{}: the \
+                             {killed}th such mint on IST day {day}, with {allowed} allowed",
+                            call.client, replaced.serial
+                        ),
+                    );
+                }
+                let holder = replaced.acting.as_ref().map(|a| a.account.clone());
+                if let Some(holder) = holder
+                    && holder != who
+                    && world.exists(&holder)
+                {
+                    Self::violation(
+                        world,
+                        format!(
+                            "I3: {who} minted #{serial} for client {}, killing live token #{} of \
+                             {holder}, which still exists",
+                            call.client, replaced.serial
+                        ),
+                    );
+                }
+            }
+            MintResult::Refused => {
+                world.note(format!("Dhan refused a PIN of client {} ({who})", call.client));
+                let count = self.refusals.entry(key.clone()).or_default();
+                *count += 1;
+                if *count > MAX_FAILED_LOGINS {
+                    let count = *count;
+                    Self::violation(
+                        world,
+                        format!(
+                            "I2: {count} refused submissions for client {} on IST day {day}",
+                            call.client
+                        ),
+                    );
+                }
+                let heard = self.heard.entry(key).or_default();
+                if heard.contains(&call.pin) {
+                    Self::violation(
+                        world,
+                        format!(
+                            "I2: {who} sent client {}'s PIN again after Dhan refused it on IST \
+                             day {day}",
+                            call.client
+                        ),
+                    );
+                }
+                // The answer reaches the operator LATENCY later; it may die first.
+                if call.delivered {
+                    heard.push(call.pin.clone());
+                }
+            }
+            MintResult::NotMinted => {}
+        }
+    }
+
+    /// I4, I5.
+    fn secrets(&mut self, world: &mut World) {
+        let now = Instant::now();
+        for t in world.tenants.clone() {
+            let key = t.key();
+            let Some(account) = world.api.get(&t.account_path()) else {
+                self.stale_since.remove(&key);
+                self.kept_since.remove(&key);
+                continue;
+            };
+            let status: DhanAccountStatus =
+                serde_json::from_value(account["status"].clone()).unwrap_or_default();
+            let in_secret = secret_token(world, &t.output_path());
+            let live = world.dhan.live(&t.client);
+            let exempt = !world.process_up(t.install) || world.refused_in(&t.namespace);
+            let ready = status.phase == Some(crate::crd::Phase::Ready);
+            let stale = ready && in_secret != live && !exempt;
+            match (stale, self.stale_since.get(&key).copied()) {
+                (false, _) => {
+                    self.stale_since.remove(&key);
+                }
+                (true, None) => {
+                    self.stale_since.insert(key.clone(), now);
+                }
+                (true, Some(since)) if now - since > STALE_READY_BOUND => {
+                    self.stale_since.insert(key.clone(), now);
+                    Self::violation(
+                        world,
+                        format!(
+                            "I4: {key} has been Ready for {} min while its Secret does not hold \
+                             client {}'s live token",
+                            (now - since).as_secs() / 60,
+                            t.client
+                        ),
+                    );
+                }
+                (true, Some(_)) => {}
+            }
+            let handed = live.as_deref().and_then(|l| world.dhan.issued(l)).filter(|i| {
+                i.delivered
+                    && i.acting.as_ref().is_some_and(|a| {
+                        a.account == key && a.process == (t.install, world.incarnation(t.install))
+                    })
+            });
+            let dropped = handed.is_some() && in_secret != live && !exempt;
+            match (dropped, self.kept_since.get(&key).copied()) {
+                (false, _) => {
+                    self.kept_since.remove(&key);
+                }
+                (true, None) => {
+                    self.kept_since.insert(key.clone(), now);
+                }
+                (true, Some(since)) if now - since > KEPT_TOKEN_BOUND => {
+                    self.kept_since.insert(key.clone(), now);
+                    Self::violation(
+                        world,
+                        format!(
+                            "I5: the token minted for {key} has not reached its Secret {}s after \
+                             writes became possible",
+                            (now - since).as_secs()
+                        ),
+                    );
+                }
+                (true, Some(_)) => {}
+            }
+        }
+    }
+
+    /// I7 and L1, at the end of a run (after [`QUIET_END`] without faults).
+    pub fn finish(&mut self, world: &mut World) {
+        self.check(world);
+        let tokens: Vec<String> = world.dhan.all_issued().into_iter().map(|(t, _)| t).collect();
+        let pins: Vec<String> = world.pins.values().cloned().collect();
+        let mut texts = Vec::new();
+        for object in world.api.under("/apis/dhan-operator.dev/v1alpha1/namespaces/") {
+            texts.push((object["metadata"]["name"].to_string(), object["status"].to_string()));
+        }
+        for object in world.api.under("/apis/events.k8s.io/v1/namespaces/") {
+            texts.push(("an event".to_string(), object["note"].to_string()));
+        }
+        for (what, text) in texts {
+            if tokens.iter().any(|t| text.contains(t.as_str()))
+                || pins.iter().any(|p| leaks_pin(&text, p))
+            {
+                Self::violation(world, format!("I7: a token or PIN in {what}: {text}"));
+            }
+        }
+        let quiet = QUIET_END.as_secs() / 3600;
+        for (client, _) in world.pins.clone() {
+            let usable: Vec<_> = world
+                .tenants
+                .iter()
+                .filter(|t| t.client == client && !t.absent && !t.suspended && t.correct(&world.pins))
+                .cloned()
+                .collect();
+            if usable.is_empty() {
+                continue;
+            }
+            let live = world.dhan.live(&client);
+            let served = world.tenants.iter().any(|t| {
+                t.client == client
+                    && !t.absent
+                    && live.is_some()
+                    && secret_token(world, &t.output_path()) == live
+            });
+            if !served {
+                let phases: Vec<String> = usable
+                    .iter()
+                    .map(|t| {
+                        let status: DhanAccountStatus = world
+                            .api
+                            .get(&t.account_path())
+                            .map(|a| serde_json::from_value(a["status"].clone()).unwrap_or_default())
+                            .unwrap_or_default();
+                        format!("{}: {:?} {:?}", t.key(), status.phase, status.message)
+                    })
+                    .collect();
+                Self::violation(
+                    world,
+                    format!(
+                        "L1: after {quiet} h without faults no account serves client {client} \
+                         ({phases:?})"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A PIN appears as a word of its own in a message (not inside a longer number).
+fn leaks_pin(text: &str, pin: &str) -> bool {
+    text.match_indices(pin).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + pin.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+fn secret_token(world: &World, path: &str) -> Option<String> {
+    use base64::Engine as _;
+    let secret = world.api.get(path)?;
+    let value = secret["data"]["DHAN_ACCESS_TOKEN"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+    String::from_utf8(bytes).ok()
+}
