@@ -62,7 +62,11 @@ pub async fn apply(
         .or(old.secret_name.as_deref());
     let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
     write_status(ctx, account, &old, report.compose(&old)).await?;
-    if let Some(note) = settle_claim(ctx, account, round.keeps_claim(now)).await {
+    // An account that keeps trying (Backoff) is obtaining a token: were it to let go between
+    // attempts, an account of another install would take the claim and call Dhan in turn, each
+    // call re-arming Dhan's 2-minute lock for the other (§9), and neither would ever mint.
+    let obtaining = assessment.phase == Phase::Backoff;
+    if let Some(note) = settle_claim(ctx, account, round.keeps_claim(now) || obtaining).await {
         round.notes.push(note);
     }
     for note in &round.notes {

@@ -143,7 +143,12 @@ impl SimDhan {
 
     pub fn schedule(&self, client: &str, fault: MintFault) {
         let mut state = self.state.lock().unwrap();
-        state.clients.entry(client.into()).or_default().faults.push_back(fault);
+        state
+            .clients
+            .entry(client.into())
+            .or_default()
+            .faults
+            .push_back(fault);
     }
 
     pub fn spurious_401(&self, client: &str) {
@@ -154,7 +159,11 @@ impl SimDhan {
     /// The user logs into Dhan Web with the same app: the client's token dies.
     pub fn revoke(&self, client: &str) -> bool {
         let mut state = self.state.lock().unwrap();
-        state.clients.get_mut(client).and_then(|c| c.live.take()).is_some()
+        state
+            .clients
+            .get_mut(client)
+            .and_then(|c| c.live.take())
+            .is_some()
     }
 
     /// The client's live token, if any and not expired.
@@ -228,14 +237,17 @@ impl SimDhan {
             .iter()
             .any(|s| self.totp.code_for_step(*s) == totp && c.last_step.is_none_or(|l| *s > l));
         let (result, answer) = if throttled {
-            (MintResult::NotMinted, AnswerKind::Now(Err(DhanError::MintThrottled)))
+            (
+                MintResult::NotMinted,
+                AnswerKind::Now(Err(DhanError::MintThrottled)),
+            )
         } else if pin != c.pin {
             let message = [
                 "Invalid Pin",
                 "Login failed. Please retry with valid credentials.",
                 "Validation failed. Please check your credentials.",
             ][wording % 3];
-            let error = if wording % 3 == 0 {
+            let error = if wording.is_multiple_of(3) {
                 DhanError::InvalidPin {
                     message: message.into(),
                 }
@@ -269,8 +281,8 @@ impl SimDhan {
                     })),
                 ),
                 fault => {
-                    let expires_at = DateTime::from_timestamp(now.timestamp() + 24 * 3600, 0)
-                        .expect("in range");
+                    let expires_at =
+                        DateTime::from_timestamp(now.timestamp() + 24 * 3600, 0).expect("in range");
                     let token = jwt(json!({
                         "iss": "dhan", "iat": now.timestamp(), "exp": expires_at.timestamp(),
                         "tokenConsumerType": "APP", "dhanClientId": client, "n": serial,

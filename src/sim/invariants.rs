@@ -77,7 +77,10 @@ impl Checker {
             .map_or("?".to_string(), |a| a.account.clone());
         match &call.result {
             MintResult::Minted { serial } => {
-                world.note(format!("Dhan minted #{serial} for client {} ({who})", call.client));
+                world.note(format!(
+                    "Dhan minted #{serial} for client {} ({who})",
+                    call.client
+                ));
                 let Some(replaced) = &call.replaced else {
                     return;
                 };
@@ -111,7 +114,10 @@ impl Checker {
                 }
             }
             MintResult::Refused => {
-                world.note(format!("Dhan refused a PIN of client {} ({who})", call.client));
+                world.note(format!(
+                    "Dhan refused a PIN of client {} ({who})",
+                    call.client
+                ));
                 let count = self.refusals.entry(key.clone()).or_default();
                 *count += 1;
                 if *count > MAX_FAILED_LOGINS {
@@ -182,12 +188,16 @@ impl Checker {
                 }
                 (true, Some(_)) => {}
             }
-            let handed = live.as_deref().and_then(|l| world.dhan.issued(l)).filter(|i| {
-                i.delivered
-                    && i.acting.as_ref().is_some_and(|a| {
-                        a.account == key && a.process == (t.install, world.incarnation(t.install))
-                    })
-            });
+            let handed = live
+                .as_deref()
+                .and_then(|l| world.dhan.issued(l))
+                .filter(|i| {
+                    i.delivered
+                        && i.acting.as_ref().is_some_and(|a| {
+                            a.account == key
+                                && a.process == (t.install, world.incarnation(t.install))
+                        })
+                });
             let dropped = handed.is_some() && in_secret != live && !exempt;
             match (dropped, self.kept_since.get(&key).copied()) {
                 (false, _) => {
@@ -215,11 +225,22 @@ impl Checker {
     /// I7 and L1, at the end of a run (after [`QUIET_END`] without faults).
     pub fn finish(&mut self, world: &mut World) {
         self.check(world);
-        let tokens: Vec<String> = world.dhan.all_issued().into_iter().map(|(t, _)| t).collect();
+        let tokens: Vec<String> = world
+            .dhan
+            .all_issued()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
         let pins: Vec<String> = world.pins.values().cloned().collect();
         let mut texts = Vec::new();
-        for object in world.api.under("/apis/dhan-operator.dev/v1alpha1/namespaces/") {
-            texts.push((object["metadata"]["name"].to_string(), object["status"].to_string()));
+        for object in world
+            .api
+            .under("/apis/dhan-operator.dev/v1alpha1/namespaces/")
+        {
+            texts.push((
+                object["metadata"]["name"].to_string(),
+                object["status"].to_string(),
+            ));
         }
         for object in world.api.under("/apis/events.k8s.io/v1/namespaces/") {
             texts.push(("an event".to_string(), object["note"].to_string()));
@@ -236,7 +257,9 @@ impl Checker {
             let usable: Vec<_> = world
                 .tenants
                 .iter()
-                .filter(|t| t.client == client && !t.absent && !t.suspended && t.correct(&world.pins))
+                .filter(|t| {
+                    t.client == client && !t.absent && !t.suspended && t.correct(&world.pins)
+                })
                 .cloned()
                 .collect();
             if usable.is_empty() {
@@ -256,7 +279,9 @@ impl Checker {
                         let status: DhanAccountStatus = world
                             .api
                             .get(&t.account_path())
-                            .map(|a| serde_json::from_value(a["status"].clone()).unwrap_or_default())
+                            .map(|a| {
+                                serde_json::from_value(a["status"].clone()).unwrap_or_default()
+                            })
                             .unwrap_or_default();
                         format!("{}: {:?} {:?}", t.key(), status.phase, status.message)
                     })
@@ -286,6 +311,8 @@ fn secret_token(world: &World, path: &str) -> Option<String> {
     use base64::Engine as _;
     let secret = world.api.get(path)?;
     let value = secret["data"]["DHAN_ACCESS_TOKEN"].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(value).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }

@@ -292,7 +292,11 @@ impl World {
                     "{} client {}{}{} (install {})",
                     t.key(),
                     t.client,
-                    if t.correct(&world.pins) { "" } else { " wrong PIN" },
+                    if t.correct(&world.pins) {
+                        ""
+                    } else {
+                        " wrong PIN"
+                    },
                     if t.suspended { " suspended" } else { "" },
                     t.install
                 ))
@@ -325,11 +329,21 @@ impl World {
 
     pub fn elapsed(&self) -> String {
         let s = (Instant::now() - self.start).as_secs();
-        format!("d{} {:02}:{:02}:{:02}", s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60)
+        format!(
+            "d{} {:02}:{:02}:{:02}",
+            s / 86_400,
+            s / 3600 % 24,
+            s / 60 % 60,
+            s % 60
+        )
     }
 
     pub fn note(&mut self, line: String) {
-        let line = format!("[{} | {}] {line}", self.elapsed(), self.clock.now().format("%a %H:%M:%S UTC"));
+        let line = format!(
+            "[{} | {}] {line}",
+            self.elapsed(),
+            self.clock.now().format("%a %H:%M:%S UTC")
+        );
         self.report.trace.push(line);
     }
 
@@ -356,7 +370,10 @@ impl World {
     }
 
     pub fn causes(&self, client: &str, day: chrono::NaiveDate) -> u32 {
-        self.causes.get(&(client.to_string(), day)).copied().unwrap_or(0)
+        self.causes
+            .get(&(client.to_string(), day))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn cause(&mut self, client: &str) {
@@ -409,7 +426,10 @@ impl World {
         for client in self.clients_of(install) {
             self.cause(&client);
         }
-        self.note(format!("install-{install} crashed; back in {}s", downtime.as_secs()));
+        self.note(format!(
+            "install-{install} crashed; back in {}s",
+            downtime.as_secs()
+        ));
     }
 
     fn restart_crashed(&mut self, now: Instant) {
@@ -436,7 +456,9 @@ impl World {
         for key in over {
             self.refusing.remove(&key);
             match key.strip_suffix("#status") {
-                Some(ns) => self.api.allow_path(&format!("/namespaces/{ns}/dhanaccounts/")),
+                Some(ns) => self
+                    .api
+                    .allow_path(&format!("/namespaces/{ns}/dhanaccounts/")),
                 None => self.api.allow_path(&format!("/namespaces/{key}/secrets/")),
             }
             self.note(format!("writes refused under {key} succeed again"));
@@ -449,7 +471,9 @@ impl World {
                 if let Some(claims) = &p.ctx.claims
                     && let Err(error) = claims.beat().await
                 {
-                    self.report.trace.push(format!("{} heartbeat failed: {error}", p.install));
+                    self.report
+                        .trace
+                        .push(format!("{} heartbeat failed: {error}", p.install));
                 }
                 p.next_beat = now + IDLE_BEAT;
             }
@@ -468,13 +492,20 @@ impl World {
     fn watch(&mut self) {
         let now = Instant::now();
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
-            for t in self.tenants.iter().filter(|t| p.namespaces.contains(&t.namespace)) {
+            for t in self
+                .tenants
+                .iter()
+                .filter(|t| p.namespaces.contains(&t.namespace))
+            {
                 let key = t.key();
                 let path = t.account_path();
                 let object = self.api.get(&path);
-                let version = object
-                    .as_ref()
-                    .map(|o| o["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string());
+                let version = object.as_ref().map(|o| {
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
                 let changed = p.seen.get(&path) != version.as_ref();
                 match (object, changed) {
                     (Some(object), true) => {
@@ -552,7 +583,9 @@ impl World {
                 && claims.beat_due()
                 && let Err(error) = claims.beat().await
             {
-                self.report.trace.push(format!("{} heartbeat failed: {error}", p.install));
+                self.report
+                    .trace
+                    .push(format!("{} heartbeat failed: {error}", p.install));
             }
         }
         let hangs_before = self.dhan.hangs_started();
@@ -613,7 +646,8 @@ impl World {
                     }
                 }
                 Some(Err(error)) => {
-                    if matches!(error, Error::Deadline(_)) && self.dhan.hangs_started() == hangs_before
+                    if matches!(error, Error::Deadline(_))
+                        && self.dhan.hangs_started() == hangs_before
                     {
                         self.report.violations.push(format!(
                             "[{}] I6: the reconcile of {key} was cut off at its deadline with no \
@@ -647,7 +681,10 @@ impl World {
                 let within = if kind == 0 { 3_000 } else { 600_000 };
                 let at = now + Duration::from_millis(self.rng.random_range(0..within));
                 self.processes[install].crash_at = Some(at);
-                self.note(format!("fault: install-{install} will crash in {:?}", at - now));
+                self.note(format!(
+                    "fault: install-{install} will crash in {:?}",
+                    at - now
+                ));
             }
             2 => {
                 let fault = match self.rng.random_range(0..6u32) {
@@ -658,28 +695,41 @@ impl World {
                     4 => MintFault::Hang,
                     _ => MintFault::RateLimited,
                 };
-                self.note(format!("fault: client {}'s next mint: {fault:?}", tenant.client));
+                self.note(format!(
+                    "fault: client {}'s next mint: {fault:?}",
+                    tenant.client
+                ));
                 if matches!(fault, MintFault::LostAnswer(_) | MintFault::Hang) {
                     self.cause(&tenant.client);
                 }
                 self.dhan.schedule(&tenant.client, fault);
             }
             3 => {
-                self.note(format!("fault: client {}'s next fresh token answers 401 once", tenant.client));
+                self.note(format!(
+                    "fault: client {}'s next fresh token answers 401 once",
+                    tenant.client
+                ));
                 self.dhan.spurious_401(&tenant.client);
             }
             4 => {
                 if self.dhan.revoke(&tenant.client) {
                     self.cause(&tenant.client);
-                    self.note(format!("fault: client {}'s token revoked (a login elsewhere)", tenant.client));
+                    self.note(format!(
+                        "fault: client {}'s token revoked (a login elsewhere)",
+                        tenant.client
+                    ));
                 }
             }
             5 => {
                 let ns = tenant.namespace.clone();
                 let span = Duration::from_secs(self.rng.random_range(30..1800));
                 for method in [Method::PATCH, Method::PUT, Method::POST] {
-                    self.api
-                        .refuse(method, &format!("/namespaces/{ns}/secrets/"), 403, "exceeded quota");
+                    self.api.refuse(
+                        method,
+                        &format!("/namespaces/{ns}/secrets/"),
+                        403,
+                        "exceeded quota",
+                    );
                 }
                 self.refusing.insert(ns.clone(), now + span);
                 let clients: Vec<String> = self
@@ -691,14 +741,20 @@ impl World {
                 for client in clients {
                     self.cause(&client);
                 }
-                self.note(format!("fault: Secret writes in {ns} refused for {}s", span.as_secs()));
+                self.note(format!(
+                    "fault: Secret writes in {ns} refused for {}s",
+                    span.as_secs()
+                ));
             }
             6 => {
                 if let Some(mut secret) = self.api.get(&tenant.credentials_path()) {
                     secret["metadata"]["annotations"]["touched"] =
                         self.clock.now().to_rfc3339().into();
                     self.api.put(&tenant.credentials_path(), secret);
-                    self.note(format!("fault: credentials of {} touched (an annotation)", tenant.key()));
+                    self.note(format!(
+                        "fault: credentials of {} touched (an annotation)",
+                        tenant.key()
+                    ));
                 }
             }
             7 => {
@@ -717,7 +773,10 @@ impl World {
                 } else {
                     self.api.remove(&tenant.account_path());
                     self.tenants[t].absent = true;
-                    self.note(format!("fault: {} deleted (its Secret retained)", tenant.key()));
+                    self.note(format!(
+                        "fault: {} deleted (its Secret retained)",
+                        tenant.key()
+                    ));
                     if self.rng.random_bool(0.8) {
                         // `kubectl replace --force`, a GitOps re-sync: back at once.
                         self.create(t, 0);
@@ -742,16 +801,23 @@ impl World {
                     account["status"]["lastTotpStep"] = (step + 1_000_000).into();
                     account["status"]["retryNotBefore"] = "2031-01-01T00:00:00Z".into();
                     self.api.put(&tenant.account_path(), account);
-                    self.note(format!("fault: a tenant wrote future values into {}'s status", tenant.key()));
+                    self.note(format!(
+                        "fault: a tenant wrote future values into {}'s status",
+                        tenant.key()
+                    ));
                 }
             }
             _ => {
                 let ns = tenant.namespace.clone();
                 let path = format!("/namespaces/{ns}/dhanaccounts/");
                 let span = Duration::from_secs(self.rng.random_range(10..600));
-                self.api.refuse(Method::PATCH, &path, 500, "etcdserver: request timed out");
+                self.api
+                    .refuse(Method::PATCH, &path, 500, "etcdserver: request timed out");
                 self.refusing.insert(format!("{ns}#status"), now + span);
-                self.note(format!("fault: status writes in {ns} fail for {}s", span.as_secs()));
+                self.note(format!(
+                    "fault: status writes in {ns} fail for {}s",
+                    span.as_secs()
+                ));
             }
         }
     }

@@ -103,7 +103,11 @@ impl FakeApi {
 
     /// Ends the refusals of requests whose path contains `path`.
     pub fn allow_path(&self, path: &str) {
-        self.0.lock().unwrap().refusals.retain(|(_, p, _, _)| p != path);
+        self.0
+            .lock()
+            .unwrap()
+            .refusals
+            .retain(|(_, p, _, _)| p != path);
     }
 
     pub fn allow(&self) {
