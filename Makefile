@@ -39,6 +39,11 @@ bench: testbed
 	BENCH_SDK_PYTHON=$(BENCH_VENV)/bin/python $(CARGO) bench --bench scale
 	$(CARGO) bench --bench memory
 
+## The simulation (src/sim) over many seeds: SIM_SEEDS seeds (100,000) of SIM_DAYS days (3)
+## from SIM_FROM, optimised; a broken promise prints the seed's trace.
+soak:
+	$(CARGO) test --release --lib sim::tests::soak -- --ignored --nocapture
+
 build:
 	$(CARGO) build --release --bins
 

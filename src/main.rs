@@ -97,7 +97,7 @@ struct RunArgs {
     /// the watched namespace when there is one.
     #[arg(long, env = "INSTALL_ID")]
     install_id: Option<String>,
-    /// How long an install's client-ID claims hold after its last heartbeat (renewed every 20s):
+    /// How long an install's client-ID claims hold after its last heartbeat (renewed every 10 s):
     /// how long the accounts of an install that vanished keep their client IDs, and how long a
     /// restart or an upgrade may take without another install minting in between.
     #[arg(long, env = "CLIENT_CLAIM_DURATION", default_value = "30m", value_parser = duration_arg)]
