@@ -283,6 +283,28 @@ pub async fn blocked(
     account: &DhanAccount,
     why: Blocked,
 ) -> Result<Option<Duration>, kube::Error> {
+    blocked_knowing(ctx, account, why, false).await
+}
+
+/// Applies a round stopped before its mint by the client-ID claim (taken by another account, or
+/// unavailable while this process does not act for its install yet). What the round learned of
+/// the token is kept: a token Dhan rejected is not reported valid meanwhile, nor probed afresh.
+pub async fn unclaimed(
+    ctx: &Context,
+    account: &DhanAccount,
+    why: Blocked,
+    round: &Round,
+) -> Result<Option<Duration>, kube::Error> {
+    remember(ctx, account, round);
+    blocked_knowing(ctx, account, why, round.token_rejected()).await
+}
+
+async fn blocked_knowing(
+    ctx: &Context,
+    account: &DhanAccount,
+    why: Blocked,
+    token_rejected: bool,
+) -> Result<Option<Duration>, kube::Error> {
     let old = account.status.clone().unwrap_or_default();
     let uid = account.uid().unwrap_or_default();
     let mut memory = status::memory_from(&old, None, ctx.clock.now());
@@ -300,8 +322,13 @@ pub async fn blocked(
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
     let lost = settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
-    let assessment =
-        crate::decision::assess::blocked(why.phase, why.reason, why.message, live, why.requeue);
+    let assessment = crate::decision::assess::blocked(
+        why.phase,
+        why.reason,
+        why.message,
+        live && !token_rejected,
+        why.requeue,
+    );
     let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
     if old.message.as_deref() != Some(assessment.message.as_str())
         || old.phase != Some(assessment.phase)

@@ -73,7 +73,8 @@ pub async fn reconcile_once(
             // Before any mint of this round: a token obtained earlier in it (none is, as the
             // claim is secured before the first mint) would still be kept in memory.
             Err(Refused::Claim(e)) => {
-                return Ok(apply::blocked(&ctx, &account, unclaimed(&e)).await?);
+                let why = unclaimed(&e);
+                return Ok(apply::unclaimed(&ctx, &account, why, &gathered.round).await?);
             }
         };
         gathered.round.absorb(outcome, ctx.clock.now());

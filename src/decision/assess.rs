@@ -5,7 +5,6 @@ use super::decide::{Block, Decision, Wait};
 use super::duration::format_duration;
 use super::rfc3339;
 use super::round::{LoginSeen, Round, Stored};
-use super::token::ProbeVerdict;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -132,7 +131,7 @@ impl View<'_> {
 /// Where a round left the account.
 pub fn assess(round: &Round, now: DateTime<Utc>) -> Assessment {
     let facts = round.token_facts();
-    let dead = matches!(round.probe, Some((_, ProbeVerdict::Dead)));
+    let dead = round.token_rejected();
     let live = facts.is_some_and(|t| t.is_live(now)) && !dead;
     let validity = match facts {
         Some(t) if live => format!("current token valid until {}", rfc3339(t.expires_at)),

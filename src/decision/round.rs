@@ -380,6 +380,11 @@ impl Round {
         self.token.as_ref().map(|h| &h.token.facts)
     }
 
+    /// Whether Dhan rejected the current token, confirmed by a second probe.
+    pub fn token_rejected(&self) -> bool {
+        matches!(self.probe, Some((_, ProbeVerdict::Dead)))
+    }
+
     /// Whether the account keeps its claim on the client ID after this round: while it has
     /// something another minter would destroy (docs/dhan-api.md §1) — a live token, written or
     /// not, a login under way, a mint whose answer was lost. An account Dhan refuses (a wrong

@@ -36,6 +36,23 @@ pub use process::{ChildProcess, start_operator};
 /// Path of the operator binary cargo built for this test run.
 pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_dhan-operator");
 
+/// The binary [`start_operator`] runs: `DHAN_OPERATOR_BIN` when set, else [`OPERATOR_BIN`].
+/// Runs a test file against another build (the code before a fix, to see a test fail on it);
+/// the CRDs still come from this build's `dhan-operator crd`.
+pub fn operator_bin() -> String {
+    std::env::var("DHAN_OPERATOR_BIN").unwrap_or_else(|_| OPERATOR_BIN.to_string())
+}
+
+/// Flags [`start_operator`] adds to every operator it starts: `DHAN_OPERATOR_ARGS`, split at
+/// whitespace (flags another build needs, with `DHAN_OPERATOR_BIN`). Empty when unset.
+pub fn operator_extra_args() -> Vec<String> {
+    std::env::var("DHAN_OPERATOR_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Applies the CRDs printed by `dhan-operator crd` and waits until they are Established.
 pub async fn install_crd(client: &Client) {
     let out = std::process::Command::new(OPERATOR_BIN)

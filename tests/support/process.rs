@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 
-use super::OPERATOR_BIN;
-
 pub struct ChildProcess {
     child: Child,
     log: PathBuf,
@@ -109,7 +107,8 @@ pub fn holiday_calendar() -> &'static str {
 /// ServiceAccount, with the rights the chart grants for these flags (see [`super::chart_identity`]),
 /// `POD_NAMESPACE` the release namespace and `RUST_LOG=info,dhan_operator=debug`; `env` entries
 /// override these. With `KUBECONFIG` in `env` the operator runs as that identity and no chart is
-/// installed. Without `--trading-calendar` it gets [`holiday_calendar`].
+/// installed. Without `--trading-calendar` it gets [`holiday_calendar`]. The binary is
+/// [`super::operator_bin`], and [`super::operator_extra_args`] come last.
 pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess {
     let mut install_id: Option<String> = None;
     let mut args = vec!["run"];
@@ -136,10 +135,12 @@ pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess
     if let Some(id) = &install_id {
         args.extend(["--install-id", id.as_str()]);
     }
+    let more = super::operator_extra_args();
+    args.extend(more.iter().map(String::as_str));
     full_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let full_env: Vec<(&str, &str)> = full_env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    ChildProcess::spawn(OPERATOR_BIN, &args, &full_env)
+    ChildProcess::spawn(super::operator_bin(), &args, &full_env)
 }

@@ -350,9 +350,14 @@ impl Bench {
 
     /// The client-ID claims of install `install`, on this bench's API server and clock.
     pub fn claims_of(&self, install: &str) -> Claims {
+        self.claims_as(install, &format!("{install}-process"))
+    }
+
+    /// The client-ID claims of install `install` as process `identity` of it.
+    fn claims_as(&self, install: &str, identity: &str) -> Claims {
         let settings = ClaimSettings {
             install: install.into(),
-            identity: format!("{install}-process"),
+            identity: identity.into(),
             duration: Duration::from_secs(1800),
         };
         Claims::new(self.api.client(), settings, self.ctx.clock.clone())
@@ -379,6 +384,17 @@ impl Bench {
     /// tokens, probes, claims it knew of); what is in the API server and at Dhan remains. The
     /// new process has the same identity (a container restarted in its Pod).
     pub fn restart(&mut self) {
+        self.restart_as("install-a-process");
+    }
+
+    /// Like [`Bench::restart`], the new process with another identity (a new Pod, after a
+    /// rollout or a node's loss): it may act for the install only once the dead process's
+    /// heartbeat is `claims::PROCESS_LIVENESS` old.
+    pub fn restart_in_a_new_pod(&mut self) {
+        self.restart_as("install-a-new-pod");
+    }
+
+    fn restart_as(&mut self, identity: &str) {
         let (store, writer) = reflector::store();
         let mut ctx = context(
             &self.api,
@@ -388,9 +404,10 @@ impl Bench {
             store,
         );
         if self.ctx.claims.is_some() {
-            ctx.claims = Some(Arc::new(self.claims_of("install-a")));
+            ctx.claims = Some(Arc::new(self.claims_as("install-a", identity)));
         }
         ctx.calendar = self.ctx.calendar.clone();
+        ctx.limits = self.ctx.limits.clone();
         self.ctx = Arc::new(ctx);
         self.writer = Mutex::new(writer);
     }

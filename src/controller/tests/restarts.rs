@@ -8,6 +8,7 @@ use crate::crd::Phase;
 use crate::dhan::totp;
 use http::Method;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 const MINT: &str = "generateAccessToken";
@@ -84,6 +85,53 @@ async fn a_kept_token_lost_with_the_process_is_found_out_at_once() {
     bench.api.allow();
     bench.run("alice", 3 * MINUTE).await;
     assert!(secret_is_live(&bench), "{:?}", bench.status("alice"));
+    assert_eq!(bench.dhan.calls(MINT).len(), 3, "one extra mint, no more");
+}
+
+/// The bug: the next process, a new Pod, found the Secret's token dead, and while it could not
+/// yet act for its install (the dead process's heartbeat was still fresh) it said `Backoff`
+/// with the Ready condition `True`: a token Dhan had rejected, twice, reported valid.
+#[tokio::test(start_paused = true)]
+async fn a_token_found_dead_is_not_reported_valid_while_the_claim_is_unavailable() {
+    let mut bench = bench();
+    // Mints as soon as the token is found dead, while the claim is still unavailable.
+    Arc::get_mut(&mut bench.ctx)
+        .expect("no other reference yet")
+        .limits
+        .min_mint_interval = Duration::from_secs(5);
+    bench.reconcile("alice").await;
+    bench.advance(5 * MINUTE).await;
+    bench
+        .api
+        .refuse(Method::PATCH, "/secrets/alice-token", 403, "exceeded quota");
+    request_refresh(&bench, "1");
+    bench.reconcile("alice").await;
+    assert!(!secret_is_live(&bench));
+    bench.restart_in_a_new_pod();
+    bench.api.allow();
+
+    let mut seen = vec![];
+    while !secret_is_live(&bench) {
+        let requeue = bench.reconcile("alice").await;
+        let status = bench.status("alice");
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let claimless = ready.is_some_and(|c| c.reason == "ClaimUnavailable");
+        if claimless {
+            assert_eq!(
+                ready.map(|c| c.status.as_str()),
+                Some("False"),
+                "{status:?}"
+            );
+        }
+        seen.push(claimless);
+        assert!(seen.len() < 20, "never replaced: {status:?}");
+        bench.advance(requeue.unwrap_or(MINUTE)).await;
+    }
+    assert!(
+        seen.contains(&true),
+        "the claim was unavailable at the mint"
+    );
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
     assert_eq!(bench.dhan.calls(MINT).len(), 3, "one extra mint, no more");
 }
 
