@@ -99,7 +99,8 @@ struct RunArgs {
     install_id: Option<String>,
     /// How long an install's client-ID claims hold after its last heartbeat (renewed every 10 s):
     /// how long the accounts of an install that vanished keep their client IDs, and how long a
-    /// restart or an upgrade may take without another install minting in between.
+    /// restart or an upgrade may take without another install minting in between. At least 60s:
+    /// a new process of the install keeps the claims only from its first heartbeat.
     #[arg(long, env = "CLIENT_CLAIM_DURATION", default_value = "30m", value_parser = duration_arg)]
     client_claim_duration: Duration,
     /// Calls per second to Dhan across all accounts; the rest queue.
@@ -251,6 +252,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "--dhan-timeout must be at most {}s: a mint must end while this process still acts for \
          its install (its heartbeat)",
         dhan_operator::claims::MAX_CALL.as_secs()
+    );
+    anyhow::ensure!(
+        args.client_claim_duration >= dhan_operator::claims::MIN_CLAIM_DURATION,
+        "--client-claim-duration must be at least {}s: after this operator dies, a new process of \
+         its install keeps its claims only from its first heartbeat, up to that long after the \
+         last one",
+        dhan_operator::claims::MIN_CLAIM_DURATION.as_secs()
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The one clock of this operator: its reconciles, Dhan client, notifier, metrics and

@@ -52,6 +52,14 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 /// cleanly hands over at once.
 pub const PROCESS_LIVENESS: Duration = Duration::from_secs(45);
 
+/// The shortest claim duration: a process of the install that starts after one died without
+/// stopping (a new Pod, whose identity differs) acts for the install — and so keeps its claims —
+/// only once the dead one's heartbeat is [`PROCESS_LIVENESS`] and [`SKEW_MARGIN`] old, at its
+/// next beat. Claims that lapsed sooner would let another install mint over a live token.
+pub const MIN_CLAIM_DURATION: Duration = Duration::from_secs(
+    PROCESS_LIVENESS.as_secs() + SKEW_MARGIN.as_secs() + HEARTBEAT_EVERY.as_secs(),
+);
+
 /// The longest Dhan call a process may make under [`PROCESS_LIVENESS`]: it must still hold the
 /// heartbeat when the call ends, between two heartbeats.
 pub const MAX_CALL: Duration = Duration::from_secs(
