@@ -348,6 +348,7 @@ fn controller_settings(
         install: install_id(args),
         identity: process_identity(),
         duration: args.client_claim_duration,
+        leader_elected: args.leader_elect,
     };
     Settings {
         namespace: args.namespace.clone(),

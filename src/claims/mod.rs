@@ -79,6 +79,10 @@ pub struct ClaimSettings {
     /// How long the install's claims hold after its last heartbeat: how long the accounts of an
     /// install that vanished keep their client IDs.
     pub duration: Duration,
+    /// Replicas elect a leader (a Lease checked right before every mint): the elected process
+    /// takes the heartbeat over at once, without waiting for the previous holder's heartbeat
+    /// to age — the Lease already keeps a deposed leader from minting.
+    pub leader_elected: bool,
 }
 
 /// Why an account may not mint now.
@@ -181,6 +185,7 @@ impl Claims {
                 .as_deref()
                 .filter(|h| *h != self.settings.identity);
             if let Some(other) = other
+                && !self.settings.leader_elected
                 && now <= after(spec.renew_time, PROCESS_LIVENESS + SKEW_MARGIN)
             {
                 self.state().heartbeat = None;

@@ -840,6 +840,7 @@ fn process_context(
         install: install.into(),
         identity: format!("{install}-pod"),
         duration: CLAIM_DURATION,
+        leader_elected: false,
     };
     ctx.claims = Some(Arc::new(Claims::new(api.client(), settings, clock.clone())));
     (Arc::new(ctx), writer)

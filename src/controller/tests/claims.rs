@@ -381,3 +381,20 @@ async fn claims_are_listed_in_account_order() {
     sorted.sort();
     assert_eq!(claims.holders(), sorted);
 }
+
+/// Without leader election a second process of the install waits until the first one's
+/// heartbeat has aged (it may still be minting); an elected leader takes over at once, as the
+/// Lease, checked before every mint, already stops the deposed one.
+#[tokio::test(start_paused = true)]
+async fn an_elected_leader_takes_the_heartbeat_over_at_once() {
+    let bench = Bench::with_claims(SUNDAY_MORNING);
+    let first = bench.claims_with("install-a", "replica-a", false);
+    first.beat().await.unwrap();
+    let waiting = bench.claims_with("install-a", "replica-b", false);
+    assert!(waiting.beat().await.is_err(), "replica-a still acts");
+    let first = bench.claims_with("install-a", "replica-a", true);
+    first.beat().await.unwrap();
+    let leader = bench.claims_with("install-a", "replica-b", true);
+    leader.beat().await.unwrap();
+    assert!(leader.active(Duration::from_secs(5)));
+}

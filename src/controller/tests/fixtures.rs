@@ -355,10 +355,17 @@ impl Bench {
 
     /// The client-ID claims of install `install` as process `identity` of it.
     fn claims_as(&self, install: &str, identity: &str) -> Claims {
+        self.claims_with(install, identity, false)
+    }
+
+    /// The client-ID claims of install `install` as process `identity` of it, its replicas
+    /// electing a leader or not.
+    pub fn claims_with(&self, install: &str, identity: &str, leader_elected: bool) -> Claims {
         let settings = ClaimSettings {
             install: install.into(),
             identity: identity.into(),
             duration: Duration::from_secs(1800),
+            leader_elected,
         };
         Claims::new(self.api.client(), settings, self.ctx.clock.clone())
     }
