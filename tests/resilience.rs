@@ -382,14 +382,16 @@ async fn revoked_token_is_probed_dead_and_replaced(client_id: &str, style: Optio
     );
 }
 
+// Client IDs differ between the tests of this file: they share one control plane, and a
+// client's refusals of the day, on its cluster-scoped claim, hold for every account of it.
 #[tokio::test]
 async fn revoked_token_dh906_is_probed_dead_and_replaced() {
-    revoked_token_is_probed_dead_and_replaced("1200000005", None).await;
+    revoked_token_is_probed_dead_and_replaced("1200000015", None).await;
 }
 
 #[tokio::test]
 async fn revoked_token_dh901_is_probed_dead_and_replaced() {
-    revoked_token_is_probed_dead_and_replaced("1200000006", Some("dh901")).await;
+    revoked_token_is_probed_dead_and_replaced("1200000016", Some("dh901")).await;
 }
 
 #[tokio::test]
