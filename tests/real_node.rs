@@ -261,7 +261,13 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
     bed.create_account("dora", browser_spec(CLIENT, "dora-dhan"))
         .await;
 
-    let account = bed.wait_phase_for("dora", Phase::Backoff, LOGIN_WAIT).await;
+    // Not the first reconcile's Backoff, which may come before the operator's first heartbeat.
+    let account = bed
+        .wait_status("dora", LOGIN_WAIT, |s| {
+            s.phase == Some(Phase::Backoff)
+                && s.last_failure_reason.as_deref() != Some("ClaimUnavailable")
+        })
+        .await;
     let status = account.status.unwrap();
     // The login's own report: it timed out reaching Chromium (the sidecar never started).
     assert_eq!(status.last_failure_reason.as_deref(), Some("LoginTimeout"));
