@@ -264,8 +264,7 @@ async fn a_login_job_that_never_finishes_hits_its_deadline_and_the_account_backs
     // Not the first reconcile's Backoff, which may come before the operator's first heartbeat.
     let account = bed
         .wait_status("dora", LOGIN_WAIT, |s| {
-            s.phase == Some(Phase::Backoff)
-                && s.last_failure_reason.as_deref() != Some("ClaimUnavailable")
+            s.phase == Some(Phase::Backoff) && s.failed_attempts.is_some()
         })
         .await;
     let status = account.status.unwrap();
