@@ -16,9 +16,9 @@
 //! - L1 liveness: after a quiet day, every client with a usable account is served by one.
 
 use super::dhan::{MintCall, MintResult};
-use super::world::{QUIET_END, World};
+use super::world::{QUIET_END, World, ist_day};
 use crate::crd::DhanAccountStatus;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,10 +35,6 @@ pub struct Checker {
     heard: BTreeMap<(String, NaiveDate), Vec<String>>,
     stale_since: HashMap<String, Instant>,
     kept_since: HashMap<String, Instant>,
-}
-
-pub fn ist_day(t: DateTime<Utc>) -> NaiveDate {
-    (t + chrono::Duration::minutes(330)).date_naive()
 }
 
 impl Checker {

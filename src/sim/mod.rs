@@ -11,4 +11,61 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub use world::{Config, Report, run};
+pub use world::{Config, Report};
+
+use invariants::Checker;
+use std::time::Duration;
+use tokio::time::Instant;
+use world::{PRUNE_EVERY, QUIET_END, World};
+
+/// Runs one seed; the report lists every invariant broken.
+pub async fn run(config: Config) -> Report {
+    let mut world = World::new(config.seed);
+    let mut checker = Checker::new(&world);
+    let end = world.start + Duration::from_secs(u64::from(config.days) * 86_400);
+    let faults_end = end.checked_sub(QUIET_END).unwrap_or(world.start);
+    let mut next_fault = world.start + world.fault_gap(config.fault_every);
+    let mut next_prune = world.start + PRUNE_EVERY;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        let next = [
+            world.next_due(),
+            Some(next_fault).filter(|t| *t < faults_end),
+            Some(next_prune),
+            Some(end),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("end is always there");
+        if next > now {
+            tokio::time::advance(next - now).await;
+        }
+        let now = Instant::now();
+        world.restart_crashed(now);
+        if next_fault <= now && next_fault < faults_end {
+            world.fault();
+            world.report.faults += 1;
+            next_fault = now + world.fault_gap(config.fault_every);
+        }
+        if next_prune <= now {
+            world.prune();
+            next_prune = now + PRUNE_EVERY;
+        }
+        world.lift_refusals(now);
+        world.idle_beats(now).await;
+        world.watch();
+        world.reconcile_due().await;
+        world.watch();
+        checker.check(&mut world);
+        if world.report.violations.len() > 20 {
+            break;
+        }
+    }
+    checker.finish(&mut world);
+    world.report.mints = world.dhan.call_count();
+    world.report
+}

@@ -5,7 +5,6 @@
 //! the same run.
 
 use super::dhan::{ACTING, Acting, LostAs, MintFault, SimDhan};
-use super::invariants::Checker;
 use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
 use crate::controller::reconcile::{self, Error};
@@ -34,7 +33,7 @@ const CLAIM_DURATION: Duration = Duration::from_secs(1800);
 /// other installs read it (against the claim duration), so a slower beat saves work and
 /// changes nothing they see. While reconciles run, it beats every 10 s.
 const IDLE_BEAT: Duration = Duration::from_secs(600);
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The controller's retry after a reconcile error (`reconcile::error_policy`).
 const ERROR_RETRY: Duration = Duration::from_secs(15);
 /// No faults in the run's last stretch: every account must then settle.
@@ -142,63 +141,11 @@ pub struct World {
     pub report: Report,
     /// What makes another mint due, per client and IST day (see `invariants`, I1).
     causes: BTreeMap<(String, chrono::NaiveDate), u32>,
-    start: Instant,
-}
-
-/// Runs one seed; the report lists every invariant broken.
-pub async fn run(config: Config) -> Report {
-    let mut world = World::new(config.seed);
-    let mut checker = Checker::new(&world);
-    let end = world.start + Duration::from_secs(u64::from(config.days) * 86_400);
-    let faults_end = end.checked_sub(QUIET_END).unwrap_or(world.start);
-    let mut next_fault = world.start + world.fault_gap(config.fault_every);
-    let mut next_prune = world.start + PRUNE_EVERY;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        let next = [
-            world.next_due(),
-            Some(next_fault).filter(|t| *t < faults_end),
-            Some(next_prune),
-            Some(end),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .expect("end is always there");
-        if next > now {
-            tokio::time::advance(next - now).await;
-        }
-        let now = Instant::now();
-        world.restart_crashed(now);
-        if next_fault <= now && next_fault < faults_end {
-            world.fault();
-            world.report.faults += 1;
-            next_fault = now + world.fault_gap(config.fault_every);
-        }
-        if next_prune <= now {
-            world.prune();
-            next_prune = now + PRUNE_EVERY;
-        }
-        world.lift_refusals(now);
-        world.idle_beats(now).await;
-        world.watch();
-        world.reconcile_due().await;
-        world.watch();
-        checker.check(&mut world);
-        if world.report.violations.len() > 20 {
-            break;
-        }
-    }
-    checker.finish(&mut world);
-    world.report.mints = world.dhan.call_count();
-    world.report
+    pub(super) start: Instant,
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    pub(super) fn new(seed: u64) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
         // A Monday 00:00 UTC, and any moment of the week after.
         let base: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
@@ -347,12 +294,12 @@ impl World {
         self.report.trace.push(line);
     }
 
-    fn fault_gap(&mut self, mean: Duration) -> Duration {
+    pub(super) fn fault_gap(&mut self, mean: Duration) -> Duration {
         let mean = mean.as_secs().max(1);
         Duration::from_secs(self.rng.random_range(1..=2 * mean))
     }
 
-    fn next_due(&self) -> Option<Instant> {
+    pub(super) fn next_due(&self) -> Option<Instant> {
         self.processes
             .iter()
             .flat_map(|p| {
@@ -377,7 +324,7 @@ impl World {
     }
 
     fn cause(&mut self, client: &str) {
-        let day = super::invariants::ist_day(self.clock.now());
+        let day = ist_day(self.clock.now());
         *self.causes.entry((client.to_string(), day)).or_default() += 1;
     }
 
@@ -432,7 +379,7 @@ impl World {
         ));
     }
 
-    fn restart_crashed(&mut self, now: Instant) {
+    pub(super) fn restart_crashed(&mut self, now: Instant) {
         for i in 0..self.processes.len() {
             if self.processes[i].crash_at.is_some_and(|t| t <= now) {
                 self.crash(i, now);
@@ -446,7 +393,7 @@ impl World {
         }
     }
 
-    fn lift_refusals(&mut self, now: Instant) {
+    pub(super) fn lift_refusals(&mut self, now: Instant) {
         let over: Vec<String> = self
             .refusing
             .iter()
@@ -465,7 +412,7 @@ impl World {
         }
     }
 
-    async fn idle_beats(&mut self, now: Instant) {
+    pub(super) async fn idle_beats(&mut self, now: Instant) {
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
             if p.next_beat <= now {
                 if let Some(claims) = &p.ctx.claims
@@ -480,7 +427,7 @@ impl World {
         }
     }
 
-    fn prune(&mut self) {
+    pub(super) fn prune(&mut self) {
         for p in self.processes.iter().filter(|p| p.down_until.is_none()) {
             let live = p.cached.values().filter_map(|a| a.uid()).collect();
             prune_once(&p.ctx, &live);
@@ -489,7 +436,7 @@ impl World {
 
     /// What each process's watches would deliver: the accounts of its namespaces, and the
     /// Secrets they read or write, when they changed by someone else's hand.
-    fn watch(&mut self) {
+    pub(super) fn watch(&mut self) {
         let now = Instant::now();
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
             for t in self
@@ -553,7 +500,7 @@ impl World {
 
     /// Runs every reconcile that is due, the processes side by side; a process whose crash
     /// comes meanwhile dies in the middle of whatever it awaits.
-    async fn reconcile_due(&mut self) {
+    pub(super) async fn reconcile_due(&mut self) {
         let now = Instant::now();
         let mut runs = Vec::new();
         for (i, p) in self.processes.iter_mut().enumerate() {
@@ -666,7 +613,7 @@ impl World {
     }
 
     /// Picks and injects one fault.
-    fn fault(&mut self) {
+    pub(super) fn fault(&mut self) {
         let now = Instant::now();
         let kind = self.rng.random_range(0..12u32);
         let t = self.rng.random_range(0..self.tenants.len());
@@ -844,4 +791,9 @@ fn process_context(
     };
     ctx.claims = Some(Arc::new(Claims::new(api.client(), settings, clock.clone())));
     (Arc::new(ctx), writer)
+}
+
+/// The IST day of `t` (the day Dhan's and the cap's counts belong to).
+pub fn ist_day(t: DateTime<Utc>) -> chrono::NaiveDate {
+    (t + chrono::Duration::minutes(330)).date_naive()
 }
