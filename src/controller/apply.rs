@@ -18,6 +18,7 @@ use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Note;
 use crate::decision::{Phase, Round, Stored, assess};
 use crate::metrics::MethodLabels;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -81,10 +82,16 @@ pub async fn apply(
     let reap_due = finished_jobs
         .reap_at
         .map(|at| (at - now).to_std().unwrap_or_default() + Duration::from_secs(1));
-    Ok([assessment.requeue, reap, reap_due]
-        .into_iter()
-        .flatten()
-        .min())
+    let token_dies = round.token.as_ref().map(|h| h.token.facts.expires_at);
+    Ok([
+        assessment.requeue,
+        reap,
+        reap_due,
+        claim_ends(ctx, token_dies, now),
+    ]
+    .into_iter()
+    .flatten()
+    .min())
 }
 
 /// Where the token goes: the output Secret's version as read, the Secret it moves from.
@@ -321,13 +328,15 @@ async fn blocked_knowing(
     let live = old.expires_at.is_some_and(|t| t > now);
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
-    let lost = settle_claim(ctx, account, why.phase != Phase::Conflict && live).await;
+    let keep = why.phase != Phase::Conflict && live;
+    let lost = settle_claim(ctx, account, keep).await;
+    let claim_ends = claim_ends(ctx, old.expires_at.filter(|_| keep), now);
     let assessment = crate::decision::assess::blocked(
         why.phase,
         why.reason,
         why.message,
         live && !token_rejected,
-        why.requeue,
+        [why.requeue, claim_ends].into_iter().flatten().min(),
     );
     let status = status::blocked(&old, &memory, &assessment, account.meta().generation, now);
     if old.message.as_deref() != Some(assessment.message.as_str())
@@ -347,6 +356,19 @@ async fn blocked_knowing(
         publish(ctx, account, &note).await;
     }
     Ok(assessment.requeue)
+}
+
+/// When a claim kept for a token that dies at `token_dies` is to be given up: a reconcile then
+/// lets it go, else a suspended (or blocked) account would hold its client ID for ever and keep
+/// another install's account from minting (found by the simulation, seed 2 of 2 days).
+fn claim_ends(
+    ctx: &Context,
+    token_dies: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Duration> {
+    ctx.claims.as_ref()?;
+    let left = (token_dies? - now).to_std().ok()?;
+    Some(left + Duration::from_secs(1))
 }
 
 /// Keeps the account's client-ID claim while it has something another minter would destroy (a

@@ -7,6 +7,7 @@
 //! conflict itself does not, unless its token still lives — otherwise anyone could name another
 //! team's client ID first and keep the real owner's account in `Conflict` for ever.
 
+use crate::claims::claim_name;
 use crate::crd::{DhanAccount, Phase};
 use chrono::{DateTime, Utc};
 use k8s_openapi::jiff::Timestamp;
@@ -26,6 +27,11 @@ pub struct Claim {
     holds_until: Option<DateTime<Utc>>,
     /// When its token expires, as its status says.
     expires_at: Option<DateTime<Utc>>,
+    /// In `Conflict` (and not suspended): it lost to another account and would mint were that
+    /// one to let go. Among accounts that wait, the order still rules: two that lost to the same
+    /// account, woken together when it lets go, must not both mint (found by the simulation,
+    /// seed 13).
+    waiting: bool,
 }
 
 impl Claim {
@@ -33,17 +39,17 @@ impl Claim {
     pub fn of(account: &DhanAccount) -> Option<(String, Claim)> {
         let status = account.status.as_ref();
         let expires_at = status.and_then(|s| s.expires_at);
-        let until = holds_until(
-            status.and_then(|s| s.phase),
-            expires_at,
-            account.spec.suspend == Some(true),
-        );
-        Claim::new(
+        let phase = status.and_then(|s| s.phase);
+        let suspended = account.spec.suspend == Some(true);
+        let until = holds_until(phase, expires_at, suspended);
+        let (client, claim) = Claim::new(
             &account.metadata,
             &account.spec.client_id,
             until,
             expires_at,
-        )
+        )?;
+        let waiting = phase == Some(Phase::Conflict) && !suspended;
+        Some((client, Claim { waiting, ..claim }))
     }
 
     /// The claim of an account known by its metadata and client ID, keeping others from
@@ -65,8 +71,36 @@ impl Claim {
             uid: metadata.uid.clone().unwrap_or_default(),
             holds_until,
             expires_at,
+            waiting: false,
         };
         Some((client_id.trim().to_string(), claim))
+    }
+
+    /// What is left of this claim when its account is deleted at `now`: while its token lives,
+    /// it holds for `grace` more, so that a re-creation (`kubectl replace --force`, a GitOps
+    /// re-sync) adopts the token before another account of the client ID mints and kills it.
+    pub fn tombstone(&self, now: DateTime<Utc>, grace: chrono::Duration) -> Option<Claim> {
+        let expires_at = self.expires_at.filter(|t| *t > now)?;
+        Some(Claim {
+            holds_until: Some(expires_at.min(now + grace)),
+            ..self.clone()
+        })
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// This claim, made by the re-creation of the account `tombstone` is left of: until its
+    /// status tells, it holds the token it will adopt.
+    pub fn inherit(self, tombstone: &Claim) -> Claim {
+        let expires_at = self.expires_at.or(tombstone.expires_at);
+        Claim {
+            // Not obtaining (suspended, say): it holds while the inherited token lives.
+            holds_until: self.holds_until.map(|t| expires_at.map_or(t, |e| t.max(e))),
+            expires_at,
+            ..self
+        }
     }
 
     fn holds(&self, now: DateTime<Utc>) -> bool {
@@ -100,10 +134,17 @@ pub fn holds_until(
 /// of accounts. A client ID has one claim, rarely two, so each is a sorted `Vec` (a `BTreeSet`'s
 /// first node alone holds room for eleven).
 #[derive(Default)]
-pub struct Claims(HashMap<String, Vec<Claim>>);
+pub struct Claims(HashMap<String, Vec<Claim>>, ByClaimName);
+
+/// The client IDs by the name of their cluster-wide claim (a hash: it cannot be read back).
+#[derive(Default)]
+struct ByClaimName(HashMap<String, String>);
 
 impl Claims {
     pub fn insert(&mut self, client_id: String, claim: Claim) {
+        if !self.0.contains_key(&client_id) {
+            (self.1).0.insert(claim_name(&client_id), client_id.clone());
+        }
         let claims = self.0.entry(client_id).or_default();
         if let Err(at) = claims.binary_search(&claim) {
             claims.insert(at, claim);
@@ -116,18 +157,48 @@ impl Claims {
             claims.retain(|c| c != claim);
             if claims.is_empty() {
                 self.0.remove(client_id);
+                (self.1).0.remove(&claim_name(client_id));
             }
         }
     }
 
+    /// The client ID whose cluster-wide claim is named `name`, if an account here claims it.
+    pub fn client_of_claim(&self, name: &str) -> Option<&str> {
+        (self.1).0.get(name).map(String::as_str)
+    }
+
+    /// The accounts claiming `client_id`, as (namespace, name).
+    pub fn accounts_of(&self, client_id: &str) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .get(client_id)
+            .into_iter()
+            .flatten()
+            .map(|c| (c.namespace.as_str(), c.name.as_str()))
+    }
+
+    /// The first moment after `now` at which a claim on `client_id` stops holding or its token
+    /// expires: the verdict can change then without any event.
+    pub fn next_change(&self, client_id: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.0
+            .get(client_id.trim())?
+            .iter()
+            .flat_map(|c| [c.holds_until, c.expires_at])
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// The account that may mint for `account`'s client ID at `now` when it is not `account`
     /// itself, as `namespace/name`: the oldest holder with a live token, else the oldest holder
-    /// (`account` itself counts as holding: it is being reconciled). Walks the claims oldest
+    /// (`account` itself counts as holding: it is being reconciled; to an account waiting in
+    /// `Conflict`, the others waiting count too). Walks the claims oldest
     /// first: in practice one or two.
     pub fn winner_over(&self, account: &DhanAccount, now: DateTime<Utc>) -> Option<String> {
         let uid = account.uid().unwrap_or_default();
         let claims = self.0.get(account.spec.client_id.trim())?;
-        let holding = |claim: &&Claim| claim.uid == uid || claim.holds(now);
+        let waits = claims.iter().any(|c| c.uid == uid && c.waiting);
+        let holding =
+            |claim: &&Claim| claim.uid == uid || claim.holds(now) || (waits && claim.waiting);
         let winner = claims
             .iter()
             .filter(holding)
@@ -180,6 +251,31 @@ mod tests {
         assert_eq!(all.winner_over(&old, NOW), None);
         assert_eq!(all.winner_over(&new, NOW), Some("team-a/alice".into()));
         assert_eq!(all.winner_over(&other, NOW), None);
+    }
+
+    /// Two accounts that lost to a third are woken together when it lets go (it failed): the
+    /// older of them mints, the other keeps waiting. Before, neither counted the other (both in
+    /// `Conflict`, neither holding), and both minted (the simulation, seed 13).
+    #[test]
+    fn of_two_waiting_accounts_only_the_older_takes_over() {
+        let with = |name, created, phase| {
+            let mut a = account("team-a", name, "1001", created);
+            a.status = Some(DhanAccountStatus {
+                phase: Some(phase),
+                ..Default::default()
+            });
+            a
+        };
+        let failed = with("first", 100, Phase::Failed);
+        let older = with("second", 200, Phase::Conflict);
+        let younger = with("third", 300, Phase::Conflict);
+        let all = claims(&[&failed, &older, &younger]);
+        assert_eq!(all.winner_over(&older, NOW), None);
+        assert_eq!(all.winner_over(&younger, NOW), Some("team-a/second".into()));
+        // Once the older one is no longer waiting (it obtains tokens), it holds as before.
+        let obtaining = with("second", 200, Phase::Pending);
+        let all = claims(&[&failed, &obtaining, &younger]);
+        assert_eq!(all.winner_over(&younger, NOW), Some("team-a/second".into()));
     }
 
     #[test]

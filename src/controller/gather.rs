@@ -13,6 +13,7 @@ use crate::crd::{DhanAccount, DhanAccountStatus};
 use crate::decision::round::Inputs;
 use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token, TokenFacts};
 use crate::dhan::AccessToken;
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use std::time::Duration;
@@ -66,6 +67,20 @@ fn blocked(phase: Phase, reason: &'static str, message: String) -> Facts {
     })
 }
 
+/// The longest an account in `Conflict` waits without news before it looks again.
+pub const CONFLICT_FALLBACK: Duration = Duration::from_secs(600);
+
+/// When an account that lost the verdict on `client_id` looks again without news: when a claim
+/// stops holding or a token expires, at the latest after [`CONFLICT_FALLBACK`].
+fn conflict_recheck(ctx: &Context, client_id: &str, now: DateTime<Utc>) -> Duration {
+    ctx.index
+        .next_verdict_change(client_id, now)
+        .and_then(|t| (t - now).to_std().ok())
+        .map_or(CONFLICT_FALLBACK, |d| {
+            (d + Duration::from_secs(1)).min(CONFLICT_FALLBACK)
+        })
+}
+
 pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube::Error> {
     let now = ctx.clock.now();
     let uid = account.uid().unwrap_or_default();
@@ -84,8 +99,9 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
                 spec.policy.client_id,
                 describe_winner(account, &winner)
             ),
-            // Re-checked so that deleting the winner hands over without a spec change.
-            requeue: Some(Duration::from_secs(30)),
+            // The winner's changes wake this account (`AccountIndex::wakes`); time alone
+            // changes the verdict when a claim stops holding. The fallback covers a lost wake.
+            requeue: Some(conflict_recheck(ctx, &spec.policy.client_id, now)),
         }));
     }
 

@@ -7,13 +7,17 @@
 use super::conflict::{Claim, Claims};
 use super::output::account_label;
 use super::spec::credential_secret_names;
+use crate::clock::Clock;
 use crate::crd::DhanAccount;
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use std::collections::{HashMap, HashSet};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 /// A namespace and a name.
 type Key = (String, String);
@@ -23,7 +27,14 @@ type Names = Vec<String>;
 
 /// The index; shared by the watch (writer) and the reconciles (readers).
 #[derive(Default)]
-pub struct AccountIndex(RwLock<Inner>);
+pub struct AccountIndex {
+    inner: RwLock<Inner>,
+    /// For a deleted account's tombstone (none without a clock: no tombstones).
+    clock: Option<Arc<dyn Clock>>,
+    /// Where the accounts to reconcile again go when another account's claim on their client
+    /// ID changed (see [`AccountIndex::wakes`]).
+    wake: Mutex<Option<UnboundedSender<ObjectRef<DhanAccount>>>>,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -51,21 +62,65 @@ struct Entry {
     login: Option<String>,
 }
 
+/// How long a deleted account with a live token keeps its client ID, so that its re-creation
+/// adopts the token rather than another account minting over it.
+pub const REPLACE_GRACE: Duration = Duration::from_secs(60);
+
 impl AccountIndex {
+    pub fn new(clock: Arc<dyn Clock>) -> AccountIndex {
+        AccountIndex {
+            clock: Some(clock),
+            ..Default::default()
+        }
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.0.read().expect("account index poisoned")
+        self.inner.read().expect("account index poisoned")
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.0.write().expect("account index poisoned")
+        self.inner.write().expect("account index poisoned")
+    }
+
+    /// The accounts to reconcile again because the verdict on their client ID may have changed:
+    /// another account of the same client ID changed its claim (it was deleted, suspended,
+    /// failed, its token expired or it named another client ID). So an account in `Conflict`
+    /// takes over at once, instead of polling. One receiver at a time: a new call replaces it.
+    pub fn wakes(&self) -> UnboundedReceiver<ObjectRef<DhanAccount>> {
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        *self.wake.lock().expect("wake poisoned") = Some(sender);
+        receiver
     }
 
     /// Takes in one event of the account watch.
     pub fn apply(&self, event: &watcher::Event<DhanAccount>) {
         let mut inner = self.write();
         match event {
-            watcher::Event::Apply(account) => inner.upsert(account),
-            watcher::Event::Delete(account) => inner.remove(&key_of(account)),
+            watcher::Event::Apply(account) => {
+                let key = key_of(account);
+                let before = inner.claim_of(&key);
+                inner.upsert(account);
+                let after = inner.claim_of(&key);
+                if before != after {
+                    self.wake_rivals(&inner, &key, [before, after]);
+                }
+            }
+            watcher::Event::Delete(account) => {
+                let key = key_of(account);
+                let before = inner.claim_of(&key);
+                inner.remove(&key);
+                let tombstone = before.as_ref().and_then(|(client, claim)| {
+                    let now = self.clock.as_ref()?.now();
+                    let grace = chrono::Duration::from_std(REPLACE_GRACE).ok()?;
+                    Some((client.clone(), claim.tombstone(now, grace)?))
+                });
+                if let Some(tombstone) = tombstone {
+                    inner.upsert_tombstone(key.clone(), tombstone);
+                }
+                if before.is_some() {
+                    self.wake_rivals(&inner, &key, [before, None]);
+                }
+            }
             watcher::Event::Init => inner.relist = Some(Box::default()),
             // Only the entries are kept, not copies of the accounts: the store holds those.
             watcher::Event::InitApply(account) => inner
@@ -95,6 +150,53 @@ impl AccountIndex {
     /// itself.
     pub fn winner_over(&self, account: &DhanAccount, now: DateTime<Utc>) -> Option<String> {
         self.read().claims.winner_over(account, now)
+    }
+
+    /// The next moment after `now` at which the verdict on `client_id` changes with time alone
+    /// (a claim stops holding, a token expires); events bring every other change.
+    pub fn next_verdict_change(
+        &self,
+        client_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.read().claims.next_change(client_id, now)
+    }
+
+    /// The accounts of the client ID whose cluster-wide claim is named `claim`: a change of the
+    /// claim (another install let it go, or took it) wakes them.
+    pub fn claimants(&self, claim: &str) -> Vec<ObjectRef<DhanAccount>> {
+        let inner = self.read();
+        let Some(client) = inner.claims.client_of_claim(claim) else {
+            return Vec::new();
+        };
+        inner
+            .claims
+            .accounts_of(client)
+            .flat_map(|(namespace, name)| inner.references(namespace, [name]))
+            .collect()
+    }
+
+    /// Sends the accounts other than `key` that claim the client IDs of `claims` to be
+    /// reconciled again.
+    fn wake_rivals(&self, inner: &Inner, key: &Key, claims: [Option<(String, Claim)>; 2]) {
+        let wake = self.wake.lock().expect("wake poisoned");
+        let Some(wake) = wake.as_ref() else {
+            return;
+        };
+        let mut clients: Vec<&str> = claims.iter().flatten().map(|(c, _)| c.as_str()).collect();
+        clients.dedup();
+        for client in clients {
+            for (namespace, name) in inner.claims.accounts_of(client) {
+                if (namespace, name) == (key.0.as_str(), key.1.as_str()) {
+                    continue;
+                }
+                let found = inner.references(namespace, [name]);
+                for reference in found {
+                    // Closed only when nothing reconciles any more.
+                    let _ = wake.unbounded_send(reference);
+                }
+            }
+        }
     }
 
     /// Accounts that own Secret `name` (their output, named by the Secret's account annotation
@@ -135,6 +237,10 @@ impl AccountIndex {
 }
 
 impl Inner {
+    fn claim_of(&self, key: &Key) -> Option<(String, Claim)> {
+        self.entries.get(key).and_then(|e| e.claim.clone())
+    }
+
     /// The indexed accounts of `namespace` named `names`.
     fn references<'a>(
         &self,
@@ -152,6 +258,14 @@ impl Inner {
 
     fn upsert(&mut self, account: &DhanAccount) {
         let key = key_of(account);
+        // A deleted account's tombstone, or its entry when the watch delivered the deletion and
+        // the re-creation as one change (a relist): the new account inherits its live token.
+        let uid = account.uid().unwrap_or_default();
+        let tombstone = self
+            .entries
+            .get(&key)
+            .and_then(|e| e.claim.clone())
+            .filter(|(_, claim)| claim.uid() != uid);
         self.remove(&key);
         let (namespace, name) = &key;
         let mut secrets: Vec<String> = account
@@ -163,9 +277,13 @@ impl Inner {
             .collect();
         secrets.sort_unstable();
         secrets.dedup();
+        let claim = Claim::of(account).map(|(client, claim)| match tombstone {
+            Some((same, tombstone)) if same == client => (client, claim.inherit(&tombstone)),
+            _ => (client, claim),
+        });
         let entry = Entry {
             reference: Some(ObjectRef::from_obj(account)),
-            claim: Claim::of(account),
+            claim,
             label: Some(account_label(account)),
             login: account
                 .status
@@ -204,6 +322,12 @@ impl Inner {
             login: None,
         };
         self.entries.insert(key, entry);
+    }
+
+    /// What a deleted account leaves: its claim, for [`REPLACE_GRACE`]. It stays until the
+    /// account is created again or the next relist; past its grace it holds nothing.
+    fn upsert_tombstone(&mut self, key: Key, claim: (String, Claim)) {
+        self.upsert_skipped(key, Some(claim));
     }
 
     fn remove(&mut self, key: &Key) {

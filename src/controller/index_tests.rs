@@ -233,3 +233,120 @@ fn a_skipped_account_in_a_relist_keeps_its_claim() {
     );
     assert_eq!(index.secret_users("a", "alice-creds", None), vec![]);
 }
+
+fn drain(
+    wakes: &mut futures::channel::mpsc::UnboundedReceiver<ObjectRef<DhanAccount>>,
+) -> Vec<String> {
+    let mut woken = Vec::new();
+    while let Ok(reference) = wakes.try_recv() {
+        woken.push(format!(
+            "{}/{}",
+            reference.namespace.unwrap_or_default(),
+            reference.name
+        ));
+    }
+    woken.sort();
+    woken
+}
+
+/// An account in `Conflict` does not poll: a change of another claim on its client ID wakes it,
+/// and nothing else does.
+#[test]
+fn a_change_of_a_claim_wakes_the_other_accounts_of_its_client_id_only() {
+    let alice = account("a", "alice", "1", 1, json!({}));
+    let copy = account("b", "alice-copy", "1", 2, json!({}));
+    let bob = account("b", "bob", "2", 1, json!({}));
+    let index = indexed(&[&alice, &copy, &bob]);
+    let mut wakes = index.wakes();
+
+    // The same claim again (a label, a status field the claim does not read): no one.
+    let mut relabelled = alice.clone();
+    relabelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+    index.apply(&watcher::Event::Apply(relabelled));
+    assert_eq!(drain(&mut wakes), Vec::<String>::new());
+
+    // Suspended: it stops holding, the copy may take over.
+    let mut suspended = alice.clone();
+    suspended.spec.suspend = Some(true);
+    index.apply(&watcher::Event::Apply(suspended));
+    assert_eq!(drain(&mut wakes), ["b/alice-copy"]);
+
+    // Deleted, and a client ID changed: the rivals of the old and of the new one.
+    index.apply(&watcher::Event::Delete(alice.clone()));
+    assert_eq!(drain(&mut wakes), ["b/alice-copy"]);
+    let mut moved = copy.clone();
+    moved.spec.client_id = "2".into();
+    index.apply(&watcher::Event::Apply(moved));
+    assert_eq!(drain(&mut wakes), ["b/bob"]);
+}
+
+/// Time alone ends a claim that holds while its token lives: the loser looks again then.
+#[test]
+fn the_next_verdict_change_is_when_a_holding_token_expires() {
+    let now = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+    let expires = now + chrono::Duration::hours(3);
+    let mut alice = account("a", "alice", "1", 1, json!({"suspend": true}));
+    alice.status = Some(DhanAccountStatus {
+        expires_at: Some(expires),
+        ..Default::default()
+    });
+    let index = indexed(&[&alice]);
+    assert_eq!(index.next_verdict_change("1", now), Some(expires));
+    assert_eq!(index.next_verdict_change("1", expires), None);
+    assert_eq!(index.next_verdict_change("2", now), None);
+}
+
+/// `kubectl replace --force` of the account holding the live token: for a short grace the
+/// deleted account keeps the client ID, and its re-creation (younger than the other account
+/// now) inherits the token it will adopt; without a re-creation the other account takes over.
+/// Found by the simulation (seed 5, 30 days): the older account minted at once, killing the
+/// token the re-created account was about to adopt.
+#[tokio::test(start_paused = true)]
+async fn a_replaced_account_keeps_its_live_token_from_an_older_rival() {
+    let start = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+    let clock: Arc<dyn crate::clock::Clock> =
+        Arc::new(crate::clock::TokioClock::starting_at(start));
+    let index = AccountIndex::new(clock.clone());
+    let rival = account("a", "rival", "1", 1, json!({}));
+    let mut holder = account("b", "holder", "1", 2, json!({}));
+    holder.status = Some(DhanAccountStatus {
+        phase: Some(crate::crd::Phase::Ready),
+        expires_at: Some(start + chrono::Duration::hours(20)),
+        ..Default::default()
+    });
+    index.apply(&watcher::Event::Apply(rival.clone()));
+    index.apply(&watcher::Event::Apply(holder.clone()));
+    assert_eq!(
+        index.winner_over(&rival, clock.now()).as_deref(),
+        Some("b/holder")
+    );
+
+    index.apply(&watcher::Event::Delete(holder.clone()));
+    assert_eq!(
+        index.winner_over(&rival, clock.now()).as_deref(),
+        Some("b/holder"),
+        "the deleted holder's token still lives: a grace before anyone mints over it"
+    );
+    let mut recreated = account("b", "holder", "1", 500, json!({}));
+    recreated.metadata.uid = Some("uid-b-holder-2".into());
+    index.apply(&watcher::Event::Apply(recreated.clone()));
+    tokio::time::advance(REPLACE_GRACE * 2).await;
+    assert_eq!(
+        index.winner_over(&recreated, clock.now()),
+        None,
+        "it adopts the token"
+    );
+    assert_eq!(
+        index.winner_over(&rival, clock.now()).as_deref(),
+        Some("b/holder")
+    );
+
+    // Deleted for good: once the grace is over, the rival may mint.
+    index.apply(&watcher::Event::Delete(recreated));
+    assert_eq!(
+        index.winner_over(&rival, clock.now()).as_deref(),
+        Some("b/holder")
+    );
+    tokio::time::advance(REPLACE_GRACE + std::time::Duration::from_secs(1)).await;
+    assert_eq!(index.winner_over(&rival, clock.now()), None);
+}

@@ -159,6 +159,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
     let claims = settings
         .claims
         .map(|c| Arc::new(Claims::new(client.clone(), c, settings.clock.clone())));
+    let index = Arc::new(AccountIndex::new(settings.clock.clone()));
     let context = Arc::new(Context {
         reporter,
         client,
@@ -168,7 +169,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         limiter: RateLimiter::new(settings.dhan_calls_per_second),
         limits: settings.limits,
         store: store.clone(),
-        index: Arc::new(AccountIndex::default()),
+        index,
         metrics,
         memos: Arc::new(Memos::default()),
         own_writes: Arc::new(OwnWrites::default()),
@@ -189,9 +190,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
     let accounts = watch::accounts(context.clone(), scope, writer, namespaces, changes);
     let mut controller = Controller::for_stream(accounts, store)
         .with_config(controller::Config::default().concurrency(settings.concurrency))
-        .reconcile_on(secret_watch::triggers(context.clone(), with_accounts));
+        .reconcile_on(secret_watch::triggers(context.clone(), with_accounts))
+        .reconcile_on(context.index.wakes());
     if settings.login.enabled {
         controller = watch_logins(controller, &context, scope);
+    }
+    if context.claims.is_some() {
+        controller = watch_claims(controller, &context);
     }
     info!("controller started");
     controller
@@ -253,6 +258,25 @@ fn watch_logins(
         .watches_stream(pods.touched_objects(), move |pod| {
             account_of_login_pod(&pod_index, &pod)
         })
+}
+
+/// The cluster-wide client-ID claims wake the accounts of their client ID here: one waiting in
+/// `Conflict` for another install's account takes over as soon as that one lets go, without
+/// polling. Metadata only: a claim's name and version say that it changed.
+fn watch_claims(
+    controller: Controller<DhanAccount>,
+    ctx: &Arc<Context>,
+) -> Controller<DhanAccount> {
+    let api: Api<PartialObjectMeta<crate::claims::DhanClientClaim>> = Api::all(ctx.client.clone());
+    let claims = watch::observed(
+        "client-claims".into(),
+        ctx.clone(),
+        watcher::watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    let index = ctx.index.clone();
+    controller.watches_stream(claims.touched_objects(), move |claim| {
+        index.claimants(&claim.name_any())
+    })
 }
 
 /// Keeps this install's heartbeat, so its client-ID claims hold.

@@ -5,7 +5,7 @@ use super::Context;
 use super::act::{self, Refused};
 use super::apply;
 pub use super::error::Error;
-use super::gather::{self, Blocked, Facts};
+use super::gather::{self, Blocked, CONFLICT_FALLBACK, Facts};
 use crate::claims::ClaimError;
 use crate::crd::DhanAccount;
 use crate::decision::{Phase, Step};
@@ -18,7 +18,8 @@ use tracing::warn;
 /// A round takes at most this many steps (a probe, a few methods, a static-IP read).
 const MAX_STEPS: usize = 8;
 
-/// How soon an account refused the client-ID claim looks again (the holder may let go).
+/// How soon an account whose claim could not be checked (the API server, this install's own
+/// heartbeat) looks again.
 const CLAIM_RECHECK: Duration = Duration::from_secs(30);
 
 /// A reconcile is cut off after this long, so that no account's state (a clock gone wrong, an
@@ -94,7 +95,8 @@ fn unclaimed(error: &ClaimError) -> Blocked {
                       client ID, as a new token invalidates the previous one. The claim passes on \
                       when that account is deleted or no longer holds a token"
                 .into(),
-            requeue: Some(CLAIM_RECHECK),
+            // A change of the claim wakes it (`watch_claims`); this bounds a missed one.
+            requeue: Some(CONFLICT_FALLBACK),
         },
         ClaimError::Unavailable { .. } | ClaimError::Refused(_) => Blocked {
             phase: Phase::Backoff,

@@ -206,8 +206,14 @@ impl Decoder {
                 if self.seen.remove(&uid) {
                     self.publish();
                 }
+                // After the grace a re-creation has to adopt the token (and take the claim,
+                // which makes this a no-op): released at once, another install's account would
+                // mint over the token the re-created one is about to adopt.
                 if let Some(claims) = self.ctx.claims.clone() {
-                    tokio::spawn(async move { claims.release(&uid).await });
+                    tokio::spawn(async move {
+                        tokio::time::sleep(super::index::REPLACE_GRACE).await;
+                        claims.release(&uid).await;
+                    });
                 }
                 Event::Delete(stand_in(&object))
             }

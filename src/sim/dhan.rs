@@ -68,6 +68,8 @@ pub struct MintCall {
     pub replaced: Option<Issued>,
     /// Its answer reached the operator.
     pub delivered: bool,
+    /// The fault that changed its answer.
+    pub fault: Option<MintFault>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +114,8 @@ struct State {
     /// Which refusal wording comes next (cycled).
     wording: usize,
     hangs_started: u32,
+    /// Bumped by every change the invariants could see (a call, a delivery, a revocation).
+    changes: u64,
 }
 
 pub struct SimDhan {
@@ -159,11 +163,18 @@ impl SimDhan {
     /// The user logs into Dhan Web with the same app: the client's token dies.
     pub fn revoke(&self, client: &str) -> bool {
         let mut state = self.state.lock().unwrap();
+        state.changes += 1;
         state
             .clients
             .get_mut(client)
             .and_then(|c| c.live.take())
             .is_some()
+    }
+
+    /// Changes whenever anything the invariants read from Dhan may have changed, but for the
+    /// passing of time (a token expiring).
+    pub fn revision(&self) -> u64 {
+        self.state.lock().unwrap().changes
     }
 
     /// The client's live token, if any and not expired.
@@ -205,6 +216,7 @@ impl SimDhan {
     /// Call `call`'s answer reached the operator (with `token`).
     fn delivered(&self, call: usize, token: Option<&str>) {
         let mut state = self.state.lock().unwrap();
+        state.changes += 1;
         if let Some(c) = state.calls.get_mut(call) {
             c.delivered = true;
         }
@@ -218,6 +230,7 @@ impl SimDhan {
         let now = self.clock.now();
         let acting = ACTING.try_with(Acting::clone).ok();
         let mut state = self.state.lock().unwrap();
+        state.changes += 1;
         state.serial += 1;
         let serial = state.serial;
         let wording = state.wording;
@@ -230,6 +243,7 @@ impl SimDhan {
             };
         };
         let before = c.live.clone();
+        let mut fault = None;
         let throttled = c.last_call.is_some_and(|last| now - last < MINT_INTERVAL);
         c.last_call = Some(now);
         let step = step_at(now);
@@ -266,7 +280,8 @@ impl SimDhan {
             )
         } else {
             c.last_step = Some(step);
-            match c.faults.pop_front() {
+            fault = c.faults.pop_front();
+            match fault.clone() {
                 Some(MintFault::ServerError) => (
                     MintResult::NotMinted,
                     AnswerKind::Now(Err(DhanError::ServerError {
@@ -349,6 +364,7 @@ impl SimDhan {
             result,
             replaced,
             delivered: false,
+            fault,
         });
         Answer {
             call: state.calls.len() - 1,

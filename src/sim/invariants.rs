@@ -8,15 +8,16 @@
 //!   and a refusal the operator heard is never sent again that day.
 //! - I3 one minter: no mint kills a live token minted for another account that still exists.
 //! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
-//!   live token is found out within the probe interval (15 min) and 5 min slack.
+//!   live token is found out within its probe interval and 5 min slack (never, when it does
+//!   not probe: then only the next refresh finds out).
 //! - I5 no token dropped: a token handed to a process that still runs reaches the Secret within
 //!   a minute once Secret writes succeed.
 //! - I6 bounded reconciles: none is cut off at its deadline unless Dhan hung (world.rs).
 //! - I7 nothing secret in status or events: no token, no PIN.
 //! - L1 liveness: after a quiet day, every client with a usable account is served by one.
 
-use super::dhan::{MintCall, MintResult};
-use super::world::{QUIET_END, World, ist_day};
+use super::dhan::{MintCall, MintFault, MintResult};
+use super::world::{Fingerprint, QUIET_END, World, ist_day};
 use crate::crd::DhanAccountStatus;
 use chrono::NaiveDate;
 use std::collections::{BTreeMap, HashMap};
@@ -24,7 +25,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 const MAX_FAILED_LOGINS: u32 = 3;
-const STALE_READY_BOUND: Duration = Duration::from_secs(20 * 60);
+/// I4: beyond the account's probe interval.
+const STALE_READY_SLACK: Duration = Duration::from_secs(5 * 60);
 const KEPT_TOKEN_BOUND: Duration = Duration::from_secs(60);
 
 pub struct Checker {
@@ -33,8 +35,11 @@ pub struct Checker {
     refusals: BTreeMap<(String, NaiveDate), u32>,
     /// Refused PINs the operator heard, per client and day.
     heard: BTreeMap<(String, NaiveDate), Vec<String>>,
-    stale_since: HashMap<String, Instant>,
-    kept_since: HashMap<String, Instant>,
+    stale_since: BTreeMap<String, Instant>,
+    kept_since: BTreeMap<String, Instant>,
+    /// Per account: its client and I4's bound (none when it never probes).
+    watching: HashMap<String, (String, Option<Duration>)>,
+    fingerprint: Option<Fingerprint>,
 }
 
 impl Checker {
@@ -44,8 +49,10 @@ impl Checker {
             killing_mints: BTreeMap::new(),
             refusals: BTreeMap::new(),
             heard: BTreeMap::new(),
-            stale_since: HashMap::new(),
-            kept_since: HashMap::new(),
+            stale_since: BTreeMap::new(),
+            kept_since: BTreeMap::new(),
+            watching: HashMap::new(),
+            fingerprint: None,
         }
     }
 
@@ -74,9 +81,16 @@ impl Checker {
         match &call.result {
             MintResult::Minted { serial } => {
                 world.note(format!(
-                    "Dhan minted #{serial} for client {} ({who})",
-                    call.client
+                    "Dhan minted #{serial} for client {} ({who}) at {}{}",
+                    call.client,
+                    call.at.format("%H:%M:%S"),
+                    call.fault
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(", answered {f:?}"))
                 ));
+                if matches!(call.fault, Some(MintFault::LostAnswer(_) | MintFault::Hang)) {
+                    world.cause_on(&call.client, day);
+                }
                 let Some(replaced) = &call.replaced else {
                     return;
                 };
@@ -142,20 +156,71 @@ impl Checker {
                     heard.push(call.pin.clone());
                 }
             }
-            MintResult::NotMinted => {}
+            MintResult::NotMinted => {
+                let why = call
+                    .fault
+                    .as_ref()
+                    .map_or("throttled".into(), |f| format!("{f:?}"));
+                world.note(format!(
+                    "Dhan minted nothing for client {} ({who}) at {}: {why}",
+                    call.client,
+                    call.at.format("%H:%M:%S"),
+                ));
+            }
         }
     }
 
-    /// I4, I5.
+    /// I4, I5. What they read changes only with the world's fingerprint (the API server's and
+    /// Dhan's revisions, the live tokens, the processes, the refused writes); between changes
+    /// only their clocks run.
     fn secrets(&mut self, world: &mut World) {
         let now = Instant::now();
-        for t in world.tenants.clone() {
+        let fingerprint = world.fingerprint();
+        if self.fingerprint.as_ref() != Some(&fingerprint) {
+            self.fingerprint = Some(fingerprint);
+            self.look(world, now);
+        }
+        let mut broken = Vec::new();
+        for (key, since) in &mut self.stale_since {
+            let (client, bound) = &self.watching[key];
+            if let Some(bound) = bound
+                && now - *since > *bound
+            {
+                broken.push(format!(
+                    "I4: {key} has been Ready for {} min while its Secret does not hold client \
+                     {client}'s live token",
+                    (now - *since).as_secs() / 60
+                ));
+                *since = now;
+            }
+        }
+        for (key, since) in &mut self.kept_since {
+            if now - *since > KEPT_TOKEN_BOUND {
+                broken.push(format!(
+                    "I5: the token minted for {key} has not reached its Secret {}s after writes \
+                     became possible",
+                    (now - *since).as_secs()
+                ));
+                *since = now;
+            }
+        }
+        for text in broken {
+            Self::violation(world, text);
+        }
+    }
+
+    /// Reads each account's status and Secret: which are `Ready` on a stale Secret (I4), and
+    /// which were handed a token that is not in their Secret (I5).
+    fn look(&mut self, world: &World, now: Instant) {
+        for t in &world.tenants {
             let key = t.key();
             let Some(account) = world.api.get(&t.account_path()) else {
                 self.stale_since.remove(&key);
                 self.kept_since.remove(&key);
                 continue;
             };
+            let bound = t.validate_every.map(|every| every + STALE_READY_SLACK);
+            self.watching.insert(key.clone(), (t.client.clone(), bound));
             let status: DhanAccountStatus =
                 serde_json::from_value(account["status"].clone()).unwrap_or_default();
             let in_secret = secret_token(world, &t.output_path());
@@ -163,26 +228,10 @@ impl Checker {
             let exempt = !world.process_up(t.install) || world.refused_in(&t.namespace);
             let ready = status.phase == Some(crate::crd::Phase::Ready);
             let stale = ready && in_secret != live && !exempt;
-            match (stale, self.stale_since.get(&key).copied()) {
-                (false, _) => {
-                    self.stale_since.remove(&key);
-                }
-                (true, None) => {
-                    self.stale_since.insert(key.clone(), now);
-                }
-                (true, Some(since)) if now - since > STALE_READY_BOUND => {
-                    self.stale_since.insert(key.clone(), now);
-                    Self::violation(
-                        world,
-                        format!(
-                            "I4: {key} has been Ready for {} min while its Secret does not hold \
-                             client {}'s live token",
-                            (now - since).as_secs() / 60,
-                            t.client
-                        ),
-                    );
-                }
-                (true, Some(_)) => {}
+            if stale {
+                self.stale_since.entry(key.clone()).or_insert(now);
+            } else {
+                self.stale_since.remove(&key);
             }
             let handed = live
                 .as_deref()
@@ -195,25 +244,10 @@ impl Checker {
                         })
                 });
             let dropped = handed.is_some() && in_secret != live && !exempt;
-            match (dropped, self.kept_since.get(&key).copied()) {
-                (false, _) => {
-                    self.kept_since.remove(&key);
-                }
-                (true, None) => {
-                    self.kept_since.insert(key.clone(), now);
-                }
-                (true, Some(since)) if now - since > KEPT_TOKEN_BOUND => {
-                    self.kept_since.insert(key.clone(), now);
-                    Self::violation(
-                        world,
-                        format!(
-                            "I5: the token minted for {key} has not reached its Secret {}s after \
-                             writes became possible",
-                            (now - since).as_secs()
-                        ),
-                    );
-                }
-                (true, Some(_)) => {}
+            if dropped {
+                self.kept_since.entry(key).or_insert(now);
+            } else {
+                self.kept_since.remove(&key);
             }
         }
     }

@@ -56,10 +56,11 @@ pub async fn run(config: Config) -> Report {
             next_prune = now + PRUNE_EVERY;
         }
         world.lift_refusals(now);
+        world.release_due(now).await;
         world.idle_beats(now).await;
-        world.watch();
+        world.watch().await;
         world.reconcile_due().await;
-        world.watch();
+        world.watch().await;
         checker.check(&mut world);
         if world.report.violations.len() > 20 {
             break;

@@ -7,15 +7,17 @@
 use super::dhan::{ACTING, Acting, LostAs, MintFault, SimDhan};
 use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
+use crate::controller::index::REPLACE_GRACE;
 use crate::controller::reconcile::{self, Error};
 use crate::controller::tests::fake_api::FakeApi;
 use crate::controller::tests::fixtures::{b64, context};
 use crate::controller::{Context, prune_once};
 use crate::crd::{DhanAccount, REFRESH_REQUESTED_ANNOTATION};
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc::UnboundedReceiver;
 use http::Method;
 use kube::ResourceExt;
-use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::watcher;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -70,6 +72,16 @@ pub struct Report {
     pub faults: u64,
 }
 
+/// See [`World::fingerprint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    api: u64,
+    dhan: u64,
+    live: Vec<Option<String>>,
+    processes: Vec<(bool, u32)>,
+    refusing: Vec<String>,
+}
+
 /// One DhanAccount as its tenant wrote it.
 #[derive(Clone, Debug)]
 pub struct Tenant {
@@ -78,6 +90,8 @@ pub struct Tenant {
     pub client: String,
     pub pin: String,
     pub suspended: bool,
+    /// `spec.refresh.validateEvery`; `None` for `0` (no probes).
+    pub validate_every: Option<Duration>,
     /// Deleted and not (yet) re-created.
     pub absent: bool,
     pub install: usize,
@@ -125,6 +139,12 @@ struct Process {
     seen: HashMap<String, String>,
     /// The last copy of each account it saw (for a deletion event).
     cached: BTreeMap<String, DhanAccount>,
+    /// The API server's revision when its watches last looked: nothing new until it changes.
+    watched: Option<u64>,
+    /// The client-ID claims' versions its claims watch has seen, by path.
+    claims_seen: HashMap<String, Option<String>>,
+    /// The accounts its index wakes (another account's claim on their client ID changed).
+    wakes: UnboundedReceiver<ObjectRef<DhanAccount>>,
     next_beat: Instant,
 }
 
@@ -139,6 +159,9 @@ pub struct World {
     /// Secret writes refused in a namespace until then.
     pub refusing: BTreeMap<String, Instant>,
     pub report: Report,
+    /// Claims of deleted accounts, released when their grace is over (a crashed process's
+    /// pending releases die with it: its `Claims` is gone).
+    releases: Vec<(Instant, Arc<Claims>, String)>,
     /// What makes another mint due, per client and IST day (see `invariants`, I1).
     causes: BTreeMap<(String, chrono::NaiveDate), u32>,
     pub(super) start: Instant,
@@ -152,7 +175,7 @@ impl World {
         let started_at = base + chrono::Duration::seconds(rng.random_range(0..7 * 86_400));
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(started_at));
         let dhan = Arc::new(SimDhan::new(clock.clone(), TOTP_SECRET));
-        let api = FakeApi::default();
+        let api = FakeApi::default().unlogged();
         let installs = rng.random_range(1..=2usize);
         let namespaces: Vec<Vec<String>> = (0..installs)
             .map(|i| {
@@ -189,6 +212,14 @@ impl World {
                 client,
                 pin,
                 suspended: rng.random_bool(0.1),
+                validate_every: [
+                    Some(15 * 60),
+                    Some(15 * 60),
+                    Some(3600),
+                    Some(6 * 3600),
+                    None,
+                ][rng.random_range(0..5usize)]
+                .map(Duration::from_secs),
                 absent: false,
                 install,
             });
@@ -198,7 +229,9 @@ impl World {
             .map(|i| {
                 let install = format!("install-{i}");
                 let (ctx, writer) = process_context(&api, &dhan, &clock, &install);
+                let wakes = ctx.index.wakes();
                 Process {
+                    wakes,
                     install,
                     namespaces: namespaces[i].clone(),
                     ctx,
@@ -209,6 +242,8 @@ impl World {
                     due: BTreeMap::new(),
                     seen: HashMap::new(),
                     cached: BTreeMap::new(),
+                    watched: None,
+                    claims_seen: HashMap::new(),
                     next_beat: start,
                 }
             })
@@ -223,6 +258,7 @@ impl World {
             processes,
             refusing: BTreeMap::new(),
             report: Report::default(),
+            releases: Vec::new(),
             causes: BTreeMap::new(),
             start,
         };
@@ -269,7 +305,9 @@ impl World {
                                 "creationTimestamp": created.format("%Y-%m-%dT%H:%M:%SZ").to_string()},
                    "spec": {"clientId": t.client, "credentialsSecret": format!("{}-dhan", t.name),
                             "suspend": t.suspended,
-                            "refresh": {"validateEvery": "15m"}}}),
+                            "refresh": {"validateEvery": t
+                                .validate_every
+                                .map_or("0".to_string(), |d| format!("{}m", d.as_secs() / 60))}}}),
         );
         self.tenants[i].absent = false;
     }
@@ -313,6 +351,7 @@ impl World {
                 }
             })
             .flatten()
+            .chain(self.releases.iter().map(|(at, _, _)| *at))
             .min()
     }
 
@@ -324,7 +363,11 @@ impl World {
     }
 
     fn cause(&mut self, client: &str) {
-        let day = ist_day(self.clock.now());
+        self.cause_on(client, ist_day(self.clock.now()));
+    }
+
+    /// Something that makes another mint due for `client` on IST day `day`.
+    pub fn cause_on(&mut self, client: &str, day: chrono::NaiveDate) {
         *self.causes.entry((client.to_string(), day)).or_default() += 1;
     }
 
@@ -353,6 +396,21 @@ impl World {
         self.processes[install].incarnation
     }
 
+    /// What the invariants that read the API server and Dhan depend on, but for time.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            api: self.api.revision(),
+            dhan: self.dhan.revision(),
+            live: self.pins.keys().map(|c| self.dhan.live(c)).collect(),
+            processes: self
+                .processes
+                .iter()
+                .map(|p| (p.down_until.is_none(), p.incarnation))
+                .collect(),
+            refusing: self.refusing.keys().cloned().collect(),
+        }
+    }
+
     pub fn refused_in(&self, namespace: &str) -> bool {
         self.refusing.contains_key(namespace)
     }
@@ -360,6 +418,9 @@ impl World {
     /// A crash: everything the process kept in memory is gone; a new one starts later.
     fn crash(&mut self, install: usize, now: Instant) {
         let downtime = Duration::from_secs(self.rng.random_range(5..180));
+        if let Some(dead) = self.processes[install].ctx.claims.clone() {
+            self.releases.retain(|(_, c, _)| !Arc::ptr_eq(c, &dead));
+        }
         let p = &mut self.processes[install];
         p.crash_at = None;
         p.down_until = Some(now + downtime);
@@ -367,7 +428,10 @@ impl World {
         p.due.clear();
         p.seen.clear();
         p.cached.clear();
+        p.watched = None;
+        p.claims_seen.clear();
         let (ctx, writer) = process_context(&self.api, &self.dhan, &self.clock, &p.install);
+        p.wakes = ctx.index.wakes();
         p.ctx = ctx;
         p.writer = writer;
         for client in self.clients_of(install) {
@@ -436,9 +500,17 @@ impl World {
 
     /// What each process's watches would deliver: the accounts of its namespaces, and the
     /// Secrets they read or write, when they changed by someone else's hand.
-    pub(super) fn watch(&mut self) {
+    pub(super) async fn watch(&mut self) {
         let now = Instant::now();
+        // The watch of a process gives a deleted account's claim up (`controller::watch`).
+        let mut released = Vec::new();
+        let revision = self.api.revision();
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
+            if p.watched == Some(revision) {
+                continue;
+            }
+            p.watched = Some(revision);
+            let mut woken_clients = BTreeSet::new();
             for t in self
                 .tenants
                 .iter()
@@ -472,12 +544,36 @@ impl World {
                         p.seen.remove(&path);
                         p.due.remove(&key);
                         if let Some(account) = p.cached.remove(&key) {
+                            if let Some(claims) = p.ctx.claims.clone() {
+                                released.push((claims, account.uid().unwrap_or_default()));
+                            }
                             let event = watcher::Event::Delete(account);
                             p.ctx.index.apply(&event);
                             p.writer.apply_watcher_event(&event);
                         }
                     }
                     _ => {}
+                }
+                while let Ok(woken) = p.wakes.try_recv() {
+                    let woken = format!("{}/{}", woken.namespace.unwrap_or_default(), woken.name);
+                    if p.cached.contains_key(&woken) {
+                        p.due.insert(woken, now);
+                    }
+                }
+                // The claims watch: a changed claim wakes the accounts of its client ID.
+                let claim = format!(
+                    "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
+                    crate::claims::claim_name(&t.client)
+                );
+                let version = self.api.get(&claim).map(|c| {
+                    c["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
+                if p.claims_seen.get(&claim) != Some(&version) {
+                    woken_clients.insert(t.client.clone());
+                    p.claims_seen.insert(claim, version);
                 }
                 for secret in [t.credentials_path(), t.output_path()] {
                     let Some(object) = self.api.get(&secret) else {
@@ -495,6 +591,25 @@ impl World {
                     }
                 }
             }
+            for (key, account) in &p.cached {
+                if woken_clients.contains(account.spec.client_id.trim()) {
+                    p.due.insert(key.clone(), now);
+                }
+            }
+        }
+        for (claims, uid) in released {
+            self.releases.push((now + REPLACE_GRACE, claims, uid));
+        }
+    }
+
+    /// The claims of deleted accounts whose grace is over (`controller::watch`).
+    pub(super) async fn release_due(&mut self, now: Instant) {
+        let (due, later) = std::mem::take(&mut self.releases)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(at, _, _)| *at <= now);
+        self.releases = later;
+        for (_, claims, uid) in due {
+            claims.release(&uid).await;
         }
     }
 
@@ -646,9 +761,8 @@ impl World {
                     "fault: client {}'s next mint: {fault:?}",
                     tenant.client
                 ));
-                if matches!(fault, MintFault::LostAnswer(_) | MintFault::Hang) {
-                    self.cause(&tenant.client);
-                }
+                // A lost answer is a cause on the day it is given (the checker counts it): the
+                // fault may wait days for the next mint.
                 self.dhan.schedule(&tenant.client, fault);
             }
             3 => {

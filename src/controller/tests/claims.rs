@@ -113,7 +113,8 @@ async fn a_client_another_install_claimed_is_a_conflict_that_names_nobody() {
         !message.contains("install-b") && !message.contains("uid-of-team-b"),
         "{message}"
     );
-    assert_eq!(requeue, Some(Duration::from_secs(30)));
+    assert_eq!(requeue, Some(crate::controller::gather::CONFLICT_FALLBACK));
+    // Its release wakes alice-copy through the claims watch (`controller::watch_claims`).
 
     other.release("uid-of-team-b").await;
     assert_eq!(claim(&bench), None, "released, with nothing to keep: gone");

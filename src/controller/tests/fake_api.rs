@@ -18,6 +18,8 @@ struct State {
     objects: BTreeMap<String, Value>,
     version: u64,
     log: Vec<Seen>,
+    /// No log kept (a long simulation).
+    unlogged: bool,
     /// (method, path substring, HTTP status, message): matching requests are refused.
     refusals: Vec<(Method, String, u16, String)>,
 }
@@ -37,6 +39,17 @@ impl FakeApi {
             }
         });
         kube::Client::new(service, "default")
+    }
+
+    /// Keeps no log of requests (a month of simulation makes millions).
+    pub fn unlogged(self) -> FakeApi {
+        self.0.lock().unwrap().unlogged = true;
+        self
+    }
+
+    /// Changes with every change of any object (a creation, an update, a deletion).
+    pub fn revision(&self) -> u64 {
+        self.0.lock().unwrap().version
     }
 
     /// Stores an object at `path` (e.g. `/api/v1/namespaces/t/secrets/a`).
@@ -71,7 +84,10 @@ impl FakeApi {
     }
 
     pub fn remove(&self, path: &str) {
-        self.0.lock().unwrap().objects.remove(path);
+        let mut state = self.0.lock().unwrap();
+        if state.objects.remove(path).is_some() {
+            state.version += 1;
+        }
     }
 
     /// Every request so far.
@@ -118,7 +134,9 @@ impl FakeApi {
         let path = parts.uri.path().to_string();
         let query = parts.uri.query().unwrap_or_default().to_string();
         let mut state = self.0.lock().unwrap();
-        state.log.push(format!("{} {path}", parts.method));
+        if !state.unlogged {
+            state.log.push(format!("{} {path}", parts.method));
+        }
         let refused = state
             .refusals
             .iter()
@@ -178,6 +196,7 @@ impl FakeApi {
                     return status(409, "precondition failed: resourceVersion");
                 }
                 state.objects.remove(&path);
+                state.version += 1;
                 ok(&json!({"kind": "Status", "status": "Success"}))
             }
             _ => status(405, "method not allowed"),

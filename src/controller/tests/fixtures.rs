@@ -259,7 +259,7 @@ pub(crate) fn context(
         },
         client: api.client(),
         dhan,
-        clock,
+        clock: clock.clone(),
         calendar: CalendarInForce::default(),
         limiter: RateLimiter::new(1000.0),
         limits: Limits {
@@ -268,7 +268,7 @@ pub(crate) fn context(
             refresh_spread: Duration::ZERO,
         },
         store,
-        index: Default::default(),
+        index: Arc::new(crate::controller::index::AccountIndex::new(clock.clone())),
         metrics: Arc::new(Metrics::default()),
         login: LoginSettings {
             enabled: browser_logins,
