@@ -166,7 +166,8 @@ impl Claims {
         self.state.lock().expect("claims poisoned")
     }
 
-    fn install_label(&self) -> String {
+    /// The value of [`INSTALL_LABEL`] on the claims this install holds.
+    pub fn install_label(&self) -> String {
         install_name(&self.settings.install)["install-".len()..].to_string()
     }
 

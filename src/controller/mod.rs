@@ -274,7 +274,14 @@ fn watch_claims(
         watcher::watcher(api, watcher::Config::default()).default_backoff(),
     );
     let index = ctx.index.clone();
+    let own = ctx.claims.as_ref().map(|c| c.install_label());
     controller.watches_stream(claims.touched_objects(), move |claim| {
+        // This install's own writes (a mint recorded, a claim taken) tell its accounts nothing
+        // they do not know; within the install the account index wakes them.
+        let held_here = claim.labels().get(crate::claims::INSTALL_LABEL) == own.as_ref();
+        if held_here {
+            return Vec::new();
+        }
         index.claimants(&claim.name_any())
     })
 }

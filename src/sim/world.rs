@@ -565,14 +565,22 @@ impl World {
                     "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
                     crate::claims::claim_name(&t.client)
                 );
-                let version = self.api.get(&claim).map(|c| {
+                let object = self.api.get(&claim);
+                let version = object.as_ref().map(|c| {
                     c["metadata"]["resourceVersion"]
                         .as_str()
                         .unwrap_or("")
                         .to_string()
                 });
                 if p.claims_seen.get(&claim) != Some(&version) {
-                    woken_clients.insert(t.client.clone());
+                    // As `controller::watch_claims`: this install's own writes wake nobody.
+                    let label = object.as_ref().and_then(|c| {
+                        c["metadata"]["labels"][crate::claims::INSTALL_LABEL].as_str()
+                    });
+                    let own = p.ctx.claims.as_ref().map(|c| c.install_label());
+                    if label != own.as_deref() {
+                        woken_clients.insert(t.client.clone());
+                    }
                     p.claims_seen.insert(claim, version);
                 }
                 for secret in [t.credentials_path(), t.output_path()] {

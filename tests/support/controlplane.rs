@@ -120,7 +120,7 @@ metadata: {name: dhan-operator-user-claims}
 rules:
 - apiGroups: [dhan-operator.dev]
   resources: [dhanclientclaims, dhanoperatorinstalls]
-  verbs: [get, list, create, update, delete]
+  verbs: [get, list, watch, create, update, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
