@@ -38,7 +38,13 @@ impl Claim {
     /// The claim `account` makes, if any: one being deleted claims nothing.
     pub fn of(account: &DhanAccount) -> Option<(String, Claim)> {
         let status = account.status.as_ref();
-        let expires_at = status.and_then(|s| s.expires_at);
+        // A mint whose answer was lost may have made a token that lives a day (dhan-api.md
+        // §1): until it is probed, the account counts as holding one, so an older account
+        // waiting for the client ID does not mint over it (the simulation, seed 9 of 30 days).
+        let unconfirmed = status
+            .and_then(|s| s.mint_unconfirmed_at)
+            .map(|t| t + chrono::Duration::hours(24));
+        let expires_at = status.and_then(|s| s.expires_at).max(unconfirmed);
         let phase = status.and_then(|s| s.phase);
         let suspended = account.spec.suspend == Some(true);
         let until = holds_until(phase, expires_at, suspended);
@@ -276,6 +282,29 @@ mod tests {
         let obtaining = with("second", 200, Phase::Pending);
         let all = claims(&[&failed, &obtaining, &younger]);
         assert_eq!(all.winner_over(&younger, NOW), Some("team-a/second".into()));
+    }
+
+    /// A younger account whose mint's answer was lost may hold a live token Dhan made: an older
+    /// account waiting for the client ID does not mint over it.
+    #[test]
+    fn a_mint_with_a_lost_answer_counts_as_a_live_token() {
+        let mut waiting = account("team-a", "older", "1001", 100);
+        waiting.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Conflict),
+            ..Default::default()
+        });
+        let mut minting = account("team-b", "younger", "1001", 200);
+        minting.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Backoff),
+            mint_unconfirmed_at: Some(NOW - chrono::Duration::minutes(2)),
+            ..Default::default()
+        });
+        let all = claims(&[&waiting, &minting]);
+        assert_eq!(
+            all.winner_over(&waiting, NOW),
+            Some("team-b/younger".into())
+        );
+        assert_eq!(all.winner_over(&minting, NOW), None);
     }
 
     #[test]
