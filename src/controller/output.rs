@@ -165,7 +165,16 @@ pub fn examine(secret: &Secret, account: &DhanAccount, spec: &OutputSpec) -> Fou
     .find_map(|key| data.get(key))
     .map(|b| AccessToken::from(String::from_utf8_lossy(&b.0).trim().to_string()))
     .filter(|t| !t.expose().is_empty());
-    let token = value.and_then(|value| {
+    // A token of another client (the spec's client ID changed since it was written) is not
+    // this account's: it is neither kept, probed nor called `Ready` (the simulation, seed 0).
+    let client_id = account.spec.client_id.trim();
+    let token = value.filter(|v| {
+        v.claims()
+            .ok()
+            .and_then(|c| c.client_id)
+            .is_none_or(|id| id.trim() == client_id)
+    });
+    let token = token.and_then(|value| {
         let facts = token_facts(
             &hash_key(account),
             &value,

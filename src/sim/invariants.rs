@@ -6,7 +6,8 @@
 //!   plus one for a token's last day. Re-creations, touches and a single 401 are no causes.
 //! - I2 the cap: per client and IST day at most `--max-failed-logins` refused submissions,
 //!   and a refusal the operator heard is never sent again that day.
-//! - I3 one minter: no mint kills a live token minted for another account that still exists.
+//! - I3 one minter: no mint kills a live token minted for another account that still exists
+//!   and still names the client.
 //! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
 //!   live token is found out within its probe interval and 5 min slack (never, when it does
 //!   not probe: then only the next refresh finds out).
@@ -111,7 +112,7 @@ impl Checker {
                 let holder = replaced.acting.as_ref().map(|a| a.account.clone());
                 if let Some(holder) = holder
                     && holder != who
-                    && world.exists(&holder)
+                    && world.manages(&holder, &call.client)
                 {
                     Self::violation(
                         world,
@@ -220,7 +221,12 @@ impl Checker {
                 continue;
             };
             let bound = t.validate_every.map(|every| every + STALE_READY_SLACK);
-            self.watching.insert(key.clone(), (t.client.clone(), bound));
+            let before = self.watching.insert(key.clone(), (t.client.clone(), bound));
+            if before.is_some_and(|(client, b)| b != bound || client != t.client) {
+                // A spec edit (another probe interval, another client): the bound counts from
+                // the edit.
+                self.stale_since.remove(&key);
+            }
             let status: DhanAccountStatus =
                 serde_json::from_value(account["status"].clone()).unwrap_or_default();
             let in_secret = secret_token(world, &t.output_path());

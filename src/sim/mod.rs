@@ -26,6 +26,9 @@ pub async fn run(config: Config) -> Report {
     let faults_end = end.checked_sub(QUIET_END).unwrap_or(world.start);
     let mut next_fault = world.start + world.fault_gap(config.fault_every);
     let mut next_prune = world.start + PRUNE_EVERY;
+    let mut next_edit = config
+        .edit_every
+        .map(|every| world.start + world.edit_gap(every));
     loop {
         let now = Instant::now();
         if now >= end {
@@ -34,6 +37,7 @@ pub async fn run(config: Config) -> Report {
         let next = [
             world.next_due(),
             Some(next_fault).filter(|t| *t < faults_end),
+            next_edit.filter(|t| *t < faults_end),
             Some(next_prune),
             Some(end),
         ]
@@ -50,6 +54,14 @@ pub async fn run(config: Config) -> Report {
             world.fault();
             world.report.faults += 1;
             next_fault = now + world.fault_gap(config.fault_every);
+        }
+        if let (Some(at), Some(every)) = (next_edit, config.edit_every)
+            && at <= now
+            && at < faults_end
+        {
+            world.spec_edit();
+            world.report.faults += 1;
+            next_edit = Some(now + world.edit_gap(every));
         }
         if next_prune <= now {
             world.prune();

@@ -48,6 +48,9 @@ pub struct Config {
     pub days: u32,
     /// Mean time between faults.
     pub fault_every: Duration,
+    /// Mean time between spec edits (another probe interval, another client ID); none: no
+    /// edits (how the seeds kept as regressions were found).
+    pub edit_every: Option<Duration>,
 }
 
 impl Config {
@@ -56,6 +59,15 @@ impl Config {
             seed,
             days,
             fault_every: Duration::from_secs(3 * 3600),
+            edit_every: Some(Duration::from_secs(12 * 3600)),
+        }
+    }
+
+    /// Without spec edits: the runs in which the seeds kept as regressions found their bugs.
+    pub fn without_spec_edits(self) -> Config {
+        Config {
+            edit_every: None,
+            ..self
         }
     }
 }
@@ -150,6 +162,8 @@ struct Process {
 
 pub struct World {
     pub rng: StdRng,
+    /// Spec edits' own random stream (see [`World::spec_edit`]).
+    edit_rng: StdRng,
     pub api: FakeApi,
     pub dhan: Arc<SimDhan>,
     pub clock: Arc<dyn Clock>,
@@ -212,14 +226,8 @@ impl World {
                 client,
                 pin,
                 suspended: rng.random_bool(0.1),
-                validate_every: [
-                    Some(15 * 60),
-                    Some(15 * 60),
-                    Some(3600),
-                    Some(6 * 3600),
-                    None,
-                ][rng.random_range(0..5usize)]
-                .map(Duration::from_secs),
+                validate_every: VALIDATE_EVERY[rng.random_range(0..VALIDATE_EVERY.len())]
+                    .map(Duration::from_secs),
                 absent: false,
                 install,
             });
@@ -250,6 +258,7 @@ impl World {
             .collect();
         let mut world = World {
             rng,
+            edit_rng: StdRng::seed_from_u64(seed ^ 0x5eed_ed17),
             api,
             dhan,
             clock,
@@ -305,9 +314,7 @@ impl World {
                                 "creationTimestamp": created.format("%Y-%m-%dT%H:%M:%SZ").to_string()},
                    "spec": {"clientId": t.client, "credentialsSecret": format!("{}-dhan", t.name),
                             "suspend": t.suspended,
-                            "refresh": {"validateEvery": t
-                                .validate_every
-                                .map_or("0".to_string(), |d| format!("{}m", d.as_secs() / 60))}}}),
+                            "refresh": {"validateEvery": validate_every_text(t.validate_every)}}}),
         );
         self.tenants[i].absent = false;
     }
@@ -335,6 +342,11 @@ impl World {
     pub(super) fn fault_gap(&mut self, mean: Duration) -> Duration {
         let mean = mean.as_secs().max(1);
         Duration::from_secs(self.rng.random_range(1..=2 * mean))
+    }
+
+    pub(super) fn edit_gap(&mut self, mean: Duration) -> Duration {
+        let mean = mean.as_secs().max(1);
+        Duration::from_secs(self.edit_rng.random_range(1..=2 * mean))
     }
 
     pub(super) fn next_due(&self) -> Option<Instant> {
@@ -383,9 +395,11 @@ impl World {
         clients
     }
 
-    /// Whether account `key` (`namespace/name`) exists.
-    pub fn exists(&self, key: &str) -> bool {
-        self.tenants.iter().any(|t| t.key() == key && !t.absent)
+    /// Whether account `key` (`namespace/name`) exists and names `client`.
+    pub fn manages(&self, key: &str, client: &str) -> bool {
+        self.tenants
+            .iter()
+            .any(|t| t.key() == key && !t.absent && t.client == client)
     }
 
     pub fn process_up(&self, install: usize) -> bool {
@@ -735,6 +749,54 @@ impl World {
         }
     }
 
+    /// Picks and makes one spec edit, from a random stream of its own: the other faults of a
+    /// seed stay as they were before spec edits existed, so the seeds kept as regressions still
+    /// replay what they found.
+    pub(super) fn spec_edit(&mut self) {
+        let t = self.edit_rng.random_range(0..self.tenants.len());
+        let tenant = self.tenants[t].clone();
+        match self.edit_rng.random_range(0..2u32) {
+            0 => {
+                // A spec edit: another probe interval.
+                if let Some(mut account) = self.api.get(&tenant.account_path()) {
+                    let every = VALIDATE_EVERY[self.edit_rng.random_range(0..VALIDATE_EVERY.len())]
+                        .map(Duration::from_secs);
+                    account["spec"]["refresh"]["validateEvery"] = validate_every_text(every).into();
+                    bump_generation(&mut account);
+                    self.api.put(&tenant.account_path(), account);
+                    self.tenants[t].validate_every = every;
+                    self.note(format!(
+                        "fault: {} validateEvery={}",
+                        tenant.key(),
+                        validate_every_text(every)
+                    ));
+                }
+            }
+            _ => {
+                // A spec edit: the account names another client ID (a typo fixed, or made).
+                let others: Vec<String> = self
+                    .pins
+                    .keys()
+                    .filter(|c| **c != tenant.client)
+                    .cloned()
+                    .collect();
+                if others.is_empty() {
+                    return;
+                }
+                let client = others[self.edit_rng.random_range(0..others.len())].clone();
+                if let Some(mut account) = self.api.get(&tenant.account_path()) {
+                    account["spec"]["clientId"] = client.clone().into();
+                    bump_generation(&mut account);
+                    self.api.put(&tenant.account_path(), account);
+                    self.tenants[t].client = client.clone();
+                    self.cause(&tenant.client);
+                    self.cause(&client);
+                    self.note(format!("fault: {} clientId={client}", tenant.key()));
+                }
+            }
+        }
+    }
+
     /// Picks and injects one fault.
     pub(super) fn fault(&mut self) {
         let now = Instant::now();
@@ -890,6 +952,20 @@ impl World {
             }
         }
     }
+}
+
+/// The probe intervals accounts choose from (seconds; none: `0`, no probes); the default
+/// (15 min) twice as often as each other.
+const VALIDATE_EVERY: [Option<u64>; 5] = [
+    Some(15 * 60),
+    Some(15 * 60),
+    Some(3600),
+    Some(6 * 3600),
+    None,
+];
+
+fn validate_every_text(every: Option<Duration>) -> String {
+    every.map_or("0".to_string(), |d| format!("{}m", d.as_secs() / 60))
 }
 
 fn bump_generation(object: &mut Value) {

@@ -107,14 +107,14 @@ impl FakeDhan {
         self.state.lock().unwrap().calls.push((endpoint, now));
     }
 
-    fn issue(&self, consumer: &str) -> IssuedToken {
+    fn issue(&self, consumer: &str, client: &str) -> IssuedToken {
         let now = self.clock.now();
         let mut state = self.state.lock().unwrap();
         state.serial += 1;
         let exp = now + chrono::Duration::hours(24);
         let token = jwt(json!({
             "iss": "dhan", "iat": now.timestamp(), "exp": exp.timestamp(),
-            "tokenConsumerType": consumer, "dhanClientId": "1000000001", "n": state.serial,
+            "tokenConsumerType": consumer, "dhanClientId": client, "n": state.serial,
         }));
         state.live.clear();
         state.live.insert(token.clone());
@@ -127,27 +127,27 @@ impl FakeDhan {
         }
     }
 
-    fn mint(&self, consumer: &str) -> Result<IssuedToken, DhanError> {
+    fn mint(&self, consumer: &str, client: &str) -> Result<IssuedToken, DhanError> {
         let next = self.state.lock().unwrap().mints.pop_front();
         match next.unwrap_or(Mint::Issue) {
-            Mint::Issue => Ok(self.issue(consumer)),
+            Mint::Issue => Ok(self.issue(consumer, client)),
             Mint::Fail(error) => Err(error),
             Mint::IssueButTimeOut => {
-                self.issue(consumer);
+                self.issue(consumer, client);
                 Err(DhanError::Timeout)
             }
             Mint::IssueAndHang => {
-                self.issue(consumer);
+                self.issue(consumer, client);
                 Err(DhanError::Network {
                     detail: "hang".into(),
                 })
             }
             Mint::IssueButAnswer(error) => {
-                self.issue(consumer);
+                self.issue(consumer, client);
                 Err(error)
             }
             Mint::IssueOpaque => {
-                let mut issued = self.issue(consumer);
+                let mut issued = self.issue(consumer, client);
                 let opaque = format!("opaque-{}", issued.token.expose().len());
                 let mut state = self.state.lock().unwrap();
                 state.live.clear();
@@ -163,13 +163,13 @@ impl FakeDhan {
 impl DhanApi for FakeDhan {
     fn generate_access_token<'a>(
         &'a self,
-        _client_id: &'a str,
+        client_id: &'a str,
         pin: &'a str,
         _totp: &'a str,
     ) -> Call<'a, IssuedToken> {
         self.log("generateAccessToken");
         let result = if pin == PIN {
-            self.mint("APP")
+            self.mint("APP", client_id)
         } else {
             Err(DhanError::InvalidPin {
                 message: "Invalid Pin".into(),
@@ -184,8 +184,9 @@ impl DhanApi for FakeDhan {
     fn renew_token<'a>(&'a self, _: &'a str, token: &'a AccessToken) -> Call<'a, IssuedToken> {
         self.log("RenewToken");
         let live = self.state.lock().unwrap().live.contains(token.expose());
+        let client = token.claims().ok().and_then(|c| c.client_id);
         let result = if live {
-            self.mint("SELF")
+            self.mint("SELF", client.as_deref().unwrap_or("1000000001"))
         } else {
             Err(DhanError::TokenDead {
                 signal: "DH-901".into(),
@@ -229,7 +230,7 @@ impl DhanApi for FakeDhan {
 
     fn consume_consent<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> Call<'a, IssuedToken> {
         self.log("consumeApp-consent");
-        let result = self.mint("APP");
+        let result = self.mint("APP", "1000000001");
         Box::pin(async move { result })
     }
 

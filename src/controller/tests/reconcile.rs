@@ -444,3 +444,22 @@ async fn a_repeat_of_an_event_that_is_gone_publishes_a_new_one() {
         "a new event, not a series: {failures:#?}"
     );
 }
+
+/// The account names another client ID now: the token in its Secret is the old client's, so it
+/// is not called `Ready` on it; it mints for the client it names.
+#[tokio::test(start_paused = true)]
+async fn a_changed_client_id_does_not_keep_the_other_clients_token() {
+    let bench = ready_bench(SUNDAY_MORNING);
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    let old = bench.secret_token("alice-token");
+    bench.edit_spec("alice", json!({"clientId": "1000000002"}));
+    bench.advance(Duration::from_secs(180)).await;
+    bench.reconcile("alice").await;
+    assert_eq!(
+        bench.dhan.calls(MINT).len(),
+        2,
+        "a mint for the client it names"
+    );
+    assert_ne!(bench.secret_token("alice-token"), old);
+}
