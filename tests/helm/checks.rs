@@ -236,7 +236,7 @@ pub async fn assert_client_claims_rbac(
         BTreeMap::from([
             (
                 (group.clone(), "dhanclientclaims".to_string()),
-                set(&["create", "delete", "get", "list", "update"])
+                set(&["create", "delete", "get", "list", "update", "watch"])
             ),
             (
                 (group.clone(), "dhanoperatorinstalls".to_string()),
