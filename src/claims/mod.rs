@@ -312,12 +312,18 @@ impl Claims {
         self.state().held.keys().cloned().collect()
     }
 
-    /// The last mint for `client_id` recorded on this install's claim, when it may have been
-    /// carried out without this install hearing of it (its process died, or the answer was
-    /// lost): the token it would have killed must be probed.
-    pub fn unconfirmed_mint(&self, client_id: &str) -> Option<DateTime<Utc>> {
+    /// The last mint for `client_id` recorded on this install's claim by account `uid` (the
+    /// claim's holder: the account that minted), when it may have been carried out without this
+    /// install hearing of it (its process died, or the answer was lost): the token it would
+    /// have killed must be probed. Another account of the client made no such mint: taking it
+    /// as its own made it count as holding a live token (the simulation, seed 25).
+    pub fn unconfirmed_mint(&self, uid: &str, client_id: &str) -> Option<DateTime<Utc>> {
         let state = self.state();
-        let flight = state.of_client(client_id)?.spec.in_flight.as_ref()?;
+        let claim = state.of_client(client_id)?;
+        if claim.spec.holder.as_ref().is_none_or(|h| h.account != uid) {
+            return None;
+        }
+        let flight = claim.spec.in_flight.as_ref()?;
         (!flight.answered || flight.unknown).then_some(flight.at)
     }
 

@@ -130,7 +130,8 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         });
     let facts = token.as_ref().map(|h| &h.token.facts);
     let mut memory = memory_from(&status, facts, now);
-    if let Some(at) = lost_mint(ctx, &status, facts, &spec.policy.client_id, &memory) {
+    let client_id = &spec.policy.client_id;
+    if let Some(at) = lost_mint(ctx, &uid, &status, facts, client_id, &memory) {
         memory.mint_unconfirmed = memory.mint_unconfirmed.max(Some(at));
     }
     let probe = ctx.memos.probe(&uid, facts.map(|f| f.hash.as_str()));
@@ -202,6 +203,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
 /// probe slot (docs/dhan-api.md §1: a mint kills the previous token).
 fn lost_mint(
     ctx: &Context,
+    uid: &str,
     status: &DhanAccountStatus,
     token: Option<&TokenFacts>,
     client_id: &str,
@@ -218,7 +220,7 @@ fn lost_mint(
     let in_flight = ctx
         .claims
         .as_ref()
-        .and_then(|claims| claims.unconfirmed_mint(client_id))
+        .and_then(|claims| claims.unconfirmed_mint(uid, client_id))
         .filter(|at| known.is_none_or(|known| *at > known));
     let token = token?;
     let newer_in_status = status
