@@ -399,6 +399,14 @@ impl Claims {
             let spec = current.as_ref().map(|c| &c.spec);
             let since = match verdict::holding(spec, &self.settings.install, uid) {
                 Holding::Ours => spec.and_then(|s| s.holder.as_ref()).map(|h| h.since),
+                // A mint of another account of this install whose answer never came may have
+                // made a live token: until it is resolved, or that token would be dead, the
+                // client ID stays with it (the simulation, seed 45: a refresh cut off at the
+                // reconcile deadline, and another account minted over its token).
+                Holding::Free if verdict::mint_pending_for_another(spec, uid, now) => {
+                    self.forget(uid);
+                    return Err(ClaimError::Taken);
+                }
                 Holding::Free | Holding::Absent => None,
                 Holding::Install(other) => {
                     let beat = bounded(self.installs.get_opt(&install_name(other))).await?;

@@ -38,6 +38,24 @@ pub fn holding<'a>(
     }
 }
 
+/// Whether the claim records a mint by another account than `account` whose answer was never
+/// heard (or said nothing), less than a token's life (24 h, dhan-api.md §1) before `now`.
+pub fn mint_pending_for_another(
+    claim: Option<&DhanClientClaimSpec>,
+    account: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(claim) = claim else {
+        return false;
+    };
+    let other = claim.holder.as_ref().is_some_and(|h| h.account != account);
+    other
+        && claim
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| (!f.answered || f.unknown) && now < f.at + chrono::Duration::hours(24))
+}
+
 /// Whether an install's claims still hold at `now` by this clock: for its claim duration after
 /// its last heartbeat, and the skew margin on top (see `crate::leader` for the clock
 /// assumption). A missing heartbeat holds nothing.
@@ -256,6 +274,40 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// A mint of the holder whose answer never came keeps other accounts of the install away
+    /// for a token's life; an answered one, the holder itself and a released claim do not.
+    #[test]
+    fn an_unanswered_mint_of_another_account_holds_for_a_day() {
+        let mut claim = held_by("a", "alice");
+        claim.in_flight = Some(crate::claims::resource::InFlight {
+            at: now(),
+            credentials: true,
+            answered: false,
+            unknown: false,
+        });
+        let hour = chrono::Duration::hours(1);
+        assert!(mint_pending_for_another(Some(&claim), "bob", now() + hour));
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "alice",
+            now() + hour
+        ));
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour * 24
+        ));
+        let mut lost = claim.clone();
+        lost.in_flight.as_mut().unwrap().answered = true;
+        lost.in_flight.as_mut().unwrap().unknown = true;
+        assert!(mint_pending_for_another(Some(&lost), "bob", now() + hour));
+        let mut heard = claim.clone();
+        heard.in_flight.as_mut().unwrap().answered = true;
+        assert!(!mint_pending_for_another(Some(&heard), "bob", now() + hour));
+        claim.holder = None;
+        assert!(!mint_pending_for_another(Some(&claim), "bob", now() + hour));
     }
 
     fn submit(credentials: Option<&str>, last_token: Option<DateTime<Utc>>) -> Submission {

@@ -127,6 +127,16 @@ fn seed_25_a_mint_in_flight_belongs_to_the_account_that_made_it() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 45 (30 days): a holder's refresh mint hung and its reconcile was cut off at
+/// the deadline; its status said nothing of it, its token had just expired, and another account
+/// of the same install took the claim and minted over the token the hung mint had made. A mint
+/// of another account whose answer never came now keeps the claim for the token's life.
+#[test]
+fn seed_45_an_unanswered_mint_keeps_the_client_id_from_another_account() {
+    let report = run_seed(Config::new(45, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event.
 #[test]
 fn the_same_seed_runs_the_same_way() {
