@@ -89,7 +89,10 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         Ok(spec) => spec,
         Err(error) => return Ok(blocked(Phase::Failed, "InvalidSpec", error.to_string())),
     };
-    if let Some(winner) = ctx.index.winner_over(account, now) {
+    // A suspended account calls nothing and says so, whoever holds its client ID (a change of
+    // the winner's claim wakes it too).
+    let suspended = account.spec.suspend == Some(true);
+    if !suspended && let Some(winner) = ctx.index.winner_over(account, now) {
         return Ok(Facts::Blocked(Blocked {
             phase: Phase::Conflict,
             reason: "Conflict",
