@@ -114,8 +114,10 @@ impl AccountIndex {
                     let grace = chrono::Duration::from_std(REPLACE_GRACE).ok()?;
                     Some((client.clone(), claim.tombstone(now, grace)?))
                 });
+                // What it leaves: its claim, until it is created again or the next relist; past
+                // its grace it holds nothing.
                 if let Some(tombstone) = tombstone {
-                    inner.upsert_tombstone(key.clone(), tombstone);
+                    inner.upsert_skipped(key.clone(), Some(tombstone));
                 }
                 if before.is_some() {
                     self.wake_rivals(&inner, &key, [before, None]);
@@ -322,12 +324,6 @@ impl Inner {
             login: None,
         };
         self.entries.insert(key, entry);
-    }
-
-    /// What a deleted account leaves: its claim, for [`REPLACE_GRACE`]. It stays until the
-    /// account is created again or the next relist; past its grace it holds nothing.
-    fn upsert_tombstone(&mut self, key: Key, claim: (String, Claim)) {
-        self.upsert_skipped(key, Some(claim));
     }
 
     fn remove(&mut self, key: &Key) {
