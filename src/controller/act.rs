@@ -160,6 +160,10 @@ async fn record_answer<T>(
     };
     let kind = FailureKind::from(error);
     let answer = match credentials {
+        // "Invalid TOTP" also answers a correct code made by a clock that is off or used
+        // elsewhere in its step (docs/dhan-api.md §1): it counts toward the cap, but the PIN
+        // and TOTP key are not known to be wrong.
+        Some(_) if kind == FailureKind::InvalidTotp => Answer::MaybeRefused,
         Some(credentials) if kind.refuses_credentials() => Answer::Refused(credentials.into()),
         _ if kind.outcome_unknown() => Answer::Unknown,
         _ => Answer::Heard,

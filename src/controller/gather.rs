@@ -10,6 +10,7 @@ use super::spec::{self, Spec};
 use super::status::memory_from;
 use crate::claims::Answer;
 use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::decision::failure::FailureKind;
 use crate::decision::round::Inputs;
 use crate::decision::{Held, LoginSeen, Memory, Method, Phase, Round, Stored, Token, TokenFacts};
 use crate::dhan::AccessToken;
@@ -156,9 +157,11 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         LoginSeen::Failed {
             counts: true,
             failure,
-        } if failure.kind.refuses_credentials() => credentials
-            .submission_hash(client_id, Method::Browser)
-            .map(Answer::Refused),
+        } if failure.kind.refuses_credentials() && failure.kind != FailureKind::InvalidTotp => {
+            credentials
+                .submission_hash(client_id, Method::Browser)
+                .map(Answer::Refused)
+        }
         // Cut short (deleted, timed out) after it may have typed the PIN: counted, not refused.
         LoginSeen::Failed { counts: true, .. } => Some(Answer::MaybeRefused),
         LoginSeen::Failed { .. } => Some(Answer::Heard),

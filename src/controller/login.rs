@@ -395,7 +395,7 @@ mod tests {
         ] {
             let kind = kind_of(class);
             assert_eq!(
-                kind.handling() == Handling::Hold,
+                matches!(kind.handling(), Handling::Hold | Handling::NextIstDay),
                 class.is_permanent(),
                 "{class:?}"
             );

@@ -80,7 +80,8 @@ pub enum Handling {
     Backoff,
     /// Dhan said when: the mint throttle.
     AfterMintInterval,
-    /// Dhan's daily consent limit: the next IST day.
+    /// The next IST day: Dhan's daily consent limit, a refused TOTP code (a clock that is
+    /// off heals), credentials refused earlier today.
     NextIstDay,
 }
 
@@ -134,28 +135,18 @@ impl FailureKind {
     pub fn handling(self) -> Handling {
         use FailureKind::*;
         match self {
-            InvalidPin
-            | InvalidTotp
-            | InvalidCredentials
-            | InvalidClientId
-            | TotpNotEnabled
-            | AccountLocked
-            | AppUnauthorized
-            | NoApiAccess
-            | AccountIssue
-            | RenewNotAllowed
-            | MalformedToken
-            | InvalidConfig
-            | TokenDead
-            | InvalidMobile
-            | InvalidPassword
-            | TooManyLoginAttempts
-            | LoginOriginRefused
-            | LoginConfig
-            | CredentialsRefusedToday
-            | NoUsableMethod => Handling::Hold,
+            InvalidPin | InvalidCredentials | InvalidClientId | TotpNotEnabled | AccountLocked
+            | AppUnauthorized | NoApiAccess | AccountIssue | RenewNotAllowed | MalformedToken
+            | InvalidConfig | TokenDead | InvalidMobile | InvalidPassword
+            | TooManyLoginAttempts | LoginOriginRefused | LoginConfig | NoUsableMethod => {
+                Handling::Hold
+            }
             MintThrottled => Handling::AfterMintInterval,
-            ConsentLimitExceeded | LoginLockout => Handling::NextIstDay,
+            // Dhan's daily limits; a TOTP code made by a clock that is off, or credentials
+            // refused earlier today: tried again on the next IST day, not held for good.
+            ConsentLimitExceeded | LoginLockout | InvalidTotp | CredentialsRefusedToday => {
+                Handling::NextIstDay
+            }
             RateLimited
             | ServerError
             | Rejected
@@ -429,9 +420,12 @@ mod tests {
         reasons.sort();
         reasons.dedup();
         assert_eq!(reasons.len(), all.len());
-        // Credential refusals are held, never backed off.
+        // Credential refusals are held, or wait for the next IST day; never backed off.
         for kind in all.iter().filter(|k| k.refuses_credentials()) {
-            assert_eq!(kind.handling(), Handling::Hold, "{kind:?}");
+            assert!(
+                matches!(kind.handling(), Handling::Hold | Handling::NextIstDay),
+                "{kind:?}"
+            );
         }
     }
 }

@@ -459,7 +459,8 @@ fn exhausted_consents_wait_for_the_next_ist_day() {
     sim.latency = 0;
     sim.run_until(start + ChronoDuration::hours(6), |_| {});
     assert_eq!(sim.attempts.len(), 2, "{:?}", sim.attempts);
-    assert_eq!(sim.attempts[1], utc("2026-11-22T18:30:00Z"));
+    // Ten minutes past midnight IST (`NEW_DAY_MARGIN`).
+    assert_eq!(sim.attempts[1], utc("2026-11-22T18:40:00Z"));
 }
 
 #[test]

@@ -52,7 +52,10 @@ pub enum DhanError {
         message: String,
     },
     /// "Invalid TOTP" on a mint, also sent for a replayed code (§1).
-    #[error("Dhan rejected the TOTP code ({message}); will retry at the next 30 s step")]
+    #[error(
+        "Dhan rejected the TOTP code ({message}): the TOTP key is wrong, the code was used \
+         elsewhere in its 30 s step, or this node's clock is off (TOTP codes follow it)"
+    )]
     InvalidTotp {
         /// Dhan's message.
         message: String,

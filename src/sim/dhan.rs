@@ -78,6 +78,9 @@ pub enum MintResult {
     Minted { serial: u64 },
     /// The PIN was refused (its wording in the answer).
     Refused,
+    /// The TOTP code was refused (a clock that is off): a refused credential submission, but
+    /// the PIN was not.
+    TotpRefused,
     /// Throttled, rate limited, a server error: nothing minted.
     NotMinted,
 }
@@ -273,7 +276,7 @@ impl SimDhan {
             (MintResult::Refused, AnswerKind::Now(Err(error)))
         } else if !totp_ok {
             (
-                MintResult::Refused,
+                MintResult::TotpRefused,
                 AnswerKind::Now(Err(DhanError::InvalidTotp {
                     message: "Invalid TOTP".into(),
                 })),

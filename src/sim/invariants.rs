@@ -7,12 +7,13 @@
 //! - I2 the cap: per client and IST day at most `--max-failed-logins` refused submissions,
 //!   and a refusal the operator heard is never sent again that day.
 //! - I3 one minter: no mint kills a live token minted for another account that still exists
-//!   and still names the client.
+//!   and still names the client; a leader deposed while frozen calls Dhan no more once a
+//!   standby took its Lease over.
 //! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
 //!   live token is found out within its probe interval and 5 min slack (never, when it does
 //!   not probe: then only the next refresh finds out).
 //! - I5 no token dropped: a token handed to a process that still runs reaches the Secret within
-//!   a minute once Secret writes succeed.
+//!   a minute once Secret writes succeed; an output Secret never goes back to an older token.
 //! - I6 bounded reconciles: none is cut off at its deadline unless Dhan hung (world.rs).
 //! - I7 nothing secret in status or events: no token, no PIN.
 //! - L1 liveness: after a quiet day, every client with a usable account is served by one.
@@ -41,6 +42,8 @@ pub struct Checker {
     /// Per account: its client and I4's bound (none when it never probes).
     watching: HashMap<String, (String, Option<Duration>)>,
     fingerprint: Option<Fingerprint>,
+    /// The serial of the token each output Secret held when last looked at.
+    in_secret: HashMap<String, u64>,
 }
 
 impl Checker {
@@ -54,6 +57,7 @@ impl Checker {
             kept_since: BTreeMap::new(),
             watching: HashMap::new(),
             fingerprint: None,
+            in_secret: HashMap::new(),
         }
     }
 
@@ -79,6 +83,22 @@ impl Checker {
             .acting
             .as_ref()
             .map_or("?".to_string(), |a| a.account.clone());
+        if let Some(acting) = &call.acting
+            && let Some((install, incarnation, takeover)) = world
+                .deposed
+                .iter()
+                .find(|(i, n, _)| (*i, *n) == acting.process)
+                .copied()
+            && call.at >= takeover
+        {
+            Self::violation(
+                world,
+                format!(
+                    "I3: install-{install}'s deposed leader (incarnation {incarnation}) called                      Dhan for client {} ({who}) after a standby took its Lease over",
+                    call.client
+                ),
+            );
+        }
         match &call.result {
             MintResult::Minted { serial } => {
                 world.note(format!(
@@ -124,9 +144,14 @@ impl Checker {
                     );
                 }
             }
-            MintResult::Refused => {
+            MintResult::Refused | MintResult::TotpRefused => {
+                let what = if call.result == MintResult::Refused {
+                    "a PIN"
+                } else {
+                    "a TOTP code"
+                };
                 world.note(format!(
-                    "Dhan refused a PIN of client {} ({who})",
+                    "Dhan refused {what} of client {} ({who})",
                     call.client
                 ));
                 let count = self.refusals.entry(key.clone()).or_default();
@@ -140,6 +165,9 @@ impl Checker {
                             call.client
                         ),
                     );
+                }
+                if call.result == MintResult::TotpRefused {
+                    return;
                 }
                 let heard = self.heard.entry(key).or_default();
                 if heard.contains(&call.pin) {
@@ -212,7 +240,8 @@ impl Checker {
 
     /// Reads each account's status and Secret: which are `Ready` on a stale Secret (I4), and
     /// which were handed a token that is not in their Secret (I5).
-    fn look(&mut self, world: &World, now: Instant) {
+    fn look(&mut self, world: &mut World, now: Instant) {
+        let mut older = Vec::new();
         for t in &world.tenants {
             let key = t.key();
             let Some(account) = world.api.get(&t.account_path()) else {
@@ -230,6 +259,19 @@ impl Checker {
             let status: DhanAccountStatus =
                 serde_json::from_value(account["status"].clone()).unwrap_or_default();
             let in_secret = secret_token(world, &t.output_path());
+            let serial = in_secret
+                .as_deref()
+                .and_then(|token| world.dhan.issued(token))
+                .map(|i| i.serial);
+            if let Some(serial) = serial {
+                let before = self.in_secret.insert(key.clone(), serial);
+                if before.is_some_and(|b| b > serial) {
+                    older.push(format!(
+                        "I5: {key}'s Secret went back from token #{} to the older #{serial}",
+                        before.unwrap_or_default()
+                    ));
+                }
+            }
             let live = world.dhan.live(&t.client);
             let exempt = !world.process_up(t.install) || world.refused_in(&t.namespace);
             let ready = status.phase == Some(crate::crd::Phase::Ready);
@@ -255,6 +297,9 @@ impl Checker {
             } else {
                 self.kept_since.remove(&key);
             }
+        }
+        for text in older {
+            Self::violation(world, text);
         }
     }
 

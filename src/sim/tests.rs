@@ -78,7 +78,11 @@ fn seeds_0_11_for_30_days() {
 /// lock for the other, and neither ever minted (2,745 refused calls in two days).
 #[test]
 fn seed_20_two_installs_obtaining_one_client_do_not_take_turns_at_the_throttle() {
-    let report = run_seed(Config::new(20, 2).without_spec_edits());
+    let report = run_seed(
+        Config::new(20, 2)
+            .without_spec_edits()
+            .without_infra_faults(),
+    );
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
     assert!(report.mints < 20, "{} mint calls", report.mints);
 }
@@ -88,7 +92,11 @@ fn seed_20_two_installs_obtaining_one_client_do_not_take_turns_at_the_throttle()
 /// nothing reconciled it again; the other install's account never got the client ID.
 #[test]
 fn seed_2_a_suspended_account_gives_its_claim_up_when_its_token_dies() {
-    let report = run_seed(Config::new(2, 2).without_spec_edits());
+    let report = run_seed(
+        Config::new(2, 2)
+            .without_spec_edits()
+            .without_infra_faults(),
+    );
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
@@ -97,7 +105,11 @@ fn seed_2_a_suspended_account_gives_its_claim_up_when_its_token_dies() {
 /// token to the other account before it could adopt it.
 #[test]
 fn seed_13_waiting_accounts_and_a_replaced_holder_mint_over_no_live_token() {
-    let report = run_seed(Config::new(13, 3).without_spec_edits());
+    let report = run_seed(
+        Config::new(13, 3)
+            .without_spec_edits()
+            .without_infra_faults(),
+    );
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
@@ -107,7 +119,11 @@ fn seed_13_waiting_accounts_and_a_replaced_holder_mint_over_no_live_token() {
 #[test]
 fn seeds_5_and_9_a_replaced_holder_keeps_its_live_token() {
     for seed in [5, 9] {
-        let report = run_seed(Config::new(seed, 10).without_spec_edits());
+        let report = run_seed(
+            Config::new(seed, 10)
+                .without_spec_edits()
+                .without_infra_faults(),
+        );
         assert!(
             report.violations.is_empty(),
             "seed {seed}: {:#?}",
@@ -123,7 +139,7 @@ fn seeds_5_and_9_a_replaced_holder_keeps_its_live_token() {
 /// token. A mint in flight on the claim belongs to the claim's holder only.
 #[test]
 fn seed_25_a_mint_in_flight_belongs_to_the_account_that_made_it() {
-    let report = run_seed(Config::new(25, 30));
+    let report = run_seed(Config::new(25, 30).without_infra_faults());
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
@@ -133,7 +149,7 @@ fn seed_25_a_mint_in_flight_belongs_to_the_account_that_made_it() {
 /// of another account whose answer never came now keeps the claim for the token's life.
 #[test]
 fn seed_45_an_unanswered_mint_keeps_the_client_id_from_another_account() {
-    let report = run_seed(Config::new(45, 30));
+    let report = run_seed(Config::new(45, 30).without_infra_faults());
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
@@ -148,9 +164,9 @@ fn the_same_seed_runs_the_same_way() {
     }
 }
 
-/// Replays one seed with its whole trace: `SIM_SEED=N [SIM_DAYS=d] [SIM_SPEC_EDITS=0] cargo
-/// test --lib sim::tests::replay -- --nocapture` (`SIM_SPEC_EDITS=0`: as the seeds kept as
-/// regressions ran). Without `SIM_SEED` it replays seed 0.
+/// Replays one seed with its whole trace: `SIM_SEED=N [SIM_DAYS=d] [SIM_SPEC_EDITS=0]
+/// [SIM_INFRA=0] cargo test --lib sim::tests::replay -- --nocapture` (`SIM_SPEC_EDITS=0`,
+/// `SIM_INFRA=0`: as the seeds kept as regressions ran). Without `SIM_SEED` it replays seed 0.
 #[test]
 fn replay() {
     let seed = env_u64("SIM_SEED", 0);
@@ -158,6 +174,9 @@ fn replay() {
     let mut config = Config::new(seed, days);
     if env_u64("SIM_SPEC_EDITS", 1) == 0 {
         config = config.without_spec_edits();
+    }
+    if env_u64("SIM_INFRA", 1) == 0 {
+        config = config.without_infra_faults();
     }
     let report = run_seed(config);
     for line in &report.trace {

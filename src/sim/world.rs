@@ -4,26 +4,24 @@
 //! loop jumps from event to event, so thirty days take milliseconds, and the same seed gives
 //! the same run.
 
-use super::dhan::{ACTING, Acting, LostAs, MintFault, SimDhan};
+use super::dhan::SimDhan;
 use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
-use crate::controller::index::REPLACE_GRACE;
-use crate::controller::reconcile::{self, Error};
 use crate::controller::tests::fake_api::FakeApi;
 use crate::controller::tests::fixtures::{b64, context};
 use crate::controller::{Context, prune_once};
-use crate::crd::{DhanAccount, REFRESH_REQUESTED_ANNOTATION};
+use crate::crd::DhanAccount;
+use crate::leader::{ElectionSettings, Leadership};
 use chrono::{DateTime, Utc};
 use futures::channel::mpsc::UnboundedReceiver;
-use http::Method;
 use kube::ResourceExt;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
-use kube::runtime::watcher;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -37,7 +35,7 @@ const CLAIM_DURATION: Duration = Duration::from_secs(1800);
 const IDLE_BEAT: Duration = Duration::from_secs(600);
 pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The controller's retry after a reconcile error (`reconcile::error_policy`).
-const ERROR_RETRY: Duration = Duration::from_secs(15);
+pub(super) const ERROR_RETRY: Duration = Duration::from_secs(15);
 /// No faults in the run's last stretch: every account must then settle.
 pub const QUIET_END: Duration = Duration::from_secs(30 * 3600);
 
@@ -51,6 +49,10 @@ pub struct Config {
     /// Mean time between spec edits (another probe interval, another client ID); none: no
     /// edits (how the seeds kept as regressions were found).
     pub edit_every: Option<Duration>,
+    /// Mean time between faults of the infrastructure (a node's clock steps, the API server
+    /// slows down, a leader is deposed), from a random stream of their own; none: no such
+    /// faults (how the seeds kept as regressions before them were found).
+    pub infra_every: Option<Duration>,
 }
 
 impl Config {
@@ -60,6 +62,15 @@ impl Config {
             days,
             fault_every: Duration::from_secs(3 * 3600),
             edit_every: Some(Duration::from_secs(12 * 3600)),
+            infra_every: Some(Duration::from_secs(8 * 3600)),
+        }
+    }
+
+    /// Without the infrastructure's faults: as the seeds kept as regressions before them ran.
+    pub fn without_infra_faults(self) -> Config {
+        Config {
+            infra_every: None,
+            ..self
         }
     }
 
@@ -122,7 +133,7 @@ impl Tenant {
     pub fn output_path(&self) -> String {
         secret_path(&self.namespace, &format!("{}-token", self.name))
     }
-    fn credentials_path(&self) -> String {
+    pub(super) fn credentials_path(&self) -> String {
         secret_path(&self.namespace, &format!("{}-dhan", self.name))
     }
     pub fn correct(&self, pins: &BTreeMap<String, String>) -> bool {
@@ -134,56 +145,101 @@ fn secret_path(namespace: &str, name: &str) -> String {
     format!("/api/v1/namespaces/{namespace}/secrets/{name}")
 }
 
+/// A node's wall clock: the world's, stepped by an offset (an NTP step, a VM resumed, a
+/// clock set by hand). It outlives the processes that run on the node.
+#[derive(Debug, Default)]
+pub(super) struct NodeClock {
+    world: Option<Arc<dyn Clock>>,
+    pub(super) offset_ms: AtomicI64,
+}
+
+impl NodeClock {
+    pub(super) fn offset(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Clock for NodeClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.world.as_ref().expect("a world clock").now() + self.offset()
+    }
+}
+
 /// One install of the operator: its current process.
-struct Process {
-    install: String,
-    namespaces: Vec<String>,
-    ctx: Arc<Context>,
-    writer: Writer<DhanAccount>,
-    incarnation: u32,
+pub(super) struct Process {
+    pub(super) install: String,
+    /// The clock of the node it runs on.
+    pub(super) clock: Arc<NodeClock>,
+    pub(super) namespaces: Vec<String>,
+    pub(super) ctx: Arc<Context>,
+    pub(super) writer: Writer<DhanAccount>,
+    pub(super) incarnation: u32,
     /// Down (crashed) until then.
-    down_until: Option<Instant>,
+    pub(super) down_until: Option<Instant>,
     /// It dies at this instant, whatever it is doing.
-    crash_at: Option<Instant>,
+    pub(super) crash_at: Option<Instant>,
+    /// Replicas elect a leader (a Lease): this process is the leader; a standby takes over
+    /// when it stops renewing the Lease.
+    pub(super) elected: bool,
+    /// It freezes at this instant for this long (a paused VM, a long GC pause), its
+    /// reconciles in flight with it; a standby takes the Lease over meanwhile and the frozen
+    /// one finishes what it was doing when it resumes.
+    pub(super) stall: Option<(Instant, Duration)>,
     /// When each account (by key) is to be reconciled next.
-    due: BTreeMap<String, Instant>,
+    pub(super) due: BTreeMap<String, Instant>,
     /// The resource versions it has seen (its watches), by path.
-    seen: HashMap<String, String>,
+    pub(super) seen: HashMap<String, String>,
     /// The last copy of each account it saw (for a deletion event).
-    cached: BTreeMap<String, DhanAccount>,
+    pub(super) cached: BTreeMap<String, DhanAccount>,
     /// The API server's revision when its watches last looked: nothing new until it changes.
-    watched: Option<u64>,
+    pub(super) watched: Option<u64>,
     /// The client-ID claims' versions its claims watch has seen, by path.
-    claims_seen: HashMap<String, Option<String>>,
+    pub(super) claims_seen: HashMap<String, Option<String>>,
     /// The accounts its index wakes (another account's claim on their client ID changed).
-    wakes: UnboundedReceiver<ObjectRef<DhanAccount>>,
-    next_beat: Instant,
+    pub(super) wakes: UnboundedReceiver<ObjectRef<DhanAccount>>,
+    pub(super) next_beat: Instant,
 }
 
 pub struct World {
     pub rng: StdRng,
     /// Spec edits' own random stream (see [`World::spec_edit`]).
-    edit_rng: StdRng,
+    pub(super) edit_rng: StdRng,
+    /// The infrastructure faults' own random stream (see `infra`).
+    pub(super) infra_rng: StdRng,
     pub api: FakeApi,
     pub dhan: Arc<SimDhan>,
     pub clock: Arc<dyn Clock>,
     pub tenants: Vec<Tenant>,
     pub pins: BTreeMap<String, String>,
-    processes: Vec<Process>,
+    pub(super) processes: Vec<Process>,
     /// Secret writes refused in a namespace until then.
     pub refusing: BTreeMap<String, Instant>,
+    /// Requests answered slowly, by path, until then.
+    pub(super) slow: BTreeMap<String, Instant>,
+    /// Until when the last slow request may still be answered: the invariants bear with the
+    /// operator until then.
+    pub(super) excused_until: Option<Instant>,
+    /// How many spans of slowness began (I6 blames a cut-off reconcile on one).
+    pub(super) slow_spans: u64,
     pub report: Report,
     /// Claims of deleted accounts, released when their grace is over (a crashed process's
     /// pending releases die with it: its `Claims` is gone).
-    releases: Vec<(Instant, Arc<Claims>, String)>,
+    pub(super) releases: Vec<(Instant, Arc<Claims>, String)>,
     /// What makes another mint due, per client and IST day (see `invariants`, I1).
-    causes: BTreeMap<(String, chrono::NaiveDate), u32>,
+    pub(super) causes: BTreeMap<(String, chrono::NaiveDate), u32>,
     pub(super) start: Instant,
+    /// Leaders deposed while frozen: the install, the incarnation, and the moment (the world's
+    /// clock) the standby took the Lease over. They must not call Dhan after it.
+    pub deposed: Vec<(usize, u32, DateTime<Utc>)>,
+    /// The reconciles of deposed leaders, finishing in the background when they resume.
+    pub(super) zombies: Vec<tokio::task::JoinHandle<super::batch::Outcome>>,
 }
 
 impl World {
-    pub(super) fn new(seed: u64) -> World {
+    pub(super) fn new(config: &Config) -> World {
+        let seed = config.seed;
         let mut rng = StdRng::seed_from_u64(seed);
+        let mut infra_rng = StdRng::seed_from_u64(seed ^ 0x1f7a_0b5e);
         // A Monday 00:00 UTC, and any moment of the week after.
         let base: DateTime<Utc> = "2026-11-23T00:00:00Z".parse().unwrap();
         let started_at = base + chrono::Duration::seconds(rng.random_range(0..7 * 86_400));
@@ -236,9 +292,17 @@ impl World {
         let processes = (0..installs)
             .map(|i| {
                 let install = format!("install-{i}");
-                let (ctx, writer) = process_context(&api, &dhan, &clock, &install);
+                let elected = config.infra_every.is_some() && infra_rng.random_bool(0.5);
+                let node = Arc::new(NodeClock {
+                    world: Some(clock.clone()),
+                    ..NodeClock::default()
+                });
+                let (ctx, writer) = process_context(&api, &dhan, &node, &install, 0, elected);
                 let wakes = ctx.index.wakes();
                 Process {
+                    elected,
+                    stall: None,
+                    clock: node,
                     wakes,
                     install,
                     namespaces: namespaces[i].clone(),
@@ -259,6 +323,9 @@ impl World {
         let mut world = World {
             rng,
             edit_rng: StdRng::seed_from_u64(seed ^ 0x5eed_ed17),
+            infra_rng,
+            deposed: Vec::new(),
+            zombies: Vec::new(),
             api,
             dhan,
             clock,
@@ -266,6 +333,9 @@ impl World {
             pins,
             processes,
             refusing: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            excused_until: None,
+            slow_spans: 0,
             report: Report::default(),
             releases: Vec::new(),
             causes: BTreeMap::new(),
@@ -299,7 +369,7 @@ impl World {
 
     /// Writes tenant `i`'s credentials and account (`age` seconds after the others, so that
     /// the oldest is well defined).
-    fn create(&mut self, i: usize, age: i64) {
+    pub(super) fn create(&mut self, i: usize, age: i64) {
         let t = self.tenants[i].clone();
         self.api.put(
             &t.credentials_path(),
@@ -349,13 +419,22 @@ impl World {
         Duration::from_secs(self.edit_rng.random_range(1..=2 * mean))
     }
 
+    pub(super) fn infra_gap(&mut self, mean: Duration) -> Duration {
+        let mean = mean.as_secs().max(1);
+        Duration::from_secs(self.infra_rng.random_range(1..=2 * mean))
+    }
+
     pub(super) fn next_due(&self) -> Option<Instant> {
         self.processes
             .iter()
             .flat_map(|p| {
                 let due = p.due.values().min().copied();
                 let restart = p.down_until;
-                let crash = p.crash_at;
+                let crash = p
+                    .crash_at
+                    .into_iter()
+                    .chain(p.stall.map(|(at, _)| at))
+                    .min();
                 let beat = p.down_until.is_none().then_some(p.next_beat);
                 match p.down_until {
                     Some(_) => [restart, None, None],
@@ -374,7 +453,7 @@ impl World {
             .unwrap_or(0)
     }
 
-    fn cause(&mut self, client: &str) {
+    pub(super) fn cause(&mut self, client: &str) {
         self.cause_on(client, ist_day(self.clock.now()));
     }
 
@@ -384,7 +463,7 @@ impl World {
     }
 
     /// The clients of install `install`'s accounts.
-    fn clients_of(&self, install: usize) -> Vec<String> {
+    pub(super) fn clients_of(&self, install: usize) -> Vec<String> {
         let mut clients: Vec<String> = self
             .tenants
             .iter()
@@ -421,40 +500,102 @@ impl World {
                 .iter()
                 .map(|p| (p.down_until.is_none(), p.incarnation))
                 .collect(),
-            refusing: self.refusing.keys().cloned().collect(),
+            refusing: self
+                .refusing
+                .keys()
+                .cloned()
+                .chain(self.excused_until.map(|_| "slow".to_string()))
+                .collect(),
         }
     }
 
+    /// Whether the operator is excused for `namespace`: its Secret writes are refused, or the
+    /// API server is (or just was) slow.
     pub fn refused_in(&self, namespace: &str) -> bool {
-        self.refusing.contains_key(namespace)
+        self.refusing.contains_key(namespace) || self.excused_until.is_some()
     }
 
     /// A crash: everything the process kept in memory is gone; a new one starts later.
-    fn crash(&mut self, install: usize, now: Instant) {
+    pub(super) fn crash(&mut self, install: usize, now: Instant) {
         let downtime = Duration::from_secs(self.rng.random_range(5..180));
+        self.replace_process(install, now + downtime);
+        self.note(format!(
+            "install-{install} crashed; back in {}s",
+            downtime.as_secs()
+        ));
+    }
+
+    /// The leader froze at `at`: a standby takes the Lease over once it lapses and starts with
+    /// nothing in memory; the frozen one's reconciles in flight carry on when it resumes.
+    fn depose(&mut self, install: usize, at: Instant, frozen_for: Duration) {
+        let takeover =
+            at + LEASE_DURATION + Duration::from_secs(self.infra_rng.random_range(1..=5));
+        let old = self.processes[install].incarnation;
+        let takeover_wall = self.clock.now()
+            + chrono::Duration::from_std(takeover - Instant::now()).unwrap_or_default();
+        self.deposed.push((install, old, takeover_wall));
+        self.replace_process(install, takeover);
+        self.note(format!(
+            "install-{install}'s leader froze for {}s; a standby takes the Lease over in {}s",
+            frozen_for.as_secs(),
+            (takeover - at).as_secs()
+        ));
+    }
+
+    /// The process of `install` is gone; a new one (memory empty) starts at `start`.
+    fn replace_process(&mut self, install: usize, start: Instant) {
         if let Some(dead) = self.processes[install].ctx.claims.clone() {
             self.releases.retain(|(_, c, _)| !Arc::ptr_eq(c, &dead));
         }
         let p = &mut self.processes[install];
         p.crash_at = None;
-        p.down_until = Some(now + downtime);
+        p.stall = None;
+        p.down_until = Some(start);
         p.incarnation += 1;
         p.due.clear();
         p.seen.clear();
         p.cached.clear();
         p.watched = None;
         p.claims_seen.clear();
-        let (ctx, writer) = process_context(&self.api, &self.dhan, &self.clock, &p.install);
+        let (ctx, writer) = process_context(
+            &self.api,
+            &self.dhan,
+            &p.clock,
+            &p.install,
+            p.incarnation,
+            p.elected,
+        );
         p.wakes = ctx.index.wakes();
         p.ctx = ctx;
         p.writer = writer;
         for client in self.clients_of(install) {
             self.cause(&client);
         }
-        self.note(format!(
-            "install-{install} crashed; back in {}s",
-            downtime.as_secs()
-        ));
+    }
+
+    /// The leader renews its Lease (as `kube-lease-manager` does every 5 s), by its own
+    /// clock; a frozen one cannot.
+    pub(super) fn renew_lease(&self, install: usize) {
+        if let Some(lease) = self.lease_of(install) {
+            lease.renew(&self.api);
+        }
+    }
+
+    /// The Lease each leader renews, by install.
+    pub(super) fn leases(&self) -> Vec<(usize, LeaseHolder)> {
+        (0..self.processes.len())
+            .filter_map(|i| self.lease_of(i).map(|lease| (i, lease)))
+            .collect()
+    }
+
+    fn lease_of(&self, install: usize) -> Option<LeaseHolder> {
+        let p = &self.processes[install];
+        let frozen = p.stall.is_some_and(|(at, _)| at <= Instant::now());
+        (p.elected && p.down_until.is_none() && !frozen).then(|| LeaseHolder {
+            install: p.install.clone(),
+            identity: identity(&p.install, p.incarnation, true),
+            clock: p.clock.clone(),
+        })
     }
 
     pub(super) fn restart_crashed(&mut self, now: Instant) {
@@ -462,13 +603,20 @@ impl World {
             if self.processes[i].crash_at.is_some_and(|t| t <= now) {
                 self.crash(i, now);
             }
+            if let Some((at, frozen_for)) = self.processes[i].stall
+                && at <= now
+            {
+                self.depose(i, at, frozen_for);
+            }
             let p = &mut self.processes[i];
             if p.down_until.is_some_and(|t| t <= now) {
                 p.down_until = None;
                 p.next_beat = now;
+                self.renew_lease(i);
                 self.note(format!("install-{i} started"));
             }
         }
+        self.zombies.retain(|z| !z.is_finished());
     }
 
     pub(super) fn lift_refusals(&mut self, now: Instant) {
@@ -512,118 +660,6 @@ impl World {
         }
     }
 
-    /// What each process's watches would deliver: the accounts of its namespaces, and the
-    /// Secrets they read or write, when they changed by someone else's hand.
-    pub(super) async fn watch(&mut self) {
-        let now = Instant::now();
-        // The watch of a process gives a deleted account's claim up (`controller::watch`).
-        let mut released = Vec::new();
-        let revision = self.api.revision();
-        for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
-            if p.watched == Some(revision) {
-                continue;
-            }
-            p.watched = Some(revision);
-            let mut woken_clients = BTreeSet::new();
-            for t in self
-                .tenants
-                .iter()
-                .filter(|t| p.namespaces.contains(&t.namespace))
-            {
-                let key = t.key();
-                let path = t.account_path();
-                let object = self.api.get(&path);
-                let version = object.as_ref().map(|o| {
-                    o["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                });
-                let changed = p.seen.get(&path) != version.as_ref();
-                match (object, changed) {
-                    (Some(object), true) => {
-                        let account: DhanAccount =
-                            serde_json::from_value(object).expect("a valid DhanAccount");
-                        p.seen.insert(path, version.unwrap_or_default());
-                        let event = watcher::Event::Apply(account.clone());
-                        p.ctx.index.apply(&event);
-                        p.writer.apply_watcher_event(&event);
-                        let own = p.ctx.memos.is_own_status_write(&account);
-                        p.cached.insert(key.clone(), account);
-                        if !own {
-                            p.due.insert(key.clone(), now);
-                        }
-                    }
-                    (None, true) => {
-                        p.seen.remove(&path);
-                        p.due.remove(&key);
-                        if let Some(account) = p.cached.remove(&key) {
-                            if let Some(claims) = p.ctx.claims.clone() {
-                                released.push((claims, account.uid().unwrap_or_default()));
-                            }
-                            let event = watcher::Event::Delete(account);
-                            p.ctx.index.apply(&event);
-                            p.writer.apply_watcher_event(&event);
-                        }
-                    }
-                    _ => {}
-                }
-                while let Ok(woken) = p.wakes.try_recv() {
-                    let woken = format!("{}/{}", woken.namespace.unwrap_or_default(), woken.name);
-                    if p.cached.contains_key(&woken) {
-                        p.due.insert(woken, now);
-                    }
-                }
-                // The claims watch: a changed claim wakes the accounts of its client ID.
-                let claim = format!(
-                    "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
-                    crate::claims::claim_name(&t.client)
-                );
-                let object = self.api.get(&claim);
-                let version = object.as_ref().map(|c| {
-                    c["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                });
-                if p.claims_seen.get(&claim) != Some(&version) {
-                    // As `controller::watch_claims`: this install's own writes wake nobody.
-                    let label = object.as_ref().and_then(|c| {
-                        c["metadata"]["labels"][crate::claims::INSTALL_LABEL].as_str()
-                    });
-                    let own = p.ctx.claims.as_ref().map(|c| c.install_label());
-                    if label != own.as_deref() {
-                        woken_clients.insert(t.client.clone());
-                    }
-                    p.claims_seen.insert(claim, version);
-                }
-                for secret in [t.credentials_path(), t.output_path()] {
-                    let Some(object) = self.api.get(&secret) else {
-                        continue;
-                    };
-                    let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-                    if p.seen.get(&secret).map(String::as_str) == Some(version) {
-                        continue;
-                    }
-                    p.seen.insert(secret.clone(), version.to_string());
-                    let secret: k8s_openapi::api::core::v1::Secret =
-                        serde_json::from_value(object).expect("a Secret");
-                    if !p.ctx.own_writes.is_echo(&secret) && p.cached.contains_key(&key) {
-                        p.due.insert(key.clone(), now);
-                    }
-                }
-            }
-            for (key, account) in &p.cached {
-                if woken_clients.contains(account.spec.client_id.trim()) {
-                    p.due.insert(key.clone(), now);
-                }
-            }
-        }
-        for (claims, uid) in released {
-            self.releases.push((now + REPLACE_GRACE, claims, uid));
-        }
-    }
-
     /// The claims of deleted accounts whose grace is over (`controller::watch`).
     pub(super) async fn release_due(&mut self, now: Instant) {
         let (due, later) = std::mem::take(&mut self.releases)
@@ -634,329 +670,11 @@ impl World {
             claims.release(&uid).await;
         }
     }
-
-    /// Runs every reconcile that is due, the processes side by side; a process whose crash
-    /// comes meanwhile dies in the middle of whatever it awaits.
-    pub(super) async fn reconcile_due(&mut self) {
-        let now = Instant::now();
-        let mut runs = Vec::new();
-        for (i, p) in self.processes.iter_mut().enumerate() {
-            if p.down_until.is_some() {
-                continue;
-            }
-            let due: Vec<String> = p
-                .due
-                .iter()
-                .filter(|(_, t)| **t <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in due {
-                p.due.remove(&key);
-                let Some(account) = p.cached.get(&key).cloned() else {
-                    continue;
-                };
-                runs.push((i, p.incarnation, key, account));
-            }
-        }
-        if runs.is_empty() {
-            return;
-        }
-        // The heartbeat task, one per process, beats first if due.
-        for p in self.processes.iter().filter(|p| p.down_until.is_none()) {
-            if let Some(claims) = &p.ctx.claims
-                && claims.beat_due()
-                && let Err(error) = claims.beat().await
-            {
-                self.report
-                    .trace
-                    .push(format!("{} heartbeat failed: {error}", p.install));
-            }
-        }
-        let hangs_before = self.dhan.hangs_started();
-        let crash_at: Vec<Option<Instant>> = self.processes.iter().map(|p| p.crash_at).collect();
-        let contexts: Vec<Arc<Context>> = self.processes.iter().map(|p| p.ctx.clone()).collect();
-        let reconciles = runs.iter().map(|(i, incarnation, key, account)| {
-            let ctx = contexts[*i].clone();
-            let acting = Acting {
-                account: key.clone(),
-                process: (*i, *incarnation),
-            };
-            let account = Arc::new(account.clone());
-            let crash = crash_at[*i];
-            async move {
-                let run = ACTING.scope(acting, reconcile::reconcile_bounded(account, ctx));
-                match crash {
-                    Some(at) => tokio::time::timeout_at(at, run).await.ok(),
-                    None => Some(run.await),
-                }
-            }
-        });
-        let all = futures::future::join_all(reconciles);
-        // The heartbeat task runs beside the reconciles.
-        let beats = async {
-            loop {
-                tokio::time::sleep(crate::claims::HEARTBEAT_EVERY).await;
-                for (i, ctx) in contexts.iter().enumerate() {
-                    if crash_at[i].is_some_and(|t| t <= Instant::now()) {
-                        continue;
-                    }
-                    if let Some(claims) = &ctx.claims
-                        && claims.beat_due()
-                    {
-                        let _ = claims.beat().await;
-                    }
-                }
-            }
-        };
-        let results = tokio::select! {
-            results = all => results,
-            () = beats => unreachable!("the heartbeat never ends"),
-        };
-        self.report.reconciles += results.len() as u64;
-        let after = Instant::now();
-        let mut crashed = BTreeSet::new();
-        for ((i, incarnation, key, _), result) in runs.into_iter().zip(results) {
-            if self.processes[i].incarnation != incarnation {
-                continue;
-            }
-            *self.report.per_account.entry(key.clone()).or_default() += 1;
-            match result {
-                None => {
-                    crashed.insert(i);
-                }
-                Some(Ok(requeue)) => {
-                    if let Some(after_d) = requeue {
-                        self.processes[i].due.insert(key, after + after_d);
-                    }
-                }
-                Some(Err(error)) => {
-                    if matches!(error, Error::Deadline(_))
-                        && self.dhan.hangs_started() == hangs_before
-                    {
-                        self.report.violations.push(format!(
-                            "[{}] I6: the reconcile of {key} was cut off at its deadline with no \
-                             hanging call to blame",
-                            self.elapsed()
-                        ));
-                    }
-                    self.note(format!("install-{i} reconcile of {key} failed: {error}"));
-                    self.processes[i].due.insert(key, after + ERROR_RETRY);
-                }
-            }
-        }
-        for i in crashed {
-            self.crash(i, after);
-        }
-    }
-
-    /// Picks and makes one spec edit, from a random stream of its own: the other faults of a
-    /// seed stay as they were before spec edits existed, so the seeds kept as regressions still
-    /// replay what they found.
-    pub(super) fn spec_edit(&mut self) {
-        let t = self.edit_rng.random_range(0..self.tenants.len());
-        let tenant = self.tenants[t].clone();
-        match self.edit_rng.random_range(0..2u32) {
-            0 => {
-                // A spec edit: another probe interval.
-                if let Some(mut account) = self.api.get(&tenant.account_path()) {
-                    let every = VALIDATE_EVERY[self.edit_rng.random_range(0..VALIDATE_EVERY.len())]
-                        .map(Duration::from_secs);
-                    account["spec"]["refresh"]["validateEvery"] = validate_every_text(every).into();
-                    bump_generation(&mut account);
-                    self.api.put(&tenant.account_path(), account);
-                    self.tenants[t].validate_every = every;
-                    self.note(format!(
-                        "fault: {} validateEvery={}",
-                        tenant.key(),
-                        validate_every_text(every)
-                    ));
-                }
-            }
-            _ => {
-                // A spec edit: the account names another client ID (a typo fixed, or made).
-                let others: Vec<String> = self
-                    .pins
-                    .keys()
-                    .filter(|c| **c != tenant.client)
-                    .cloned()
-                    .collect();
-                if others.is_empty() {
-                    return;
-                }
-                let client = others[self.edit_rng.random_range(0..others.len())].clone();
-                if let Some(mut account) = self.api.get(&tenant.account_path()) {
-                    account["spec"]["clientId"] = client.clone().into();
-                    bump_generation(&mut account);
-                    self.api.put(&tenant.account_path(), account);
-                    self.tenants[t].client = client.clone();
-                    self.cause(&tenant.client);
-                    self.cause(&client);
-                    self.note(format!("fault: {} clientId={client}", tenant.key()));
-                }
-            }
-        }
-    }
-
-    /// Picks and injects one fault.
-    pub(super) fn fault(&mut self) {
-        let now = Instant::now();
-        let kind = self.rng.random_range(0..12u32);
-        let t = self.rng.random_range(0..self.tenants.len());
-        let tenant = self.tenants[t].clone();
-        match kind {
-            0 | 1 => {
-                let install = self.rng.random_range(0..self.processes.len());
-                if self.processes[install].down_until.is_some() {
-                    return;
-                }
-                // Somewhere in the next reconcile, or at a random moment.
-                let within = if kind == 0 { 3_000 } else { 600_000 };
-                let at = now + Duration::from_millis(self.rng.random_range(0..within));
-                self.processes[install].crash_at = Some(at);
-                self.note(format!(
-                    "fault: install-{install} will crash in {:?}",
-                    at - now
-                ));
-            }
-            2 => {
-                let fault = match self.rng.random_range(0..6u32) {
-                    0 => MintFault::ServerError,
-                    1 => MintFault::LostAnswer(LostAs::Timeout),
-                    2 => MintFault::LostAnswer(LostAs::Reset),
-                    3 => MintFault::LostAnswer(LostAs::Malformed),
-                    4 => MintFault::Hang,
-                    _ => MintFault::RateLimited,
-                };
-                self.note(format!(
-                    "fault: client {}'s next mint: {fault:?}",
-                    tenant.client
-                ));
-                // A lost answer is a cause on the day it is given (the checker counts it): the
-                // fault may wait days for the next mint.
-                self.dhan.schedule(&tenant.client, fault);
-            }
-            3 => {
-                self.note(format!(
-                    "fault: client {}'s next fresh token answers 401 once",
-                    tenant.client
-                ));
-                self.dhan.spurious_401(&tenant.client);
-            }
-            4 => {
-                if self.dhan.revoke(&tenant.client) {
-                    self.cause(&tenant.client);
-                    self.note(format!(
-                        "fault: client {}'s token revoked (a login elsewhere)",
-                        tenant.client
-                    ));
-                }
-            }
-            5 => {
-                let ns = tenant.namespace.clone();
-                let span = Duration::from_secs(self.rng.random_range(30..1800));
-                for method in [Method::PATCH, Method::PUT, Method::POST] {
-                    self.api.refuse(
-                        method,
-                        &format!("/namespaces/{ns}/secrets/"),
-                        403,
-                        "exceeded quota",
-                    );
-                }
-                self.refusing.insert(ns.clone(), now + span);
-                let clients: Vec<String> = self
-                    .tenants
-                    .iter()
-                    .filter(|t| t.namespace == ns)
-                    .map(|t| t.client.clone())
-                    .collect();
-                for client in clients {
-                    self.cause(&client);
-                }
-                self.note(format!(
-                    "fault: Secret writes in {ns} refused for {}s",
-                    span.as_secs()
-                ));
-            }
-            6 => {
-                if let Some(mut secret) = self.api.get(&tenant.credentials_path()) {
-                    secret["metadata"]["annotations"]["touched"] =
-                        self.clock.now().to_rfc3339().into();
-                    self.api.put(&tenant.credentials_path(), secret);
-                    self.note(format!(
-                        "fault: credentials of {} touched (an annotation)",
-                        tenant.key()
-                    ));
-                }
-            }
-            7 => {
-                if let Some(mut account) = self.api.get(&tenant.account_path()) {
-                    let value = format!("r{}", self.rng.random_range(0..1_000_000u32));
-                    account["metadata"]["annotations"][REFRESH_REQUESTED_ANNOTATION] = value.into();
-                    self.api.put(&tenant.account_path(), account);
-                    self.cause(&tenant.client);
-                    self.note(format!("fault: refresh requested for {}", tenant.key()));
-                }
-            }
-            8 => {
-                if tenant.absent {
-                    self.create(t, 0);
-                    self.note(format!("fault: {} created again", tenant.key()));
-                } else {
-                    self.api.remove(&tenant.account_path());
-                    self.tenants[t].absent = true;
-                    self.note(format!(
-                        "fault: {} deleted (its Secret retained)",
-                        tenant.key()
-                    ));
-                    if self.rng.random_bool(0.8) {
-                        // `kubectl replace --force`, a GitOps re-sync: back at once.
-                        self.create(t, 0);
-                        self.note(format!("fault: {} created again", tenant.key()));
-                    }
-                }
-            }
-            9 => {
-                if let Some(mut account) = self.api.get(&tenant.account_path()) {
-                    let suspend = !tenant.suspended;
-                    account["spec"]["suspend"] = suspend.into();
-                    bump_generation(&mut account);
-                    self.api.put(&tenant.account_path(), account);
-                    self.tenants[t].suspended = suspend;
-                    self.cause(&tenant.client);
-                    self.note(format!("fault: {} suspend={suspend}", tenant.key()));
-                }
-            }
-            10 => {
-                if let Some(mut account) = self.api.get(&tenant.account_path()) {
-                    let step = crate::dhan::totp::step_at(self.clock.now());
-                    account["status"]["lastTotpStep"] = (step + 1_000_000).into();
-                    account["status"]["retryNotBefore"] = "2031-01-01T00:00:00Z".into();
-                    self.api.put(&tenant.account_path(), account);
-                    self.note(format!(
-                        "fault: a tenant wrote future values into {}'s status",
-                        tenant.key()
-                    ));
-                }
-            }
-            _ => {
-                let ns = tenant.namespace.clone();
-                let path = format!("/namespaces/{ns}/dhanaccounts/");
-                let span = Duration::from_secs(self.rng.random_range(10..600));
-                self.api
-                    .refuse(Method::PATCH, &path, 500, "etcdserver: request timed out");
-                self.refusing.insert(format!("{ns}#status"), now + span);
-                self.note(format!(
-                    "fault: status writes in {ns} fail for {}s",
-                    span.as_secs()
-                ));
-            }
-        }
-    }
 }
 
 /// The probe intervals accounts choose from (seconds; none: `0`, no probes); the default
 /// (15 min) twice as often as each other.
-const VALIDATE_EVERY: [Option<u64>; 5] = [
+pub(super) const VALIDATE_EVERY: [Option<u64>; 5] = [
     Some(15 * 60),
     Some(15 * 60),
     Some(3600),
@@ -964,28 +682,96 @@ const VALIDATE_EVERY: [Option<u64>; 5] = [
     None,
 ];
 
-fn validate_every_text(every: Option<Duration>) -> String {
+pub(super) fn validate_every_text(every: Option<Duration>) -> String {
     every.map_or("0".to_string(), |d| format!("{}m", d.as_secs() / 60))
 }
 
-fn bump_generation(object: &mut Value) {
+pub(super) fn bump_generation(object: &mut Value) {
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
     object["metadata"]["generation"] = generation.into();
+}
+
+/// A leader, as its Lease names it.
+pub(super) struct LeaseHolder {
+    install: String,
+    identity: String,
+    clock: Arc<NodeClock>,
+}
+
+impl LeaseHolder {
+    /// Renews the Lease, by the leader's own clock.
+    pub(super) fn renew(&self, api: &FakeApi) {
+        let now = self
+            .clock
+            .now()
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        api.put(
+            &lease_path(&self.install),
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": LEASE, "namespace": lease_namespace(&self.install)},
+                   "spec": {"holderIdentity": self.identity,
+                            "leaseDurationSeconds": LEASE_DURATION.as_secs(),
+                            "acquireTime": now, "renewTime": now}}),
+        );
+    }
+}
+
+/// The leader Lease's name, and how long it holds without renewal (the binary's default).
+const LEASE: &str = "dhan-operator-leader";
+pub(super) const LEASE_DURATION: Duration = Duration::from_secs(45);
+
+fn lease_namespace(install: &str) -> String {
+    format!("{install}-system")
+}
+
+fn lease_path(install: &str) -> String {
+    format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{}/leases/{LEASE}",
+        lease_namespace(install)
+    )
+}
+
+/// A process's identity: its Pod's name. Without leader election a restart is the same Pod
+/// again; with it, the new leader is another replica.
+fn identity(install: &str, incarnation: u32, elected: bool) -> String {
+    if elected {
+        format!("{install}-pod-{incarnation}")
+    } else {
+        format!("{install}-pod")
+    }
 }
 
 fn process_context(
     api: &FakeApi,
     dhan: &Arc<SimDhan>,
-    clock: &Arc<dyn Clock>,
+    node: &Arc<NodeClock>,
     install: &str,
+    incarnation: u32,
+    elected: bool,
 ) -> (Arc<Context>, Writer<DhanAccount>) {
+    let clock: &Arc<dyn Clock> = &(node.clone() as Arc<dyn Clock>);
     let (store, writer) = reflector::store();
     let mut ctx = context(api, dhan.clone(), clock.clone(), false, store);
+    let identity = identity(install, incarnation, elected);
+    if elected {
+        let settings = ElectionSettings {
+            namespace: lease_namespace(install),
+            lease: LEASE.into(),
+            identity: identity.clone(),
+            duration: LEASE_DURATION,
+        };
+        ctx.leadership = Some(Arc::new(Leadership::new(
+            api.client(),
+            settings,
+            clock.clone(),
+        )));
+    }
     let settings = ClaimSettings {
         install: install.into(),
-        identity: format!("{install}-pod"),
+        identity,
         duration: CLAIM_DURATION,
-        leader_elected: false,
+        leader_elected: elected,
     };
     ctx.claims = Some(Arc::new(Claims::new(api.client(), settings, clock.clone())));
     (Arc::new(ctx), writer)

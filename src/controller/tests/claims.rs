@@ -250,7 +250,7 @@ async fn a_recreated_account_never_resends_credentials_refused_today_and_the_cap
     bench.reconcile("alice").await;
     let status = bench.status("alice");
     assert_eq!(status.conditions[0].reason, "CredentialsRefusedToday");
-    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.phase, Some(Phase::Backoff), "until the next IST day");
     assert_eq!(bench.dhan.calls(MINT).len(), 1, "not sent again");
     for (n, pin) in ["000002", "000003"].into_iter().enumerate() {
         recreate(pin);
@@ -268,6 +268,32 @@ async fn a_recreated_account_never_resends_credentials_refused_today_and_the_cap
     // Midnight IST is 18:30 UTC.
     bench.run("alice", Duration::from_secs(19 * 3600)).await;
     assert_eq!(bench.dhan.calls(MINT).len(), 4);
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+}
+
+/// Found by the simulation (seed 8, 30 days, a node clock 457 s slow): "Invalid TOTP" is also
+/// Dhan's answer to a code made by a clock that is off, or used elsewhere in its step (§1). The
+/// claim recorded it as a refusal of the credentials, so the retry it deserves was refused by
+/// the operator itself ("refused earlier today"), and that held the account until someone
+/// edited its Secret. A refused TOTP code counts toward the cap, but the PIN and key may be
+/// sent again: once after the lock, then on the next IST day.
+#[tokio::test(start_paused = true)]
+async fn a_refused_totp_code_is_retried_once_then_on_the_next_ist_day_with_claims() {
+    let invalid_totp = || {
+        Mint::Fail(crate::dhan::DhanError::InvalidTotp {
+            message: "Invalid TOTP".into(),
+        })
+    };
+    let bench = bench();
+    bench.dhan.script([invalid_totp(), invalid_totp()]);
+    bench.run("alice", 30 * MINUTE).await;
+    assert_eq!(bench.dhan.calls(MINT).len(), 2, "one retry after the lock");
+    let status = bench.status("alice");
+    assert_eq!(status.last_failure_reason.as_deref(), Some("InvalidTotp"));
+    assert_eq!(claim(&bench).unwrap()["spec"]["refusals"]["count"], 2);
+    // Midnight IST is 18:30 UTC: the next day's attempt mints.
+    bench.run("alice", Duration::from_secs(19 * 3600)).await;
+    assert_eq!(bench.dhan.calls(MINT).len(), 3);
     assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
 }
 

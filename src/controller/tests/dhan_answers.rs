@@ -293,9 +293,10 @@ async fn the_confirming_probe_does_not_give_way_to_a_busy_rate_limit() {
 
 /// "Invalid TOTP" is also Dhan's answer to a correct code used elsewhere in its step (§1), and
 /// like any refusal it re-arms the 2-minute lock (§9): the one retry it deserves comes a full
-/// mint interval later, with a fresh code; a second refusal holds the account.
+/// mint interval later, with a fresh code; a second refusal waits for the next IST day (a
+/// clock that is off heals; a wrong key costs one refusal a day, within the cap).
 #[tokio::test(start_paused = true)]
-async fn an_invalid_totp_is_retried_once_a_mint_interval_later_then_held() {
+async fn an_invalid_totp_is_retried_once_a_mint_interval_later_then_on_the_next_ist_day() {
     let invalid_totp = || {
         Mint::Fail(DhanError::InvalidTotp {
             message: "Invalid TOTP".into(),
@@ -311,8 +312,13 @@ async fn an_invalid_totp_is_retried_once_a_mint_interval_later_then_held() {
     assert_eq!(mints.len(), 2, "{mints:?}");
     assert_eq!(seconds(mints[0], mints[1]), 125);
     let status = bench.status("alice");
-    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.phase, Some(Phase::Backoff));
     assert_eq!(status.last_failure_reason.as_deref(), Some("InvalidTotp"));
+    // 00:10 IST (18:40 UTC), ten minutes into the next IST day.
+    assert_eq!(
+        status.retry_not_before.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-11-22T18:40:00+00:00")
+    );
 }
 
 #[tokio::test(start_paused = true)]

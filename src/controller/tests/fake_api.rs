@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A request as the log shows it: `"PATCH /api/v1/namespaces/t/secrets/alice-token"`.
 pub type Seen = String;
@@ -22,7 +23,12 @@ struct State {
     unlogged: bool,
     /// (method, path substring, HTTP status, message): matching requests are refused.
     refusals: Vec<(Method, String, u16, String)>,
+    /// (path substring, delay, carried out past the timeout): matching requests are slow.
+    slow: Vec<(String, Duration, bool)>,
 }
+
+/// The API server's own limit on a request (`--request-timeout`): past it, a 504.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Default)]
 pub struct FakeApi(Arc<Mutex<State>>);
@@ -35,7 +41,25 @@ impl FakeApi {
             async move {
                 let (parts, body) = request.into_parts();
                 let body = body.collect().await.map_err(Box::new)?.to_bytes();
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(api.handle(&parts, &body))
+                let slow = api.slowness(parts.uri.path());
+                let response = match slow {
+                    None => api.handle(&parts, &body),
+                    Some((delay, _)) if delay < REQUEST_TIMEOUT => {
+                        tokio::time::sleep(delay).await;
+                        api.handle(&parts, &body)
+                    }
+                    Some((_, carried_out)) => {
+                        tokio::time::sleep(REQUEST_TIMEOUT).await;
+                        if carried_out {
+                            api.handle(&parts, &body);
+                        }
+                        status(
+                            504,
+                            "Timeout: request did not complete within requested timeout",
+                        )
+                    }
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response)
             }
         });
         kube::Client::new(service, "default")
@@ -124,6 +148,30 @@ impl FakeApi {
             .unwrap()
             .refusals
             .retain(|(_, p, _, _)| p != path);
+    }
+
+    /// Answers requests whose path contains `path` after `delay`; from [`REQUEST_TIMEOUT`] on,
+    /// with a 504 at the timeout, the request carried out or not (`carried_out`).
+    pub fn slow(&self, path: &str, delay: Duration, carried_out: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .slow
+            .push((path.into(), delay, carried_out));
+    }
+
+    /// Ends the slowness of requests whose path contains `path`.
+    pub fn fast(&self, path: &str) {
+        self.0.lock().unwrap().slow.retain(|(p, _, _)| p != path);
+    }
+
+    fn slowness(&self, path: &str) -> Option<(Duration, bool)> {
+        let state = self.0.lock().unwrap();
+        state
+            .slow
+            .iter()
+            .find(|(p, _, _)| path.contains(p.as_str()))
+            .map(|(_, delay, carried_out)| (*delay, *carried_out))
     }
 
     pub fn allow(&self) {

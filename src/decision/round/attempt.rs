@@ -12,6 +12,11 @@ use chrono::{DateTime, Utc};
 /// Dhan allows at most this many consents per client per day (docs/dhan-api.md §3).
 pub const DAILY_CONSENT_LIMIT: u32 = 25;
 
+/// How long after IST midnight an attempt that waited for the next IST day goes. Dhan counts
+/// its days by its own clock; this node's may be off by minutes (a clock that stepped, not yet
+/// set right by NTP), and a retry a little early would land in the day it waited out.
+pub const NEW_DAY_MARGIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 /// A refresh attempt in progress: the methods left to try and the failures so far.
 #[derive(Clone, Debug)]
 pub(super) struct Attempt {
@@ -184,7 +189,7 @@ impl Round {
             }
             Handling::NextIstDay => {
                 memory.failed_attempts += 1;
-                Some(next_ist_midnight(now))
+                Some(after(next_ist_midnight(now), NEW_DAY_MARGIN))
             }
         };
         memory.last_failure = Some(LastFailure {

@@ -1,0 +1,158 @@
+//! Faults of the infrastructure the operator runs on, from a random stream of their own (so
+//! the seeds kept as regressions before them still replay what they found): a node's clock
+//! steps forward or back and is set right later; the API server answers slowly, or not at all
+//! within its request timeout, for a while; a leader freezes and a standby takes over.
+
+use super::world::{LEASE_DURATION, World};
+use crate::controller::tests::fake_api::REQUEST_TIMEOUT;
+use rand::Rng;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The most a node's clock is off, in seconds: less than the margin an attempt that waits for
+/// the next IST day leaves after midnight (`NEW_DAY_MARGIN`), the assumption the operator
+/// documents.
+const MAX_CLOCK_OFFSET: i64 = 9 * 60;
+
+impl World {
+    /// Picks and injects one fault of the infrastructure.
+    pub(super) fn infra_fault(&mut self) {
+        match self.infra_rng.random_range(0..3u32) {
+            0 => {
+                let install = self.infra_rng.random_range(0..self.processes.len());
+                self.clock_step(install);
+            }
+            1 => self.slow_api(),
+            _ => self.freeze_leader(),
+        }
+    }
+
+    /// A leader freezes (a paused VM, a long GC pause) somewhere in its next reconcile or at a
+    /// random moment, for longer than its Lease holds: a standby takes over, and the frozen one
+    /// finishes its reconciles in flight when it resumes, before it notices it lost the Lease.
+    fn freeze_leader(&mut self) {
+        let elected: Vec<usize> = (0..self.processes.len())
+            .filter(|i| {
+                let p = &self.processes[*i];
+                p.elected && p.down_until.is_none() && p.stall.is_none()
+            })
+            .collect();
+        if elected.is_empty() {
+            return;
+        }
+        let install = elected[self.infra_rng.random_range(0..elected.len())];
+        let within = if self.infra_rng.random_bool(0.5) {
+            3_000
+        } else {
+            600_000
+        };
+        let at = Instant::now() + Duration::from_millis(self.infra_rng.random_range(0..within));
+        let frozen_for = LEASE_DURATION + Duration::from_secs(self.infra_rng.random_range(1..=150));
+        self.processes[install].stall = Some((at, frozen_for));
+        self.note(format!(
+            "fault: install-{install}'s leader will freeze in {:?} for {}s",
+            at - Instant::now(),
+            frozen_for.as_secs()
+        ));
+    }
+
+    /// For a while the API server answers some requests (a namespace's Secrets, everything in
+    /// a namespace, the client-ID claims, or all) after a delay: past its request timeout with
+    /// a 504, the request carried out or not.
+    fn slow_api(&mut self) {
+        let t = self.infra_rng.random_range(0..self.tenants.len());
+        let ns = self.tenants[t].namespace.clone();
+        let path = match self.infra_rng.random_range(0..4u32) {
+            0 => format!("/namespaces/{ns}/secrets/"),
+            1 => format!("/namespaces/{ns}/"),
+            2 => "/dhanclientclaims".to_string(),
+            _ => "/".to_string(),
+        };
+        let delay = Duration::from_secs(self.infra_rng.random_range(1..=90));
+        let carried_out = self.infra_rng.random_bool(0.5);
+        let span = Duration::from_secs(self.infra_rng.random_range(10..=600));
+        let now = Instant::now();
+        self.api.fast(&path);
+        self.api.slow(&path, delay, carried_out);
+        self.slow.insert(path.clone(), now + span);
+        // A request sent just before the end is answered up to the timeout later.
+        let excused = now + span + REQUEST_TIMEOUT;
+        self.excused_until = Some(self.excused_until.map_or(excused, |e| e.max(excused)));
+        self.slow_spans += 1;
+        let how = if delay < REQUEST_TIMEOUT {
+            format!("after {}s", delay.as_secs())
+        } else if carried_out {
+            "504 at the timeout, carried out".to_string()
+        } else {
+            "504 at the timeout, not carried out".to_string()
+        };
+        self.note(format!(
+            "fault: the API server answers requests under {path} {how} for {}s",
+            span.as_secs()
+        ));
+    }
+
+    /// Ends the slowness whose time is over.
+    pub(super) fn lift_slowness(&mut self, now: Instant) {
+        let over: Vec<String> = self
+            .slow
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in over {
+            self.api.fast(&path);
+            self.slow.remove(&path);
+            self.note(format!(
+                "the API server answers requests under {path} at once again"
+            ));
+        }
+        if self.excused_until.is_some_and(|e| e <= now) {
+            self.excused_until = None;
+        }
+    }
+
+    /// The clock of `install`'s node steps: off by a few seconds to nine minutes, or set right
+    /// again. Every clock read of the process follows it (TOTP codes, expiries, the schedule,
+    /// the claims' heartbeats, the Lease); Dhan and the other installs keep the true time.
+    fn clock_step(&mut self, install: usize) {
+        let node = self.processes[install].clock.clone();
+        let before = node.offset().num_seconds();
+        let after = if before == 0 {
+            let size = if self.infra_rng.random_bool(0.5) {
+                self.infra_rng.random_range(1..=30)
+            } else {
+                self.infra_rng.random_range(31..=MAX_CLOCK_OFFSET)
+            };
+            if self.infra_rng.random_bool(0.5) {
+                size
+            } else {
+                -size
+            }
+        } else {
+            0
+        };
+        node.offset_ms.store(after * 1000, Ordering::Relaxed);
+        // A clock that is off may make a mint due by its reckoning (a token that looks
+        // expiring, a schedule that comes early).
+        for client in self.clients_of(install) {
+            self.cause(&client);
+        }
+        self.note(format!(
+            "fault: install-{install}'s node clock steps {:+}s (now {after:+}s off)",
+            after - before
+        ));
+    }
+
+    /// Every node's clock set right (the quiet end of a run: NTP caught up).
+    pub(super) fn clocks_right(&mut self) {
+        for i in 0..self.processes.len() {
+            let node = self.processes[i].clock.clone();
+            if node.offset().num_seconds() != 0 {
+                node.offset_ms.store(0, Ordering::Relaxed);
+                self.note(format!("install-{i}'s node clock is set right"));
+            }
+        }
+    }
+}

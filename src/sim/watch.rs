@@ -1,0 +1,124 @@
+//! What each process's watches deliver: its accounts, the Secrets they read or write, and the
+//! client-ID claims, when someone else changed them.
+
+use super::world::World;
+use crate::controller::index::REPLACE_GRACE;
+use crate::crd::DhanAccount;
+use kube::ResourceExt;
+use kube::runtime::watcher;
+use std::collections::BTreeSet;
+use tokio::time::Instant;
+
+impl World {
+    /// What each process's watches would deliver: the accounts of its namespaces, and the
+    /// Secrets they read or write, when they changed by someone else's hand.
+    pub(super) async fn watch(&mut self) {
+        let now = Instant::now();
+        // The watch of a process gives a deleted account's claim up (`controller::watch`).
+        let mut released = Vec::new();
+        let revision = self.api.revision();
+        for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
+            if p.watched == Some(revision) {
+                continue;
+            }
+            p.watched = Some(revision);
+            let mut woken_clients = BTreeSet::new();
+            for t in self
+                .tenants
+                .iter()
+                .filter(|t| p.namespaces.contains(&t.namespace))
+            {
+                let key = t.key();
+                let path = t.account_path();
+                let object = self.api.get(&path);
+                let version = object.as_ref().map(|o| {
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
+                let changed = p.seen.get(&path) != version.as_ref();
+                match (object, changed) {
+                    (Some(object), true) => {
+                        let account: DhanAccount =
+                            serde_json::from_value(object).expect("a valid DhanAccount");
+                        p.seen.insert(path, version.unwrap_or_default());
+                        let event = watcher::Event::Apply(account.clone());
+                        p.ctx.index.apply(&event);
+                        p.writer.apply_watcher_event(&event);
+                        let own = p.ctx.memos.is_own_status_write(&account);
+                        p.cached.insert(key.clone(), account);
+                        if !own {
+                            p.due.insert(key.clone(), now);
+                        }
+                    }
+                    (None, true) => {
+                        p.seen.remove(&path);
+                        p.due.remove(&key);
+                        if let Some(account) = p.cached.remove(&key) {
+                            if let Some(claims) = p.ctx.claims.clone() {
+                                released.push((claims, account.uid().unwrap_or_default()));
+                            }
+                            let event = watcher::Event::Delete(account);
+                            p.ctx.index.apply(&event);
+                            p.writer.apply_watcher_event(&event);
+                        }
+                    }
+                    _ => {}
+                }
+                while let Ok(woken) = p.wakes.try_recv() {
+                    let woken = format!("{}/{}", woken.namespace.unwrap_or_default(), woken.name);
+                    if p.cached.contains_key(&woken) {
+                        p.due.insert(woken, now);
+                    }
+                }
+                // The claims watch: a changed claim wakes the accounts of its client ID.
+                let claim = format!(
+                    "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
+                    crate::claims::claim_name(&t.client)
+                );
+                let object = self.api.get(&claim);
+                let version = object.as_ref().map(|c| {
+                    c["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                });
+                if p.claims_seen.get(&claim) != Some(&version) {
+                    // As `controller::watch_claims`: this install's own writes wake nobody.
+                    let label = object.as_ref().and_then(|c| {
+                        c["metadata"]["labels"][crate::claims::INSTALL_LABEL].as_str()
+                    });
+                    let own = p.ctx.claims.as_ref().map(|c| c.install_label());
+                    if label != own.as_deref() {
+                        woken_clients.insert(t.client.clone());
+                    }
+                    p.claims_seen.insert(claim, version);
+                }
+                for secret in [t.credentials_path(), t.output_path()] {
+                    let Some(object) = self.api.get(&secret) else {
+                        continue;
+                    };
+                    let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                    if p.seen.get(&secret).map(String::as_str) == Some(version) {
+                        continue;
+                    }
+                    p.seen.insert(secret.clone(), version.to_string());
+                    let secret: k8s_openapi::api::core::v1::Secret =
+                        serde_json::from_value(object).expect("a Secret");
+                    if !p.ctx.own_writes.is_echo(&secret) && p.cached.contains_key(&key) {
+                        p.due.insert(key.clone(), now);
+                    }
+                }
+            }
+            for (key, account) in &p.cached {
+                if woken_clients.contains(account.spec.client_id.trim()) {
+                    p.due.insert(key.clone(), now);
+                }
+            }
+        }
+        for (claims, uid) in released {
+            self.releases.push((now + REPLACE_GRACE, claims, uid));
+        }
+    }
+}
