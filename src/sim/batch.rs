@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 
@@ -20,27 +21,38 @@ enum Ran {
     /// Its process crashed in the middle of it.
     Crashed,
     /// Its process froze in the middle of it; it goes on when the process resumes.
-    Frozen(JoinHandle<Outcome>),
+    Frozen(JoinHandle<Option<Outcome>>),
 }
 
 pub(super) type Outcome = Result<Option<Duration>, Error>;
 
-/// A future that makes no progress from `from` until `thaw`: the work of a frozen process.
-/// Its timers that fall due meanwhile fire when it resumes.
-struct Frozen<F> {
-    inner: Pin<Box<F>>,
-    from: Instant,
-    thaw: Pin<Box<Sleep>>,
+/// A freeze: when it comes (set, or still to be set by Dhan's receiving a mint call), and for
+/// how long.
+type Freeze = (watch::Receiver<Option<Instant>>, Duration);
+
+fn ran(outcome: Option<Outcome>) -> Ran {
+    match outcome {
+        Some(outcome) => Ran::Done(outcome),
+        None => Ran::Crashed,
+    }
 }
 
-impl<F> Frozen<F> {
-    fn new(inner: F, from: Instant, thaw: Instant) -> Frozen<F> {
-        Frozen {
-            inner: Box::pin(inner),
-            from,
-            thaw: Box::pin(tokio::time::sleep_until(thaw)),
-        }
-    }
+/// Returns when the freeze comes.
+async fn frozen(mut at: watch::Receiver<Option<Instant>>) {
+    let at = match at.wait_for(Option::is_some).await {
+        Ok(at) => (*at).expect("set"),
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::time::sleep_until(at).await;
+}
+
+/// A future that makes no progress while its process is frozen: from the freeze's moment for
+/// its length. Its timers that fall due meanwhile fire when it resumes.
+struct Frozen<F> {
+    inner: Pin<Box<F>>,
+    at: watch::Receiver<Option<Instant>>,
+    length: Duration,
+    thaw: Option<Pin<Box<Sleep>>>,
 }
 
 impl<F: Future> Future for Frozen<F> {
@@ -48,11 +60,18 @@ impl<F: Future> Future for Frozen<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let now = Instant::now();
-        if now >= this.from && now < this.thaw.deadline() {
-            // Woken when it thaws.
-            let _ = this.thaw.as_mut().poll(cx);
-            return Poll::Pending;
+        let at = *this.at.borrow();
+        if let Some(at) = at {
+            let now = Instant::now();
+            let thaw = at + this.length;
+            if now >= at && now < thaw {
+                // Woken when it thaws.
+                let sleep = this
+                    .thaw
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(thaw)));
+                let _ = sleep.as_mut().poll(cx);
+                return Poll::Pending;
+            }
         }
         this.inner.as_mut().poll(cx)
     }
@@ -99,14 +118,30 @@ impl World {
         let hangs_before = self.dhan.hangs_started();
         let slow_before = (self.slow_spans, self.excused_until.is_none());
         let crash_at: Vec<Option<Instant>> = self.processes.iter().map(|p| p.crash_at).collect();
-        let stalls: Vec<Option<(Instant, Duration)>> =
-            self.processes.iter().map(|p| p.stall).collect();
-        // Where each process stops: it crashes, or it freezes.
-        let stops: Vec<Option<Instant>> = crash_at
-            .iter()
-            .zip(&stalls)
-            .map(|(crash, stall)| crash.iter().copied().chain(stall.map(|(at, _)| at)).min())
-            .collect();
+        // Freezes: at a set moment, or armed on the process's next mint call that reaches Dhan.
+        let mut armed = Vec::new();
+        let mut freezes: Vec<Option<Freeze>> = Vec::new();
+        for (i, p) in self.processes.iter().enumerate() {
+            let freeze = match (p.stall, p.freeze_on_mint) {
+                (Some((at, length)), _) => Some((watch::channel(Some(at)).1, length)),
+                (None, Some(length)) if runs.iter().any(|(r, ..)| *r == i) => {
+                    let (trigger, freeze) = watch::channel(None);
+                    self.dhan.freeze_on_mint((i, p.incarnation), trigger);
+                    armed.push((i, p.incarnation));
+                    Some((freeze, length))
+                }
+                _ => None,
+            };
+            freezes.push(freeze);
+        }
+        // Whether process `i` has stopped (crashed or frozen) by now.
+        let stopped = |i: usize| {
+            let now = Instant::now();
+            crash_at[i].is_some_and(|t| t <= now)
+                || freezes[i]
+                    .as_ref()
+                    .is_some_and(|(at, _)| at.borrow().is_some_and(|t| t <= now))
+        };
         let contexts: Vec<Arc<Context>> = self.processes.iter().map(|p| p.ctx.clone()).collect();
         for i in 0..self.processes.len() {
             self.renew_lease(i);
@@ -119,24 +154,30 @@ impl World {
             };
             let account = Arc::new(account.clone());
             let crash = crash_at[*i];
-            let stall = stalls[*i];
+            let freeze = freezes[*i].clone();
             async move {
                 let run = ACTING.scope(acting, reconcile::reconcile_bounded(account, ctx));
-                match (stall, crash) {
-                    (Some((at, frozen_for)), crash) if crash.is_none_or(|c| at < c) => {
-                        // It freezes at `at` with the reconcile in flight: the step waits for it
-                        // until then; it finishes in the background when the process resumes.
-                        let mut handle = tokio::spawn(Frozen::new(run, at, at + frozen_for));
-                        match tokio::time::timeout_at(at, &mut handle).await {
-                            Ok(outcome) => Ran::Done(outcome.expect("a reconcile does not panic")),
-                            Err(_) => Ran::Frozen(handle),
-                        }
+                let run = async move {
+                    match crash {
+                        Some(at) => tokio::time::timeout_at(at, run).await.ok(),
+                        None => Some(run.await),
                     }
-                    (_, Some(at)) => match tokio::time::timeout_at(at, run).await {
-                        Ok(outcome) => Ran::Done(outcome),
-                        Err(_) => Ran::Crashed,
-                    },
-                    (_, None) => Ran::Done(run.await),
+                };
+                let Some((at, length)) = freeze else {
+                    return ran(run.await);
+                };
+                // The step waits for it until its process freezes; it finishes in the
+                // background when the process resumes.
+                let mut task = tokio::spawn(Frozen {
+                    inner: Box::pin(run),
+                    at: at.clone(),
+                    length,
+                    thaw: None,
+                });
+                tokio::select! {
+                    biased;
+                    joined = &mut task => ran(joined.expect("a reconcile does not panic")),
+                    () = frozen(at) => Ran::Frozen(task),
                 }
             }
         });
@@ -148,7 +189,7 @@ impl World {
             loop {
                 tokio::time::sleep(crate::claims::HEARTBEAT_EVERY).await;
                 for (i, ctx) in contexts.iter().enumerate() {
-                    if stops[i].is_some_and(|t| t <= Instant::now()) {
+                    if stopped(i) {
                         continue;
                     }
                     if let Some(claims) = &ctx.claims
@@ -163,7 +204,7 @@ impl World {
             loop {
                 tokio::time::sleep(crate::leader::RENEW_EVERY).await;
                 for (i, lease) in &leases {
-                    if stops[*i].is_some_and(|t| t <= Instant::now()) {
+                    if stopped(*i) {
                         continue;
                     }
                     lease.renew(&api);
@@ -175,6 +216,15 @@ impl World {
             () = beats => unreachable!("the heartbeat never ends"),
             () = renewals => unreachable!("the renewals never end"),
         };
+        for (i, incarnation) in armed {
+            self.dhan.disarm((i, incarnation));
+            if let Some((at, length)) = &freezes[i]
+                && let Some(at) = *at.borrow()
+            {
+                self.processes[i].stall = Some((at, length.to_owned()));
+                self.processes[i].freeze_on_mint = None;
+            }
+        }
         self.report.reconciles += results.len() as u64;
         let after = Instant::now();
         let mut crashed = BTreeSet::new();
@@ -187,7 +237,7 @@ impl World {
                 Ran::Crashed => {
                     crashed.insert(i);
                 }
-                Ran::Frozen(handle) => self.zombies.push(handle),
+                Ran::Frozen(handle) => self.zombies.push((i, key, handle)),
                 Ran::Done(Ok(requeue)) => {
                     if let Some(after_d) = requeue {
                         self.processes[i].due.insert(key, after + after_d);

@@ -16,6 +16,8 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 tokio::task_local! {
     /// The account (`namespace/name`) and process incarnation a reconcile runs for: Dhan does
@@ -125,6 +127,8 @@ pub struct SimDhan {
     clock: Arc<dyn Clock>,
     totp: TotpKey,
     state: Mutex<State>,
+    /// Freezes armed on a process's next mint call: set to the moment the call arrives.
+    freezes: Mutex<Vec<((usize, u32), watch::Sender<Option<Instant>>)>>,
 }
 
 impl std::fmt::Debug for SimDhan {
@@ -139,7 +143,17 @@ impl SimDhan {
             clock,
             totp: TotpKey::parse(totp_secret).expect("a valid TOTP key"),
             state: Mutex::default(),
+            freezes: Mutex::default(),
         }
+    }
+
+    /// The process freezes the moment its next mint call arrives (see `world::Process`).
+    pub fn freeze_on_mint(&self, process: (usize, u32), trigger: watch::Sender<Option<Instant>>) {
+        self.freezes.lock().unwrap().push((process, trigger));
+    }
+
+    pub fn disarm(&self, process: (usize, u32)) {
+        self.freezes.lock().unwrap().retain(|(p, _)| *p != process);
     }
 
     /// A Dhan client with its real PIN.
@@ -232,6 +246,13 @@ impl SimDhan {
     fn mint_now(&self, client: &str, pin: &str, totp: &str) -> Answer {
         let now = self.clock.now();
         let acting = ACTING.try_with(Acting::clone).ok();
+        if let Some(acting) = &acting {
+            let mut freezes = self.freezes.lock().unwrap();
+            if let Some(at) = freezes.iter().position(|(p, _)| *p == acting.process) {
+                let (_, trigger) = freezes.remove(at);
+                trigger.send_replace(Some(Instant::now()));
+            }
+        }
         let mut state = self.state.lock().unwrap();
         state.changes += 1;
         state.serial += 1;

@@ -35,26 +35,35 @@ impl World {
         let elected: Vec<usize> = (0..self.processes.len())
             .filter(|i| {
                 let p = &self.processes[*i];
-                p.elected && p.down_until.is_none() && p.stall.is_none()
+                p.elected
+                    && p.down_until.is_none()
+                    && p.stall.is_none()
+                    && p.freeze_on_mint.is_none()
             })
             .collect();
         if elected.is_empty() {
             return;
         }
         let install = elected[self.infra_rng.random_range(0..elected.len())];
-        let within = if self.infra_rng.random_bool(0.5) {
-            3_000
-        } else {
-            600_000
-        };
-        let at = Instant::now() + Duration::from_millis(self.infra_rng.random_range(0..within));
         let frozen_for = LEASE_DURATION + Duration::from_secs(self.infra_rng.random_range(1..=150));
-        self.processes[install].stall = Some((at, frozen_for));
-        self.note(format!(
-            "fault: install-{install}'s leader will freeze in {:?} for {}s",
-            at - Instant::now(),
-            frozen_for.as_secs()
-        ));
+        if self.infra_rng.random_bool(0.5) {
+            // Right after its next mint call reached Dhan, before the answer comes.
+            self.processes[install].freeze_on_mint = Some(frozen_for);
+            self.note(format!(
+                "fault: install-{install}'s leader will freeze when its next mint call reaches \
+                 Dhan, for {}s",
+                frozen_for.as_secs()
+            ));
+        } else {
+            let at =
+                Instant::now() + Duration::from_millis(self.infra_rng.random_range(0..600_000));
+            self.processes[install].stall = Some((at, frozen_for));
+            self.note(format!(
+                "fault: install-{install}'s leader will freeze in {:?} for {}s",
+                at - Instant::now(),
+                frozen_for.as_secs()
+            ));
+        }
     }
 
     /// For a while the API server answers some requests (a namespace's Secrets, everything in

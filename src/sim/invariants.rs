@@ -94,7 +94,8 @@ impl Checker {
             Self::violation(
                 world,
                 format!(
-                    "I3: install-{install}'s deposed leader (incarnation {incarnation}) called                      Dhan for client {} ({who}) after a standby took its Lease over",
+                    "I3: install-{install}'s deposed leader (incarnation {incarnation}) called \
+                     Dhan for client {} ({who}) after a standby took its Lease over",
                     call.client
                 ),
             );

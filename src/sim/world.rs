@@ -13,6 +13,7 @@ use crate::controller::{Context, prune_once};
 use crate::crd::DhanAccount;
 use crate::leader::{ElectionSettings, Leadership};
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::channel::mpsc::UnboundedReceiver;
 use kube::ResourceExt;
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
@@ -185,6 +186,8 @@ pub(super) struct Process {
     /// reconciles in flight with it; a standby takes the Lease over meanwhile and the frozen
     /// one finishes what it was doing when it resumes.
     pub(super) stall: Option<(Instant, Duration)>,
+    /// A freeze armed on its next mint call that reaches Dhan, for this long.
+    pub(super) freeze_on_mint: Option<Duration>,
     /// When each account (by key) is to be reconciled next.
     pub(super) due: BTreeMap<String, Instant>,
     /// The resource versions it has seen (its watches), by path.
@@ -232,7 +235,7 @@ pub struct World {
     /// clock) the standby took the Lease over. They must not call Dhan after it.
     pub deposed: Vec<(usize, u32, DateTime<Utc>)>,
     /// The reconciles of deposed leaders, finishing in the background when they resume.
-    pub(super) zombies: Vec<tokio::task::JoinHandle<super::batch::Outcome>>,
+    pub(super) zombies: Vec<Zombie>,
 }
 
 impl World {
@@ -302,6 +305,7 @@ impl World {
                 Process {
                     elected,
                     stall: None,
+                    freeze_on_mint: None,
                     clock: node,
                     wakes,
                     install,
@@ -550,6 +554,7 @@ impl World {
         let p = &mut self.processes[install];
         p.crash_at = None;
         p.stall = None;
+        p.freeze_on_mint = None;
         p.down_until = Some(start);
         p.incarnation += 1;
         p.due.clear();
@@ -616,7 +621,23 @@ impl World {
                 self.note(format!("install-{i} started"));
             }
         }
-        self.zombies.retain(|z| !z.is_finished());
+        let (done, running) = std::mem::take(&mut self.zombies)
+            .into_iter()
+            .partition::<Vec<Zombie>, _>(|(_, _, task)| task.is_finished());
+        self.zombies = running;
+        for (install, key, task) in done {
+            let outcome = task
+                .now_or_never()
+                .map(|joined| joined.expect("a reconcile does not panic"));
+            let how = match outcome {
+                Some(Some(Ok(_))) => "ended".to_string(),
+                Some(Some(Err(error))) => format!("failed: {error}"),
+                Some(None) | None => "was cut off".to_string(),
+            };
+            self.note(format!(
+                "install-{install}'s deposed leader resumed; its reconcile of {key} {how}"
+            ));
+        }
     }
 
     pub(super) fn lift_refusals(&mut self, now: Instant) {
@@ -690,6 +711,13 @@ pub(super) fn bump_generation(object: &mut Value) {
     let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
     object["metadata"]["generation"] = generation.into();
 }
+
+/// A reconcile of a deposed leader: the install, the account, the task.
+pub(super) type Zombie = (
+    usize,
+    String,
+    tokio::task::JoinHandle<Option<super::batch::Outcome>>,
+);
 
 /// A leader, as its Lease names it.
 pub(super) struct LeaseHolder {
