@@ -49,6 +49,11 @@ pub struct DhanClientClaimSpec {
     /// about as refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
+    /// An earlier mint of the holder that Dhan may have carried out without its answer being
+    /// heard, since replaced in `inFlight` by a later call that made no token: the token it
+    /// may have made lives until a day after this moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed_mint: Option<DateTime<Utc>>,
     /// Credential submissions Dhan refused for this client on one IST day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusals: Option<Refusals>,

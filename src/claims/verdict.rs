@@ -49,11 +49,18 @@ pub fn mint_pending_for_another(
         return false;
     };
     let other = claim.holder.as_ref().is_some_and(|h| h.account != account);
+    let day = chrono::Duration::hours(24);
     other
-        && claim
+        && (claim
             .in_flight
             .as_ref()
-            .is_some_and(|f| (!f.answered || f.unknown) && now < f.at + chrono::Duration::hours(24))
+            .is_some_and(|f| may_have_minted(f) && now < f.at + day)
+            || claim.unconfirmed_mint.is_some_and(|at| now < at + day))
+}
+
+/// Whether Dhan may have carried the mint out without its answer being heard.
+fn may_have_minted(flight: &InFlight) -> bool {
+    !flight.answered || flight.unknown
 }
 
 /// Whether an install's claims still hold at `now` by this clock: for its claim duration after
@@ -125,10 +132,23 @@ pub fn before_mint(
     now: DateTime<Utc>,
     submission: &Submission,
 ) -> Result<(), Refused> {
-    if let Some(flight) = claim.in_flight.take()
-        && unanswered(&flight, submission.last_token)
+    if let Some(flight) = claim.in_flight.take() {
+        // A token obtained since the previous mint answers it; without one, that mint may have
+        // made a token that lives for a day, whatever this call does (seed 65).
+        let answered_by_token = submission.last_token.is_some_and(|t| t >= flight.at);
+        if may_have_minted(&flight) && !answered_by_token {
+            claim.unconfirmed_mint = claim.unconfirmed_mint.max(Some(flight.at));
+        }
+        if unanswered(&flight, submission.last_token) {
+            count_refusal(claim, flight.at, None);
+        }
+    }
+    let day = chrono::Duration::hours(24);
+    if claim
+        .unconfirmed_mint
+        .is_some_and(|at| now >= at + day || submission.last_token.is_some_and(|t| t >= at))
     {
-        count_refusal(claim, flight.at, None);
+        claim.unconfirmed_mint = None;
     }
     if let Some(credentials) = &submission.credentials {
         let today = todays(claim, now);
@@ -274,6 +294,47 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// Found by the simulation (seed 65, 30 days): the holder's mint whose answer never came (its
+    /// leader froze the moment the call reached Dhan, and was deposed) was replaced on the claim
+    /// by its next attempt, which Dhan refused; another account of the install then minted over
+    /// the token the first may have made. A mint that may have been carried out keeps the client
+    /// ID from other accounts for a token's life, whatever attempts of its holder follow, until
+    /// a token obtained since answers it.
+    #[test]
+    fn an_unanswered_mint_outlives_the_holders_next_attempt() {
+        let mut claim = held_by("a", "alice");
+        let submission = Submission {
+            credentials: Some("hash".into()),
+            last_token: None,
+            cap: 3,
+        };
+        before_mint(&mut claim, now(), &submission).unwrap();
+        // No answer; the next attempt, two minutes later, gets "Invalid TOTP".
+        let next = (now() + chrono::Duration::minutes(2)).trunc_subsecs(0);
+        before_mint(&mut claim, next, &submission).unwrap();
+        answered(&mut claim, next, &Answer::MaybeRefused);
+        let hour = chrono::Duration::hours(1);
+        assert!(mint_pending_for_another(Some(&claim), "bob", now() + hour));
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "alice",
+            now() + hour
+        ));
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour * 24
+        ));
+        // A token the holder obtained since answers it.
+        let later = next + hour;
+        let with_token = Submission {
+            last_token: Some(next + chrono::Duration::minutes(5)),
+            ..submission
+        };
+        before_mint(&mut claim, later, &with_token).unwrap();
+        assert_eq!(claim.unconfirmed_mint, None);
     }
 
     /// A mint of the holder whose answer never came keeps other accounts of the install away

@@ -153,16 +153,27 @@ fn seed_45_an_unanswered_mint_keeps_the_client_id_from_another_account() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
-/// A seed is a run: the same seed gives the same trace, event for event — seed 8's includes a
+/// Found by seed 65 (30 days, with the infrastructure's faults): a leader froze the moment a
+/// holder's mint reached Dhan and was deposed; the new leader's next attempt for that account
+/// was refused ("Invalid TOTP", its node clock 16 s fast) and replaced the unanswered mint on
+/// the claim, so another account of the install minted over the token the first had made. A
+/// mint that may have been carried out keeps the client ID for a token's life.
+#[test]
+fn seed_65_an_unanswered_mint_outlives_the_holders_next_attempt() {
+    let report = run_seed(Config::new(65, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
+/// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
 fn the_same_seed_runs_the_same_way() {
-    for (seed, days) in [(3, 2), (17, 2), (8, 3)] {
+    for (seed, days) in [(3, 2), (17, 2), (9, 3)] {
         let first = run_seed(Config::new(seed, days));
         let second = run_seed(Config::new(seed, days));
         assert!(first.trace.len() > 3, "{:?}", first.trace);
         assert_eq!(first.trace, second.trace);
-        if seed == 8 {
+        if seed == 9 {
             assert!(
                 first
                     .trace
