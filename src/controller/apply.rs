@@ -358,9 +358,10 @@ async fn blocked_knowing(
     Ok(assessment.requeue)
 }
 
-/// When a claim kept for a token that dies at `token_dies` is to be given up: a reconcile then
-/// lets it go, else a suspended (or blocked) account would hold its client ID for ever and keep
-/// another install's account from minting (found by the simulation, seed 2 of 2 days).
+/// When a claim kept for a token that dies at `token_dies` is to be given up (the clock-skew
+/// margin after, see `Round::keeps_claim`): a reconcile then lets it go, else a suspended (or
+/// blocked) account would hold its client ID for ever and keep another install's account from
+/// minting (found by the simulation, seed 2 of 2 days).
 fn claim_ends(
     ctx: &Context,
     token_dies: Option<DateTime<Utc>>,
@@ -368,7 +369,7 @@ fn claim_ends(
 ) -> Option<Duration> {
     ctx.claims.as_ref()?;
     let left = (token_dies? - now).to_std().ok()?;
-    Some(left + Duration::from_secs(1))
+    Some(left + crate::leader::SKEW_MARGIN + Duration::from_secs(1))
 }
 
 /// Keeps the account's client-ID claim while it has something another minter would destroy (a

@@ -389,10 +389,13 @@ impl Round {
     /// something another minter would destroy (docs/dhan-api.md §1) — a live token, written or
     /// not, a login under way, a mint whose answer was lost. An account Dhan refuses (a wrong
     /// PIN, say) gives the claim up, so naming a client ID is not enough to keep its owner out.
+    /// A token keeps it until the clock-skew margin after its death by this clock: another
+    /// install's clock may run that much ahead (seed 123: a claim released 3 s early).
     pub fn keeps_claim(&self, now: DateTime<Utc>) -> bool {
+        let skew = chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default();
         self.token
             .as_ref()
-            .is_some_and(|h| h.token.facts.is_live(now))
+            .is_some_and(|h| h.token.facts.is_live(now - skew))
             || self.memory.login.is_some()
             || self.job_to_create.is_some()
             || self.memory.mint_unconfirmed.is_some()

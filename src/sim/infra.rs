@@ -6,14 +6,16 @@
 use super::world::{LEASE_DURATION, World};
 use crate::controller::tests::fake_api::REQUEST_TIMEOUT;
 use rand::Rng;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The most a node's clock is off, in seconds: less than the margin an attempt that waits for
-/// the next IST day leaves after midnight (`NEW_DAY_MARGIN`), the assumption the operator
-/// documents.
+/// The most the cluster's clock is off from Dhan's, in seconds: less than the margin an attempt
+/// that waits for the next IST day leaves after midnight (`NEW_DAY_MARGIN`).
 const MAX_CLOCK_OFFSET: i64 = 9 * 60;
+/// The most one node's clock is off from the others', in seconds: two such nodes stay within
+/// the margin of the operator's clock assumption between processes (`leader::SKEW_MARGIN`, 5 s).
+const MAX_NODE_SKEW: i64 = 2;
 
 impl World {
     /// Picks and injects one fault of the infrastructure.
@@ -122,43 +124,58 @@ impl World {
         }
     }
 
-    /// The clock of `install`'s node steps: off by a few seconds to nine minutes, or set right
-    /// again. Every clock read of the process follows it (TOTP codes, expiries, the schedule,
-    /// the claims' heartbeats, the Lease); Dhan and the other installs keep the true time.
+    /// A clock steps: the cluster's time source (every node) by a few seconds to nine minutes
+    /// from Dhan's, or one node by up to 2 s from the others; or it is set right again. Every
+    /// clock read of the processes follows it (TOTP codes, expiries, the schedule, the claims'
+    /// heartbeats, the Lease); Dhan keeps the true time.
     fn clock_step(&mut self, install: usize) {
         let node = self.processes[install].clock.clone();
-        let before = node.offset().num_seconds();
-        let after = if before == 0 {
-            let size = if self.infra_rng.random_bool(0.5) {
-                self.infra_rng.random_range(1..=30)
-            } else {
-                self.infra_rng.random_range(31..=MAX_CLOCK_OFFSET)
+        let cluster = self.infra_rng.random_bool(0.5);
+        let (cell, what): (&AtomicI64, String) = if cluster {
+            (&node.cluster_ms, "the cluster's clock".into())
+        } else {
+            (&node.offset_ms, format!("install-{install}'s node clock"))
+        };
+        let before = cell.load(Ordering::Relaxed) / 1000;
+        let after = if before != 0 {
+            0
+        } else {
+            let size = match (cluster, self.infra_rng.random_bool(0.5)) {
+                (false, _) => self.infra_rng.random_range(1..=MAX_NODE_SKEW),
+                (true, true) => self.infra_rng.random_range(1..=30),
+                (true, false) => self.infra_rng.random_range(31..=MAX_CLOCK_OFFSET),
             };
             if self.infra_rng.random_bool(0.5) {
                 size
             } else {
                 -size
             }
-        } else {
-            0
         };
-        node.offset_ms.store(after * 1000, Ordering::Relaxed);
+        cell.store(after * 1000, Ordering::Relaxed);
         // A clock that is off may make a mint due by its reckoning (a token that looks
         // expiring, a schedule that comes early).
-        for client in self.clients_of(install) {
-            self.cause(&client);
+        let installs: Vec<usize> = if cluster {
+            (0..self.processes.len()).collect()
+        } else {
+            vec![install]
+        };
+        for i in installs {
+            for client in self.clients_of(i) {
+                self.cause(&client);
+            }
         }
         self.note(format!(
-            "fault: install-{install}'s node clock steps {:+}s (now {after:+}s off)",
+            "fault: {what} steps {:+}s (now {after:+}s off)",
             after - before
         ));
     }
 
-    /// Every node's clock set right (the quiet end of a run: NTP caught up).
+    /// Every clock set right (the quiet end of a run: NTP caught up).
     pub(super) fn clocks_right(&mut self) {
         for i in 0..self.processes.len() {
             let node = self.processes[i].clock.clone();
-            if node.offset().num_seconds() != 0 {
+            if node.offset().num_milliseconds() != 0 {
+                node.cluster_ms.store(0, Ordering::Relaxed);
                 node.offset_ms.store(0, Ordering::Relaxed);
                 self.note(format!("install-{i}'s node clock is set right"));
             }

@@ -151,12 +151,18 @@ fn secret_path(namespace: &str, name: &str) -> String {
 #[derive(Debug, Default)]
 pub(super) struct NodeClock {
     world: Option<Arc<dyn Clock>>,
+    /// How far the cluster's time is off from Dhan's (every node follows one time source).
+    pub(super) cluster_ms: Arc<AtomicI64>,
+    /// How far this node is off from the cluster's time (within the margin the operator's clock
+    /// assumption allows between nodes).
     pub(super) offset_ms: AtomicI64,
 }
 
 impl NodeClock {
     pub(super) fn offset(&self) -> chrono::Duration {
-        chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        chrono::Duration::milliseconds(
+            self.cluster_ms.load(Ordering::Relaxed) + self.offset_ms.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -292,12 +298,14 @@ impl World {
             });
         }
         let start = Instant::now();
+        let cluster_ms = Arc::new(AtomicI64::new(0));
         let processes = (0..installs)
             .map(|i| {
                 let install = format!("install-{i}");
                 let elected = config.infra_every.is_some() && infra_rng.random_bool(0.5);
                 let node = Arc::new(NodeClock {
                     world: Some(clock.clone()),
+                    cluster_ms: cluster_ms.clone(),
                     ..NodeClock::default()
                 });
                 let (ctx, writer) = process_context(&api, &dhan, &node, &install, 0, elected);

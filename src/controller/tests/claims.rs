@@ -166,6 +166,32 @@ async fn a_claim_whose_install_stopped_beating_is_taken_over_once_it_lapsed() {
     );
 }
 
+/// Found by the simulation (seed 123, 30 days): a suspended account gave its claim up at its
+/// token's death by its own clock, 3 s fast; the other install's account, woken by the change,
+/// minted 2 s before the token really died. A token keeps its claim for the clock-skew margin
+/// (5 s) past its death.
+#[tokio::test(start_paused = true)]
+async fn a_dead_token_keeps_its_claim_for_the_skew_margin() {
+    let bench = bench();
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Ready));
+    let mut object = bench.api.get(&account_path("alice")).unwrap();
+    object["spec"]["suspend"] = true.into();
+    bench.api.put(&account_path("alice"), object);
+    // The token dies 24 h after the mint.
+    bench.advance(Duration::from_secs(24 * 3600 + 3)).await;
+    bench.reconcile("alice").await;
+    assert_eq!(bench.status("alice").phase, Some(Phase::Suspended));
+    assert_eq!(
+        holder(&bench),
+        Some(("install-a".into(), uid(&bench, "alice"))),
+        "3 s after the token's death"
+    );
+    bench.advance(Duration::from_secs(3)).await;
+    bench.reconcile("alice").await;
+    assert_eq!(holder(&bench), None, "6 s after");
+}
+
 /// The bug: claims followed the mint, not the token. After a restart, an upgrade or a leader
 /// change no live token held its claim; it lapsed, and another install's waiting account
 /// minted, killing the live token.
