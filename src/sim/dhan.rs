@@ -172,6 +172,15 @@ impl SimDhan {
             .push_back(fault);
     }
 
+    /// No more scheduled faults: the answers still to come are plain ones (a run's quiet end).
+    pub fn calm(&self) {
+        let mut state = self.state.lock().unwrap();
+        for client in state.clients.values_mut() {
+            client.faults.clear();
+            client.spurious_401 = false;
+        }
+    }
+
     pub fn spurious_401(&self, client: &str) {
         let mut state = self.state.lock().unwrap();
         state.clients.entry(client.into()).or_default().spurious_401 = true;

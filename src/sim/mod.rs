@@ -92,7 +92,9 @@ pub async fn run(config: Config) -> Report {
         }
         if now >= faults_end && !quiet {
             quiet = true;
+            // Faults end: clocks set right, and no scheduled answer of Dhan's is still to come.
             world.clocks_right();
+            world.dhan.calm();
         }
         world.lift_refusals(now);
         world.lift_slowness(now);

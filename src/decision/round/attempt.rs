@@ -99,7 +99,10 @@ impl Round {
         Err(MethodFailure::Failed(Failure::new(
             FailureKind::LoginLockout,
             format!(
-                "{refused} credential submissions for this client ID were refused today (IST),                  the most this operator sends in a day (--max-failed-logins {max}); stopped so                  that Dhan does not lock the account — check the PIN, TOTP key and mobile                  number in the credentials; the next attempt is after midnight IST"
+                "{refused} credential submissions for this client ID were refused today (IST), \
+                 the most this operator sends in a day (--max-failed-logins {max}); stopped so \
+                 that Dhan does not lock the account — check the PIN, TOTP key and mobile \
+                 number in the credentials; the next attempt is 10 min past midnight IST"
             ),
         )))
     }
