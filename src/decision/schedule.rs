@@ -6,7 +6,9 @@ use super::market::{before_open, in_market_hours, ist_date, next_session};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 /// A cron schedule in a time zone.
@@ -17,9 +19,30 @@ pub struct Schedule {
     trading_days_only: bool,
 }
 
+/// Schedules parsed already, by expression and time zone: every reconcile reads its account's,
+/// and parsing one costs more than the rest of reading the spec. At most [`PARSED_KEPT`]; a
+/// tenant who writes many different ones only empties it.
+static PARSED: LazyLock<Mutex<HashMap<(String, String), Schedule>>> =
+    LazyLock::new(Default::default);
+const PARSED_KEPT: usize = 64;
+
 impl Schedule {
     /// Parses a 5-field cron expression (seconds are not allowed) and an IANA time zone.
     pub fn parse(expression: &str, time_zone: &str) -> Result<Self, ScheduleError> {
+        let key = (expression.to_string(), time_zone.to_string());
+        if let Some(parsed) = PARSED.lock().expect("schedules poisoned").get(&key) {
+            return Ok(parsed.clone());
+        }
+        let parsed = Self::parse_new(expression, time_zone)?;
+        let mut kept = PARSED.lock().expect("schedules poisoned");
+        if kept.len() >= PARSED_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
+    fn parse_new(expression: &str, time_zone: &str) -> Result<Self, ScheduleError> {
         if expression.split_whitespace().count() != 5 && !expression.trim().starts_with('@') {
             return Err(ScheduleError::Expression(format!(
                 "{expression:?} must have 5 fields (minute hour day-of-month month day-of-week)"

@@ -44,7 +44,12 @@ pub struct Checker {
     fingerprint: Option<Fingerprint>,
     /// The serial of the token each output Secret held when last looked at.
     in_secret: HashMap<String, u64>,
+    /// Per account, as last read: the account's and its Secret's resource versions, whether it
+    /// was `Ready`, and the Secret's token.
+    read: HashMap<String, Versions>,
 }
+
+type Versions = ((String, Option<String>), bool, Option<String>);
 
 impl Checker {
     pub fn new(_world: &World) -> Checker {
@@ -58,6 +63,7 @@ impl Checker {
             watching: HashMap::new(),
             fingerprint: None,
             in_secret: HashMap::new(),
+            read: HashMap::new(),
         }
     }
 
@@ -245,7 +251,7 @@ impl Checker {
         let mut older = Vec::new();
         for t in &world.tenants {
             let key = t.key();
-            let Some(account) = world.api.get(&t.account_path()) else {
+            let Some(account_version) = world.api.version_of(&t.account_path()) else {
                 self.stale_since.remove(&key);
                 self.kept_since.remove(&key);
                 continue;
@@ -257,9 +263,23 @@ impl Checker {
                 // the edit.
                 self.stale_since.remove(&key);
             }
-            let status: DhanAccountStatus =
-                serde_json::from_value(account["status"].clone()).unwrap_or_default();
-            let in_secret = secret_token(world, &t.output_path());
+            // The account's phase and the Secret's token, read again only when they changed.
+            let versions = (account_version, world.api.version_of(&t.output_path()));
+            let (ready, in_secret) = match self.read.get(&key) {
+                Some((seen, ready, in_secret)) if *seen == versions => (*ready, in_secret.clone()),
+                _ => {
+                    let status: DhanAccountStatus = world
+                        .api
+                        .get(&t.account_path())
+                        .and_then(|a| serde_json::from_value(a["status"].clone()).ok())
+                        .unwrap_or_default();
+                    let ready = status.phase == Some(crate::crd::Phase::Ready);
+                    let in_secret = secret_token(world, &t.output_path());
+                    self.read
+                        .insert(key.clone(), (versions, ready, in_secret.clone()));
+                    (ready, in_secret)
+                }
+            };
             let serial = in_secret
                 .as_deref()
                 .and_then(|token| world.dhan.issued(token))
@@ -275,7 +295,6 @@ impl Checker {
             }
             let live = world.dhan.live(&t.client);
             let exempt = !world.process_up(t.install) || world.refused_in(&t.namespace);
-            let ready = status.phase == Some(crate::crd::Phase::Ready);
             let stale = ready && in_secret != live && !exempt;
             if stale {
                 self.stale_since.entry(key.clone()).or_insert(now);

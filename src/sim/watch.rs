@@ -17,6 +17,15 @@ impl World {
         // The watch of a process gives a deleted account's claim up (`controller::watch`).
         let mut released = Vec::new();
         let revision = self.api.revision();
+        for t in &self.tenants {
+            if !self.claim_paths.contains_key(&t.client) {
+                let path = format!(
+                    "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
+                    crate::claims::claim_name(&t.client)
+                );
+                self.claim_paths.insert(t.client.clone(), path);
+            }
+        }
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
             if p.watched == Some(revision) {
                 continue;
@@ -30,14 +39,13 @@ impl World {
             {
                 let key = t.key();
                 let path = t.account_path();
-                let object = self.api.get(&path);
-                let version = object.as_ref().map(|o| {
-                    o["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                });
+                let version = self.api.version_of(&path);
                 let changed = p.seen.get(&path) != version.as_ref();
+                let object = if changed && version.is_some() {
+                    self.api.get(&path)
+                } else {
+                    None
+                };
                 match (object, changed) {
                     (Some(object), true) => {
                         let account: DhanAccount =
@@ -73,18 +81,10 @@ impl World {
                     }
                 }
                 // The claims watch: a changed claim wakes the accounts of its client ID.
-                let claim = format!(
-                    "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
-                    crate::claims::claim_name(&t.client)
-                );
-                let object = self.api.get(&claim);
-                let version = object.as_ref().map(|c| {
-                    c["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                });
+                let claim = self.claim_paths[&t.client].clone();
+                let version = self.api.version_of(&claim);
                 if p.claims_seen.get(&claim) != Some(&version) {
+                    let object = self.api.get(&claim);
                     // As `controller::watch_claims`: this install's own writes wake nobody.
                     let label = object.as_ref().and_then(|c| {
                         c["metadata"]["labels"][crate::claims::INSTALL_LABEL].as_str()
@@ -96,14 +96,16 @@ impl World {
                     p.claims_seen.insert(claim, version);
                 }
                 for secret in [t.credentials_path(), t.output_path()] {
+                    let Some(version) = self.api.version_of(&secret) else {
+                        continue;
+                    };
+                    if p.seen.get(&secret) == Some(&version) {
+                        continue;
+                    }
                     let Some(object) = self.api.get(&secret) else {
                         continue;
                     };
-                    let version = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-                    if p.seen.get(&secret).map(String::as_str) == Some(version) {
-                        continue;
-                    }
-                    p.seen.insert(secret.clone(), version.to_string());
+                    p.seen.insert(secret.clone(), version);
                     let secret: k8s_openapi::api::core::v1::Secret =
                         serde_json::from_value(object).expect("a Secret");
                     if !p.ctx.own_writes.is_echo(&secret) && p.cached.contains_key(&key) {

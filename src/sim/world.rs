@@ -34,6 +34,11 @@ const CLAIM_DURATION: Duration = Duration::from_secs(1800);
 /// other installs read it (against the claim duration), so a slower beat saves work and
 /// changes nothing they see. While reconciles run, it beats every 10 s.
 const IDLE_BEAT: Duration = Duration::from_secs(600);
+/// With the infrastructure's faults (the runs since): no idle beat where nobody reads it (one
+/// install), and every 20 min where another install does — a failed one again a minute later —
+/// well inside the 30 min claim duration.
+const IDLE_BEAT_SINCE_INFRA: Duration = Duration::from_secs(1200);
+const IDLE_BEAT_RETRY: Duration = Duration::from_secs(60);
 pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// The controller's retry after a reconcile error (`reconcile::error_policy`).
 pub(super) const ERROR_RETRY: Duration = Duration::from_secs(15);
@@ -240,6 +245,10 @@ pub struct World {
     /// Leaders deposed while frozen: the install, the incarnation, and the moment (the world's
     /// clock) the standby took the Lease over. They must not call Dhan after it.
     pub deposed: Vec<(usize, u32, DateTime<Utc>)>,
+    /// The path of each client ID's claim (its name is a hash).
+    pub(super) claim_paths: HashMap<String, String>,
+    /// How often the processes beat between reconciles (none: nobody reads it).
+    pub(super) idle_beat: Option<Duration>,
     /// The reconciles of deposed leaders, finishing in the background when they resume.
     pub(super) zombies: Vec<Zombie>,
 }
@@ -337,6 +346,12 @@ impl World {
             edit_rng: StdRng::seed_from_u64(seed ^ 0x5eed_ed17),
             infra_rng,
             deposed: Vec::new(),
+            claim_paths: HashMap::new(),
+            idle_beat: match (config.infra_every, installs) {
+                (None, _) => Some(IDLE_BEAT),
+                (Some(_), 1) => None,
+                (Some(_), _) => Some(IDLE_BEAT_SINCE_INFRA),
+            },
             zombies: Vec::new(),
             api,
             dhan,
@@ -447,7 +462,8 @@ impl World {
                     .into_iter()
                     .chain(p.stall.map(|(at, _)| at))
                     .min();
-                let beat = p.down_until.is_none().then_some(p.next_beat);
+                let beat =
+                    (p.down_until.is_none() && self.idle_beat.is_some()).then_some(p.next_beat);
                 match p.down_until {
                     Some(_) => [restart, None, None],
                     None => [due, crash, beat],
@@ -668,16 +684,29 @@ impl World {
     }
 
     pub(super) async fn idle_beats(&mut self, now: Instant) {
+        let Some(every) = self.idle_beat else {
+            return;
+        };
+        let retry = if every == IDLE_BEAT {
+            IDLE_BEAT
+        } else {
+            IDLE_BEAT_RETRY
+        };
         for p in self.processes.iter_mut().filter(|p| p.down_until.is_none()) {
             if p.next_beat <= now {
-                if let Some(claims) = &p.ctx.claims
-                    && let Err(error) = claims.beat().await
-                {
-                    self.report
-                        .trace
-                        .push(format!("{} heartbeat failed: {error}", p.install));
-                }
-                p.next_beat = now + IDLE_BEAT;
+                let beat = match &p.ctx.claims {
+                    Some(claims) => claims.beat().await,
+                    None => Ok(()),
+                };
+                p.next_beat = match beat {
+                    Ok(()) => now + every,
+                    Err(error) => {
+                        self.report
+                            .trace
+                            .push(format!("{} heartbeat failed: {error}", p.install));
+                        now + retry
+                    }
+                };
             }
         }
     }

@@ -76,6 +76,18 @@ impl FakeApi {
         self.0.lock().unwrap().version
     }
 
+    /// The resource version of the object at `path`, without copying the object.
+    pub fn version_of(&self, path: &str) -> Option<String> {
+        let state = self.0.lock().unwrap();
+        let object = state.objects.get(path)?;
+        Some(
+            object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    }
+
     /// Stores an object at `path` (e.g. `/api/v1/namespaces/t/secrets/a`).
     pub fn put(&self, path: &str, mut object: Value) {
         let mut state = self.0.lock().unwrap();
