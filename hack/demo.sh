@@ -59,7 +59,8 @@ done
 echo "mock Dhan at $MOCK"
 
 say "Starting the operator"
-RUST_LOG=info "$BIN/dhan-operator" run --dhan-auth-url "$MOCK" --dhan-api-url "$MOCK" \
+# The mock Dhan shares this machine's clock: no margin needed around midnight IST.
+RUST_LOG=info "$BIN/dhan-operator" run --dhan-auth-url "$MOCK" --dhan-api-url "$MOCK" --midnight-margin 0s \
   --metrics-addr 127.0.0.1:0 "${BROWSER_FLAGS[@]}" 2>"$WORK/operator.log" &
 PIDS+=($!)
 

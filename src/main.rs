@@ -114,6 +114,11 @@ struct RunArgs {
     /// do not all call Dhan in the same second. 0 starts all at the schedule.
     #[arg(long, env = "REFRESH_SPREAD", default_value = "10m", value_parser = duration_arg)]
     refresh_spread: Duration,
+    /// No credentials are sent this close to midnight IST, either side: Dhan counts a day's
+    /// refused logins by its own clock, and this node's may be off by minutes. 0 only where
+    /// the clock is known to be Dhan's (a test bed with a mock).
+    #[arg(long, env = "MIDNIGHT_MARGIN", default_value = "10m", value_parser = duration_arg)]
+    midnight_margin: Duration,
     /// Timeout of one call to Dhan.
     #[arg(long, env = "DHAN_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
     dhan_timeout: Duration,
@@ -362,6 +367,7 @@ fn controller_settings(
             min_mint_interval: args.min_mint_interval,
             max_failed_logins: args.max_failed_logins,
             refresh_spread: args.refresh_spread,
+            midnight_margin: args.midnight_margin,
         },
         concurrency: args.concurrency,
         login: LoginSettings {

@@ -85,6 +85,14 @@ pub enum Refused {
          this operator sends in a day"
     )]
     Capped { refused: u32 },
+    /// Within [`crate::dhan::ist::MIDNIGHT_MARGIN`] of IST midnight: a submission then could be
+    /// counted in the other day by Dhan's clock (found by the simulation, seed 25 with a
+    /// cluster clock a few minutes fast: four refusals in one IST day of Dhan's).
+    #[error(
+        "no credentials are sent this close to midnight IST (Dhan counts refused logins per IST \
+         day by its own clock, and this one may be off: --midnight-margin); not before {until}"
+    )]
+    NearMidnight { until: DateTime<Utc> },
 }
 
 /// What a mint submits.
@@ -98,6 +106,8 @@ pub struct Submission {
     pub last_token: Option<DateTime<Utc>>,
     /// `--max-failed-logins`.
     pub cap: u32,
+    /// `--midnight-margin`: no credentials within this long of IST midnight.
+    pub midnight_margin: std::time::Duration,
 }
 
 /// The refused submissions of the IST day of `now`: those recorded, plus a credential
@@ -149,6 +159,11 @@ pub fn before_mint(
         .is_some_and(|at| now >= at + day || submission.last_token.is_some_and(|t| t >= at))
     {
         claim.unconfirmed_mint = None;
+    }
+    if submission.credentials.is_some()
+        && let Some(until) = crate::dhan::ist::near_midnight(now, submission.midnight_margin)
+    {
+        return Err(Refused::NearMidnight { until });
     }
     if let Some(credentials) = &submission.credentials {
         let today = todays(claim, now);
@@ -309,6 +324,7 @@ mod tests {
             credentials: Some("hash".into()),
             last_token: None,
             cap: 3,
+            midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
         };
         before_mint(&mut claim, now(), &submission).unwrap();
         // No answer; the next attempt, two minutes later, gets "Invalid TOTP".
@@ -335,6 +351,46 @@ mod tests {
         };
         before_mint(&mut claim, later, &with_token).unwrap();
         assert_eq!(claim.unconfirmed_mint, None);
+    }
+
+    /// Found by the simulation (seed 25, 30 days, a cluster clock 66 s or more fast): a re-created
+    /// account submitted credentials at 23:58 IST by Dhan's clock, the next day by its own, and
+    /// Dhan counted a fourth refusal in its day. Nothing is submitted near IST midnight.
+    #[test]
+    fn no_credentials_are_submitted_within_ten_minutes_of_ist_midnight() {
+        let submission = |credentials: Option<&str>| Submission {
+            credentials: credentials.map(str::to_string),
+            last_token: None,
+            cap: 3,
+            midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
+        };
+        // 23:55 IST, 00:05 IST, 00:11 IST (midnight IST is 18:30 UTC).
+        for (at, refused) in [
+            ("2026-11-22T18:25:00Z", true),
+            ("2026-11-22T18:35:00Z", true),
+            ("2026-11-22T18:41:00Z", false),
+            ("2026-11-22T18:19:00Z", false),
+        ] {
+            let at: DateTime<Utc> = at.parse().unwrap();
+            let mut claim = held_by("a", "alice");
+            let result = before_mint(&mut claim, at, &submission(Some("hash")));
+            assert_eq!(
+                matches!(result, Err(Refused::NearMidnight { .. })),
+                refused,
+                "{at}: {result:?}"
+            );
+            // A call that submits no credentials (RenewToken) is not counted: it may go.
+            let mut claim = held_by("a", "alice");
+            assert_eq!(before_mint(&mut claim, at, &submission(None)), Ok(()));
+        }
+        let mut claim = held_by("a", "alice");
+        let at: DateTime<Utc> = "2026-11-22T18:25:00Z".parse().unwrap();
+        assert_eq!(
+            before_mint(&mut claim, at, &submission(Some("hash"))),
+            Err(Refused::NearMidnight {
+                until: "2026-11-22T18:40:00Z".parse().unwrap()
+            })
+        );
     }
 
     /// A mint of the holder whose answer never came keeps other accounts of the install away
@@ -376,6 +432,7 @@ mod tests {
             credentials: credentials.map(str::to_string),
             last_token,
             cap: 3,
+            midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
         }
     }
 
@@ -433,8 +490,8 @@ mod tests {
         );
         // A renewal submits no credentials: not capped.
         assert_eq!(before_mint(&mut claim, now(), &submit(None, None)), Ok(()));
-        // The next IST day (00:00 IST is 18:30 UTC) starts again.
-        let tomorrow: DateTime<Utc> = "2026-11-22T18:30:00Z".parse().unwrap();
+        // The next IST day (00:00 IST is 18:30 UTC) starts again, for submissions from 00:10.
+        let tomorrow: DateTime<Utc> = "2026-11-22T18:40:00Z".parse().unwrap();
         assert_eq!(refused_today(&claim, tomorrow, None), 0);
         assert_eq!(
             before_mint(&mut claim, tomorrow, &submit(Some("creds-0"), None)),

@@ -125,6 +125,7 @@ async fn guard(
             .map(|t| t.obtained_at)
             .max(round.memory.last_mint),
         cap: ctx.limits.max_failed_logins,
+        midnight_margin: ctx.limits.midnight_margin,
     };
     let uid = account.uid().unwrap_or_default();
     let client_id = round.inputs.policy.client_id.as_str();
@@ -135,6 +136,12 @@ async fn guard(
             let kind = match refused {
                 ClaimRefused::Capped { .. } => FailureKind::LoginLockout,
                 ClaimRefused::RefusedToday => FailureKind::CredentialsRefusedToday,
+                ClaimRefused::NearMidnight { .. } => {
+                    return Ok(Err(Failure::new(
+                        FailureKind::NearIstMidnight,
+                        refused.to_string(),
+                    )));
+                }
             };
             let message = format!(
                 "{refused}; stopped so that Dhan does not lock the account — check the PIN, \

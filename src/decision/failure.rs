@@ -39,6 +39,8 @@ pub enum FailureKind {
     /// Dhan refused these very credentials for this client earlier today (IST): they are not
     /// sent again, by any account.
     CredentialsRefusedToday,
+    /// Not sent: too close to IST midnight, when Dhan could count it in the other day.
+    NearIstMidnight,
     /// No method can be used with what the account has.
     NoUsableMethod,
     // Dhan's limits: retried when they allow.
@@ -109,6 +111,7 @@ impl FailureKind {
             LoginConfig => "LoginConfig",
             LoginLockout => "LoginLockout",
             CredentialsRefusedToday => "CredentialsRefusedToday",
+            NearIstMidnight => "NearIstMidnight",
             NoUsableMethod => "NoUsableMethod",
             MintThrottled => "MintThrottled",
             ConsentLimitExceeded => "ConsentLimitExceeded",
@@ -141,7 +144,7 @@ impl FailureKind {
             | TooManyLoginAttempts | LoginOriginRefused | LoginConfig | NoUsableMethod => {
                 Handling::Hold
             }
-            MintThrottled => Handling::AfterMintInterval,
+            MintThrottled | NearIstMidnight => Handling::AfterMintInterval,
             // Dhan's daily limits; a TOTP code made by a clock that is off, or credentials
             // refused earlier today: tried again on the next IST day, not held for good.
             ConsentLimitExceeded | LoginLockout | InvalidTotp | CredentialsRefusedToday => {
@@ -201,7 +204,7 @@ impl FailureKind {
         use FailureKind::*;
         !matches!(
             self,
-            Network | InvalidConfig | MalformedToken | NoUsableMethod
+            Network | InvalidConfig | MalformedToken | NoUsableMethod | NearIstMidnight
         )
     }
 

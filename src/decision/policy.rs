@@ -56,6 +56,9 @@ pub struct Limits {
     pub max_failed_logins: u32,
     /// How far before the schedule scheduled refreshes may start, by account.
     pub refresh_spread: Duration,
+    /// No credentials are submitted within this long of IST midnight
+    /// ([`crate::dhan::ist::MIDNIGHT_MARGIN`]).
+    pub midnight_margin: Duration,
 }
 
 impl Default for Limits {
@@ -64,6 +67,7 @@ impl Default for Limits {
             min_mint_interval: DEFAULT_MIN_MINT_INTERVAL,
             max_failed_logins: DEFAULT_MAX_FAILED_LOGINS,
             refresh_spread: DEFAULT_REFRESH_SPREAD,
+            midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
         }
     }
 }

@@ -18,6 +18,7 @@ const LIMITS: Limits = Limits {
     min_mint_interval: policy::DEFAULT_MIN_MINT_INTERVAL,
     max_failed_logins: policy::DEFAULT_MAX_FAILED_LOGINS,
     refresh_spread: Duration::ZERO,
+    midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
 };
 
 /// The calendar shipped with the operator, its default.
@@ -689,6 +690,7 @@ fn probes_at_the_accounts_slots_validate_every_apart_and_not_when_disabled() {
 fn a_spread_starts_each_accounts_scheduled_refresh_at_its_own_time_before_the_schedule() {
     let limits = Limits {
         refresh_spread: Duration::from_secs(600),
+        midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
         ..LIMITS
     };
     let minted = utc("2026-11-22T00:00:00Z"); // Sunday 05:30 IST

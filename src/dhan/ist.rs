@@ -83,6 +83,26 @@ pub fn ist_to_utc(naive: NaiveDateTime) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// Dhan counts a day's refused logins by its own clock, and a node's may be off by minutes (a
+/// clock that stepped, not yet set right by NTP): no credentials are sent within this margin
+/// of IST midnight, and what waits for the next IST day goes this long after it, so each
+/// submission lands in the day it is counted in, by either clock.
+pub const MIDNIGHT_MARGIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// When the `margin` around IST midnight that `now` falls in ends; `None` outside it.
+pub fn near_midnight(now: DateTime<Utc>, margin: std::time::Duration) -> Option<DateTime<Utc>> {
+    if margin.is_zero() {
+        return None;
+    }
+    let margin = Duration::from_std(margin).unwrap_or(Duration::MAX);
+    let next = next_ist_midnight(now);
+    if next - now <= margin {
+        return Some(next + margin);
+    }
+    let last = next - Duration::days(1);
+    (now - last < margin).then_some(last + margin)
+}
+
 /// The first IST midnight strictly after `now`.
 ///
 /// Dhan's 25-consents-per-day limit (docs/dhan-api.md §3) most probably resets at midnight IST; the

@@ -119,8 +119,12 @@ pub fn start_operator(extra_args: &[&str], env: &[(&str, &str)]) -> ChildProcess
     {
         args.extend(["--trading-calendar", holiday_calendar()]);
     }
-    let mut full_env: Vec<(String, String)> =
-        vec![("RUST_LOG".into(), "info,dhan_operator=debug".into())];
+    // The mock Dhan shares this machine's clock: no margin at IST midnight, so that no test
+    // depends on the time of day it runs at.
+    let mut full_env: Vec<(String, String)> = vec![
+        ("RUST_LOG".into(), "info,dhan_operator=debug".into()),
+        ("MIDNIGHT_MARGIN".into(), "0s".into()),
+    ];
     if !env.iter().any(|(name, _)| *name == "KUBECONFIG") {
         let identity = super::chart_identity::for_operator(extra_args, env);
         full_env.push((

@@ -55,6 +55,7 @@ fn renewal(credentials: Option<&str>) -> Submission {
         credentials: credentials.map(str::to_string),
         last_token: None,
         cap: 3,
+        midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
     }
 }
 

@@ -267,6 +267,7 @@ pub(crate) fn context(
             min_mint_interval: Duration::from_secs(125),
             max_failed_logins: 3,
             refresh_spread: Duration::ZERO,
+            midnight_margin: crate::dhan::ist::MIDNIGHT_MARGIN,
         },
         store,
         index: Arc::new(crate::controller::index::AccountIndex::new(clock.clone())),

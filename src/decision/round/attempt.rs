@@ -12,10 +12,9 @@ use chrono::{DateTime, Utc};
 /// Dhan allows at most this many consents per client per day (docs/dhan-api.md §3).
 pub const DAILY_CONSENT_LIMIT: u32 = 25;
 
-/// How long after IST midnight an attempt that waited for the next IST day goes. Dhan counts
-/// its days by its own clock; this node's may be off by minutes (a clock that stepped, not yet
-/// set right by NTP), and a retry a little early would land in the day it waited out.
-pub const NEW_DAY_MARGIN: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// How long after IST midnight an attempt that waited for the next IST day goes (see
+/// [`crate::dhan::ist::MIDNIGHT_MARGIN`]).
+pub const NEW_DAY_MARGIN: std::time::Duration = crate::dhan::ist::MIDNIGHT_MARGIN;
 
 /// A refresh attempt in progress: the methods left to try and the failures so far.
 #[derive(Clone, Debug)]
