@@ -4,11 +4,15 @@
 CARGO ?= cargo
 
 ## Everything: installs etcd, Chromium and a real kube-apiserver (cached in ~/.cache/dhan-operator),
-## then formatting, lints, the CRD check, unit and integration tests.
+## then formatting, lints, the CRD check, unit and integration tests, and the simulation's
+## SIM_CI_SEEDS seeds (1,000) of 30 days in an optimised build (0 skips them).
+SIM_CI_SEEDS ?= 1000
 test: testbed
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) test --lib --bins --tests
+	test "$(SIM_CI_SEEDS)" = 0 || SIM_SEEDS=$(SIM_CI_SEEDS) $(CARGO) test --release --lib \
+	  sim::tests::a_thousand_seeds_for_30_days -- --ignored --nocapture
 
 ## A local control plane + mock Dhan + the operator + sample accounts, ending with
 ## `kubectl get dhanaccounts`; cleans up after itself.

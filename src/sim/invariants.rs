@@ -7,8 +7,9 @@
 //! - I2 the cap: per client and IST day at most `--max-failed-logins` refused submissions,
 //!   and a refusal the operator heard is never sent again that day.
 //! - I3 one minter: no mint kills a live token minted for another account that still exists
-//!   and still names the client; a leader deposed while frozen calls Dhan no more once a
-//!   standby took its Lease over.
+//!   and still names the client (a token within the cluster clock's lead on Dhan's, plus 5 s,
+//!   of its death is dying: the operator judges it by its own clock); a leader deposed while
+//!   frozen calls Dhan no more once a standby took its Lease over.
 //! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
 //!   live token is found out within its probe interval and 5 min slack (never, when it does
 //!   not probe: then only the next refresh finds out).
@@ -137,9 +138,16 @@ impl Checker {
                     );
                 }
                 let holder = replaced.acting.as_ref().map(|a| a.account.clone());
+                // The operator judges a token dead at its expiry by the cluster's clock: one
+                // that runs fast (and the skew margin between nodes) takes that much of a dying
+                // token's life, the documented clock assumption (docs/design.md).
+                let fast = world.cluster_offset().max(chrono::Duration::zero())
+                    + chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default();
+                let dying = replaced.expires_at - call.at <= fast;
                 if let Some(holder) = holder
                     && holder != who
                     && world.manages(&holder, &call.client)
+                    && !dying
                 {
                     Self::violation(
                         world,

@@ -509,6 +509,11 @@ impl World {
             .any(|t| t.key() == key && !t.absent && t.client == client)
     }
 
+    /// How far the cluster's clock is off from Dhan's (positive: fast).
+    pub fn cluster_offset(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.processes[0].clock.cluster_ms.load(Ordering::Relaxed))
+    }
+
     pub fn process_up(&self, install: usize) -> bool {
         self.processes[install].down_until.is_none()
     }
