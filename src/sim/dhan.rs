@@ -128,8 +128,11 @@ pub struct SimDhan {
     totp: TotpKey,
     state: Mutex<State>,
     /// Freezes armed on a process's next mint call: set to the moment the call arrives.
-    freezes: Mutex<Vec<((usize, u32), watch::Sender<Option<Instant>>)>>,
+    freezes: Mutex<Vec<Freeze>>,
 }
+
+/// A process (install, incarnation) and the trigger of its freeze.
+type Freeze = ((usize, u32), watch::Sender<Option<Instant>>);
 
 impl std::fmt::Debug for SimDhan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
