@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use resource::{ClaimHolder, DhanClientClaimSpec, DhanOperatorInstallSpec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,6 +112,9 @@ struct State {
     holders: BTreeMap<String, String>,
     /// When this process last renewed the install's heartbeat; `None` while it does not hold it.
     heartbeat: Option<DateTime<Utc>>,
+    /// Accounts whose claim could not be released: tried again after each heartbeat (a claim
+    /// left to a deleted account keeps other installs out for as long as this one lives).
+    unreleased: BTreeSet<String>,
 }
 
 impl State {
@@ -235,6 +238,7 @@ impl Claims {
                     })?;
                     info!(install = %self.settings.install, held, "acting for the install: its client-ID claims are read");
                 }
+                self.release_again().await;
                 Ok(())
             }
             Err(error) => {
@@ -554,6 +558,7 @@ impl Claims {
         let Some(held) = self.forget(uid) else {
             return;
         };
+        let kept = held.clone();
         let name = held.name;
         let result: Result<(), CallError> = async {
             let Some(mut claim) = bounded(self.claims.get_opt(&name)).await? else {
@@ -584,11 +589,25 @@ impl Claims {
         }
         .await;
         match result {
-            Ok(()) => info!(claim = %name, "released the client-ID claim of an account"),
+            Ok(()) => {
+                self.state().unreleased.remove(uid);
+                info!(claim = %name, "released the client-ID claim of an account");
+            }
             Err(error) => {
                 let error = ClaimError::from(error);
-                warn!(claim = %name, %error, "could not release a client-ID claim");
+                warn!(claim = %name, %error, "could not release a client-ID claim; trying again after the next heartbeat");
+                let mut state = self.state();
+                state.remember(uid, &kept.name, kept.claim);
+                state.unreleased.insert(uid.to_string());
             }
+        }
+    }
+
+    /// Releases again the claims whose release failed.
+    async fn release_again(&self) {
+        let uids: Vec<String> = self.state().unreleased.iter().cloned().collect();
+        for uid in uids {
+            self.release(&uid).await;
         }
     }
 }

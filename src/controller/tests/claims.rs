@@ -193,6 +193,37 @@ async fn a_dead_token_keeps_its_claim_for_the_skew_margin() {
     assert_eq!(holder(&bench), None, "6 s after");
 }
 
+/// Found by the simulation (seed 238, 30 days, a slow API server): the release of a deleted
+/// account's claim failed, the process forgot the claim all the same, and nothing released it
+/// again; its install kept beating, so the other install's account waited in `Conflict` for
+/// ever. A failed release is tried again after each heartbeat until it goes through.
+#[tokio::test(start_paused = true)]
+async fn a_release_that_failed_is_tried_again_after_the_next_heartbeat() {
+    let bench = bench();
+    let gone = bench.claims_of("install-b");
+    gone.beat().await.unwrap();
+    gone.secure("uid-of-a-deleted-account", CLIENT, &renewal(None))
+        .await
+        .unwrap();
+    for method in [Method::DELETE, Method::PUT, Method::PATCH] {
+        bench.api.refuse(
+            method,
+            "/dhanclientclaims",
+            500,
+            "etcdserver: request timed out",
+        );
+    }
+    gone.release("uid-of-a-deleted-account").await;
+    assert_eq!(
+        holder(&bench),
+        Some(("install-b".into(), "uid-of-a-deleted-account".into()))
+    );
+    bench.api.allow();
+    bench.advance(Duration::from_secs(10)).await;
+    gone.beat().await.unwrap();
+    assert_eq!(holder(&bench), None, "{:?}", claim(&bench));
+}
+
 /// The bug: claims followed the mint, not the token. After a restart, an upgrade or a leader
 /// change no live token held its claim; it lapsed, and another install's waiting account
 /// minted, killing the live token.
