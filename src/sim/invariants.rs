@@ -395,11 +395,33 @@ impl Checker {
                         format!("{}: {:?} {:?}", t.key(), status.phase, status.message)
                     })
                     .collect();
+                // Who holds the client ID's claim: an account of a tenant, or one long gone.
+                let claim = world
+                    .api
+                    .get(&format!(
+                        "/apis/dhan-operator.dev/v1alpha1/dhanclientclaims/{}",
+                        crate::claims::claim_name(&client)
+                    ))
+                    .map(|c| c["spec"]["holder"].clone());
+                let holder = claim.as_ref().map(|h| {
+                    let uid = h["account"].as_str().unwrap_or_default();
+                    let of = world.tenants.iter().find(|t| {
+                        world
+                            .api
+                            .get(&t.account_path())
+                            .is_some_and(|a| a["metadata"]["uid"] == uid)
+                    });
+                    format!(
+                        "{} of {}",
+                        of.map_or(format!("a deleted account ({uid})"), |t| t.key()),
+                        h["install"]
+                    )
+                });
                 Self::violation(
                     world,
                     format!(
                         "L1: after {quiet} h without faults no account serves client {client} \
-                         ({phases:?})"
+                         ({phases:?}; the claim is held by {holder:?})"
                     ),
                 );
             }

@@ -73,15 +73,6 @@ fn seeds_0_11_for_30_days() {
     run_seeds_for(0..12, 30);
 }
 
-/// `make test`'s optimised share: `SIM_SEEDS` seeds (1,000) of 30 days from seed 0, on every
-/// core (about 100 s on two cores, a release build; `cargo test --release --lib
-/// sim::tests::a_thousand_seeds_for_30_days -- --ignored`).
-#[test]
-#[ignore]
-fn a_thousand_seeds_for_30_days() {
-    run_seeds_for(0..env_u64("SIM_SEEDS", 1_000), 30);
-}
-
 /// Found by seed 20 (2 days): two installs' accounts of one client, both obtaining, let the
 /// claim go between attempts; each took it in turn and called Dhan, re-arming Dhan's 2-minute
 /// lock for the other, and neither ever minted (2,745 refused calls in two days).

@@ -50,6 +50,20 @@ impl World {
                     (Some(object), true) => {
                         let account: DhanAccount =
                             serde_json::from_value(object).expect("a valid DhanAccount");
+                        // Deleted and created again between two looks: the watch delivers the
+                        // deletion of the old object first (seed 238: without it, a replaced
+                        // account's claim was never given up).
+                        if let Some(old) = p.cached.get(&key).cloned()
+                            && old.uid() != account.uid()
+                        {
+                            p.cached.remove(&key);
+                            if let Some(claims) = p.ctx.claims.clone() {
+                                released.push((claims, old.uid().unwrap_or_default()));
+                            }
+                            let event = watcher::Event::Delete(old);
+                            p.ctx.index.apply(&event);
+                            p.writer.apply_watcher_event(&event);
+                        }
                         p.seen.insert(path, version.unwrap_or_default());
                         let event = watcher::Event::Apply(account.clone());
                         p.ctx.index.apply(&event);
