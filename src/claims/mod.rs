@@ -350,17 +350,24 @@ impl Claims {
         client_id: &str,
         submission: &Submission,
     ) -> Result<(), ClaimError> {
-        self.take(uid, client_id, Some(submission)).await
+        self.take(uid, client_id, Some(submission), submission.last_token)
+            .await
     }
 
     /// While account `uid` holds a live token for `client_id`: it holds the claim. Free of API
     /// calls when this process already knows it does.
-    pub async fn ensure(&self, uid: &str, client_id: &str) -> Result<(), ClaimError> {
+    /// `token_obtained`: when the token the account keeps the claim for was minted.
+    pub async fn ensure(
+        &self,
+        uid: &str,
+        client_id: &str,
+        token_obtained: Option<DateTime<Utc>>,
+    ) -> Result<(), ClaimError> {
         let name = claim_name(client_id);
         if self.state().held.get(uid).is_some_and(|h| h.name == name) {
             return Ok(());
         }
-        self.take(uid, client_id, None).await
+        self.take(uid, client_id, None, token_obtained).await
     }
 
     async fn take(
@@ -368,6 +375,7 @@ impl Claims {
         uid: &str,
         client_id: &str,
         submission: Option<&Submission>,
+        token_obtained: Option<DateTime<Utc>>,
     ) -> Result<(), ClaimError> {
         if !self.active(CALL_TIMEOUT) {
             return Err(ClaimError::Unavailable {
@@ -407,7 +415,9 @@ impl Claims {
                 // made a live token: until it is resolved, or that token would be dead, the
                 // client ID stays with it (the simulation, seed 45: a refresh cut off at the
                 // reconcile deadline, and another account minted over its token).
-                Holding::Free if verdict::mint_pending_for_another(spec, uid, now) => {
+                Holding::Free
+                    if verdict::mint_pending_for_another(spec, uid, now, token_obtained) =>
+                {
                     self.forget(uid);
                     return Err(ClaimError::Taken);
                 }

@@ -39,23 +39,28 @@ pub fn holding<'a>(
 }
 
 /// Whether the claim records a mint by another account than `account` whose answer was never
-/// heard (or said nothing), less than a token's life (24 h, dhan-api.md §1) before `now`.
+/// heard (or said nothing), less than a token's life (24 h, dhan-api.md §1) before `now` — and
+/// not answered by the token `account` keeps (`token_obtained`): a token minted since killed
+/// whatever that mint made (simulation seed 20: a holder replaced with `kubectl replace
+/// --force` could not take its own claim back, and another install minted over its token).
 pub fn mint_pending_for_another(
     claim: Option<&DhanClientClaimSpec>,
     account: &str,
     now: DateTime<Utc>,
+    token_obtained: Option<DateTime<Utc>>,
 ) -> bool {
     let Some(claim) = claim else {
         return false;
     };
     let other = claim.holder.as_ref().is_some_and(|h| h.account != account);
     let day = chrono::Duration::hours(24);
+    let pending = |at: DateTime<Utc>| now < at + day && token_obtained.is_none_or(|t| t < at);
     other
         && (claim
             .in_flight
             .as_ref()
-            .is_some_and(|f| may_have_minted(f) && now < f.at + day)
-            || claim.unconfirmed_mint.is_some_and(|at| now < at + day))
+            .is_some_and(|f| may_have_minted(f) && pending(f.at))
+            || claim.unconfirmed_mint.is_some_and(pending))
 }
 
 /// Whether Dhan may have carried the mint out without its answer being heard.
@@ -332,16 +337,23 @@ mod tests {
         before_mint(&mut claim, next, &submission).unwrap();
         answered(&mut claim, next, &Answer::MaybeRefused);
         let hour = chrono::Duration::hours(1);
-        assert!(mint_pending_for_another(Some(&claim), "bob", now() + hour));
+        assert!(mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour,
+            None
+        ));
         assert!(!mint_pending_for_another(
             Some(&claim),
             "alice",
-            now() + hour
+            now() + hour,
+            None,
         ));
         assert!(!mint_pending_for_another(
             Some(&claim),
             "bob",
-            now() + hour * 24
+            now() + hour * 24,
+            None,
         ));
         // A token the holder obtained since answers it.
         let later = next + hour;
@@ -405,26 +417,61 @@ mod tests {
             unknown: false,
         });
         let hour = chrono::Duration::hours(1);
-        assert!(mint_pending_for_another(Some(&claim), "bob", now() + hour));
+        assert!(mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour,
+            None
+        ));
         assert!(!mint_pending_for_another(
             Some(&claim),
             "alice",
-            now() + hour
+            now() + hour,
+            None,
         ));
         assert!(!mint_pending_for_another(
             Some(&claim),
             "bob",
-            now() + hour * 24
+            now() + hour * 24,
+            None,
         ));
         let mut lost = claim.clone();
         lost.in_flight.as_mut().unwrap().answered = true;
         lost.in_flight.as_mut().unwrap().unknown = true;
-        assert!(mint_pending_for_another(Some(&lost), "bob", now() + hour));
+        assert!(mint_pending_for_another(
+            Some(&lost),
+            "bob",
+            now() + hour,
+            None
+        ));
         let mut heard = claim.clone();
         heard.in_flight.as_mut().unwrap().answered = true;
-        assert!(!mint_pending_for_another(Some(&heard), "bob", now() + hour));
+        assert!(!mint_pending_for_another(
+            Some(&heard),
+            "bob",
+            now() + hour,
+            None
+        ));
+        // A token "bob" keeps, minted after the pending mint, answers it.
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour,
+            Some(now() + chrono::Duration::seconds(1))
+        ));
+        assert!(mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour,
+            Some(now() - chrono::Duration::seconds(1))
+        ));
         claim.holder = None;
-        assert!(!mint_pending_for_another(Some(&claim), "bob", now() + hour));
+        assert!(!mint_pending_for_another(
+            Some(&claim),
+            "bob",
+            now() + hour,
+            None
+        ));
     }
 
     fn submit(credentials: Option<&str>, last_token: Option<DateTime<Utc>>) -> Submission {

@@ -67,7 +67,9 @@ pub async fn apply(
     // attempts, an account of another install would take the claim and call Dhan in turn, each
     // call re-arming Dhan's 2-minute lock for the other (§9), and neither would ever mint.
     let obtaining = assessment.phase == Phase::Backoff;
-    if let Some(note) = settle_claim(ctx, account, round.keeps_claim(now) || obtaining).await {
+    let token_obtained = round.token_facts().map(|t| t.obtained_at);
+    let keep = round.keeps_claim(now) || obtaining;
+    if let Some(note) = settle_claim(ctx, account, keep, token_obtained).await {
         round.notes.push(note);
     }
     for note in &round.notes {
@@ -329,7 +331,9 @@ async fn blocked_knowing(
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
     let keep = why.phase != Phase::Conflict && live;
-    let lost = settle_claim(ctx, account, keep).await;
+    // Dhan's tokens live 24 h from their mint (docs/dhan-api.md §1).
+    let obtained = old.expires_at.map(|t| t - chrono::Duration::hours(24));
+    let lost = settle_claim(ctx, account, keep, obtained).await;
     let claim_ends = claim_ends(ctx, old.expires_at.filter(|_| keep), now);
     let assessment = crate::decision::assess::blocked(
         why.phase,
@@ -376,14 +380,22 @@ fn claim_ends(
 /// live token, a login under way, a mint whose answer was lost) — taking it again after a
 /// restart, an upgrade or an adoption — and gives it up otherwise. A claim another install took
 /// while this one was away is reported: that install's next mint kills this account's token.
-async fn settle_claim(ctx: &Context, account: &DhanAccount, keep: bool) -> Option<Note> {
+async fn settle_claim(
+    ctx: &Context,
+    account: &DhanAccount,
+    keep: bool,
+    token_obtained: Option<DateTime<Utc>>,
+) -> Option<Note> {
     let claims = ctx.claims.as_ref()?;
     let uid = account.uid().unwrap_or_default();
     if !keep {
         claims.release(&uid).await;
         return None;
     }
-    match claims.ensure(&uid, account.spec.client_id.trim()).await {
+    match claims
+        .ensure(&uid, account.spec.client_id.trim(), token_obtained)
+        .await
+    {
         Ok(()) => None,
         Err(ClaimError::Taken) => Some(Note {
             warning: true,

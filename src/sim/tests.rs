@@ -164,6 +164,17 @@ fn seed_65_an_unanswered_mint_outlives_the_holders_next_attempt() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 20 (30 days) once the watch delivered deletions: a holder replaced with
+/// `kubectl replace --force` adopted its live token but could not take its claim back, as its
+/// predecessor's last mint was still recorded in flight on it; when the predecessor's claim was
+/// released, another install's account minted over the live token. A token the taker keeps,
+/// minted after the pending mint, answers it.
+#[test]
+fn seed_20_a_replaced_holder_takes_its_claim_back() {
+    let report = run_seed(Config::new(20, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
