@@ -460,7 +460,7 @@ fn exhausted_consents_wait_for_the_next_ist_day() {
     sim.latency = 0;
     sim.run_until(start + ChronoDuration::hours(6), |_| {});
     assert_eq!(sim.attempts.len(), 2, "{:?}", sim.attempts);
-    // Ten minutes past midnight IST (`NEW_DAY_MARGIN`).
+    // Ten minutes past midnight IST (`--midnight-margin`).
     assert_eq!(sim.attempts[1], utc("2026-11-22T18:40:00Z"));
 }
 

@@ -50,6 +50,7 @@ impl World {
                     bump_generation(&mut account);
                     self.api.put(&tenant.account_path(), account);
                     self.tenants[t].client = client.clone();
+                    self.tenants[t].client_since = Some(self.clock.now());
                     self.cause(&tenant.client);
                     self.cause(&client);
                     self.note(format!("fault: {} clientId={client}", tenant.key()));

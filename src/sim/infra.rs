@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The most the cluster's clock is off from Dhan's, in seconds: less than the margin an attempt
-/// that waits for the next IST day leaves after midnight (`NEW_DAY_MARGIN`).
+/// that waits for the next IST day leaves after midnight (`--midnight-margin`).
 const MAX_CLOCK_OFFSET: i64 = 9 * 60;
 /// The most one node's clock is off from the others', in seconds: two such nodes stay within
 /// the margin of the operator's clock assumption between processes (`leader::SKEW_MARGIN`, 5 s).

@@ -124,6 +124,9 @@ pub struct Tenant {
     /// Deleted and not (yet) re-created.
     pub absent: bool,
     pub install: usize,
+    /// When its `clientId` was last edited: a token minted before belongs to a client ID it
+    /// let go of since (I3 does not protect it).
+    pub client_since: Option<DateTime<Utc>>,
 }
 
 impl Tenant {
@@ -304,6 +307,7 @@ impl World {
                     .map(Duration::from_secs),
                 absent: false,
                 install,
+                client_since: None,
             });
         }
         let start = Instant::now();
@@ -502,11 +506,14 @@ impl World {
         clients
     }
 
-    /// Whether account `key` (`namespace/name`) exists and names `client`.
-    pub fn manages(&self, key: &str, client: &str) -> bool {
-        self.tenants
-            .iter()
-            .any(|t| t.key() == key && !t.absent && t.client == client)
+    /// Whether account `key` (`namespace/name`) exists and has named `client` since `since`.
+    pub fn manages(&self, key: &str, client: &str, since: DateTime<Utc>) -> bool {
+        self.tenants.iter().any(|t| {
+            t.key() == key
+                && !t.absent
+                && t.client == client
+                && t.client_since.is_none_or(|edited| edited <= since)
+        })
     }
 
     /// How far the cluster's clock is off from Dhan's (positive: fast).

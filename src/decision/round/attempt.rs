@@ -12,10 +12,6 @@ use chrono::{DateTime, Utc};
 /// Dhan allows at most this many consents per client per day (docs/dhan-api.md §3).
 pub const DAILY_CONSENT_LIMIT: u32 = 25;
 
-/// How long after IST midnight an attempt that waited for the next IST day goes (see
-/// [`crate::dhan::ist::MIDNIGHT_MARGIN`]).
-pub const NEW_DAY_MARGIN: std::time::Duration = crate::dhan::ist::MIDNIGHT_MARGIN;
-
 /// A refresh attempt in progress: the methods left to try and the failures so far.
 #[derive(Clone, Debug)]
 pub(super) struct Attempt {
@@ -191,7 +187,7 @@ impl Round {
             }
             Handling::NextIstDay => {
                 memory.failed_attempts += 1;
-                Some(after(next_ist_midnight(now), NEW_DAY_MARGIN))
+                Some(after(next_ist_midnight(now), limits.midnight_margin))
             }
         };
         memory.last_failure = Some(LastFailure {
