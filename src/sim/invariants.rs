@@ -7,7 +7,8 @@
 //! - I2 the cap: per client and IST day at most `--max-failed-logins` refused submissions,
 //!   and a refusal the operator heard is never sent again that day.
 //! - I3 one minter: no mint kills a live token minted for another account that still exists
-//!   and has named the client ever since (a token within the cluster clock's lead on Dhan's, plus 5 s,
+//!   and has named the client ever since (a token whose answer never reached the operator is
+//!   in no Secret: killing it harms nobody) (a token within the cluster clock's lead on Dhan's, plus 5 s,
 //!   of its death is dying: the operator judges it by its own clock); a leader deposed while
 //!   frozen calls Dhan no more once a standby took its Lease over.
 //! - I4 `Ready` is true: an account `Ready` while its output Secret does not hold the client's
@@ -144,10 +145,13 @@ impl Checker {
                 let fast = world.cluster_offset().max(chrono::Duration::zero())
                     + chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default();
                 let dying = replaced.expires_at - call.at <= fast;
+                // A token whose answer never reached the operator is in no Secret and no memory:
+                // killing it takes nothing from anyone.
                 if let Some(holder) = holder
                     && holder != who
                     && world.manages(&holder, &call.client, replaced.at)
                     && !dying
+                    && replaced.delivered
                 {
                     Self::violation(
                         world,
