@@ -2,7 +2,7 @@
 //! paused clock beside the processes' heartbeats, each cut off where its process crashes.
 
 use super::dhan::{ACTING, Acting};
-use super::world::{ERROR_RETRY, World};
+use super::world::{ERROR_RETRY, Outcome, World};
 use crate::controller::Context;
 use crate::controller::reconcile::{self, Error};
 use std::collections::BTreeSet;
@@ -23,8 +23,6 @@ enum Ran {
     /// Its process froze in the middle of it; it goes on when the process resumes.
     Frozen(JoinHandle<Option<Outcome>>),
 }
-
-pub(super) type Outcome = Result<Option<Duration>, Error>;
 
 /// A freeze: when it comes (set, or still to be set by Dhan's receiving a mint call), and for
 /// how long.

@@ -762,11 +762,10 @@ pub(super) fn bump_generation(object: &mut Value) {
 }
 
 /// A reconcile of a deposed leader: the install, the account, the task.
-pub(super) type Zombie = (
-    usize,
-    String,
-    tokio::task::JoinHandle<Option<super::batch::Outcome>>,
-);
+pub(super) type Zombie = (usize, String, tokio::task::JoinHandle<Option<Outcome>>);
+
+/// What one reconcile returned.
+pub(super) type Outcome = Result<Option<Duration>, crate::controller::reconcile::Error>;
 
 /// A leader, as its Lease names it.
 pub(super) struct LeaseHolder {
