@@ -335,13 +335,28 @@ async fn a_refused_pin_is_sent_once_whatever_touches_its_secret_or_account() {
         json!({ "clientId": CLIENT, "credentialsSecret": "ana-dhan" }),
     )
     .await;
-    let recreated = settled(&bed, "ana", &[Phase::Failed, Phase::Ready], WAIT).await;
+    // Refused today: it waits for the next IST day, sending nothing until then.
+    let deadline = Instant::now() + WAIT;
+    let recreated = loop {
+        let status = bed.status("ana").await;
+        let refused = status.last_failure_reason.as_deref() == Some("CredentialsRefusedToday");
+        if refused || status.phase == Some(Phase::Ready) || Instant::now() >= deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     tokio::time::sleep(step).await;
     let calls = bed.mock.calls_to(MINT, CLIENT).await;
     assert_eq!(calls.len(), 1, "the refused PIN was sent again: {calls:?}");
     assert_eq!(
         recreated.phase,
-        Some(Phase::Failed),
+        Some(Phase::Backoff),
+        "{:?}",
+        recreated.message
+    );
+    assert_eq!(
+        recreated.last_failure_reason.as_deref(),
+        Some("CredentialsRefusedToday"),
         "{:?}",
         recreated.message
     );
