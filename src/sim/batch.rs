@@ -2,7 +2,7 @@
 //! paused clock beside the processes' heartbeats, each cut off where its process crashes.
 
 use super::dhan::{ACTING, Acting};
-use super::world::{ERROR_RETRY, Outcome, World};
+use super::world::{ERROR_RETRY, Outcome, World, take_due};
 use crate::controller::Context;
 use crate::controller::reconcile::{self, Error};
 use std::collections::BTreeSet;
@@ -85,14 +85,7 @@ impl World {
             if p.down_until.is_some() {
                 continue;
             }
-            let due: Vec<String> = p
-                .due
-                .iter()
-                .filter(|(_, t)| **t <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in due {
-                p.due.remove(&key);
+            for key in take_due(&mut p.due, now) {
                 let Some(account) = p.cached.get(&key).cloned() else {
                     continue;
                 };

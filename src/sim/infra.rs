@@ -3,7 +3,7 @@
 //! steps forward or back and is set right later; the API server answers slowly, or not at all
 //! within its request timeout, for a while; a leader freezes and a standby takes over.
 
-use super::world::{LEASE_DURATION, World};
+use super::world::{LEASE_DURATION, World, take_due};
 use crate::controller::tests::fake_api::REQUEST_TIMEOUT;
 use rand::Rng;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -106,15 +106,8 @@ impl World {
 
     /// Ends the slowness whose time is over.
     pub(super) fn lift_slowness(&mut self, now: Instant) {
-        let over: Vec<String> = self
-            .slow
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(path, _)| path.clone())
-            .collect();
-        for path in over {
+        for path in take_due(&mut self.slow, now) {
             self.api.fast(&path);
-            self.slow.remove(&path);
             self.note(format!(
                 "the API server answers requests under {path} at once again"
             ));

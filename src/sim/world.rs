@@ -677,14 +677,7 @@ impl World {
     }
 
     pub(super) fn lift_refusals(&mut self, now: Instant) {
-        let over: Vec<String> = self
-            .refusing
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(ns, _)| ns.clone())
-            .collect();
-        for key in over {
-            self.refusing.remove(&key);
+        for key in take_due(&mut self.refusing, now) {
             match key.strip_suffix("#status") {
                 Some(ns) => self
                     .api
@@ -851,6 +844,19 @@ fn process_context(
     };
     ctx.claims = Some(Arc::new(Claims::new(api.client(), settings, clock.clone())));
     (Arc::new(ctx), writer)
+}
+
+/// Removes the keys whose time has come (`<= now`) from `map` and returns them, in order.
+pub(super) fn take_due(map: &mut BTreeMap<String, Instant>, now: Instant) -> Vec<String> {
+    let due: Vec<String> = map
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in &due {
+        map.remove(key);
+    }
+    due
 }
 
 /// The IST day of `t` (the day Dhan's and the cap's counts belong to).
