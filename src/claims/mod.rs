@@ -571,31 +571,42 @@ impl Claims {
         let kept = held.clone();
         let name = held.name;
         let result: Result<(), CallError> = async {
-            let Some(mut claim) = bounded(self.claims.get_opt(&name)).await? else {
-                return Ok(());
-            };
-            if verdict::holding(Some(&claim.spec), &self.settings.install, uid) != Holding::Ours {
-                return Ok(());
-            }
-            claim.spec.holder = None;
-            if verdict::disposable(&claim.spec, self.clock.now()) {
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: claim.uid(),
-                        resource_version: claim.resource_version(),
-                    }),
-                    ..DeleteParams::default()
+            // A write in between (another account of this install taking the claim for a
+            // mint, say) fails ours with 409: read again, and release only what is still ours.
+            for _ in 0..3 {
+                let Some(mut claim) = bounded(self.claims.get_opt(&name)).await? else {
+                    return Ok(());
                 };
-                match bounded(self.claims.delete(&name, &params)).await {
-                    Ok(_) => Ok(()),
-                    // Gone already, or written since: it is someone else's now.
-                    Err(e) if matches!(e.code(), Some(404 | 409)) => Ok(()),
-                    Err(e) => Err(e),
+                if verdict::holding(Some(&claim.spec), &self.settings.install, uid)
+                    != Holding::Ours
+                {
+                    return Ok(());
                 }
-            } else {
-                let spec = claim.spec.clone();
-                self.write(&name, Some(&claim), spec).await.map(|_| ())
+                claim.spec.holder = None;
+                let written = if verdict::disposable(&claim.spec, self.clock.now()) {
+                    let params = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: claim.uid(),
+                            resource_version: claim.resource_version(),
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    match bounded(self.claims.delete(&name, &params)).await {
+                        Err(e) if e.code() == Some(404) => return Ok(()),
+                        result => result.map(|_| ()),
+                    }
+                } else {
+                    let spec = claim.spec.clone();
+                    self.write(&name, Some(&claim), spec).await.map(|_| ())
+                };
+                match written {
+                    Err(e) if e.code() == Some(409) => continue,
+                    result => return result,
+                }
             }
+            Err(CallError::Other(format!(
+                "claim {name} kept changing while it was released"
+            )))
         }
         .await;
         match result {
@@ -607,8 +618,12 @@ impl Claims {
                 let error = ClaimError::from(error);
                 warn!(claim = %name, %error, "could not release a client-ID claim; trying again after the next heartbeat");
                 let mut state = self.state();
-                state.remember(uid, &kept.name, kept.claim);
-                state.unreleased.insert(uid.to_string());
+                // Another account of this process took the claim meanwhile: it is that
+                // account's now, and this one has nothing left to release (seed 320).
+                if !state.holders.contains_key(&name) {
+                    state.remember(uid, &kept.name, kept.claim);
+                    state.unreleased.insert(uid.to_string());
+                }
             }
         }
     }

@@ -175,6 +175,18 @@ fn seed_20_a_replaced_holder_takes_its_claim_back() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 320 (30 days): a suspended holder's release read its claim, another account
+/// of the install took it for a mint in the meantime, and the release's write failed on the
+/// newer version; the failed release put the suspended account back as the claim's holder in
+/// memory, so the new holder's refused PIN was never recorded on the claim, and after a restart
+/// a third account sent the same PIN again the same IST day. A release that lost the claim to a
+/// newer write has nothing left to release.
+#[test]
+fn seed_320_a_release_that_lost_the_race_keeps_the_new_holder() {
+    let report = run_seed(Config::new(320, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
