@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes node for the test bed's control plane (hack/controlplane.sh): containerd +
-# runc + CNI bridge, a kubelet, kube-controller-manager (Job, TTL-after-finished, garbage
-# collector and node lifecycle controllers) and kube-scheduler, all 1.20 from the same Debian
+# runc + CNI bridge, a kubelet, kube-controller-manager (Job, Deployment, ReplicaSet,
+# TTL-after-finished, garbage collector and node lifecycle controllers) and kube-scheduler, all 1.20 from the same Debian
 # source tree as the apiserver (hack/install-testbed.sh builds them).
 #
 #   hack/node.sh check                         can this machine run the node? (exit 1 + why)
@@ -10,7 +10,7 @@
 #
 # up imports the cached base images (hack/images.sh) and, with --operator-bin, an operator image
 # around BIN; DIR/env then holds NODE_NAME, NODE_IP (where Pods reach the host: bind servers the
-# Pods must reach there), OPERATOR_IMAGE and CHROMIUM_IMAGE.
+# Pods must reach there), OPERATOR_IMAGE, CHROMIUM_IMAGE and PAUSE_IMAGE.
 #
 # One node per machine: the kubelet writes host paths and sysctls of its own. Everything it
 # changes outside DIR is recorded at up and undone at down, which a detached watcher also runs
@@ -248,7 +248,7 @@ up() {
   fi
   start kube-controller-manager "$BIN_DIR/kube-controller-manager" "${gates[@]}" \
     --kubeconfig "$cp_kubeconfig" --leader-elect=false --port 0 --secure-port 0 \
-    --controllers job,ttl-after-finished,garbagecollector,nodelifecycle
+    --controllers job,deployment,replicaset,ttl-after-finished,garbagecollector,nodelifecycle
   start kube-scheduler "$BIN_DIR/kube-scheduler" \
     --kubeconfig "$cp_kubeconfig" --leader-elect=false --port 0 --secure-port 0
 
@@ -265,6 +265,7 @@ NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP
 OPERATOR_IMAGE=$OPERATOR_IMAGE
 CHROMIUM_IMAGE=$CHROMIUM_IMAGE
+PAUSE_IMAGE=$PAUSE_IMAGE
 EOF
   log "$NODE_NAME Ready in $((SECONDS - start_s)) s (containerd $(containerd --version | awk '{print $3}'), kubelet $("$BIN_DIR/kubelet" --version | awk '{print $2}')); logs in $DIR"
 }

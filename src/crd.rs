@@ -324,6 +324,10 @@ pub struct DhanAccountStatus {
     /// re-arms on each refused attempt, so the next one waits the full interval from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_mint_attempt_time: Option<DateTime<Utc>>,
+    /// The last new token's delivery to running Pods that mount the output Secret and opted in
+    /// (`--sync-pods`): how many were told to sync, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_sync: Option<PodSyncStatus>,
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -342,6 +346,31 @@ pub struct LoginStatus {
     /// The refresh-requested annotation value this login answers, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_request: Option<String>,
+}
+
+/// A new token's delivery to the running Pods that read it from a volume.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSyncStatus {
+    /// The token this was for (its keyed hash, as `tokenHash`).
+    pub token_hash: String,
+    /// Pods that mount the output Secret and opted in, each told to sync.
+    #[schemars(range(max = 100000))]
+    pub pods: u32,
+    /// Opted-in Pods that could not be told (not found, forbidden), or that can never see a new
+    /// token in place (no volume of the Secret, a `subPath` mount).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = 100000))]
+    pub problems: u32,
+    /// When the last of them was told.
+    pub synced_at: DateTime<Utc>,
+    /// Milliseconds from the token's mint to `syncedAt`: the part of the dead-token window the
+    /// operator sees (each kubelet then rewrites the volume, typically within a second).
+    pub millis_after_mint: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A count on one IST calendar day.

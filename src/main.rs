@@ -91,6 +91,13 @@ struct RunArgs {
     /// annotation. Needs get and patch rights on Deployments, StatefulSets and DaemonSets.
     #[arg(long, env = "ROLLOUT_RESTARTS")]
     rollout_restarts: bool,
+    /// After a new token, tell the running Pods that mount the output Secret to sync at once
+    /// (one annotation on each; the kubelet rewrites the volume within about a second instead
+    /// of at its next periodic sync, up to a minute or more) — only Pods labelled
+    /// dhan-operator.dev/sync-on-refresh that name the account in their
+    /// dhan-operator.dev/sync-on-refresh-of annotation. Needs list and patch rights on Pods.
+    #[arg(long, env = "SYNC_PODS")]
+    sync_pods: bool,
     /// This install's name in client-ID claims (cluster-scoped DhanClientClaims, which every
     /// install meets at without configuration): the same for its replicas and across restarts,
     /// different from every other install's. Default: the leader Lease's namespace/name, and
@@ -385,6 +392,7 @@ fn controller_settings(
         },
         claims: Some(claims),
         rollouts: args.rollout_restarts,
+        sync_pods: args.sync_pods,
         health,
     }
 }

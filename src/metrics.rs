@@ -234,7 +234,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
         let now = clock.now();
         let labels = |a: &DhanAccount| self.labels(a);
         type Value = fn(&DhanAccount, DateTime<Utc>) -> Option<f64>;
-        let series: [(&str, &str, Value); 4] = [
+        let series: [(&str, &str, Value); 5] = [
             (
                 "account_token_expiry_timestamp_seconds",
                 "When the account's current token expires (Unix seconds)",
@@ -256,6 +256,14 @@ impl prometheus_client::collector::Collector for AccountCollector {
                     };
                     let today = crate::decision::DayCount::today(Some(&count), now);
                     Some(f64::from(today))
+                },
+            ),
+            (
+                "account_pod_sync_seconds",
+                "From the last new token's mint until the last running Pod that mounts it was told                  to sync (--sync-pods); each kubelet rewrites the volume right after",
+                |a, _| {
+                    let sync = a.status.as_ref()?.pod_sync.as_ref()?;
+                    Some(sync.millis_after_mint as f64 / 1000.0)
                 },
             ),
             (

@@ -68,7 +68,8 @@ async fn wait_for_chart_crd(client: &Client) {
 /// The rules of `dhan-operator.rules` as {(apiGroup, resource) → verbs}: the operator's rights,
 /// least privilege. Widening them must be a deliberate change of this table. Jobs, Pods and
 /// NetworkPolicies only with `browserLogin.enabled`, workloads only with
-/// `rolloutRestarts.enabled`; DhanNotifiers with `notifications.enabled` (the default).
+/// `rolloutRestarts.enabled`, listing and patching Pods only with `podSync.enabled` (on where
+/// rollouts are, in these tests); DhanNotifiers with `notifications.enabled` (the default).
 fn expected_rules(
     browser_logins: bool,
     rollouts: bool,
@@ -98,6 +99,7 @@ fn expected_rules(
         table.push(("apps", "deployments", &["get", "patch"]));
         table.push(("apps", "statefulsets", &["get", "patch"]));
         table.push(("apps", "daemonsets", &["get", "patch"]));
+        table.push(("", "pods", &["list", "patch"]));
     }
     if browser_logins {
         table.push((
@@ -112,15 +114,14 @@ fn expected_rules(
             &["create", "get", "patch"],
         ));
     }
-    table
-        .iter()
-        .map(|(group, resource, verbs)| {
-            (
-                (group.to_string(), resource.to_string()),
-                verbs.iter().map(|v| v.to_string()).collect(),
-            )
-        })
-        .collect()
+    let mut rules: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (group, resource, verbs) in table {
+        rules
+            .entry((group.to_string(), resource.to_string()))
+            .or_default()
+            .extend(verbs.iter().map(|v| v.to_string()));
+    }
+    rules
 }
 
 /// Flattens rules to {(apiGroup, resource) → verbs}; rules with resourceNames or
@@ -262,7 +263,8 @@ fn run_like_the_deployment(
 }
 
 /// A TOTP account `name` in `namespace` (credentials Secret `<name>-dhan`), restarting
-/// Deployments `algo` (which opted in) and `bystander` (which did not) after each new token.
+/// Deployments `algo` (which opted in) and `bystander` (which did not) after each new token,
+/// and syncing Pods `algo-pod` (opted in) and `bystander-pod` (not) where pod syncs are on.
 /// Created as admin, as a user would.
 async fn create_account(client: &Client, namespace: &str, name: &str, client_id: &str) {
     let secret: Secret = serde_json::from_value(json!({
@@ -276,6 +278,9 @@ async fn create_account(client: &Client, namespace: &str, name: &str, client_id:
         .unwrap();
     checks::create_deployment(client, namespace, "algo", Some(name)).await;
     checks::create_deployment(client, namespace, "bystander", None).await;
+    let secret = format!("{name}-token");
+    checks::create_pod(client, namespace, "algo-pod", &secret, Some(name)).await;
+    checks::create_pod(client, namespace, "bystander-pod", &secret, None).await;
     let account: DhanAccount = serde_json::from_value(json!({
         "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
         "metadata": { "name": name },
@@ -373,6 +378,7 @@ async fn assert_refreshed(
 
     if rollouts {
         checks::assert_only_opted_in_workloads_restarted(client, namespace, name, &hash).await;
+        checks::assert_only_opted_in_pods_synced(client, namespace, name, &hash).await;
     } else {
         checks::assert_no_workload_restarted(client, namespace, name).await;
     }
@@ -474,6 +480,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
             "replicaCount": 2,
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
             "rolloutRestarts": { "enabled": true },
+            "podSync": { "enabled": true },
             "clientClaims": { "installId": INSTALL },
         }),
     );
@@ -539,6 +546,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
         "--notifications".to_string(),
         "--trading-calendar=/etc/dhan-operator/calendar/trading-calendar.yaml".to_string(),
         "--rollout-restarts".to_string(),
+        "--sync-pods".to_string(),
         format!("--install-id={INSTALL}"),
         "--client-claim-duration=30m".to_string(),
     ] {

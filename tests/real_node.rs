@@ -7,6 +7,8 @@
 //! `browser_e2e.rs` keeps a played kubelet for what needs a Job held unfinished on cue.
 
 mod support;
+#[path = "real_node/window.rs"]
+mod window;
 
 use dhan_operator::crd::Phase;
 use dhan_operator::dhan::TotpKey;

@@ -577,8 +577,7 @@ impl Claims {
                 let Some(mut claim) = bounded(self.claims.get_opt(&name)).await? else {
                     return Ok(());
                 };
-                if verdict::holding(Some(&claim.spec), &self.settings.install, uid)
-                    != Holding::Ours
+                if verdict::holding(Some(&claim.spec), &self.settings.install, uid) != Holding::Ours
                 {
                     return Ok(());
                 }

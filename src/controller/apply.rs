@@ -11,10 +11,11 @@ use super::gather::{Blocked, Gathered};
 use super::login;
 use super::output;
 use super::output::OutputSpec;
+use super::pod_sync;
 use super::rollout;
 use super::status::{self, Report};
 use crate::claims::ClaimError;
-use crate::crd::{DhanAccount, DhanAccountStatus};
+use crate::crd::{DhanAccount, DhanAccountStatus, PodSyncStatus};
 use crate::decision::round::Note;
 use crate::decision::{Phase, Round, Stored, assess};
 use crate::metrics::MethodLabels;
@@ -50,6 +51,7 @@ pub async fn apply(
     store_token(ctx, account, &spec.output, &mut round, at).await?;
     login_jobs(ctx, account, &mut round, &finished_jobs.done).await;
     let old = account.status.clone().unwrap_or_default();
+    let pod_sync = sync_pods(ctx, account, &old, &spec.output.name, &mut round).await;
     restart_workloads(ctx, account, &old, &spec.output.name, &mut round).await;
     remember(ctx, account, &round);
 
@@ -62,7 +64,11 @@ pub async fn apply(
         .map(|_| spec.output.name.as_str())
         .or(old.secret_name.as_deref());
     let report = Report::of(&round, &assessment, holder, account.meta().generation, now);
-    write_status(ctx, account, &old, report.compose(&old)).await?;
+    let mut status = report.compose(&old);
+    if pod_sync.is_some() {
+        status.pod_sync = pod_sync;
+    }
+    write_status(ctx, account, &old, status).await?;
     // An account that keeps trying (Backoff) is obtaining a token: were it to let go between
     // attempts, an account of another install would take the claim and call Dhan in turn, each
     // call re-arming Dhan's 2-minute lock for the other (§9), and neither would ever mint.
@@ -207,6 +213,56 @@ async fn login_jobs(ctx: &Context, account: &DhanAccount, round: &mut Round, fin
     if round.login_ended && round.job_to_create.is_none() {
         ctx.logins.release(&account.uid().unwrap_or_default());
     }
+}
+
+/// Tells the running Pods that mount the output Secret and opted in to sync, after a real token
+/// change: first of all after the Secret, as every second until their kubelets rewrite the
+/// volume is a second their calls fail with a dead token. A crash before the status write
+/// repeats it on restart; Pods told of this token already are not written again.
+async fn sync_pods(
+    ctx: &Context,
+    account: &DhanAccount,
+    old: &DhanAccountStatus,
+    secret: &str,
+    round: &mut Round,
+) -> Option<PodSyncStatus> {
+    if !ctx.sync_pods {
+        return None;
+    }
+    let held = round
+        .token
+        .as_ref()
+        .filter(|h| h.stored == Stored::Current)?;
+    let facts = &held.token.facts;
+    if old.token_hash.as_deref() == Some(facts.hash.as_str()) {
+        return None;
+    }
+    let namespace = account.namespace().unwrap_or_default();
+    let name = account.name_any();
+    let synced = pod_sync::sync_pods(&ctx.client, &namespace, &name, secret, &facts.hash).await;
+    let now = ctx.clock.now();
+    if !synced.problems.is_empty() {
+        round.notes.push(Note {
+            warning: true,
+            reason: "PodSyncFailed",
+            message: format!(
+                "{} Pod(s) told to sync to the new token; not told: {}",
+                synced.pods,
+                synced.problems.join("; ")
+            ),
+        });
+    }
+    if synced.pods == 0 && synced.problems.is_empty() {
+        return None;
+    }
+    let after_mint = (now - facts.obtained_at).num_milliseconds().max(0);
+    Some(PodSyncStatus {
+        token_hash: facts.hash.clone(),
+        pods: synced.pods,
+        problems: u32::try_from(synced.problems.len()).unwrap_or(u32::MAX),
+        synced_at: now,
+        millis_after_mint: u64::try_from(after_mint).unwrap_or_default(),
+    })
 }
 
 /// Restarts the rollout targets after a real token change. After the Secret and before

@@ -17,6 +17,7 @@ pub mod login_network_policy;
 pub mod login_outcome;
 pub mod memo;
 pub mod output;
+pub mod pod_sync;
 pub mod reconcile;
 pub mod rollout;
 pub mod secret_watch;
@@ -85,6 +86,9 @@ pub struct Context {
     pub claims: Option<Arc<Claims>>,
     /// Whether `spec.rolloutRestartTargets` are restarted at all (workloads must also opt in).
     pub rollouts: bool,
+    /// Whether running Pods that mount an output Secret and opted in are told to sync when it
+    /// holds a new token (`pod_sync`).
+    pub sync_pods: bool,
     /// What `/readyz` reports: the watches' health, skipped objects.
     pub health: Health,
 }
@@ -103,6 +107,7 @@ pub struct Settings {
     pub dhan_timeout: Duration,
     pub claims: Option<ClaimSettings>,
     pub rollouts: bool,
+    pub sync_pods: bool,
     pub health: Health,
 }
 
@@ -179,6 +184,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         dhan_timeout: settings.dhan_timeout,
         claims,
         rollouts: settings.rollouts,
+        sync_pods: settings.sync_pods,
         health: settings.health,
     });
     tokio::spawn(prune(context.clone()));

@@ -144,6 +144,8 @@ impl Report<'_> {
             retry_not_before: memory.retry_not_before,
             mint_unconfirmed_at: memory.mint_unconfirmed,
             last_mint_attempt_time: memory.last_mint_attempt,
+            // Set by apply when a new token was delivered; the last delivery until then.
+            pod_sync: old.pod_sync.clone(),
             conditions: vec![ready_condition(
                 old,
                 a.ready,

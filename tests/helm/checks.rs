@@ -4,7 +4,7 @@
 
 use crate::support::{self, ChildProcess, control_plane};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -33,6 +33,72 @@ pub async fn create_deployment(client: &Client, namespace: &str, name: &str, opt
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
+}
+
+/// Pod `name` mounting Secret `secret`, labelled for pod syncs and naming `opt_in` in its
+/// consent annotation (or not labelled at all). No node runs it: the operator only writes its
+/// metadata.
+pub async fn create_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    secret: &str,
+    opt_in: Option<&str>,
+) {
+    let (labels, annotations) = match opt_in {
+        Some(account) => (
+            json!({ "dhan-operator.dev/sync-on-refresh": "true" }),
+            json!({ "dhan-operator.dev/sync-on-refresh-of": account }),
+        ),
+        None => (json!({}), json!({})),
+    };
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": labels, "annotations": annotations },
+        "spec": {
+            "containers": [{ "name": "algo", "image": "example.invalid/algo:1",
+                             "volumeMounts": [{ "name": "token", "mountPath": "/var/run/dhan" }] }],
+            "volumes": [{ "name": "token", "secret": { "secretName": secret } }],
+        },
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+/// The operator's sync annotation on Pod `name`, if it wrote one.
+pub async fn synced_with(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let pod = Api::<Pod>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap();
+    pod.annotations()
+        .get("dhan-operator.dev/token-synced")
+        .cloned()
+}
+
+/// Pod syncs on: the Pod that opted in was told of the new token, the other one not.
+pub async fn assert_only_opted_in_pods_synced(
+    client: &Client,
+    namespace: &str,
+    account: &str,
+    hash: &str,
+) {
+    let synced = support::wait_for(Duration::from_secs(20), || async {
+        synced_with(client, namespace, "algo-pod").await
+    })
+    .await;
+    assert_eq!(
+        synced,
+        format!("{account}/{hash}"),
+        "the opted-in Pod was told"
+    );
+    assert_eq!(
+        synced_with(client, namespace, "bystander-pod").await,
+        None,
+        "the operator's identity did not patch a Pod that did not opt in"
+    );
 }
 
 /// The token hash on a Deployment's pod template, if the operator set one.

@@ -11,7 +11,7 @@
 //!   X itself (a team installing into its own namespace): a Role + RoleBinding in X.
 //! - no `--namespace`: cluster mode, the release in a namespace of its own (`operator-*`): a
 //!   ClusterRole + ClusterRoleBinding.
-//! - `--browser-logins`, `--rollout-restarts`, `--notifications` and `--metrics-secure` switch on
+//! - `--browser-logins`, `--rollout-restarts`, `--sync-pods`, `--notifications` and `--metrics-secure` switch on
 //!   the chart value that grants their rights (each is off without its flag, so the role is the
 //!   least the flags need); `--leader-elect` names the Lease the leader-election Role allows
 //!   (`leaderElection.leaseName`) after `--leader-elect-lease`, and the Lease's namespace must be
@@ -53,6 +53,7 @@ const FLAG_ENV: &[&str] = &[
     "WATCH_NAMESPACE",
     "BROWSER_LOGINS",
     "ROLLOUT_RESTARTS",
+    "SYNC_PODS",
     "NOTIFICATIONS",
     "METRICS_SECURE",
     "LEADER_ELECT",
@@ -76,6 +77,7 @@ struct Flags {
     namespace: Option<String>,
     browser_logins: bool,
     rollout_restarts: bool,
+    sync_pods: bool,
     notifications: bool,
     metrics_secure: bool,
     leader_elect: bool,
@@ -107,6 +109,7 @@ impl Flags {
                 "namespace" => flags.namespace = Some(value()),
                 "browser-logins" => flags.browser_logins = true,
                 "rollout-restarts" => flags.rollout_restarts = true,
+                "sync-pods" => flags.sync_pods = true,
                 "notifications" => flags.notifications = true,
                 "metrics-secure" => flags.metrics_secure = true,
                 "leader-elect" => flags.leader_elect = true,
@@ -132,6 +135,7 @@ impl Flags {
             "watchNamespace": self.namespace.as_deref().unwrap_or(""),
             "browserLogin": { "enabled": self.browser_logins },
             "rolloutRestarts": { "enabled": self.rollout_restarts },
+            "podSync": { "enabled": self.sync_pods },
             "notifications": { "enabled": self.notifications },
             "clientClaims": { "installId": self.install_id.as_deref().unwrap_or("") },
             "leaderElection": { "enabled": self.leader_elect, "leaseName": lease },

@@ -82,6 +82,12 @@ impl Node {
         self.var("CHROMIUM_IMAGE")
     }
 
+    /// The sandbox image: a static busybox (`/bin/busybox`, its shell finds every applet
+    /// without a PATH), for Pods that only need a shell.
+    pub fn busybox_image(&self) -> &str {
+        self.var("PAUSE_IMAGE")
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

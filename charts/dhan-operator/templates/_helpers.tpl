@@ -184,4 +184,13 @@ Role. Each rule says why the operator needs it; the chart's README has the same 
   resources: ["deployments", "statefulsets", "daemonsets"]
   verbs: ["get", "patch"]
 {{- end }}
+{{- if .Values.podSync.enabled }}
+# After a new token, tell the running Pods that mount the output Secret to sync now (a patch of
+# their dhan-operator.dev/token-synced annotation; the kubelet then rewrites the volume) — only
+# Pods labelled dhan-operator.dev/sync-on-refresh (the list's selector) whose own
+# dhan-operator.dev/sync-on-refresh-of annotation names the account.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+{{- end }}
 {{- end }}

@@ -284,6 +284,7 @@ pub(crate) fn context(
         dhan_timeout: Duration::from_secs(20),
         claims: None,
         rollouts: false,
+        sync_pods: false,
         health: Default::default(),
     }
 }
