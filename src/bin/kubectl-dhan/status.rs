@@ -39,6 +39,19 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
             Some(t) => format!("{reason} ({})", ago(t, now)),
             None => reason,
         });
+    // The current token's delivery to running Pods (--sync-pods): how many were told, how soon
+    // after the mint.
+    let synced = status
+        .pod_sync
+        .as_ref()
+        .filter(|p| status.token_hash.as_deref() == Some(p.token_hash.as_str()))
+        .map(|p| {
+            let told = format!("{} in {:.1}s", p.pods, p.millis_after_mint as f64 / 1000.0);
+            match p.problems {
+                0 => told,
+                n => format!("{told}, {n} not"),
+            }
+        });
     let mut row = Vec::new();
     if all_namespaces {
         row.push(account.namespace().unwrap_or_default());
@@ -51,6 +64,7 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
         when(status.expires_at),
         since(status.last_refresh_time),
         when(status.next_refresh_time),
+        or_dash(synced),
         or_dash(consents),
         or_dash(failure),
     ]);
@@ -77,6 +91,7 @@ pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool)
         "EXPIRES",
         "LAST REFRESH",
         "NEXT REFRESH",
+        "PODS SYNCED",
         "CONSENTS",
         "LAST FAILURE",
     ]);
@@ -86,7 +101,7 @@ pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhan_operator::crd::{DailyCount, DhanAccountSpec, DhanAccountStatus, Phase};
+    use dhan_operator::crd::{DailyCount, DhanAccountSpec, DhanAccountStatus, Phase, PodSyncStatus};
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -120,6 +135,14 @@ mod tests {
                     day: "2026-11-23".into(),
                     count: 2,
                 }),
+                token_hash: Some("0123abcd".into()),
+                pod_sync: Some(PodSyncStatus {
+                    token_hash: "0123abcd".into(),
+                    pods: 12,
+                    problems: 1,
+                    synced_at: utc("2026-11-23T03:00:01Z"),
+                    millis_after_mint: 870,
+                }),
                 ..Default::default()
             },
         );
@@ -136,15 +159,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME   CLIENT      PHASE   METHOD   EXPIRES  LAST REFRESH  NEXT REFRESH  CONSENTS  LAST FAILURE"
+            "NAME   CLIENT      PHASE   METHOD   EXPIRES  LAST REFRESH  NEXT REFRESH  PODS SYNCED        CONSENTS  LAST FAILURE"
         );
         assert_eq!(
             lines[1],
-            "alice  1000000001  Ready   browser  in 17h   7h ago        in 16h        2/25      -"
+            "alice  1000000001  Ready   browser  in 17h   7h ago        in 16h        12 in 0.9s, 1 not  2/25      -"
         );
         assert_eq!(
             lines[2],
-            "carol  1000000001  Failed  -        -        -             -             -         InvalidPin (3m ago)"
+            "carol  1000000001  Failed  -        -        -             -             -                  -         InvalidPin (3m ago)"
         );
     }
 }
