@@ -54,7 +54,11 @@ fn next(lines: &Receiver<String>) -> String {
 fn short(token: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_string()
+    digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..12]
+        .to_string()
 }
 
 #[test]

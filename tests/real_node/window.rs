@@ -184,8 +184,11 @@ async fn measure(sync_pods: bool) -> Windows {
         .unwrap();
     let dir_path: PathBuf = dir.path().to_path_buf();
     // The consumers run as the image's user, not root.
-    std::fs::set_permissions(&dir_path, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-        .unwrap();
+    std::fs::set_permissions(
+        &dir_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     let accounts = MOUNTED
         .iter()
         .map(|(name, client, _)| (*name, *client))

@@ -101,7 +101,9 @@ pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhan_operator::crd::{DailyCount, DhanAccountSpec, DhanAccountStatus, Phase, PodSyncStatus};
+    use dhan_operator::crd::{
+        DailyCount, DhanAccountSpec, DhanAccountStatus, Phase, PodSyncStatus,
+    };
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
