@@ -205,6 +205,18 @@ struct RunArgs {
     /// watch DhanNotifiers and patch their status.
     #[arg(long, env = "NOTIFICATIONS")]
     notifications: bool,
+    /// Telegram's Bot API server, for every DhanNotifier (a notifier's own spec.telegram.apiUrl
+    /// may only repeat it).
+    #[arg(long, env = "TELEGRAM_API_URL", default_value = notify::deliver::DEFAULT_TELEGRAM_API)]
+    telegram_api_url: String,
+    /// Let webhooks use plain http (default: https only).
+    #[arg(long, env = "NOTIFY_ALLOW_HTTP")]
+    notify_allow_http: bool,
+    /// Let notifications go to loopback, private, link-local (cloud metadata) and other
+    /// inside addresses — for receivers inside the cluster. Default: refused, whether the URL
+    /// names the address or a name resolves to it; no redirect is ever followed.
+    #[arg(long, env = "NOTIFY_ALLOW_PRIVATE_ADDRESSES")]
+    notify_allow_private_addresses: bool,
 }
 
 /// `chromedp/headless-shell` (Chromium 151), by the digest published projects pin it at.
@@ -319,6 +331,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             clock: clock.clone(),
             calendar,
+            egress: notify::egress::Egress {
+                telegram_api: args.telegram_api_url.clone(),
+                allow_http: args.notify_allow_http,
+                allow_private: args.notify_allow_private_addresses,
+            },
         };
         notify::run(
             client.clone(),

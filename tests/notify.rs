@@ -51,10 +51,34 @@ async fn receiver() -> (String, Received) {
     (url, received)
 }
 
+/// The operator's flags for receivers on this machine: plain http to loopback, Telegram's API
+/// at `telegram`.
+fn local_receivers(telegram: &str) -> Vec<&str> {
+    vec![
+        "--notifications",
+        "--notify-allow-http",
+        "--notify-allow-private-addresses",
+        "--telegram-api-url",
+        telegram,
+    ]
+}
+
+/// A receiver that answers every request with a redirect to `to`.
+async fn redirecting(to: String) -> String {
+    let app = Router::new().fallback(move || {
+        let to = to.clone();
+        async move { axum::response::Redirect::temporary(&to) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 #[tokio::test]
 async fn a_failure_then_a_recovery_sends_exactly_two_messages_per_channel() {
     let (url, received) = receiver().await;
-    let bed = Bed::start_with("notify", &["--notifications"]).await;
+    let bed = Bed::start_with("notify", &local_receivers(&url)).await;
     bed.register("1600000001", PIN).await;
     bed.put_secret("phone", &[("botToken", BOT_TOKEN), ("chatId", "4242")])
         .await;
@@ -64,7 +88,7 @@ async fn a_failure_then_a_recovery_sends_exactly_two_messages_per_channel() {
         "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
         "metadata": { "name": "alerts" },
         "spec": {
-            "telegram": { "secretName": "phone", "apiUrl": url },
+            "telegram": { "secretName": "phone" },
             "webhook": { "secretName": "team-hook" },
         }
     });
@@ -153,7 +177,7 @@ async fn a_failure_then_a_recovery_sends_exactly_two_messages_per_channel() {
 #[tokio::test]
 async fn a_restarted_operator_does_not_repeat_and_a_dead_receiver_is_counted() {
     let (url, received) = receiver().await;
-    let mut bed = Bed::start_with("notify-restart", &["--notifications"]).await;
+    let mut bed = Bed::start_with("notify-restart", &local_receivers(&url)).await;
     bed.put_secret("phone", &[("botToken", BOT_TOKEN), ("chatId", "4242")])
         .await;
     // Port 9 on loopback: nothing listens, every webhook delivery fails.
@@ -210,7 +234,7 @@ async fn a_restarted_operator_does_not_repeat_and_a_dead_receiver_is_counted() {
 
     // A new operator process reads what was reported from the notifier's status.
     bed.operator.take().unwrap().kill_9();
-    bed.operator = Some(bed.spawn_operator(&["--notifications"], &[]));
+    bed.operator = Some(bed.spawn_operator(&local_receivers(&url), &[]));
     support::wait_for(Duration::from_secs(20), || async {
         bed.operator()
             .output()
@@ -228,6 +252,8 @@ async fn only_the_leader_sends() {
     let bed = Bed::without_operator("notify-leader").await;
     let args = [
         "--notifications",
+        "--notify-allow-http",
+        "--notify-allow-private-addresses",
         "--leader-elect",
         "--leader-elect-namespace",
         &bed.ns,
@@ -275,7 +301,7 @@ async fn only_the_leader_sends() {
 #[tokio::test]
 async fn an_account_unreadable_for_a_while_is_not_announced_again() {
     let (url, received) = receiver().await;
-    let bed = Bed::start_with("notify-skip", &["--notifications"]).await;
+    let bed = Bed::start_with("notify-skip", &local_receivers(&url)).await;
     bed.put_secret("team-hook", &[("url", &format!("{url}/hook"))])
         .await;
     let notifier: Value = json!({
@@ -332,4 +358,96 @@ async fn an_account_unreadable_for_a_while_is_not_announced_again() {
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(received.all().len(), 1, "{:?}", received.all());
+}
+
+/// A notifier is a tenant's object and its webhook URL a tenant's Secret: by default the
+/// operator posts only over https, to no inside address (named or resolved), follows no
+/// redirect, and says why in the notifier's status, without the URL.
+#[tokio::test]
+async fn a_tenant_cannot_point_notifications_inside_or_through_a_redirect() {
+    let (url, received) = receiver().await;
+    let (elsewhere, redirected_to) = receiver().await;
+    let redirect = redirecting(format!("{elsewhere}/stolen")).await;
+    let mut bed = Bed::start_with("notify-egress", &["--notifications"]).await;
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let hooks = [
+        ("plain-http", format!("{url}/hook"), "only https"),
+        (
+            "loopback",
+            format!("https://127.0.0.1:{port}/hook"),
+            "loopback",
+        ),
+        (
+            "metadata",
+            "https://169.254.169.254/latest/meta-data/".to_string(),
+            "link-local",
+        ),
+        (
+            "named",
+            format!("https://localhost:{port}/hook"),
+            "loopback",
+        ),
+        ("private", "https://[fd00::1]/hook".to_string(), "private"),
+    ];
+    for (name, hook, _) in &hooks {
+        bed.put_secret(name, &[("url", hook)]).await;
+        let notifier: Value = json!({
+            "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+            "metadata": { "name": name },
+            "spec": { "webhook": { "secretName": name } }
+        });
+        support::control_plane()
+            .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    }
+    // A Secret without the PIN: Failed, with no Dhan call; every notifier has something to say.
+    bed.put_secret("erin-dhan", &[("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "erin",
+        json!({ "clientId": "1600000005", "credentialsSecret": "erin-dhan" }),
+    )
+    .await;
+    bed.wait_phase("erin", Phase::Failed).await;
+    let notifiers = Api::<DynamicObject>::namespaced_with(
+        bed.client.clone(),
+        &bed.ns,
+        &ApiResource::erase::<dhan_operator::notify::resource::DhanNotifier>(&()),
+    );
+    for (name, hook, why) in &hooks {
+        let message = support::wait_for(Duration::from_secs(30), || async {
+            let notifier = notifiers.get(name).await.ok()?;
+            notifier.data["status"]["message"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .await;
+        assert!(message.contains(why), "{name}: {message}");
+        assert!(
+            !message.contains(hook.as_str()),
+            "{name}: no URL in {message}"
+        );
+    }
+    assert!(received.all().is_empty(), "{:?}", received.all());
+
+    // Even where the operator allows receivers inside, a redirect is not followed.
+    bed.operator.take().unwrap().kill_9();
+    bed.operator = Some(bed.spawn_operator(&local_receivers(&url), &[]));
+    bed.put_secret("redirect", &[("url", &format!("{redirect}/hook"))])
+        .await;
+    let notifier: Value = json!({
+        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanNotifier",
+        "metadata": { "name": "redirect" },
+        "spec": { "webhook": { "secretName": "redirect" } }
+    });
+    support::control_plane()
+        .kubectl_with_stdin(&["apply", "-n", &bed.ns, "-f", "-"], &notifier.to_string());
+    let message = support::wait_for(Duration::from_secs(60), || async {
+        let notifier = notifiers.get("redirect").await.ok()?;
+        notifier.data["status"]["message"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    assert!(message.contains("HTTP 307"), "{message}");
+    assert!(redirected_to.all().is_empty(), "{:?}", redirected_to.all());
 }

@@ -7,6 +7,8 @@ use kube::Api;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+use super::egress::Egress;
+
 /// Timeout of one delivery: a slow receiver must not hold later messages for long.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
@@ -27,6 +29,26 @@ pub enum DeliveryError {
     Unreachable(String),
     #[error("the receiver answered HTTP {0}")]
     Rejected(u16),
+    /// The operator's limits on destinations refuse it (`notify::egress`).
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+/// What sends notifications: an HTTP client that follows no redirect and connects to no
+/// forbidden address, and the operator's limits on destinations.
+#[derive(Clone)]
+pub struct Sender {
+    pub http: reqwest::Client,
+    pub egress: Egress,
+}
+
+impl Sender {
+    pub fn new(egress: Egress) -> Sender {
+        Sender {
+            http: egress.client(TIMEOUT),
+            egress,
+        }
+    }
 }
 
 async fn secret_value(
@@ -77,34 +99,44 @@ async fn post(http: &reqwest::Client, url: url::Url, body: &Value) -> Result<(),
     }
 }
 
-/// `sendMessage` of the Bot API, with the bot token and chat id from Secret `secret_name`.
+/// `sendMessage` of the Bot API at the operator's `--telegram-api-url`, with the bot token and
+/// chat id from Secret `secret_name`. A notifier's own `apiUrl` may only repeat the operator's.
 pub async fn telegram(
-    http: &reqwest::Client,
+    sender: &Sender,
     secrets: &Api<Secret>,
     secret_name: &str,
     api_url: Option<&str>,
     text: &str,
 ) -> Result<(), DeliveryError> {
+    let base = sender.egress.telegram_api.trim_end_matches('/');
+    if let Some(asked) = api_url.map(|u| u.trim_end_matches('/'))
+        && asked != base
+    {
+        return Err(DeliveryError::NotAllowed(
+            "spec.telegram.apiUrl differs from the operator's Telegram API server              (--telegram-api-url): remove it"
+                .into(),
+        ));
+    }
     let token = secret_value(secrets, secret_name, "botToken").await?;
     let chat_id = secret_value(secrets, secret_name, "chatId").await?;
-    let base = api_url
-        .unwrap_or(DEFAULT_TELEGRAM_API)
-        .trim_end_matches('/');
     let url = url::Url::parse(&format!("{base}/bot{token}/sendMessage"))
-        .map_err(|_| DeliveryError::BadUrl("spec.telegram.apiUrl"))?;
+        .map_err(|_| DeliveryError::BadUrl("the Telegram API URL with the bot token"))?;
     let body = json!({ "chat_id": chat_id, "text": text, "disable_web_page_preview": true });
-    post(http, url, &body).await
+    post(&sender.http, url, &body).await
 }
 
-/// A JSON POST to the URL in Secret `secret_name`, key `url`.
+/// A JSON POST to the URL in Secret `secret_name`, key `url`, if the operator's limits allow
+/// it (`notify::egress`).
 pub async fn webhook(
-    http: &reqwest::Client,
+    sender: &Sender,
     secrets: &Api<Secret>,
     secret_name: &str,
     body: &Value,
 ) -> Result<(), DeliveryError> {
+    const WHAT: &str = "the webhook Secret's url";
     let url = secret_value(secrets, secret_name, "url").await?;
-    let url =
-        url::Url::parse(&url).map_err(|_| DeliveryError::BadUrl("the webhook Secret's url"))?;
-    post(http, url, body).await
+    let url = url::Url::parse(&url).map_err(|_| DeliveryError::BadUrl(WHAT))?;
+    sender.egress.check_url(&url, WHAT)?;
+    sender.egress.resolve_checked(&url, WHAT).await?;
+    post(&sender.http, url, body).await
 }

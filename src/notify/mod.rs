@@ -6,6 +6,7 @@
 //! delays nothing but later messages of the same notifier. Only the leader runs it.
 
 pub mod deliver;
+pub mod egress;
 pub mod health;
 pub mod message;
 pub mod resource;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub calendar: CalendarInForce,
+    /// Where messages may go.
+    pub egress: egress::Egress,
 }
 
 /// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller;
@@ -75,6 +78,7 @@ pub async fn run(
         metrics,
         clock,
         calendar,
+        egress,
     } = shared;
     let notifiers: Api<DhanNotifier> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -105,10 +109,7 @@ pub async fn run(
         )
         .ready_chunks(WAKEUPS_PER_PASS)
     );
-    let http = reqwest::Client::builder()
-        .timeout(deliver::TIMEOUT)
-        .build()
-        .expect("an HTTP client with default TLS settings");
+    let http = deliver::Sender::new(egress);
     let mut states: HashMap<String, NotifierState> = HashMap::new();
     info!("notifications started");
     while wakeups.next().await.is_some() {
@@ -149,7 +150,7 @@ const PASS_PAUSE: Duration = Duration::from_secs(1);
 /// What sends the messages and records their delivery.
 struct Delivery<'a> {
     client: &'a Client,
-    http: &'a reqwest::Client,
+    http: &'a deliver::Sender,
     metrics: &'a Arc<Metrics>,
     clock: &'a Arc<dyn Clock>,
 }
@@ -464,7 +465,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let delivery = Delivery {
             client: &offline(),
-            http: &reqwest::Client::new(),
+            http: &deliver::Sender::new(egress::Egress::default()),
             metrics: &Arc::new(Metrics::default()),
             clock: &(Arc::new(crate::clock::SystemClock) as Arc<dyn Clock>),
         };

@@ -76,7 +76,8 @@ pub struct DhanNotifierSpec {
 pub struct TelegramTarget {
     /// Secret in this namespace with the keys `botToken` and `chatId`.
     pub secret_name: String,
-    /// Bot API server. Default `https://api.telegram.org`.
+    /// Bot API server: the operator's (`--telegram-api-url`, default `https://api.telegram.org`);
+    /// a different value here fails the delivery. Optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
 }
