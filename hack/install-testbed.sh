@@ -5,6 +5,7 @@
 #     with the kubelet, kube-controller-manager and kube-scheduler of a real node;
 #   - the node's runtime (containerd, runc, CNI plugins) and its base images (hack/images.sh:
 #     a headless-shell-compatible Chromium and a pause image, from Debian packages);
+#   - promtool (from Debian's prometheus package, the binary alone) for tests/alerts.rs;
 #   - real Helm for tests/helm.rs: the helm-sdkpy wheel (the official Helm library) in a Python
 #     venv at $CACHE_DIR/helm-venv, driven by hack/helm.py (Debian has no helm package).
 # Honours KUBEBUILDER_ASSETS: when it names a directory holding etcd and kube-apiserver,
@@ -29,6 +30,8 @@ command -v runc >/dev/null || need_apt+=(runc)
 command -v umoci >/dev/null || need_apt+=(umoci)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
 [[ -x /bin/busybox ]] || need_apt+=(busybox-static)
+# hack/demo.sh reads the mock's answers with jq.
+command -v jq >/dev/null || need_apt+=(jq)
 # The operator's allocator (tikv-jemalloc-sys) builds jemalloc with configure and make.
 command -v make >/dev/null || need_apt+=(make)
 # python3 -m venv needs ensurepip, which Debian ships separately.
@@ -50,6 +53,18 @@ if ((${#need_apt[@]})); then
   log "apt-get install ${need_apt[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# promtool evaluates the chart's alert rules (tests/alerts.rs). Only the binary is taken from
+# Debian's prometheus package: installing it would set up a Prometheus server.
+if [[ ! -x "$BIN_DIR/promtool" ]]; then
+  log "extracting promtool from Debian's prometheus package into $BIN_DIR"
+  promtool_tmp="$(mktemp -d)"
+  (cd "$promtool_tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  dpkg-deb -x "$promtool_tmp"/prometheus_*.deb "$promtool_tmp/root"
+  install -m 0755 "$promtool_tmp/root/usr/bin/promtool" "$BIN_DIR/promtool"
+  rm -rf "$promtool_tmp"
 fi
 
 # Helm, for real: helm-sdkpy bundles the official Helm library (a ~120 MB Go shared object) behind

@@ -21,7 +21,7 @@ const WARN_BEFORE_END: Days = Days::new(30);
 /// The calendar in force for one operator: replaced when its file changes, and read as a
 /// snapshot by each reconcile and notifier pass. It belongs to the operator, not the process,
 /// so several operators in one process (a simulation) can keep different calendars.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CalendarInForce(Arc<ArcSwap<TradingCalendar>>);
 
 impl CalendarInForce {

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Per-account series are read from the controller's cache at scrape time,
 //! so they disappear with the account.
 
+use crate::calendar_file::CalendarInForce;
 use crate::clock::Clock;
 use crate::crd::{DhanAccount, Phase};
 use chrono::{DateTime, Utc};
@@ -186,9 +187,14 @@ impl Metrics {
         self.calendar_valid_through.set(end);
     }
 
-    /// Makes per-account series come from this cache, as of `clock`'s time.
-    pub fn watch_accounts(&self, store: Store<DhanAccount>, clock: Arc<dyn Clock>) {
-        let _ = self.accounts.watched.set((store, clock));
+    /// Makes per-account series come from this cache, as of `clock`'s time and by `calendar`.
+    pub fn watch_accounts(
+        &self,
+        store: Store<DhanAccount>,
+        clock: Arc<dyn Clock>,
+        calendar: CalendarInForce,
+    ) {
+        let _ = self.accounts.watched.set((store, clock, calendar));
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -202,7 +208,7 @@ impl Metrics {
 
 #[derive(Debug)]
 struct AccountCollector {
-    watched: OnceLock<(Store<DhanAccount>, Arc<dyn Clock>)>,
+    watched: OnceLock<(Store<DhanAccount>, Arc<dyn Clock>, CalendarInForce)>,
     client_id: ClientIdLabel,
 }
 
@@ -227,7 +233,7 @@ impl AccountCollector {
 
 impl prometheus_client::collector::Collector for AccountCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some((store, clock)) = self.watched.get() else {
+        let Some((store, clock, calendar)) = self.watched.get() else {
             return Ok(());
         };
         let accounts = store.state();
@@ -288,6 +294,21 @@ impl prometheus_client::collector::Collector for AccountCollector {
                 if let Some(v) = value(account, now) {
                     ConstGauge::new(v).encode(family.encode_family(&labels(account))?)?;
                 }
+            }
+        }
+        let calendar = calendar.snapshot();
+        let mut lapse = encoder.encode_descriptor(
+            "account_lapse_planned_until_timestamp_seconds",
+            "With tradingDaysOnly: the account is without a valid token on purpose until then (no \
+             session before its next refresh); the not-ready and expiry alerts keep quiet for it",
+            None,
+            MetricType::Gauge,
+        )?;
+        for account in &accounts {
+            if let Some(until) = crate::notify::health::lapse_planned_until(account, &calendar, now)
+            {
+                ConstGauge::new(until.timestamp() as f64)
+                    .encode(lapse.encode_family(&labels(account))?)?;
             }
         }
         let mut phase = encoder.encode_descriptor(

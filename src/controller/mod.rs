@@ -156,7 +156,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         writer,
         changes,
     } = cache;
-    metrics.watch_accounts(store.clone(), settings.clock.clone());
+    metrics.watch_accounts(
+        store.clone(),
+        settings.clock.clone(),
+        settings.calendar.clone(),
+    );
     let reporter = Reporter {
         controller: "dhan-operator".into(),
         instance: std::env::var("POD_NAME").ok(),

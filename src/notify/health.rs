@@ -140,11 +140,39 @@ fn expiring_unplanned(
         Some(next) if next < expires => false,
         // tradingDaysOnly lets a token lapse on purpose when no session comes before the
         // next refresh: nothing to warn about.
-        Some(next) if trading_days_only => {
-            next_session(calendar, expires).is_some_and(|(open, _)| open < next)
-        }
+        Some(next) if trading_days_only => !no_session_between(calendar, expires, next),
         _ => true,
     }
+}
+
+fn no_session_between(calendar: &TradingCalendar, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+    next_session(calendar, from).is_none_or(|(open, _)| open >= to)
+}
+
+/// Until when the account is without a valid token on purpose: with `tradingDaysOnly`, a token
+/// that expires (or expired) with no session before the next refresh, of an account that is
+/// not failing. The alerts on an account with no token (or one about to expire) keep quiet for
+/// it (the metric `account_lapse_planned_until_timestamp_seconds`).
+pub fn lapse_planned_until(
+    account: &DhanAccount,
+    calendar: &TradingCalendar,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let trading_days_only = account
+        .spec
+        .refresh
+        .as_ref()
+        .and_then(|r| r.trading_days_only)
+        .unwrap_or(false);
+    let status = account.status.as_ref()?;
+    let quiet = matches!(status.phase, Some(Phase::Ready | Phase::Expired))
+        && status.failed_attempts.unwrap_or(0) == 0;
+    if !trading_days_only || !quiet {
+        return None;
+    }
+    let next = status.next_refresh_time?;
+    let from = status.expires_at.unwrap_or(now);
+    (next > from && next > now && no_session_between(calendar, from, next)).then_some(next)
 }
 
 /// The message a change from `before` (what was last reported, if anything) to `now` calls
@@ -270,6 +298,50 @@ mod tests {
         assert_eq!(
             health_of(&lapse, &calendar, before),
             Some(Health::ExpiringUnplanned)
+        );
+    }
+
+    #[test]
+    fn a_weekend_lapse_is_planned_until_monday_and_nothing_else_is() {
+        let calendar = TradingCalendar::parse("{}").unwrap();
+        let mut lapse = account(Phase::Expired, 0, false);
+        lapse.spec.refresh = Some(Box::new(RefreshSpec {
+            trading_days_only: Some(true),
+            ..Default::default()
+        }));
+        let status = lapse.status.as_mut().unwrap();
+        status.expires_at = Some(utc("2026-11-28T02:30:00Z"));
+        let monday = utc("2026-11-30T02:30:00Z");
+        status.next_refresh_time = Some(monday);
+        let sunday = utc("2026-11-29T06:00:00Z");
+        assert_eq!(lapse_planned_until(&lapse, &calendar, sunday), Some(monday));
+        // Before the expiry, too: the lapse to come is planned.
+        let friday = utc("2026-11-27T12:00:00Z");
+        assert_eq!(lapse_planned_until(&lapse, &calendar, friday), Some(monday));
+
+        // A session before the next refresh: not planned.
+        let mut wednesday = lapse.clone();
+        let status = wednesday.status.as_mut().unwrap();
+        status.expires_at = Some(utc("2026-11-25T02:30:00Z"));
+        status.next_refresh_time = Some(utc("2026-11-26T02:30:00Z"));
+        assert_eq!(
+            lapse_planned_until(&wednesday, &calendar, utc("2026-11-25T06:00:00Z")),
+            None
+        );
+        // Failing, or without tradingDaysOnly: not planned.
+        let mut failing = lapse.clone();
+        failing.status.as_mut().unwrap().failed_attempts = Some(1);
+        assert_eq!(lapse_planned_until(&failing, &calendar, sunday), None);
+        let mut failed = lapse.clone();
+        failed.status.as_mut().unwrap().phase = Some(Phase::Failed);
+        assert_eq!(lapse_planned_until(&failed, &calendar, sunday), None);
+        let mut every_day = lapse.clone();
+        every_day.spec.refresh = None;
+        assert_eq!(lapse_planned_until(&every_day, &calendar, sunday), None);
+        // Over once the refresh is due.
+        assert_eq!(
+            lapse_planned_until(&lapse, &calendar, utc("2026-11-30T03:00:00Z")),
+            None
         );
     }
 

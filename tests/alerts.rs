@@ -1,0 +1,200 @@
+//! The chart's alert rules, as Prometheus evaluates them: the PrometheusRule the real chart
+//! installs (real Helm, into the test control plane with a stand-in for the Prometheus
+//! Operator's CRD) is handed to `promtool test rules` (Prometheus's own rule evaluator, from
+//! Debian's prometheus package; `hack/install-testbed.sh` puts it in the cache) with series shaped
+//! like the operator's metrics: a planned weekend lapse alerts nobody, an unplanned one does.
+
+mod support;
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+use support::{control_plane, helm_install};
+
+const RUNBOOKS: &str = "https://github.com/dhan-operator/dhan-operator/blob/main/docs/runbooks.md";
+
+fn promtool() -> PathBuf {
+    let cache = std::env::var_os("DHAN_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/dhan-operator")
+        });
+    let promtool = cache.join("bin/promtool");
+    assert!(
+        promtool.exists(),
+        "{} is missing: run hack/install-testbed.sh (or `make testbed`)",
+        promtool.display()
+    );
+    promtool
+}
+
+/// The Prometheus Operator's PrometheusRule kind, schema-less: enough for Helm to install the
+/// chart's object and for the test to read it back.
+const PROMETHEUS_RULE_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": { "name": "prometheusrules.monitoring.coreos.com" },
+  "spec": {
+    "group": "monitoring.coreos.com", "scope": "Namespaced",
+    "names": { "kind": "PrometheusRule", "plural": "prometheusrules", "singular": "prometheusrule", "listKind": "PrometheusRuleList" },
+    "versions": [{ "name": "v1", "served": true, "storage": true,
+      "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+  }
+}"#;
+
+/// The chart's rule groups, as installed with `metrics.prometheusRule.enabled`.
+async fn chart_rules() -> Value {
+    let cp = control_plane();
+    let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], PROMETHEUS_RULE_CRD);
+    assert!(out.status.success(), "{}", support::describe(&out));
+    let client = cp.client().await;
+    let namespace = support::namespace(&client, "alerts").await;
+    // The CRD must be served before Helm maps the kind.
+    let crds = cp.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/prometheusrules.monitoring.coreos.com",
+        "--timeout=30s",
+    ]);
+    assert!(crds.status.success(), "{}", support::describe(&crds));
+    helm_install(
+        "alerts",
+        &namespace,
+        &json!({
+            "replicaCount": 0,
+            "metrics": { "prometheusRule": { "enabled": true } },
+            "tradingCalendar": { "enabled": false },
+        }),
+    );
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "monitoring.coreos.com",
+        "v1",
+        "PrometheusRule",
+    ));
+    let rules: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
+    let rule = rules.get("alerts-dhan-operator").await.unwrap();
+    rule.data["spec"].clone()
+}
+
+/// One account's series: `ready`, its phase, its expiry and next refresh (seconds since the
+/// evaluation's start), and until when its lapse is planned, if it is.
+fn account(
+    name: &str,
+    ready: u8,
+    phase: &str,
+    expiry: i64,
+    next_refresh: i64,
+    planned_until: Option<i64>,
+) -> Vec<Value> {
+    let labels = format!(r#"namespace="trading",name="{name}",client_id="1000000001""#);
+    let constant = |metric: &str, value: i64| json!({ "series": format!("{metric}{{{labels}}}"), "values": format!("{value}x40") });
+    let mut series = vec![
+        constant("dhan_operator_account_ready", i64::from(ready)),
+        json!({
+            "series": format!(r#"dhan_operator_account_phase{{{labels},phase="{phase}"}}"#),
+            "values": "1x40",
+        }),
+        constant(
+            "dhan_operator_account_token_expiry_timestamp_seconds",
+            expiry,
+        ),
+        constant(
+            "dhan_operator_account_next_refresh_timestamp_seconds",
+            next_refresh,
+        ),
+    ];
+    if let Some(until) = planned_until {
+        series.push(constant(
+            "dhan_operator_account_lapse_planned_until_timestamp_seconds",
+            until,
+        ));
+    }
+    series
+}
+
+fn alert(name: &str, severity: &str) -> Value {
+    json!({ "exp_labels": { "namespace": "trading", "name": name,
+                            "client_id": "1000000001", "severity": severity } })
+}
+
+#[tokio::test]
+async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
+    let promtool = promtool();
+    let spec = chart_rules().await;
+
+    // Every alert links its runbook in docs/runbooks.md, whose headings it names.
+    let runbooks =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbooks.md")).unwrap();
+    let mut groups = spec["groups"].clone();
+    for group in groups.as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            let name = rule["alert"].as_str().unwrap().to_string();
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_default();
+            assert_eq!(url, format!("{RUNBOOKS}#{}", name.to_lowercase()), "{name}");
+            assert!(
+                runbooks.contains(&format!("\n## {name}\n")),
+                "{name} in docs/runbooks.md"
+            );
+            // The texts are templates for people; the test is about when alerts fire.
+            rule.as_object_mut().unwrap().remove("annotations");
+        }
+    }
+
+    const DAY: i64 = 86_400;
+    let mut series = Vec::new();
+    // Saturday: tradingDaysOnly let the token lapse; the next refresh is Monday.
+    series.extend(account(
+        "weekend",
+        0,
+        "Expired",
+        -3600,
+        2 * DAY,
+        Some(2 * DAY),
+    ));
+    // The same lapse, no longer planned (its refresh was due and did not come).
+    series.extend(account("overdue", 0, "Expired", -3600, 300, Some(300)));
+    // Not ready and nothing planned: Failed.
+    series.extend(account("broken", 0, "Failed", -3600, 2 * DAY, None));
+    // Ready, expiring in 30 minutes; a planned lapse follows (Friday night), or none is planned.
+    series.extend(account("friday", 1, "Ready", 1800, 2 * DAY, Some(2 * DAY)));
+    series.extend(account("stuck", 1, "Ready", 1800, 2 * DAY, None));
+    // Suspended on purpose.
+    series.extend(account("paused", 0, "Suspended", -3600, 2 * DAY, None));
+
+    let tests = json!({
+        "rule_files": ["rules.json"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                { "eval_time": "15m", "alertname": "DhanAccountNotReady",
+                  "exp_alerts": [alert("overdue", "warning"), alert("broken", "warning")] },
+                // A dead token with no refresh before it counts too; a planned lapse and a
+                // suspended account do not.
+                { "eval_time": "10m", "alertname": "DhanTokenExpiringWithoutRefresh",
+                  "exp_alerts": [alert("overdue", "critical"), alert("broken", "critical"),
+                                 alert("stuck", "critical")] },
+            ],
+        }],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.json"),
+        json!({ "groups": groups }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tests.json"), tests.to_string()).unwrap();
+    let out = Command::new(&promtool)
+        .current_dir(dir.path())
+        .args(["test", "rules", "tests.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}",
+        support::describe(&out)
+    );
+}
