@@ -41,6 +41,11 @@ pub struct NotificationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
     pub watch: String,
 }
@@ -132,6 +137,18 @@ impl Metrics {
             "watch_errors",
             "Failed list or watch calls, by watch (each is retried with backoff)",
             watch_errors.clone(),
+        );
+        // The running version, as Prometheus's own build_info: 1, with the version as a label.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The operator's version (the value is always 1)",
+            build_info,
         );
         let skipped_accounts = Gauge::default();
         registry.register(
@@ -350,4 +367,19 @@ struct PhaseLabel {
 
 fn phase_name(p: Phase) -> String {
     p.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_info_names_the_running_version() {
+        let text = Metrics::default().render();
+        let line = format!(
+            "dhan_operator_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&line), "{text}");
+    }
 }
