@@ -90,7 +90,16 @@ pub async fn apply(
     let reap_due = finished_jobs
         .reap_at
         .map(|at| (at - now).to_std().unwrap_or_default() + Duration::from_secs(1));
-    let token_dies = round.token.as_ref().map(|h| h.token.facts.expires_at);
+    // What keeps the claim ends with the token, or with the life of whatever a lost mint made.
+    let lost_mint_ends = round
+        .memory
+        .mint_unconfirmed
+        .map(|at| at + crate::dhan::TOKEN_LIFETIME);
+    let token_dies = round
+        .token
+        .as_ref()
+        .map(|h| h.token.facts.expires_at)
+        .max(lost_mint_ends);
     Ok([
         assessment.requeue,
         reap,

@@ -5,7 +5,7 @@
 use crate::crd::{Condition, DailyCount, DhanAccountStatus, LoginStatus, StaticIpStatus};
 use crate::decision::{Assessment, DayCount, LastFailure, LoginRecord, Memory, RefreshReason};
 use crate::decision::{Round, TokenFacts};
-use crate::dhan::{IpInfo, totp};
+use crate::dhan::{IpInfo, TOKEN_LIFETIME, totp};
 use chrono::{DateTime, SubsecRound, Utc};
 
 /// The longest any wait the status can ask for may be: the next IST midnight (Dhan's consent
@@ -56,9 +56,17 @@ pub fn memory_from(
             reason: RefreshReason::parse(&l.reason).unwrap_or(RefreshReason::NoToken),
             refresh_request: l.refresh_request.clone(),
         }),
-        mint_unconfirmed: past(status.mint_unconfirmed_at),
+        // A lost mint made a token that lives a day at most: past that, there is nothing left
+        // to check or to keep the client ID for (a suspended account never probes it; the
+        // simulation, seed 1181).
+        mint_unconfirmed: past(status.mint_unconfirmed_at)
+            .filter(|at| now < *at + TOKEN_LIFETIME + skew_margin()),
         last_mint_attempt: past(status.last_mint_attempt_time),
     }
+}
+
+fn skew_margin() -> chrono::Duration {
+    chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default()
 }
 
 /// The most `status.failedAttempts` means (the backoff stops growing long before).

@@ -29,6 +29,6 @@ pub use client::DhanClient;
 pub use error::{DhanError, Endpoint, ErrorKind, MINT_THROTTLE, outcome_label};
 pub use ist::IST;
 pub use jwt::TokenClaims;
-pub use response::{IpInfo, Profile};
+pub use response::{IpInfo, Profile, TOKEN_LIFETIME};
 pub use token::{AccessToken, IssuedToken};
 pub use totp::{CodePlan, MIN_REMAINING_SECONDS, STEP_SECONDS, TotpKey, TotpKeyError};

@@ -13,9 +13,9 @@ use super::ist;
 use super::jwt::scalar_string;
 use super::token::{AccessToken, IssuedToken};
 
-/// Dhan tokens live exactly 24 h from minting (§1); used only when neither the JWT nor
-/// `expiryTime` can be read.
-const TOKEN_LIFETIME: TimeDelta = TimeDelta::hours(24);
+/// Dhan tokens live exactly 24 h from minting (§1): the expiry when neither the JWT nor
+/// `expiryTime` can be read, and the longest anything a mint made can matter.
+pub const TOKEN_LIFETIME: TimeDelta = TimeDelta::hours(24);
 
 /// Beyond this, JWT `exp` and `expiryTime` disagree enough to be worth a warning.
 const EXPIRY_DISAGREEMENT: TimeDelta = TimeDelta::seconds(60);

@@ -415,8 +415,21 @@ impl Checker {
                             .get(&t.account_path())
                             .is_some_and(|a| a["metadata"]["uid"] == uid)
                     });
+                    let why = of
+                        .and_then(|t| world.api.get(&t.account_path()))
+                        .map(|a| {
+                            let status = &a["status"];
+                            format!(
+                                " ({} {}, expires {}, mint unconfirmed since {})",
+                                status["phase"],
+                                status["message"],
+                                status["expiresAt"],
+                                status["mintUnconfirmedAt"]
+                            )
+                        })
+                        .unwrap_or_default();
                     format!(
-                        "{} of {}",
+                        "{} of {}{why}",
                         of.map_or(format!("a deleted account ({uid})"), |t| t.key()),
                         h["install"]
                     )

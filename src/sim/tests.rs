@@ -187,6 +187,16 @@ fn seed_320_a_release_that_lost_the_race_keeps_the_new_holder() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 1181 (30 days): an account whose mint's answer was lost was suspended before
+/// it probed; a suspended account calls Dhan for nothing, so the lost mint stayed unresolved in
+/// its status and kept the client ID from the other install's account for good. A lost mint
+/// can have made a token that lives 24 hours at most: past that, it keeps nothing.
+#[test]
+fn seed_1181_a_lost_mint_keeps_the_client_id_for_a_token_life_at_most() {
+    let report = run_seed(Config::new(1181, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
