@@ -36,3 +36,83 @@ fn the_chart_the_changelog_and_the_licence_follow_the_crate() {
             .contains("Apache License\n                           Version 2.0, January 2004")
     );
 }
+
+/// The values a chart user can set, as documented in `values.yaml` (helm-docs style: a
+/// `# -- text` comment, continued by `#` lines, right above the key): (dotted key, description).
+fn documented_values(values: &str) -> Vec<(String, String)> {
+    let mut documented = Vec::new();
+    let mut path: Vec<(usize, String)> = Vec::new();
+    let mut doc: Option<String> = None;
+    for line in values.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if let Some(start) = text.strip_prefix("# -- ") {
+            doc = Some(start.to_string());
+            continue;
+        }
+        if let Some(more) = text.strip_prefix('#') {
+            if let Some(doc) = doc.as_mut() {
+                doc.push(' ');
+                doc.push_str(more.trim());
+            }
+            continue;
+        }
+        if text.is_empty() || text.starts_with('-') {
+            continue;
+        }
+        let Some((key, _)) = text.split_once(':') else {
+            continue;
+        };
+        path.retain(|(level, _)| *level < indent);
+        path.push((indent, key.trim().to_string()));
+        if let Some(doc) = doc.take() {
+            let dotted: Vec<&str> = path.iter().map(|(_, k)| k.as_str()).collect();
+            documented.push((dotted.join("."), doc));
+        }
+    }
+    documented
+}
+
+/// The chart README's values table: (key, description) per row.
+fn values_table(readme: &str) -> Vec<(String, String)> {
+    let table = readme
+        .split("\n## Values\n")
+        .nth(1)
+        .expect("a Values section in the chart's README");
+    table
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.strip_prefix("| `")?.splitn(2, "` |").collect();
+            let (key, rest) = (cells.first()?, cells.get(1)?);
+            // Default | Description |: the description is the last cell.
+            let description = rest.trim_end_matches('|').trim();
+            let description = description.split(" | ").nth(1)?.trim();
+            Some((key.to_string(), description.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_as_values_yaml_documents_it() {
+    let documented = documented_values(&read("charts/dhan-operator/values.yaml"));
+    assert!(documented.len() > 50, "{documented:?}");
+    let table = values_table(&read("charts/dhan-operator/README.md"));
+    let mut problems = Vec::new();
+    for (key, description) in &documented {
+        match table.iter().find(|(k, _)| k == key) {
+            None => problems.push(format!("missing row: | `{key}` | … | {description} |")),
+            Some((_, shown)) if shown != description => problems.push(format!(
+                "`{key}`: the README says\n    {shown}\n  values.yaml says\n    {description}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (key, _) in &table {
+        if !documented.iter().any(|(k, _)| k == key) {
+            problems.push(format!(
+                "`{key}` is in the README's table but not documented in values.yaml"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
