@@ -116,3 +116,66 @@ fn the_chart_readme_lists_every_value_as_values_yaml_documents_it() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `dhan-operator run`'s flags and their environment variables, from clap's own help.
+fn run_flags() -> Vec<(String, Option<String>)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dhan-operator"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    for line in help.lines() {
+        let text = line.trim();
+        if let Some(flag) = text.strip_prefix("--") {
+            let name = flag.split_whitespace().next().unwrap_or_default();
+            if name != "help" {
+                flags.push((format!("--{name}"), None));
+            }
+        } else if let Some(env) = text.strip_prefix("[env: ")
+            && let Some(last) = flags.last_mut()
+        {
+            last.1 = env.split('=').next().map(str::to_string);
+        }
+    }
+    flags
+}
+
+#[test]
+fn the_readme_lists_every_operator_flag_with_its_environment_variable() {
+    let flags = run_flags();
+    assert!(flags.len() > 30, "{flags:?}");
+    let readme = read("README.md");
+    let rows: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("| `--")?;
+            let (flag, rest) = rest.split_once("` | ")?;
+            // A flag without an environment variable shows `—`.
+            let env = match rest.strip_prefix('`') {
+                Some(quoted) => quoted.split('`').next()?,
+                None => "",
+            };
+            Some((format!("--{flag}"), env.to_string()))
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (flag, env) in &flags {
+        match rows.iter().find(|(f, _)| f == flag) {
+            None => problems.push(format!("{flag} is not in the README's flags table")),
+            Some((_, shown)) if shown != env.as_deref().unwrap_or_default() => {
+                problems.push(format!("{flag}: the README says {shown}, the code {env:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (flag, _) in &rows {
+        if !flags.iter().any(|(f, _)| f == flag) {
+            problems.push(format!(
+                "{flag} is in the README but `dhan-operator run` has no such flag"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
