@@ -452,6 +452,40 @@ fn chart_lints_and_a_broken_chart_does_not() {
     );
 }
 
+/// `values.schema.json` (derived from values.yaml, `tests/release.rs`): a misspelt key or a value
+/// of the wrong type fails the install, naming it, instead of doing nothing.
+#[test]
+fn a_misspelt_value_fails_the_install() {
+    let kubeconfig = control_plane().kubeconfig_path();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    for (values, named) in [
+        (json!({ "podsync": { "enabled": true } }), "podsync"),
+        (json!({ "podSync": { "enable": true } }), "enable"),
+        (json!({ "podSync": { "enabled": "yes" } }), "enabled"),
+        (json!({ "logFormat": "yaml" }), "logFormat"),
+    ] {
+        let out = helm(&[
+            "install",
+            "typo",
+            "default",
+            CHART,
+            &values.to_string(),
+            kubeconfig,
+        ]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{values} installed: {}",
+            describe(&out)
+        );
+        assert!(
+            said.contains("don't meet the specifications of the schema") && said.contains(named),
+            "{values}: {}",
+            describe(&out)
+        );
+    }
+}
+
 /// Default watch scope, replicaCount 2, rollout restarts on, a client-claim install ID of its own:
 /// ClusterRole + ClusterRoleBinding for the chart's ServiceAccount, leader election on; the
 /// operator, run with the Deployment's args as that ServiceAccount, refreshes an account in

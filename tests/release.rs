@@ -179,3 +179,88 @@ fn the_readme_lists_every_operator_flag_with_its_environment_variable() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Values whose contents are Kubernetes structures: any field of theirs is allowed.
+const FREE_FORM: &[&str] = &[
+    "podSecurityContext",
+    "securityContext",
+    "resources",
+    "livenessProbe",
+    "readinessProbe",
+    "metrics.serviceMonitor.tlsConfig",
+];
+const ENUMS: &[(&str, &[&str])] = &[
+    ("logFormat", &["text", "json"]),
+    ("metrics.clientIdLabel", &["plain", "hashed", "omit"]),
+];
+
+/// The JSON schema of one value, from its default: its type; for a group of the chart's own
+/// options, no other keys (a misspelt key fails `helm install` instead of doing nothing).
+fn schema_of(
+    path: &str,
+    value: &serde_yaml::Value,
+    docs: &std::collections::BTreeMap<String, String>,
+) -> serde_json::Value {
+    use serde_json::json;
+    use serde_yaml::Value as Yaml;
+    let mut schema = match value {
+        Yaml::Mapping(map) if map.is_empty() || FREE_FORM.contains(&path) => {
+            json!({ "type": "object" })
+        }
+        Yaml::Mapping(map) => {
+            let mut properties = serde_json::Map::new();
+            for (key, value) in map {
+                let key = key.as_str().expect("string keys");
+                let child = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                properties.insert(key.to_string(), schema_of(&child, value, docs));
+            }
+            if path.is_empty() {
+                // Set by a parent chart when this one is a dependency.
+                properties.insert("global".into(), json!({ "type": "object" }));
+            }
+            json!({ "type": "object", "additionalProperties": false, "properties": properties })
+        }
+        Yaml::Sequence(_) => json!({ "type": "array" }),
+        // An image tag is often written as a number (1.2).
+        Yaml::String(_) if path == "image.tag" => json!({ "type": ["string", "number"] }),
+        Yaml::String(_) => json!({ "type": "string" }),
+        Yaml::Bool(_) => json!({ "type": "boolean" }),
+        Yaml::Number(n) if n.is_f64() => json!({ "type": "number" }),
+        Yaml::Number(_) => json!({ "type": "integer" }),
+        _ => json!({}),
+    };
+    if let Some((_, allowed)) = ENUMS.iter().find(|(p, _)| *p == path) {
+        schema["enum"] = json!(allowed);
+    }
+    if let Some(description) = docs.get(path) {
+        schema["description"] = json!(description);
+    }
+    schema
+}
+
+/// `charts/dhan-operator/values.schema.json` is derived from `values.yaml`: the defaults' types
+/// and documentation. `UPDATE_VALUES_SCHEMA=1 cargo test --test release` rewrites it.
+#[test]
+fn the_values_schema_follows_values_yaml() {
+    let text = read("charts/dhan-operator/values.yaml");
+    let values: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let docs = documented_values(&text).into_iter().collect();
+    let mut schema = schema_of("", &values, &docs);
+    schema["$schema"] = serde_json::json!("http://json-schema.org/draft-07/schema#");
+    schema["title"] = serde_json::json!("Values of the dhan-operator chart");
+    let expected = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+    let path = format!("{MANIFEST}/charts/dhan-operator/values.schema.json");
+    if std::env::var_os("UPDATE_VALUES_SCHEMA").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let found = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        found == expected,
+        "charts/dhan-operator/values.schema.json is not what values.yaml gives: run \
+         `UPDATE_VALUES_SCHEMA=1 cargo test --test release` and commit it"
+    );
+}
