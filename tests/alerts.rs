@@ -163,6 +163,16 @@ async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
     // Suspended on purpose.
     series.extend(account("paused", 0, "Suspended", -3600, 2 * DAY, None));
 
+    // The trading calendar: runs out in 20 days (an alert), or in a year (none).
+    series.push(json!({
+        "series": "dhan_operator_trading_calendar_valid_through_timestamp_seconds{instance=\"ending\"}",
+        "values": format!("{}x120", 20 * DAY),
+    }));
+    series.push(json!({
+        "series": "dhan_operator_trading_calendar_valid_through_timestamp_seconds{instance=\"fresh\"}",
+        "values": format!("{}x120", 365 * DAY),
+    }));
+
     let tests = json!({
         "rule_files": ["rules.json"],
         "evaluation_interval": "1m",
@@ -177,6 +187,8 @@ async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
                 { "eval_time": "10m", "alertname": "DhanTokenExpiringWithoutRefresh",
                   "exp_alerts": [alert("overdue", "critical"), alert("broken", "critical"),
                                  alert("stuck", "critical")] },
+                { "eval_time": "90m", "alertname": "DhanTradingCalendarEnding",
+                  "exp_alerts": [{ "exp_labels": { "instance": "ending", "severity": "warning" } }] },
             ],
         }],
     });
