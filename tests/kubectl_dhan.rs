@@ -201,3 +201,92 @@ async fn inspect_secret_decodes_the_token_without_printing_it() {
         stderr(&not_a_token)
     );
 }
+
+#[tokio::test]
+async fn status_for_programs_refresh_by_label_and_completions() {
+    let bed = Bed::start_with("plugin-select", &[]).await;
+    ready_account(&bed, "gil", "1500000007").await;
+    ready_account(&bed, "hal", "1500000008").await;
+    ready_account(&bed, "ida", "1500000009").await;
+    for name in ["gil", "hal"] {
+        let out = support::control_plane().kubectl(&[
+            "label",
+            "-n",
+            &bed.ns,
+            &format!("dhanaccount/{name}"),
+            "desk=options",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    // -o json and -o yaml: the same facts for programs, selected like kubectl's -l.
+    let out = plugin(&["status", "-n", &bed.ns, "-l", "desk=options", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gil", "hal"], "{json}");
+    assert_eq!(json[0]["phase"], "Ready");
+    assert_eq!(json[0]["clientId"], "1500000007");
+    assert!(
+        json[0]["expiresAt"].as_str().unwrap().ends_with('Z'),
+        "{json}"
+    );
+    let yaml = plugin(&["status", "-n", &bed.ns, "-o", "yaml"]);
+    let yaml: serde_json::Value = serde_yaml::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(yaml.as_array().unwrap().len(), 3, "{yaml}");
+
+    // refresh -l: every selected account at once, the others untouched.
+    let before: Vec<String> = futures::future::join_all(
+        ["gil-token", "hal-token", "ida-token"].map(|s| bed.token_in_secret(s)),
+    )
+    .await;
+    let out = plugin(&[
+        "refresh",
+        "-n",
+        &bed.ns,
+        "-l",
+        "desk=options",
+        "--timeout",
+        "200",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for name in ["gil", "hal"] {
+        assert!(
+            text.contains(&format!("dhanaccount/{name}: new token")),
+            "{text}"
+        );
+    }
+    assert_ne!(bed.token_in_secret("gil-token").await, before[0]);
+    assert_ne!(bed.token_in_secret("hal-token").await, before[1]);
+    assert_eq!(bed.token_in_secret("ida-token").await, before[2]);
+    let none = plugin(&["refresh", "-n", &bed.ns, "-l", "desk=futures"]);
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("No DhanAccounts match"),
+        "{}",
+        stderr(&none)
+    );
+
+    // Completions need no cluster.
+    let bash = Command::new(PLUGIN)
+        .args(["completion", "bash"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    assert!(
+        script.contains("kubectl__dhan") || script.contains("kubectl-dhan"),
+        "{script}"
+    );
+    assert!(
+        script.contains("refresh") && script.contains("--selector"),
+        "{script}"
+    );
+}

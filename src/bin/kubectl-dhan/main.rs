@@ -1,9 +1,10 @@
 //! `kubectl-dhan`: the kubectl plugin for dhan-operator. Copy the binary onto PATH and kubectl
 //! finds it as `kubectl dhan` (krew naming: plugin `dhan`, binary `kubectl-dhan`).
 //!
-//!   kubectl dhan status [-A] [NAME]     who expires when
-//!   kubectl dhan refresh NAME           ask for a new token and wait for the outcome
+//!   kubectl dhan status [-A] [-l SELECTOR] [-o table|json|yaml] [NAME]   who expires when
+//!   kubectl dhan refresh (NAME | -l SELECTOR)   ask for new tokens and wait for the outcome
 //!   kubectl dhan inspect secret NAME    what token a Secret holds, without printing it
+//!   kubectl dhan completion SHELL       a completion script for bash, zsh, fish, …
 
 mod inspect;
 mod refresh;
@@ -12,7 +13,7 @@ mod table;
 mod when;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use dhan_operator::controller::output::ACCOUNT_ANNOTATION;
 use dhan_operator::crd::DhanAccount;
 use k8s_openapi::api::core::v1::Secret;
@@ -40,17 +41,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Expiry, last and next refresh, method, consents used today and the last failure.
+    /// Expiry, last and next refresh, method, Pods synced, consents used today and the last
+    /// failure.
     Status {
         /// Accounts of every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Only accounts with these labels (as kubectl's -l).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// `table` for people, `json` or `yaml` for programs (the same fields, times in RFC 3339).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
         /// Only this account.
         name: Option<String>,
     },
     /// Ask for a new token now (still subject to Dhan's 2-minute limit) and report the outcome.
     Refresh {
-        name: String,
+        /// The account; or every account `-l` selects.
+        #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+        name: Option<String>,
+        /// Every account with these labels, at once (as kubectl's -l).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         /// Return once the request is recorded.
         #[arg(long)]
         no_wait: bool,
@@ -63,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         what: Inspect,
     },
+    /// Print a shell completion script: `source <(kubectl-dhan completion bash)`.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
 }
 
 #[derive(Subcommand)]
@@ -107,11 +129,22 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "kubectl-dhan",
+            &mut std::io::stdout(),
+        );
+        return Ok(0);
+    }
     let (client, namespace) = client(&cli).await?;
     let now = chrono::Utc::now();
     match cli.command {
         Command::Status {
             all_namespaces,
+            selector,
+            output,
             name,
         } => {
             let api: Api<DhanAccount> = if all_namespaces {
@@ -124,36 +157,71 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Some(name) => vec![api.get(&name).await.with_context(|| {
                         format!("dhanaccount {name:?} in namespace {namespace:?}")
                     })?],
-                    None => api.list(&Default::default()).await?.items,
+                    None => api.list(&list_params(selector.as_deref())).await?.items,
                 };
-            if accounts.is_empty() {
-                eprintln!("No DhanAccounts found in namespace {namespace}.");
-                return Ok(0);
+            match output {
+                Output::Table if accounts.is_empty() => {
+                    eprintln!("No DhanAccounts found in namespace {namespace}.");
+                }
+                Output::Table => print!("{}", status::table(&accounts, now, all_namespaces)),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status::summaries(&accounts, now))?
+                ),
+                Output::Yaml => print!(
+                    "{}",
+                    serde_yaml::to_string(&status::summaries(&accounts, now))?
+                ),
             }
-            print!("{}", status::table(&accounts, now, all_namespaces));
             Ok(0)
         }
         Command::Refresh {
             name,
+            selector,
             no_wait,
             timeout,
         } => {
             let api: Api<DhanAccount> = Api::namespaced(client, &namespace);
-            let wait = (!no_wait).then(|| Duration::from_secs(timeout));
-            match refresh::run(&api, &name, wait).await? {
-                refresh::Outcome::Refreshed(text) => {
-                    println!("dhanaccount/{name}: {text}");
-                    Ok(0)
+            let names = match name {
+                Some(name) => vec![name],
+                None => {
+                    let selected = api.list(&list_params(selector.as_deref())).await?.items;
+                    if selected.is_empty() {
+                        eprintln!("No DhanAccounts match in namespace {namespace}.");
+                        return Ok(1);
+                    }
+                    selected.iter().map(|a| a.name_any()).collect()
                 }
-                refresh::Outcome::Failed(text) | refresh::Outcome::TimedOut(text) => {
-                    eprintln!("dhanaccount/{name}: {text}");
-                    Ok(1)
+            };
+            let wait = (!no_wait).then(|| Duration::from_secs(timeout));
+            // All at once: each account's refresh is its own, and Dhan's limit is per client.
+            let outcomes =
+                futures::future::join_all(names.iter().map(|name| refresh::run(&api, name, wait)))
+                    .await;
+            let mut code = 0;
+            for (name, outcome) in names.iter().zip(outcomes) {
+                match outcome? {
+                    refresh::Outcome::Refreshed(text) => println!("dhanaccount/{name}: {text}"),
+                    refresh::Outcome::Failed(text) | refresh::Outcome::TimedOut(text) => {
+                        eprintln!("dhanaccount/{name}: {text}");
+                        code = 1;
+                    }
                 }
             }
+            Ok(code)
         }
         Command::Inspect {
             what: Inspect::Secret { name },
         } => inspect_secret(client, &namespace, &name, now).await,
+        Command::Completion { .. } => unreachable!("answered before connecting"),
+    }
+}
+
+fn list_params(selector: Option<&str>) -> kube::api::ListParams {
+    let params = kube::api::ListParams::default();
+    match selector {
+        Some(selector) => params.labels(selector),
+        None => params,
     }
 }
 

@@ -20,16 +20,7 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
     let status = account.status.clone().unwrap_or_default();
     let when = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| relative(t, now)));
     let since = |t: Option<DateTime<Utc>>| or_dash(t.map(|t| ago(t, now)));
-    let consents = status
-        .consents
-        .as_ref()
-        .map(|c| {
-            let count = DayCount {
-                day: c.day.clone(),
-                count: c.count,
-            };
-            DayCount::today(Some(&count), now)
-        })
+    let consents = Some(consents_today(&status, now))
         .filter(|n| *n > 0)
         .map(|n| format!("{n}/{CONSENTS_PER_DAY}"));
     let failure = status
@@ -69,6 +60,69 @@ fn row(account: &DhanAccount, now: DateTime<Utc>, all_namespaces: bool) -> Vec<S
         or_dash(failure),
     ]);
     row
+}
+
+/// One account as `-o json|yaml` prints it: the table's facts, times in RFC 3339.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    namespace: String,
+    name: String,
+    client_id: String,
+    phase: Option<String>,
+    method: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    last_refresh_time: Option<DateTime<Utc>>,
+    next_refresh_time: Option<DateTime<Utc>>,
+    /// Running Pods told of the current token (`--sync-pods`), and how long after its mint.
+    pods_synced: Option<u32>,
+    pods_synced_millis_after_mint: Option<u64>,
+    consents_today: u32,
+    last_failure_reason: Option<String>,
+    last_failure_time: Option<DateTime<Utc>>,
+    message: Option<String>,
+}
+
+/// The summaries of `accounts`, sorted by namespace and name.
+pub fn summaries(accounts: &[DhanAccount], now: DateTime<Utc>) -> Vec<Summary> {
+    let mut accounts: Vec<&DhanAccount> = accounts.iter().collect();
+    accounts.sort_by_key(|a| (a.namespace(), a.name_any()));
+    accounts
+        .into_iter()
+        .map(|account| {
+            let status = account.status.clone().unwrap_or_default();
+            let sync = status
+                .pod_sync
+                .as_ref()
+                .filter(|p| status.token_hash.as_deref() == Some(p.token_hash.as_str()));
+            Summary {
+                namespace: account.namespace().unwrap_or_default(),
+                name: account.name_any(),
+                client_id: account.spec.client_id.trim().to_string(),
+                phase: status.phase.map(|p| p.to_string()),
+                method: status.method.clone(),
+                expires_at: status.expires_at,
+                last_refresh_time: status.last_refresh_time,
+                next_refresh_time: status.next_refresh_time,
+                pods_synced: sync.map(|p| p.pods),
+                pods_synced_millis_after_mint: sync.map(|p| p.millis_after_mint),
+                consents_today: consents_today(&status, now),
+                last_failure_reason: status.last_failure_reason.clone(),
+                last_failure_time: status.last_failure_time,
+                message: status.message.clone(),
+            }
+        })
+        .collect()
+}
+
+fn consents_today(status: &dhan_operator::crd::DhanAccountStatus, now: DateTime<Utc>) -> u32 {
+    status.consents.as_ref().map_or(0, |c| {
+        let count = DayCount {
+            day: c.day.clone(),
+            count: c.count,
+        };
+        DayCount::today(Some(&count), now)
+    })
 }
 
 /// The status table of `accounts`, sorted by namespace and name.
