@@ -149,7 +149,13 @@ async fn store_token(
     }
     let namespace = account.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret = output::secret_for(account, spec, &held.token, held.method.as_deref());
+    let secret = output::secret_for(
+        account,
+        spec,
+        &held.token,
+        held.method.as_deref(),
+        round.memory.refresh_request_handled.as_deref(),
+    );
     let result = output::write(&secrets, &secret, at.version.as_deref()).await;
     match &result {
         Ok(version) => {

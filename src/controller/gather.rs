@@ -120,6 +120,7 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         token,
         moved_from,
         version: secret_version,
+        answered_request,
     } = match found {
         Ok(found) => found,
         Err(blocked) => return Ok(Facts::Blocked(blocked)),
@@ -134,6 +135,13 @@ pub async fn gather(ctx: &Context, account: &DhanAccount) -> Result<Facts, kube:
         });
     let facts = token.as_ref().map(|h| &h.token.facts);
     let mut memory = memory_from(&status, facts, now);
+    // The request the token in the Secret answered, when the status could not say so.
+    let request = account
+        .annotations()
+        .get(crate::crd::REFRESH_REQUESTED_ANNOTATION);
+    if answered_request.is_some() && answered_request.as_ref() == request {
+        memory.refresh_request_handled = answered_request;
+    }
     let client_id = &spec.policy.client_id;
     if let Some(at) = lost_mint(ctx, &uid, &status, facts, client_id, &memory) {
         memory.mint_unconfirmed = memory.mint_unconfirmed.max(Some(at));
@@ -251,7 +259,7 @@ async fn find_token(
 ) -> Result<Result<TokenFound, Blocked>, kube::Error> {
     let uid = account.uid().unwrap_or_default();
     let out = &spec.output;
-    let (mut token, mut moved_from, version) =
+    let (mut token, mut moved_from, version, answered_request) =
         match output::read(secrets, account, &out.name, out).await? {
             Found::Foreign => {
                 return Ok(Err(Blocked {
@@ -270,18 +278,20 @@ async fn find_token(
                 method,
                 shaped,
                 version,
+                answered_request,
                 ..
             } => (
                 Some(held(token, method.or(status.method.clone()), shaped)),
                 None,
                 version,
+                answered_request,
             ),
             Found::Ours {
                 token: None,
                 version,
                 ..
-            } => (None, None, version),
-            Found::Absent => (None, None, None),
+            } => (None, None, version, None),
+            Found::Absent => (None, None, None, None),
         };
     if token.is_none()
         && let Some(previous) = status.secret_name.as_ref().filter(|n| **n != out.name)
@@ -316,6 +326,7 @@ async fn find_token(
         token,
         moved_from,
         version,
+        answered_request,
     }))
 }
 
@@ -326,6 +337,8 @@ struct TokenFound {
     moved_from: Option<(String, String)>,
     /// The output Secret's resource version, when it exists.
     version: Option<String>,
+    /// The refresh request its token answered.
+    answered_request: Option<String>,
 }
 
 /// What became of the recorded browser login; a running login Job the status does not name

@@ -25,6 +25,10 @@ pub const DEFAULT_EXPIRES_AT_KEY: &str = "DHAN_TOKEN_EXPIRES_AT";
 pub const OPERATOR_ANNOTATION_PREFIX: &str = "dhan-operator.dev/";
 pub const OBTAINED_AT_ANNOTATION: &str = "dhan-operator.dev/obtained-at";
 pub const METHOD_ANNOTATION: &str = "dhan-operator.dev/method";
+/// The refresh request (the value of the account's refresh-requested annotation) the token
+/// answered: written with the token, so a status write that fails cannot make the next
+/// reconcile answer it again with another mint (the simulation, seed 2255).
+pub const REQUEST_ANSWERED_ANNOTATION: &str = "dhan-operator.dev/refresh-request-answered";
 /// The token's keyed hash, on the output Secret and on restarted workloads' pod templates.
 pub const TOKEN_HASH_ANNOTATION: &str = "dhan-operator.dev/token-hash";
 pub const EXPIRES_AT_ANNOTATION: &str = "dhan-operator.dev/expires-at";
@@ -77,6 +81,8 @@ impl OutputSpec {
 
 /// What an output Secret holds.
 #[derive(Clone, Debug)]
+// One per reconcile, moved once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Found {
     Absent,
     /// A Secret of that name exists but is not this account's: never overwrite it.
@@ -91,6 +97,8 @@ pub enum Found {
         method: Option<String>,
         /// Whether it has the shape the spec wants.
         shaped: bool,
+        /// The refresh request its token answered ([`REQUEST_ANSWERED_ANNOTATION`]).
+        answered_request: Option<String>,
     },
 }
 
@@ -193,6 +201,7 @@ pub fn examine(secret: &Secret, account: &DhanAccount, spec: &OutputSpec) -> Fou
         token,
         method: annotations.get(METHOD_ANNOTATION).cloned(),
         shaped,
+        answered_request: annotations.get(REQUEST_ANSWERED_ANNOTATION).cloned(),
     }
 }
 
@@ -226,6 +235,7 @@ pub fn secret_for(
     spec: &OutputSpec,
     token: &Token,
     method: Option<&str>,
+    answered_request: Option<&str>,
 ) -> Secret {
     let facts = &token.facts;
     let mut labels = spec.labels.clone();
@@ -241,6 +251,9 @@ pub fn secret_for(
     annotations.insert(SHAPE_ANNOTATION.into(), spec.shape(client_id));
     if let Some(method) = method {
         annotations.insert(METHOD_ANNOTATION.into(), method.into());
+    }
+    if let Some(request) = answered_request {
+        annotations.insert(REQUEST_ANSWERED_ANNOTATION.into(), request.into());
     }
     let data = BTreeMap::from([
         (

@@ -197,6 +197,16 @@ fn seed_1181_a_lost_mint_keeps_the_client_id_for_a_token_life_at_most() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 2255 (30 days): a new token answered a pending refresh request, but status
+/// writes failed for ten minutes, so the answer was recorded nowhere: every reconcile took the
+/// request as new and minted again, killing the token it had just made, every two minutes. The
+/// answer now travels with the token, on the output Secret.
+#[test]
+fn seed_2255_a_request_answered_by_a_token_is_not_answered_again() {
+    let report = run_seed(Config::new(2255, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
