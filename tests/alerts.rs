@@ -42,37 +42,60 @@ const PROMETHEUS_RULE_CRD: &str = r#"{
   }
 }"#;
 
-/// The chart's rule groups, as installed with `metrics.prometheusRule.enabled`.
-async fn chart_rules() -> Value {
+const SERVICE_MONITOR_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": { "name": "servicemonitors.monitoring.coreos.com" },
+  "spec": {
+    "group": "monitoring.coreos.com", "scope": "Namespaced",
+    "names": { "kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor", "listKind": "ServiceMonitorList" },
+    "versions": [{ "name": "v1", "served": true, "storage": true,
+      "schema": { "openAPIV3Schema": { "type": "object", "x-kubernetes-preserve-unknown-fields": true } } }]
+  }
+}"#;
+
+/// Installs the chart as release `release` with `values` (no operator Pod) into a namespace of
+/// its own, with stand-ins for the Prometheus Operator's CRDs; returns the client and namespace.
+async fn install(release: &str, values: Value) -> (kube::Client, String) {
     let cp = control_plane();
-    let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], PROMETHEUS_RULE_CRD);
-    assert!(out.status.success(), "{}", support::describe(&out));
-    let client = cp.client().await;
-    let namespace = support::namespace(&client, "alerts").await;
-    // The CRD must be served before Helm maps the kind.
+    for crd in [PROMETHEUS_RULE_CRD, SERVICE_MONITOR_CRD] {
+        let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], crd);
+        assert!(out.status.success(), "{}", support::describe(&out));
+    }
+    // The kinds must be served before Helm maps them.
     let crds = cp.kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/prometheusrules.monitoring.coreos.com",
+        "crd/servicemonitors.monitoring.coreos.com",
         "--timeout=30s",
     ]);
     assert!(crds.status.success(), "{}", support::describe(&crds));
-    helm_install(
+    let client = cp.client().await;
+    let namespace = support::namespace(&client, release).await;
+    let mut values = values;
+    values["replicaCount"] = json!(0);
+    values["tradingCalendar"] = json!({ "enabled": false });
+    helm_install(release, &namespace, &values);
+    (client, namespace)
+}
+
+fn monitoring(client: &kube::Client, namespace: &str, kind: &str) -> Api<DynamicObject> {
+    let resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// The chart's rule groups, as installed with `metrics.prometheusRule.enabled`.
+async fn chart_rules() -> Value {
+    let (client, namespace) = install(
         "alerts",
-        &namespace,
-        &json!({
-            "replicaCount": 0,
-            "metrics": { "prometheusRule": { "enabled": true } },
-            "tradingCalendar": { "enabled": false },
-        }),
-    );
-    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "monitoring.coreos.com",
-        "v1",
-        "PrometheusRule",
-    ));
-    let rules: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
-    let rule = rules.get("alerts-dhan-operator").await.unwrap();
+        json!({ "metrics": { "prometheusRule": { "enabled": true } } }),
+    )
+    .await;
+    let rule = monitoring(&client, &namespace, "PrometheusRule")
+        .get("alerts-dhan-operator")
+        .await
+        .unwrap();
     rule.data["spec"].clone()
 }
 
@@ -209,4 +232,71 @@ async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
         "promtool test rules:\n{}",
         support::describe(&out)
     );
+}
+
+/// With secure metrics the ServiceMonitor authenticates with a token of the chart's own scraper
+/// ServiceAccount (the `authorization` field, not the deprecated `bearerTokenFile`), which may
+/// only `get` /metrics; it verifies a CA-issued certificate (`metrics.secure.tlsSecret`) for the
+/// Service's name, and accepts the operator's self-signed one only without it.
+#[tokio::test]
+async fn the_service_monitor_scrapes_with_a_token_of_its_own_and_verifies_a_ca_certificate() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    for (release, tls_secret) in [("monitor-ca", "metrics-tls"), ("monitor-self", "")] {
+        let (client, namespace) = install(
+            release,
+            json!({ "metrics": {
+                "serviceMonitor": { "enabled": true },
+                "secure": { "enabled": true, "tlsSecret": tls_secret },
+            } }),
+        )
+        .await;
+        let fullname = format!("{release}-dhan-operator");
+        let monitor = monitoring(&client, &namespace, "ServiceMonitor")
+            .get(&fullname)
+            .await
+            .unwrap();
+        let endpoint = &monitor.data["spec"]["endpoints"][0];
+        assert_eq!(endpoint["scheme"], "https", "{endpoint}");
+        assert!(endpoint.get("bearerTokenFile").is_none(), "{endpoint}");
+        let scraper = format!("{fullname}-metrics-scraper");
+        assert_eq!(
+            endpoint["authorization"],
+            json!({ "type": "Bearer", "credentials": { "name": scraper, "key": "token" } })
+        );
+        let tls = &endpoint["tlsConfig"];
+        if tls_secret.is_empty() {
+            assert_eq!(tls, &json!({ "insecureSkipVerify": true }));
+        } else {
+            assert_eq!(
+                tls,
+                &json!({
+                    "ca": { "secret": { "name": tls_secret, "key": "ca.crt" } },
+                    "serverName": format!("{fullname}-metrics.{namespace}.svc"),
+                })
+            );
+        }
+        // The scraper's identity: its own ServiceAccount and token, bound to the reader role.
+        Api::<ServiceAccount>::namespaced(client.clone(), &namespace)
+            .get(&scraper)
+            .await
+            .unwrap();
+        let token = Api::<Secret>::namespaced(client.clone(), &namespace)
+            .get(&scraper)
+            .await
+            .unwrap();
+        assert_eq!(
+            token.type_.as_deref(),
+            Some("kubernetes.io/service-account-token")
+        );
+        let binding = Api::<ClusterRoleBinding>::all(client.clone())
+            .get(&scraper)
+            .await
+            .unwrap();
+        assert_eq!(binding.role_ref.name, format!("{fullname}-metrics-reader"));
+        let subjects = binding.subjects.unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].name, scraper);
+        assert_eq!(subjects[0].namespace.as_deref(), Some(namespace.as_str()));
+    }
 }
