@@ -292,6 +292,11 @@ pub struct DhanAccountStatus {
     /// Short keyed hash of the current token: shows a real change, reveals nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_hash: Option<String>,
+    /// The client ID the current token was minted for. A status carried over an edit of
+    /// `clientId` (while the account waits in `Conflict`, say) describes the old client's token,
+    /// which keeps nothing of the new client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_client_id: Option<String>,
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -331,6 +336,17 @@ pub struct DhanAccountStatus {
     /// Standard conditions; `Ready` is true while a valid token is in the Secret.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl DhanAccountStatus {
+    /// Whether what the status says of its token (its expiry, a lost mint) is about client
+    /// `client_id`: not after an edit of `clientId` the status has not caught up with. A status
+    /// written before the field existed is taken at its word.
+    pub fn describes_client(&self, client_id: &str) -> bool {
+        self.token_client_id
+            .as_deref()
+            .is_none_or(|c| c.trim() == client_id.trim())
+    }
 }
 
 /// A browser login running in a Job (docs/dhan-api.md §3).

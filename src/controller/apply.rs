@@ -398,7 +398,9 @@ async fn blocked_knowing(
         ctx.logins.release(&uid);
     }
     let now = ctx.clock.now();
-    let live = old.expires_at.is_some_and(|t| t > now);
+    // A token of the client the account named before an edit keeps nothing of this one's.
+    let live =
+        old.expires_at.is_some_and(|t| t > now) && old.describes_client(&account.spec.client_id);
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
     // otherwise a blocked account keeps it only while its token lives.
     let keep = why.phase != Phase::Conflict && live;

@@ -38,13 +38,16 @@ impl Claim {
     /// The claim `account` makes, if any: one being deleted claims nothing.
     pub fn of(account: &DhanAccount) -> Option<(String, Claim)> {
         let status = account.status.as_ref();
+        // A status about another client's token (its `clientId` was edited since) holds
+        // nothing of this client's (the simulation, seed 1316).
+        let token = status.filter(|s| s.describes_client(&account.spec.client_id));
         // A mint whose answer was lost may have made a token that lives a day (dhan-api.md
         // §1): until it is probed, the account counts as holding one, so an older account
         // waiting for the client ID does not mint over it (the simulation, seed 9 of 30 days).
-        let unconfirmed = status
+        let unconfirmed = token
             .and_then(|s| s.mint_unconfirmed_at)
             .map(|t| t + chrono::Duration::hours(24));
-        let expires_at = status.and_then(|s| s.expires_at).max(unconfirmed);
+        let expires_at = token.and_then(|s| s.expires_at).max(unconfirmed);
         let phase = status.and_then(|s| s.phase);
         let suspended = account.spec.suspend == Some(true);
         let until = holds_until(phase, expires_at, suspended);
@@ -282,6 +285,34 @@ mod tests {
         let obtaining = with("second", 200, Phase::Pending);
         let all = claims(&[&failed, &obtaining, &younger]);
         assert_eq!(all.winner_over(&younger, NOW), Some("team-a/second".into()));
+    }
+
+    /// An account whose `clientId` was edited keeps, until its status catches up, the expiry of
+    /// its old client's token: that token holds nothing of the new client's, so a younger
+    /// account with a live token of the new client (a re-created holder) still wins (the
+    /// simulation, seed 1316).
+    #[test]
+    fn a_token_of_the_client_named_before_an_edit_holds_nothing() {
+        let live = |client: &str| DhanAccountStatus {
+            phase: Some(Phase::Conflict),
+            expires_at: Some(NOW + chrono::Duration::hours(20)),
+            token_client_id: Some(client.into()),
+            ..Default::default()
+        };
+        let mut edited = account("team-a", "edited", "1001", 100);
+        edited.status = Some(live("2002"));
+        let mut holder = account("team-b", "holder", "1001", 200);
+        holder.status = Some(DhanAccountStatus {
+            phase: Some(Phase::Ready),
+            ..live("1001")
+        });
+        let all = claims(&[&edited, &holder]);
+        assert_eq!(all.winner_over(&holder, NOW), None);
+        assert_eq!(all.winner_over(&edited, NOW), Some("team-b/holder".into()));
+        // Had the old token been of this client, the older account would have won.
+        edited.status = Some(live("1001"));
+        let all = claims(&[&edited, &holder]);
+        assert_eq!(all.winner_over(&holder, NOW), Some("team-a/edited".into()));
     }
 
     /// A younger account whose mint's answer was lost may hold a live token Dhan made: an older

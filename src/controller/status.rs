@@ -78,6 +78,8 @@ pub const MAX_DAILY_COUNT: u32 = 1000;
 pub struct Report<'a> {
     pub memory: &'a Memory,
     pub token: Option<&'a TokenFacts>,
+    /// The client ID the round minted or kept the token for.
+    pub client_id: &'a str,
     /// How the token was obtained.
     pub method: Option<&'a str>,
     /// The Secret holding the token.
@@ -100,6 +102,7 @@ impl Report<'_> {
         Report {
             memory: &round.memory,
             token: round.token_facts(),
+            client_id: &round.inputs.policy.client_id,
             method: round.token.as_ref().and_then(|h| h.method.as_deref()),
             secret_name,
             static_ip: round.static_ip.as_ref(),
@@ -139,6 +142,7 @@ impl Report<'_> {
             refresh_request_handled: memory.refresh_request_handled.clone(),
             message: Some(a.message.clone()),
             token_hash: self.token.map(|t| t.hash.clone()),
+            token_client_id: self.token.map(|_| self.client_id.to_string()),
             observed_generation: self.generation,
             static_ip: self
                 .static_ip

@@ -207,6 +207,18 @@ fn seed_2255_a_request_answered_by_a_token_is_not_answered_again() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 1316 (30 days): an account whose client ID was edited to another client kept,
+/// in its status, the expiry of its old client's token (a `Conflict` status is carried over);
+/// the conflict verdict took that for a live token of the new client, so when the holder of
+/// that client's live token was replaced (`kubectl replace`), the edited account won over the
+/// re-created one, which then could not adopt its token, and a third account minted over it.
+/// A status token counts only for the client it was minted for.
+#[test]
+fn seed_1316_a_token_of_the_old_client_wins_nothing_for_the_new_one() {
+    let report = run_seed(Config::new(1316, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]

@@ -36,6 +36,7 @@ fn report<'a>(
     Report {
         memory,
         token,
+        client_id: "1000000001",
         method: Some("totp"),
         secret_name: Some("alice-token"),
         static_ip: None,
