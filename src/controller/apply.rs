@@ -399,11 +399,14 @@ async fn blocked_knowing(
     }
     let now = ctx.clock.now();
     // A token of the client the account named before an edit keeps nothing of this one's.
-    let live =
-        old.expires_at.is_some_and(|t| t > now) && old.describes_client(&account.spec.client_id);
+    let ours = old.describes_client(&account.spec.client_id);
+    let live = old.expires_at.is_some_and(|t| t > now) && ours;
     // The loser of a conflict gives its claim up (the winner mints, which kills its token);
-    // otherwise a blocked account keeps it only while its token lives.
-    let keep = why.phase != Phase::Conflict && live;
+    // otherwise a blocked account keeps it while its token lives, and the clock-skew margin
+    // after, as an account that is not blocked does (`Round::keeps_claim`).
+    let skew = chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default();
+    let keep =
+        why.phase != Phase::Conflict && ours && old.expires_at.is_some_and(|t| t + skew > now);
     // Dhan's tokens live 24 h from their mint (docs/dhan-api.md §1).
     let obtained = old.expires_at.map(|t| t - chrono::Duration::hours(24));
     let lost = settle_claim(ctx, account, keep, obtained).await;
@@ -445,8 +448,12 @@ fn claim_ends(
     now: DateTime<Utc>,
 ) -> Option<Duration> {
     ctx.claims.as_ref()?;
-    let left = (token_dies? - now).to_std().ok()?;
-    Some(left + crate::leader::SKEW_MARGIN + Duration::from_secs(1))
+    // The claim is kept for the skew margin past the token's death (`Round::keeps_claim`): the
+    // next look is due at the margin's end, even when the token is already past its expiry
+    // (a look that came early by a fast clock: the simulation, seed 2264).
+    let skew = chrono::Duration::from_std(crate::leader::SKEW_MARGIN).ok()?;
+    let left = (token_dies? + skew - now).to_std().ok()?;
+    Some(left + Duration::from_secs(1))
 }
 
 /// Keeps the account's client-ID claim while it has something another minter would destroy (a

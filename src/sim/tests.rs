@@ -219,6 +219,17 @@ fn seed_1316_a_token_of_the_old_client_wins_nothing_for_the_new_one() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 2264 (30 days): a suspended holder's token died while its node clock was a
+/// few seconds fast; the reconcile meant for the token's death came a little early, found the
+/// token within the clock-skew margin of its death (so the claim was kept), and scheduled
+/// nothing more, as the token was already past its expiry: the claim was never given up. The
+/// look again is now scheduled from the end of the margin.
+#[test]
+fn seed_2264_a_claim_kept_through_the_skew_margin_is_looked_at_again() {
+    let report = run_seed(Config::new(2264, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
