@@ -1,9 +1,9 @@
 //! Prometheus metrics. Per-account series are read from the controller's cache at scrape time,
 //! so they disappear with the account.
 
-use crate::calendar_file::CalendarInForce;
 use crate::clock::Clock;
 use crate::crd::{DhanAccount, Phase};
+use crate::decision::calendar::TradingCalendar;
 use chrono::{DateTime, Utc};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -204,12 +204,13 @@ impl Metrics {
         self.calendar_valid_through.set(end);
     }
 
-    /// Makes per-account series come from this cache, as of `clock`'s time and by `calendar`.
+    /// Makes per-account series come from this cache, as of `clock`'s time and by the trading
+    /// calendar `calendar` gives at each scrape (the one in force).
     pub fn watch_accounts(
         &self,
         store: Store<DhanAccount>,
         clock: Arc<dyn Clock>,
-        calendar: CalendarInForce,
+        calendar: CalendarSource,
     ) {
         let _ = self.accounts.watched.set((store, clock, calendar));
     }
@@ -223,10 +224,20 @@ impl Metrics {
     }
 }
 
-#[derive(Debug)]
+/// The trading calendar in force, as a scrape reads it.
+pub type CalendarSource = Arc<dyn Fn() -> Arc<TradingCalendar> + Send + Sync>;
+
 struct AccountCollector {
-    watched: OnceLock<(Store<DhanAccount>, Arc<dyn Clock>, CalendarInForce)>,
+    watched: OnceLock<(Store<DhanAccount>, Arc<dyn Clock>, CalendarSource)>,
     client_id: ClientIdLabel,
+}
+
+impl std::fmt::Debug for AccountCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountCollector")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccountCollector {
@@ -313,7 +324,7 @@ impl prometheus_client::collector::Collector for AccountCollector {
                 }
             }
         }
-        let calendar = calendar.snapshot();
+        let calendar = calendar();
         let mut lapse = encoder.encode_descriptor(
             "account_lapse_planned_until_timestamp_seconds",
             "With tradingDaysOnly: the account is without a valid token on purpose until then (no \

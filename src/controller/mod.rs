@@ -156,10 +156,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
         writer,
         changes,
     } = cache;
+    let calendar = settings.calendar.clone();
     metrics.watch_accounts(
         store.clone(),
         settings.clock.clone(),
-        settings.calendar.clone(),
+        Arc::new(move || calendar.snapshot()),
     );
     let reporter = Reporter {
         controller: "dhan-operator".into(),

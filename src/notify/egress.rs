@@ -14,7 +14,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::deliver::DeliveryError;
+use super::error::DeliveryError;
+
+/// Telegram's Bot API server, unless `--telegram-api-url` says otherwise.
+pub const DEFAULT_TELEGRAM_API: &str = "https://api.telegram.org";
 
 /// The operator's limits on notification destinations.
 #[derive(Clone, Debug)]
@@ -30,7 +33,7 @@ pub struct Egress {
 impl Default for Egress {
     fn default() -> Self {
         Egress {
-            telegram_api: super::deliver::DEFAULT_TELEGRAM_API.to_string(),
+            telegram_api: DEFAULT_TELEGRAM_API.to_string(),
             allow_http: false,
             allow_private: false,
         }

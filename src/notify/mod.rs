@@ -7,6 +7,7 @@
 
 pub mod deliver;
 pub mod egress;
+pub mod error;
 pub mod health;
 pub mod message;
 pub mod resource;
