@@ -46,6 +46,8 @@ pub struct Checker {
     fingerprint: Option<Fingerprint>,
     /// The serial of the token each output Secret held when last looked at.
     in_secret: HashMap<String, u64>,
+    /// Every token serial seen in an output Secret.
+    ever_in_secret: std::collections::HashSet<u64>,
     /// Per account, as last read: the account's and its Secret's resource versions, whether it
     /// was `Ready`, and the Secret's token.
     read: HashMap<String, Versions>,
@@ -65,6 +67,7 @@ impl Checker {
             watching: HashMap::new(),
             fingerprint: None,
             in_secret: HashMap::new(),
+            ever_in_secret: std::collections::HashSet::new(),
             read: HashMap::new(),
         }
     }
@@ -146,12 +149,22 @@ impl Checker {
                     + chrono::Duration::from_std(crate::leader::SKEW_MARGIN).unwrap_or_default();
                 let dying = replaced.expires_at - call.at <= fast;
                 // A token whose answer never reached the operator is in no Secret and no memory:
-                // killing it takes nothing from anyone.
+                // killing it takes nothing from anyone. Nor one whose answer reached only a
+                // leader deposed meanwhile, which may not write it and never did: it is in no
+                // Secret, and no process that acts knows it (seed 1587).
+                let deposed = replaced.acting.as_ref().is_some_and(|a| {
+                    world
+                        .deposed
+                        .iter()
+                        .any(|(i, n, at)| (*i, *n) == a.process && *at <= call.at)
+                });
+                let reachable = self.ever_in_secret.contains(&replaced.serial) || !deposed;
                 if let Some(holder) = holder
                     && holder != who
                     && world.manages(&holder, &call.client, replaced.at)
                     && !dying
                     && replaced.delivered
+                    && reachable
                 {
                     Self::violation(
                         world,
@@ -297,6 +310,7 @@ impl Checker {
                 .and_then(|token| world.dhan.issued(token))
                 .map(|i| i.serial);
             if let Some(serial) = serial {
+                self.ever_in_secret.insert(serial);
                 let before = self.in_secret.insert(key.clone(), serial);
                 if before.is_some_and(|b| b > serial) {
                     older.push(format!(

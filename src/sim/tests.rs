@@ -230,6 +230,17 @@ fn seed_2264_a_claim_kept_through_the_skew_margin_is_looked_at_again() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Seed 1587 (30 days) broke I3 as the check stood, not the operator: a leader froze the moment
+/// its mint reached Dhan and was deposed; the token's answer reached only that process, which
+/// may not write a Secret any more and did not, so the token was in no Secret and known to no
+/// acting process when another account minted over it. I3 now protects what some Secret or
+/// acting process can hold.
+#[test]
+fn seed_1587_a_token_only_a_deposed_leader_heard_of_protects_nobody() {
+    let report = run_seed(Config::new(1587, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
