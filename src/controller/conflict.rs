@@ -1,7 +1,8 @@
 //! One minter per client ID: a new token kills the client's previous one (docs/dhan-api.md §1), so
 //! two DhanAccounts minting for one client would knock each other's tokens out. Of the accounts
-//! that hold the client ID, one with a live token wins (its token is not killed for another's),
-//! then the oldest (ties broken by namespace/name), across all namespaces.
+//! that hold the client ID, the one with the newest live token wins (its token is not killed for
+//! another's; an older "live" token was killed by the newer one's mint), then the oldest (ties
+//! broken by namespace/name), across all namespaces.
 //! Only an account that holds a live token, or is obtaining one, holds a client ID: one that
 //! failed for good (its credentials are missing, or Dhan refused them), is suspended, or lost a
 //! conflict itself does not, unless its token still lives — otherwise anyone could name another
@@ -198,7 +199,7 @@ impl Claims {
     }
 
     /// The account that may mint for `account`'s client ID at `now` when it is not `account`
-    /// itself, as `namespace/name`: the oldest holder with a live token, else the oldest holder
+    /// itself, as `namespace/name`: the holder of the newest live token, else the oldest holder
     /// (`account` itself counts as holding: it is being reconciled; to an account waiting in
     /// `Conflict`, the others waiting count too). Walks the claims oldest
     /// first: in practice one or two.
@@ -208,10 +209,14 @@ impl Claims {
         let waits = claims.iter().any(|c| c.uid == uid && c.waiting);
         let holding =
             |claim: &&Claim| claim.uid == uid || claim.holds(now) || (waits && claim.waiting);
+        // A mint kills every older token of its client, so of the tokens statuses call live
+        // only the newest can be: its account wins (the oldest of those, on a tie). Another
+        // "live" one was killed by it, whatever its expiry says (the simulation, seed 2605).
         let winner = claims
             .iter()
             .filter(holding)
-            .find(|claim| claim.live(now))
+            .filter(|claim| claim.live(now))
+            .min_by_key(|claim| std::cmp::Reverse(claim.expires_at))
             .or_else(|| claims.iter().find(holding))?;
         (winner.uid != uid).then(|| format!("{}/{}", winner.namespace, winner.name))
     }
@@ -313,6 +318,26 @@ mod tests {
         edited.status = Some(live("1001"));
         let all = claims(&[&edited, &holder]);
         assert_eq!(all.winner_over(&holder, NOW), Some("team-a/edited".into()));
+    }
+
+    /// Two statuses call their tokens live, but a mint kills every older token of the client:
+    /// only the newest lives, and its account wins, even over an older account (the simulation,
+    /// seed 2605: an account edited away from a client and back still showed the token the other
+    /// account's mint had killed, won, and minted over the live one).
+    #[test]
+    fn of_two_live_tokens_the_newest_wins() {
+        let live = |hours| DhanAccountStatus {
+            phase: Some(Phase::Ready),
+            expires_at: Some(NOW + chrono::Duration::hours(hours)),
+            ..Default::default()
+        };
+        let mut older = account("team-a", "older", "1001", 100);
+        older.status = Some(live(2));
+        let mut younger = account("team-a", "younger", "1001", 200);
+        younger.status = Some(live(20));
+        let all = claims(&[&older, &younger]);
+        assert_eq!(all.winner_over(&younger, NOW), None);
+        assert_eq!(all.winner_over(&older, NOW), Some("team-a/younger".into()));
     }
 
     /// A younger account whose mint's answer was lost may hold a live token Dhan made: an older

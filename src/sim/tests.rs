@@ -241,6 +241,16 @@ fn seed_1587_a_token_only_a_deposed_leader_heard_of_protects_nobody() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
+/// Found by seed 2605 (30 days): an account edited away from its client and back still showed,
+/// as live, the token another account's mint had since killed; older, it won the verdict over
+/// the holder of the client's live token and minted over it at its daily refresh. Of two tokens
+/// statuses call live, only the newest can be.
+#[test]
+fn seed_2605_of_two_live_tokens_the_newest_wins() {
+    let report = run_seed(Config::new(2605, 30));
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+}
+
 /// A seed is a run: the same seed gives the same trace, event for event — seed 9's includes a
 /// leader frozen mid-mint whose reconcile finishes in the background after the takeover.
 #[test]
