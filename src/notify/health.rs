@@ -111,12 +111,7 @@ pub fn health_of(
     if !ready(status) {
         return None;
     }
-    let trading_days_only = account
-        .spec
-        .refresh
-        .as_ref()
-        .and_then(|r| r.trading_days_only)
-        .unwrap_or(false);
+    let trading_days_only = trading_days_only(account);
     if expiring_unplanned(status, trading_days_only, calendar, now) {
         Some(Health::ExpiringUnplanned)
     } else {
@@ -145,6 +140,15 @@ fn expiring_unplanned(
     }
 }
 
+fn trading_days_only(account: &DhanAccount) -> bool {
+    account
+        .spec
+        .refresh
+        .as_ref()
+        .and_then(|r| r.trading_days_only)
+        .unwrap_or(false)
+}
+
 fn no_session_between(calendar: &TradingCalendar, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
     next_session(calendar, from).is_none_or(|(open, _)| open >= to)
 }
@@ -158,12 +162,7 @@ pub fn lapse_planned_until(
     calendar: &TradingCalendar,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let trading_days_only = account
-        .spec
-        .refresh
-        .as_ref()
-        .and_then(|r| r.trading_days_only)
-        .unwrap_or(false);
+    let trading_days_only = trading_days_only(account);
     let status = account.status.as_ref()?;
     let quiet = matches!(status.phase, Some(Phase::Ready | Phase::Expired))
         && status.failed_attempts.unwrap_or(0) == 0;
