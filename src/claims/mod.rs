@@ -115,6 +115,9 @@ struct State {
     /// Accounts whose claim could not be released: tried again after each heartbeat (a claim
     /// left to a deleted account keeps other installs out for as long as this one lives).
     unreleased: BTreeSet<String>,
+    /// Deleted accounts within their grace ([`Claims::leaving`]): their claims are neither
+    /// pruned nor released until [`Claims::departed`] says whether they were created again.
+    leaving: BTreeSet<String>,
 }
 
 impl State {
@@ -304,6 +307,53 @@ impl Claims {
             state.remember(&holder.account, &name, claim);
         }
         Ok(state.held.len())
+    }
+
+    /// Account `uid` was deleted: its claim stays while a re-creation may still adopt its token
+    /// (`controller::index::REPLACE_GRACE`), then [`Claims::departed`] settles it.
+    pub fn leaving(&self, uid: &str) {
+        self.state().leaving.insert(uid.to_string());
+    }
+
+    /// Whether deleted account `uid` is within its grace: its claim is not to be pruned.
+    pub fn is_leaving(&self, uid: &str) -> bool {
+        self.state().leaving.contains(uid)
+    }
+
+    /// The grace of deleted account `uid` is over. Its claim passes to its re-creation
+    /// `successor` (the same namespace and name, a new UID) when there is one: that account
+    /// adopts the token the claim protects, and takes the claim over at no API call — so a
+    /// slow or failing claims API cannot let the claim go in between, for another install to
+    /// mint over the adopted token (the simulation, seed 344). Else the claim is released.
+    pub async fn departed(&self, uid: &str, successor: Option<&str>) {
+        self.state().leaving.remove(uid);
+        if let Some(successor) = successor
+            && self.hand_over(uid, successor)
+        {
+            return;
+        }
+        self.release(uid).await;
+    }
+
+    /// Moves account `from`'s claim to account `to`, in this process only: the object still
+    /// names `from` until `to` writes it (a mint, an answer) or releases it. False when `to`
+    /// holds a claim of its own already.
+    fn hand_over(&self, from: &str, to: &str) -> bool {
+        let mut state = self.state();
+        if state.held.contains_key(to) {
+            return false;
+        }
+        let Some(mut held) = state.held.remove(from) else {
+            return true;
+        };
+        state.unreleased.remove(from);
+        if let Some(holder) = held.claim.spec.holder.as_mut() {
+            holder.account = to.to_string();
+        }
+        let name = held.name.clone();
+        state.remember(to, &name, held.claim);
+        info!(claim = %name, "handed a deleted account's client-ID claim to its re-creation");
+        true
     }
 
     /// The claim account `uid` holds, if any, as its name.
@@ -577,7 +627,11 @@ impl Claims {
                 let Some(mut claim) = bounded(self.claims.get_opt(&name)).await? else {
                     return Ok(());
                 };
+                // Still ours: it names this account, or it is exactly as handed over to it
+                // from the account it re-created.
+                let unchanged = claim.resource_version() == kept.claim.resource_version();
                 if verdict::holding(Some(&claim.spec), &self.settings.install, uid) != Holding::Ours
+                    && !unchanged
                 {
                     return Ok(());
                 }

@@ -321,10 +321,17 @@ async fn prune(ctx: Arc<Context>) {
         live.extend(ctx.health.skipped_uids());
         prune_once(&ctx, &live);
         if let Some(claims) = &ctx.claims {
-            for uid in claims.holders().into_iter().filter(|u| !live.contains(u)) {
-                claims.release(&uid).await;
-            }
+            prune_claims(claims, &live).await;
         }
+    }
+}
+
+/// Releases the claims of accounts that are gone, but not those of accounts deleted within
+/// their grace: their re-creations may still adopt the tokens the claims protect.
+pub(crate) async fn prune_claims(claims: &Claims, live: &HashSet<String>) {
+    let gone = claims.holders().into_iter().filter(|u| !live.contains(u));
+    for uid in gone.filter(|u| !claims.is_leaving(u)).collect::<Vec<_>>() {
+        claims.release(&uid).await;
     }
 }
 

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
@@ -206,13 +207,19 @@ impl Decoder {
                 if self.seen.remove(&uid) {
                     self.publish();
                 }
-                // After the grace a re-creation has to adopt the token (and take the claim,
-                // which makes this a no-op): released at once, another install's account would
-                // mint over the token the re-created one is about to adopt.
+                // Its claim waits out the grace, then passes to its re-creation or is
+                // released: released at once, another install's account would mint over the
+                // token the re-created one is about to adopt.
                 if let Some(claims) = self.ctx.claims.clone() {
+                    claims.leaving(&uid);
+                    let store = self.ctx.store.clone();
+                    let key = ObjectRef::<DhanAccount>::new(&object.name_any())
+                        .within(&object.namespace().unwrap_or_default());
                     tokio::spawn(async move {
                         tokio::time::sleep(super::index::REPLACE_GRACE).await;
-                        claims.release(&uid).await;
+                        let successor = store.get(&key).and_then(|a| a.uid());
+                        let successor = successor.filter(|s| *s != uid);
+                        claims.departed(&uid, successor.as_deref()).await;
                     });
                 }
                 Event::Delete(stand_in(&object))

@@ -87,7 +87,7 @@ pub async fn run(config: Config) -> Report {
             next_infra = Some(now + world.infra_gap(every));
         }
         if next_prune <= now {
-            world.prune();
+            world.prune().await;
             next_prune = now + PRUNE_EVERY;
         }
         if now >= faults_end && !quiet {

@@ -251,14 +251,12 @@ fn seed_2605_of_two_live_tokens_the_newest_wins() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
 }
 
-/// Open, found by seed 344 (30 days): the holder of a live token was replaced (`kubectl
-/// replace`, its Secret retained) while the claims API answered in 12 s; the re-created account
-/// could not take its claim back before the 60 s grace let the predecessor's claim go, and
-/// another install's account, whose refresh had been requested, took it and minted over the
-/// retained live token. A likely rule: hand a deleted holder's claim to its re-creation instead
-/// of releasing it. Run with `--ignored` to see it fail.
+/// Found by seed 344 (30 days): the holder of a live token was replaced (`kubectl replace`,
+/// its Secret retained) while the claims API answered in 12 s; the re-created account could not
+/// take its claim back before the 60 s grace let the predecessor's claim go, and another
+/// install's account, whose refresh had been requested, took it and minted over the retained
+/// live token. At the end of the grace a deleted holder's claim passes to its re-creation.
 #[test]
-#[ignore = "open bug (seed 344): a replaced holder loses its claim while the claims API is slow"]
 fn seed_344_a_replaced_holder_keeps_its_claim_through_a_slow_claims_api() {
     let report = run_seed(Config::new(344, 30));
     assert!(report.violations.is_empty(), "{:#?}", report.violations);

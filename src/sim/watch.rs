@@ -14,7 +14,8 @@ impl World {
     /// Secrets they read or write, when they changed by someone else's hand.
     pub(super) async fn watch(&mut self) {
         let now = Instant::now();
-        // The watch of a process gives a deleted account's claim up (`controller::watch`).
+        // The watch of a process settles a deleted account's claim after its grace
+        // (`controller::watch`).
         let mut released = Vec::new();
         let revision = self.api.revision();
         for t in &self.tenants {
@@ -58,7 +59,9 @@ impl World {
                         {
                             p.cached.remove(&key);
                             if let Some(claims) = p.ctx.claims.clone() {
-                                released.push((claims, old.uid().unwrap_or_default()));
+                                let uid = old.uid().unwrap_or_default();
+                                claims.leaving(&uid);
+                                released.push((claims, uid, key.clone()));
                             }
                             let event = watcher::Event::Delete(old);
                             p.ctx.index.apply(&event);
@@ -79,7 +82,9 @@ impl World {
                         p.due.remove(&key);
                         if let Some(account) = p.cached.remove(&key) {
                             if let Some(claims) = p.ctx.claims.clone() {
-                                released.push((claims, account.uid().unwrap_or_default()));
+                                let uid = account.uid().unwrap_or_default();
+                                claims.leaving(&uid);
+                                released.push((claims, uid, key.clone()));
                             }
                             let event = watcher::Event::Delete(account);
                             p.ctx.index.apply(&event);
@@ -133,8 +138,8 @@ impl World {
                 }
             }
         }
-        for (claims, uid) in released {
-            self.releases.push((now + REPLACE_GRACE, claims, uid));
+        for (claims, uid, key) in released {
+            self.releases.push((now + REPLACE_GRACE, claims, uid, key));
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::claims::{ClaimSettings, Claims};
 use crate::clock::{Clock, TokioClock};
 use crate::controller::tests::fake_api::FakeApi;
 use crate::controller::tests::fixtures::{b64, context};
-use crate::controller::{Context, prune_once};
+use crate::controller::{Context, prune_claims, prune_once};
 use crate::crd::DhanAccount;
 use crate::leader::{ElectionSettings, Leadership};
 use chrono::{DateTime, Utc};
@@ -239,9 +239,10 @@ pub struct World {
     /// How many spans of slowness began (I6 blames a cut-off reconcile on one).
     pub(super) slow_spans: u64,
     pub report: Report,
-    /// Claims of deleted accounts, released when their grace is over (a crashed process's
-    /// pending releases die with it: its `Claims` is gone).
-    pub(super) releases: Vec<(Instant, Arc<Claims>, String)>,
+    /// Claims of deleted accounts (the account's UID and key), handed to a re-creation or
+    /// released when their grace is over (a crashed process's pending releases die with it:
+    /// its `Claims` is gone).
+    pub(super) releases: Vec<(Instant, Arc<Claims>, String, String)>,
     /// What makes another mint due, per client and IST day (see `invariants`, I1).
     pub(super) causes: BTreeMap<(String, chrono::NaiveDate), u32>,
     pub(super) start: Instant,
@@ -474,7 +475,7 @@ impl World {
                 }
             })
             .flatten()
-            .chain(self.releases.iter().map(|(at, _, _)| *at))
+            .chain(self.releases.iter().map(|(at, ..)| *at))
             .min()
     }
 
@@ -585,7 +586,7 @@ impl World {
     /// The process of `install` is gone; a new one (memory empty) starts at `start`.
     fn replace_process(&mut self, install: usize, start: Instant) {
         if let Some(dead) = self.processes[install].ctx.claims.clone() {
-            self.releases.retain(|(_, c, _)| !Arc::ptr_eq(c, &dead));
+            self.releases.retain(|(_, c, ..)| !Arc::ptr_eq(c, &dead));
         }
         let p = &mut self.processes[install];
         p.crash_at = None;
@@ -716,21 +717,35 @@ impl World {
         }
     }
 
-    pub(super) fn prune(&mut self) {
+    pub(super) async fn prune(&mut self) {
         for p in self.processes.iter().filter(|p| p.down_until.is_none()) {
             let live = p.cached.values().filter_map(|a| a.uid()).collect();
             prune_once(&p.ctx, &live);
+            if let Some(claims) = &p.ctx.claims {
+                prune_claims(claims, &live).await;
+            }
         }
     }
 
-    /// The claims of deleted accounts whose grace is over (`controller::watch`).
+    /// The claims of deleted accounts whose grace is over, handed to their re-creations or
+    /// released (`controller::watch`).
     pub(super) async fn release_due(&mut self, now: Instant) {
         let (due, later) = std::mem::take(&mut self.releases)
             .into_iter()
-            .partition::<Vec<_>, _>(|(at, _, _)| *at <= now);
+            .partition::<Vec<_>, _>(|(at, ..)| *at <= now);
         self.releases = later;
-        for (_, claims, uid) in due {
-            claims.release(&uid).await;
+        for (_, claims, uid, key) in due {
+            let process = self.processes.iter().find(|p| {
+                p.ctx
+                    .claims
+                    .as_ref()
+                    .is_some_and(|c| Arc::ptr_eq(c, &claims))
+            });
+            let successor = process
+                .and_then(|p| p.cached.get(&key))
+                .and_then(|a| a.uid())
+                .filter(|s| *s != uid);
+            claims.departed(&uid, successor.as_deref()).await;
         }
     }
 }

@@ -224,6 +224,65 @@ async fn a_release_that_failed_is_tried_again_after_the_next_heartbeat() {
     assert_eq!(holder(&bench), None, "{:?}", claim(&bench));
 }
 
+/// Found by the simulation (seed 344, 30 days): a holder replaced with its Secret retained,
+/// while every claim call timed out; the re-created account could not take the claim, the
+/// predecessor's was released once the API answered again, and another install minted over
+/// the token the re-created account had adopted. At the end of the grace the claim passes to
+/// the re-creation with no API call, and goes only when that account lets it go.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_holders_claim_passes_to_its_recreation_without_an_api_call() {
+    let bench = bench();
+    let claims = bench.claims_of("install-b");
+    claims.beat().await.unwrap();
+    claims
+        .secure("uid-old", CLIENT, &renewal(None))
+        .await
+        .unwrap();
+    claims.leaving("uid-old");
+    for method in [Method::GET, Method::DELETE, Method::PUT, Method::PATCH] {
+        bench.api.refuse(
+            method,
+            "/dhanclientclaims",
+            504,
+            "Timeout: request did not complete",
+        );
+    }
+    let live = ["uid-new".to_string()].into_iter().collect();
+    crate::controller::prune_claims(&claims, &live).await;
+    claims.departed("uid-old", Some("uid-new")).await;
+    crate::controller::prune_claims(&claims, &live).await;
+    claims.ensure("uid-new", CLIENT, None).await.unwrap();
+    assert_eq!(claims.holders(), ["uid-new"]);
+    bench.api.allow();
+    bench.advance(Duration::from_secs(10)).await;
+    claims.beat().await.unwrap();
+    assert_eq!(
+        holder(&bench),
+        Some(("install-b".into(), "uid-old".into())),
+        "the object changes only when the re-created account writes or lets go"
+    );
+    claims.release("uid-new").await;
+    assert_eq!(holder(&bench), None, "{:?}", claim(&bench));
+}
+
+/// A deleted account's claim is not pruned within its grace; after it, with no re-creation,
+/// it is released.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_holders_claim_outlives_a_prune_within_its_grace() {
+    let bench = bench();
+    let claims = bench.claims_of("install-b");
+    claims.beat().await.unwrap();
+    claims
+        .secure("uid-old", CLIENT, &renewal(None))
+        .await
+        .unwrap();
+    claims.leaving("uid-old");
+    crate::controller::prune_claims(&claims, &Default::default()).await;
+    assert_eq!(holder(&bench), Some(("install-b".into(), "uid-old".into())));
+    claims.departed("uid-old", None).await;
+    assert_eq!(holder(&bench), None, "{:?}", claim(&bench));
+}
+
 /// The bug: claims followed the mint, not the token. After a restart, an upgrade or a leader
 /// change no live token held its claim; it lapsed, and another install's waiting account
 /// minted, killing the live token.
