@@ -1,5 +1,5 @@
 # The few commands a newcomer needs. `make test` installs what the tests need first.
-.PHONY: test demo crd build lint bench testbed
+.PHONY: test demo crd build lint bench testbed image
 
 CARGO ?= cargo
 
@@ -47,6 +47,21 @@ soak:
 
 build:
 	$(CARGO) build --release --bins
+
+## The production image as an OCI archive, without a container engine (hack/images.sh; needs
+## umoci and mmdebstrap): target/image/dhan-operator-VERSION-ARCH.oci.tar, named IMAGE.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ARCH := $(shell dpkg --print-architecture 2>/dev/null || uname -m)
+IMAGE ?= ghcr.io/dhan-operator/dhan-operator:$(VERSION)
+SOURCE ?= https://github.com/dhan-operator/dhan-operator
+image:
+	$(CARGO) build --release --locked --bin dhan-operator --bin kubectl-dhan
+	mkdir -p target/image
+	hack/images.sh operator target/release/dhan-operator \
+	  target/image/dhan-operator-$(VERSION)-$(ARCH).oci.tar \
+	  --kubectl-dhan target/release/kubectl-dhan --ref $(IMAGE) --version $(VERSION) \
+	  --revision "$$(git rev-parse HEAD 2>/dev/null || echo unknown)" --source $(SOURCE)
+	@echo "image $(IMAGE): target/image/dhan-operator-$(VERSION)-$(ARCH).oci.tar"
 
 lint:
 	$(CARGO) fmt --all -- --check

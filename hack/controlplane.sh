@@ -3,7 +3,8 @@
 # tests and for poking at by hand. hack/node.sh adds a node (kubelet, controller-manager,
 # scheduler) to it when a test needs Pods to run.
 #
-#   hack/controlplane.sh up DIR [--watch-pid PID]   start; prints the admin kubeconfig path last
+#   hack/controlplane.sh up DIR [--watch-pid PID] [--service-accounts]
+#                                                   start; prints the admin kubeconfig path last
 #   hack/controlplane.sh down DIR                   stop (idempotent)
 #
 # DIR receives: kubeconfig (admin, group system:masters), kubeconfig-operator (user
@@ -11,7 +12,11 @@
 # ServiceAccount identity in SERVICE_ACCOUNTS below, env (KUBECONFIG=...), *.log, pids, and
 # audit.log: the apiserver's audit log of every request touching a Secret (who, verb, URI), so a
 # test can show which Secrets an identity never asked for.
-# With --watch-pid, a detached watcher stops everything once PID exits.
+# With --watch-pid, a detached watcher stops everything once PID exits. With --service-accounts
+# the ServiceAccount admission plugin is on, as in a real cluster: Pods get their ServiceAccount's
+# token mounted (hack/node.sh's controller-manager creates the accounts and their tokens), and a
+# Pod whose account or token does not exist yet is refused until it does. Without it, no Pod
+# created before a node runs would be admitted.
 # Binaries: $KUBEBUILDER_ASSETS/{kube-apiserver,etcd} when both exist there, else
 # ${DHAN_OPERATOR_CACHE:-~/.cache/dhan-operator}/bin/kube-apiserver and etcd from PATH.
 set -euo pipefail
@@ -24,7 +29,7 @@ set -euo pipefail
 SERVICE_ACCOUNTS="helm-cluster:dhan-operator helm-ns:dhan-operator"
 
 die() { printf 'controlplane: %s\n' "$*" >&2; exit 1; }
-usage() { die "usage: $0 up DIR [--watch-pid PID] | $0 down DIR"; }
+usage() { die "usage: $0 up DIR [--watch-pid PID] [--service-accounts] | $0 down DIR"; }
 
 find_binaries() {
   if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
@@ -153,8 +158,10 @@ EOF
     gates=(--feature-gates TTLAfterFinished=true)
   fi
 
-  # No controller-manager runs: the ServiceAccount admission plugin would reject every Pod/Job
-  # (no "default" service account is ever created), so it is off.
+  # Without a controller-manager, the ServiceAccount admission plugin would reject every Pod
+  # (no "default" service account is ever created): it is on only when asked for.
+  local admission=(--disable-admission-plugins ServiceAccount)
+  [[ -z "$SERVICE_ACCOUNT_ADMISSION" ]] || admission=(--enable-admission-plugins ServiceAccount)
   setsid nohup "$APISERVER" "${gates[@]}" \
     --etcd-servers "$etcd_url" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -165,7 +172,7 @@ EOF
     --service-account-key-file "$DIR/certs/sa.key" --service-account-signing-key-file "$DIR/certs/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --allow-privileged \
-    --disable-admission-plugins ServiceAccount \
+    "${admission[@]}" \
     --kubelet-preferred-address-types InternalIP \
     --audit-policy-file "$DIR/audit-policy.yaml" --audit-log-path "$DIR/audit.log" \
     </dev/null >"$DIR/kube-apiserver.log" 2>&1 &
@@ -207,10 +214,11 @@ EOF
 CMD="$1"
 DIR="$(mkdir -p "$2" && cd "$2" && pwd)"
 shift 2
-WATCH_PID=""
+WATCH_PID="" SERVICE_ACCOUNT_ADMISSION=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --watch-pid) [[ $# -ge 2 ]] || usage; WATCH_PID="$2"; shift 2 ;;
+    --service-accounts) SERVICE_ACCOUNT_ADMISSION=1; shift ;;
     *) usage ;;
   esac
 done

@@ -4,15 +4,18 @@
 #
 #   hack/images.sh base                  the Chromium sidecar and the pause image, built once and
 #                                        cached in $CACHE/images (hack/install-testbed.sh runs it)
-#   hack/images.sh operator BIN OUT      the operator image around the binary BIN, into OUT
+#   hack/images.sh operator BIN OUT [--kubectl-dhan BIN] [--ref REF] [--version V] [--revision R]
+#                  [--source URL]        the operator image around the binary BIN, into OUT
+#                                        (`make image` runs it on the release build)
 #   hack/images.sh names                 prints NAME=REFERENCE for every image
 #
 # Each image runs what its production counterpart runs, so a login Job on the bed is the Job a
 # cluster gets from the chart:
-#   - operator: like the Dockerfile's final stage on distroless/cc-debian12:nonroot: glibc,
-#     libgcc, CA certificates and a passwd naming nonroot (65532); /dhan-operator as entrypoint,
-#     `run` as command, user 65532:65532. The libraries are the ones the binary was linked
-#     against on this machine.
+#   - operator: the production image, the Dockerfile's final stage made without a container
+#     engine: on a distroless/cc-debian12:nonroot-like base (glibc, libgcc, CA certificates, a
+#     passwd naming nonroot; no shell, no package manager) only /dhan-operator (entrypoint,
+#     `run` as command) and /kubectl-dhan, user 65532:65532, OCI labels with version, revision
+#     and source. The tests build it around their own binary; the chart runs it.
 #   - headless-shell: the contract of the chart's default chromedp/headless-shell image: its
 #     entrypoint /headless-shell/run.sh forwards 0.0.0.0:9222 to 127.0.0.1:9223 with socat and
 #     execs /headless-shell/headless-shell with --no-sandbox, --use-gl=angle,
@@ -29,9 +32,14 @@ CHROMIUM_IMAGE=dhan-operator.test/headless-shell:bed
 PAUSE_IMAGE=dhan-operator.test/pause:bed
 # Bump when the recipe of a cached image changes, so existing caches rebuild it.
 BASE_RECIPE=1
+OPERATOR_BASE_RECIPE=1
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
+for tool in umoci mmdebstrap python3; do
+  command -v "$tool" >/dev/null \
+    || die "$tool is not installed (apt-get install umoci mmdebstrap; hack/install-testbed.sh installs them)"
+done
 
 # Writes an OCI archive OUT holding one image REF made of the layer tarballs LAYER..., with the
 # config set by the umoci `--config.*` options in CONFIG (an array name).
@@ -47,8 +55,17 @@ oci_archive() { # OUT REF CONFIG_ARRAY LAYER...
   for layer in "$@"; do
     umoci raw add-layer --image "$layout:$tag" "$layer"
   done
-  umoci config --image "$layout:$tag" --os linux --architecture amd64 --author dhan-operator-testbed "${_config[@]}"
+  umoci config --image "$layout:$tag" --os linux --architecture "$(dpkg --print-architecture)" --author dhan-operator "${_config[@]}"
   umoci gc --layout "$layout"
+  # The full name too, which `ctr images import` (k3s, containerd) names the image by.
+  python3 - "$layout/index.json" "$ref" <<'PY'
+import json, sys
+path, ref = sys.argv[1], sys.argv[2]
+index = json.load(open(path))
+for manifest in index["manifests"]:
+    manifest.setdefault("annotations", {})["io.containerd.image.name"] = ref
+json.dump(index, open(path, "w"))
+PY
   tar -C "$layout" -cf "$out.tmp" .
   mv "$out.tmp" "$out"
   rm -rf "$layout"
@@ -133,51 +150,100 @@ base() {
   log "base images ready in $IMAGE_DIR"
 }
 
-# The operator image: a distroless-like base (its own layer) and the binary.
-operator() { # BIN OUT
-  local bin="$1" out="$2" work
-  [[ -x "$bin" ]] || die "no operator binary at $bin"
-  mkdir -p "$IMAGE_DIR"
-  work="$(mktemp -d "$IMAGE_DIR/operator.XXXXXX")"
-  local root="$work/base"
-  mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot" "$root/root"
+# The operator image's base, like distroless/cc-debian12 (nonroot): glibc and libgcc unpacked
+# from Debian's packages of this machine's release (no maintainer scripts: the image has no shell
+# to run them), the CA bundle built from Debian's ca-certificates, their copyright files, a
+# passwd naming nonroot (65532) and /tmp. Built once per release and recipe into OUT.
+operator_base() { # OUT
+  local out="$1" work codename
+  work="$(mktemp -d "$IMAGE_DIR/operator-base.XXXXXX")"
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
+  mapfile -t sources < <(apt_sources)
+  ((${#sources[@]})) || die "no apt sources on this machine to build the operator image from"
+  log "building the operator image's base: libc6, libgcc-s1 and ca-certificates of Debian $codename"
+  local -a unpack=(mmdebstrap --quiet --mode=root --variant=extract
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+    --dpkgopt='path-exclude=/usr/share/lintian/*')
+  "${unpack[@]}" --include=libc6,libgcc-s1 "$codename" "$work/libs" "${sources[@]}"
+  "${unpack[@]}" --include=ca-certificates "$codename" "$work/ca" "${sources[@]}"
+
+  local root="$work/root"
+  mkdir -p "$root/etc/ssl/certs" "$root/tmp" "$root/home/nonroot" "$root/lib64" \
+    "$root/usr/share/doc/ca-certificates"
+  # Only what the packages ship, not the unpacking's scaffolding (apt and dpkg state, /dev).
+  cp -a "$work/libs/lib" "$work/libs/usr" "$root/"
+  rm -rf "$root/usr/share/lintian"
+  [[ -e "$root/lib64/ld-linux-x86-64.so.2" || ! -e "$root/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ]] \
+    || ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
+  # update-ca-certificates' result with every certificate enabled (Debian's default).
+  cat "$work/ca"/usr/share/ca-certificates/mozilla/*.crt >"$root/etc/ssl/certs/ca-certificates.crt"
+  cp "$work/ca/usr/share/doc/ca-certificates/copyright" "$root/usr/share/doc/ca-certificates/"
   chmod 1777 "$root/tmp"
   chown 65532:65532 "$root/home/nonroot"
-  cat >"$root/etc/passwd" <<'EOF'
+  cat >"$root/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin
 nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin
-EOF
-  printf 'root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n' >"$root/etc/group"
+PASSWD
+  printf 'root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n' >"$root/etc/group"
   printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
-  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-  # The shared libraries the binary loads, at the paths the loader looks for them.
-  local lib
-  for lib in $(ldd "$bin" | grep -oE '/[^ ]+'); do
-    cp --parents -L "$lib" "$root/"
+  # No shell, no package manager: what a shell could be made of is not there.
+  [[ ! -e "$root/bin/sh" && ! -e "$root/usr/bin/sh" ]] || die "the base has a shell"
+  tar --sort=name --mtime=@0 --numeric-owner -C "$root" -cf "$out.tmp" .
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+}
+
+# The operator image (`make image`): the base above and a layer with the binaries.
+#   operator BIN OUT [--kubectl-dhan BIN] [--ref REF] [--version V] [--revision R] [--source URL]
+operator() {
+  local bin="$1" out="$2" kubectl_dhan="" ref="$OPERATOR_IMAGE" version="" revision="" source=""
+  shift 2
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --kubectl-dhan) kubectl_dhan="$2"; shift 2 ;;
+      --ref) ref="$2"; shift 2 ;;
+      --version) version="$2"; shift 2 ;;
+      --revision) revision="$2"; shift 2 ;;
+      --source) source="$2"; shift 2 ;;
+      *) die "operator: unknown option $1" ;;
+    esac
   done
-  tar --numeric-owner -C "$root" -cf "$work/base.tar" .
+  [[ -x "$bin" ]] || die "no operator binary at $bin"
+  mkdir -p "$IMAGE_DIR"
+  local base="$IMAGE_DIR/operator-base-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")-$OPERATOR_BASE_RECIPE.tar"
+  [[ -s "$base" ]] || operator_base "$base"
+  local work
+  work="$(mktemp -d "$IMAGE_DIR/operator.XXXXXX")"
   mkdir -p "$work/app"
   cp "$bin" "$work/app/dhan-operator"
-  tar --owner=0 --group=0 -C "$work/app" -cf "$work/app.tar" .
+  [[ -z "$kubectl_dhan" ]] || cp "$kubectl_dhan" "$work/app/kubectl-dhan"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work/app" -cf "$work/app.tar" .
   local -a config=(
     --config.entrypoint /dhan-operator --config.cmd run --config.user 65532:65532
     --config.workingdir /
     --config.env 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     --config.env 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'
     --config.exposedports 8080/tcp
+    --config.label 'org.opencontainers.image.title=dhan-operator'
+    --config.label 'org.opencontainers.image.description=Keeps Dhan access tokens alive in Kubernetes Secrets'
+    --config.label 'org.opencontainers.image.licenses=Apache-2.0'
   )
-  oci_archive "$out" "$OPERATOR_IMAGE" config "$work/base.tar" "$work/app.tar"
+  [[ -z "$version" ]] || config+=(--config.label "org.opencontainers.image.version=$version")
+  [[ -z "$revision" ]] || config+=(--config.label "org.opencontainers.image.revision=$revision")
+  [[ -z "$source" ]] || config+=(--config.label "org.opencontainers.image.source=$source")
+  oci_archive "$out" "$ref" config "$base" "$work/app.tar"
   rm -rf "$work"
 }
 
 case "${1:-}" in
   base) base ;;
-  operator) [[ $# -eq 3 ]] || die "usage: $0 operator BIN OUT"; operator "$2" "$3" ;;
+  operator) [[ $# -ge 3 ]] || die "usage: $0 operator BIN OUT [--kubectl-dhan BIN] [--ref REF] [--version V] [--revision R] [--source URL]"; shift; operator "$@" ;;
   names)
     echo "OPERATOR_IMAGE=$OPERATOR_IMAGE"
     echo "CHROMIUM_IMAGE=$CHROMIUM_IMAGE"
     echo "PAUSE_IMAGE=$PAUSE_IMAGE"
     ;;
-  *) die "usage: $0 base | operator BIN OUT | names" ;;
+  *) die "usage: $0 base | operator BIN OUT [options] | names" ;;
 esac

@@ -29,6 +29,7 @@ command -v runc >/dev/null || need_apt+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || need_apt+=(containernetworking-plugins)
 command -v umoci >/dev/null || need_apt+=(umoci)
 command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v iptables >/dev/null || need_apt+=(iptables)
 [[ -x /bin/busybox ]] || need_apt+=(busybox-static)
 # hack/demo.sh reads the mock's answers with jq.
 command -v jq >/dev/null || need_apt+=(jq)

@@ -28,6 +28,8 @@ BRIDGE=dhan0
 # Pods and the host's side of the bridge; no route leads anywhere else.
 SUBNET_PREFIX=10.231.0
 NODE_IP=$SUBNET_PREFIX.1
+# The `kubernetes` Service: the first address of hack/controlplane.sh's service range.
+API_SERVICE_IP=10.0.0.1
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 # Host paths the kubelet, containerd's shims and CNI write whatever their configuration says.
 HOST_PATHS=(/var/lib/kubelet /var/log/pods /var/log/containers /run/containerd /var/lib/cni /run/netns)
@@ -48,7 +50,7 @@ why_not() {
   done
   grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || { echo "no overlayfs in this kernel"; return; }
   unshare -Urnpm --fork true 2>/dev/null || { echo "cannot create user, network, pid and mount namespaces (unshare failed)"; return; }
-  for c in containerd runc ctr umoci ip; do
+  for c in containerd runc ctr umoci ip iptables; do
     command -v "$c" >/dev/null || { echo "$c is not installed; run hack/install-testbed.sh"; return; }
   done
   [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] \
@@ -108,7 +110,8 @@ EOF
     "type": "bridge", "bridge": "$BRIDGE", "isGateway": false, "ipMasq": false,
     "ipam": {
       "type": "host-local", "dataDir": "$DIR/cni/ipam",
-      "ranges": [[{"subnet": "$SUBNET_PREFIX.0/24", "rangeStart": "$SUBNET_PREFIX.10", "rangeEnd": "$SUBNET_PREFIX.250"}]]
+      "ranges": [[{"subnet": "$SUBNET_PREFIX.0/24", "rangeStart": "$SUBNET_PREFIX.10", "rangeEnd": "$SUBNET_PREFIX.250"}]],
+      "routes": [{"dst": "$API_SERVICE_IP/32", "gw": "$NODE_IP"}]
     }
   }]
 }
@@ -130,7 +133,8 @@ authentication: {anonymous: {enabled: true}, webhook: {enabled: false}}
 authorization: {mode: AlwaysAllow}
 cgroupDriver: cgroupfs
 failSwapOn: false
-# No iptables on the bed, and no Service traffic: login Pods need none.
+# The kubelet's own iptables chains are not needed: the only Service traffic, to the apiserver,
+# has its rule from service_to_apiserver.
 makeIPTablesUtilChains: false
 # Images come from ctr import and cannot be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
@@ -186,6 +190,21 @@ import_images() {
   fi
 }
 
+# The one Service traffic the bed carries, kube-proxy's job in a cluster: Pods reach the
+# apiserver (on loopback) at the `kubernetes` Service's address, as in-cluster clients do
+# (KUBERNETES_SERVICE_HOST). A route on the Pods' side (the CNI config) and a DNAT to loopback
+# on the host's side of the bridge; the rule is recorded and removed at down.
+service_to_apiserver() {
+  local port
+  port="$(sed -n 's#^ *server: https://127.0.0.1:\([0-9]*\).*#\1#p' "$CP_DIR/kubeconfig" | head -1)"
+  [[ -n "$port" ]] || die "no apiserver port in $CP_DIR/kubeconfig"
+  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  local rule=(PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443
+              -j DNAT --to-destination "127.0.0.1:$port")
+  iptables -t nat -A "${rule[@]}"
+  echo "iptables-nat ${rule[*]}" >>"$DIR/host-state"
+}
+
 wait_until() { # SECONDS WHAT CMD...
   local deadline=$((SECONDS + $1)) what="$2"
   shift 2
@@ -235,6 +254,7 @@ up() {
   ip link add "$BRIDGE" type bridge 2>/dev/null || true
   ip addr replace "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  service_to_apiserver
 
   eval "$("$HACK/images.sh" names)"
   write_containerd_config
@@ -246,9 +266,13 @@ up() {
   if [[ "$("$BIN_DIR/kube-controller-manager" --version)" =~ v1\.(1[0-9]|20)\. ]]; then
     gates=(--feature-gates TTLAfterFinished=true)
   fi
+  # serviceaccount and serviceaccount-token: every namespace's "default" account and a token
+  # Secret per account, which the ServiceAccount admission plugin mounts into Pods when the
+  # control plane has it on (hack/controlplane.sh --service-accounts).
   start kube-controller-manager "$BIN_DIR/kube-controller-manager" "${gates[@]}" \
     --kubeconfig "$cp_kubeconfig" --leader-elect=false --port 0 --secure-port 0 \
-    --controllers job,deployment,replicaset,ttl-after-finished,garbagecollector,nodelifecycle
+    --service-account-private-key-file "$CP_DIR/certs/sa.key" --root-ca-file "$CP_DIR/certs/ca.crt" \
+    --controllers job,deployment,replicaset,ttl-after-finished,garbagecollector,nodelifecycle,serviceaccount,serviceaccount-token
   start kube-scheduler "$BIN_DIR/kube-scheduler" \
     --kubeconfig "$cp_kubeconfig" --leader-elect=false --port 0 --secure-port 0
 
@@ -320,7 +344,11 @@ down() {
   done
   local kind what value
   while read -r kind what value; do
-    [[ "$kind" == sysctl ]] && sysctl -qw "$what=$value" || true
+    case "$kind" in
+      sysctl) sysctl -qw "$what=$value" || true ;;
+      # shellcheck disable=SC2086 # the rule's words, as recorded
+      iptables-nat) iptables -t nat -D "$what" $value 2>/dev/null || true ;;
+    esac
   done <"$DIR/host-state"
   local ns
   for ns in $(ls /run/netns 2>/dev/null); do

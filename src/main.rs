@@ -1,6 +1,6 @@
 /// jemalloc rather than glibc's allocator: an operator replaces every cached account on each
 /// watch event, and glibc kept the freed memory (10,000 accounts: 109 MiB peak and 86 MiB steady
-/// RSS with glibc, 83 and 74 with jemalloc; README, "Performance").
+/// RSS with glibc, 83 and 74 with jemalloc; docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

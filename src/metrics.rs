@@ -294,7 +294,8 @@ impl prometheus_client::collector::Collector for AccountCollector {
             ),
             (
                 "account_pod_sync_seconds",
-                "From the last new token's mint until the last running Pod that mounts it was told                  to sync (--sync-pods); each kubelet rewrites the volume right after",
+                "From the last new token's mint until the last running Pod that mounts it was told \
+                 to sync (--sync-pods); each kubelet rewrites the volume right after",
                 |a, _| {
                     let sync = a.status.as_ref()?.pod_sync.as_ref()?;
                     Some(sync.millis_after_mint as f64 / 1000.0)
@@ -392,5 +393,76 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&line), "{text}");
+    }
+
+    /// docs/operations.md lists every metric the operator exports, with its type and help, as
+    /// `/metrics` says them (one account in the cache, so every per-account family shows).
+    #[test]
+    fn the_operations_guide_lists_every_metric_as_exported() {
+        let metrics = Metrics::default();
+        let (reader, mut writer) = kube::runtime::reflector::store::<DhanAccount>();
+        let account: DhanAccount = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
+            "metadata": { "name": "alice", "namespace": "trading", "uid": "u" },
+            "spec": { "clientId": "1000000001", "credentialsSecret": "alice-dhan" },
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(account));
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::SystemClock);
+        let calendar: CalendarSource = Arc::new(TradingCalendar::builtin);
+        metrics.watch_accounts(reader, clock, calendar);
+        // Families show once they have a series.
+        metrics.dhan_call(crate::dhan::Endpoint::GenerateAccessToken, "success");
+        let method = MethodLabels {
+            method: "totp".into(),
+        };
+        metrics.refresh_duration.get_or_create(&method).observe(1.0);
+        let watch = WatchLabels {
+            watch: "accounts".into(),
+        };
+        metrics.watch_errors.get_or_create(&watch).inc();
+        let text = metrics.render();
+        let mut exported: Vec<(String, String, String)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                exported.push((name.into(), String::new(), help.replace("\\n", " ")));
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                let entry = exported.iter_mut().find(|e| e.0 == name).unwrap();
+                entry.1 = kind.into();
+            }
+        }
+        let doc = include_str!("../docs/operations.md");
+        let rows: Vec<(String, String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.strip_prefix("| `dhan_operator_")?.split(" | ").collect();
+                let name = format!("dhan_operator_{}", cells[0].trim_end_matches('`'));
+                let help = cells.get(2)?.trim_end_matches(" |").to_string();
+                Some((name, cells.get(1)?.to_string(), help))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (name, kind, help) in &exported {
+            match rows.iter().find(|r| &r.0 == name) {
+                None => problems.push(format!("| `{name}` | {kind} | {help} |")),
+                Some(row) if (&row.1, &row.2) != (kind, help) => problems.push(format!(
+                    "{name}: docs/operations.md says `{} | {}`, /metrics `{kind} | {help}`",
+                    row.1, row.2
+                )),
+                Some(_) => {}
+            }
+        }
+        for row in &rows {
+            if !exported.iter().any(|e| e.0 == row.0) {
+                problems.push(format!("{} is documented but not exported", row.0));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/operations.md's metrics table differs from /metrics:\n{}",
+            problems.join("\n")
+        );
     }
 }

@@ -143,10 +143,10 @@ fn run_flags() -> Vec<(String, Option<String>)> {
 }
 
 #[test]
-fn the_readme_lists_every_operator_flag_with_its_environment_variable() {
+fn the_operations_guide_lists_every_operator_flag_with_its_environment_variable() {
     let flags = run_flags();
     assert!(flags.len() > 30, "{flags:?}");
-    let readme = read("README.md");
+    let readme = read("docs/operations.md");
     let rows: Vec<(String, String)> = readme
         .lines()
         .filter_map(|line| {
@@ -163,17 +163,17 @@ fn the_readme_lists_every_operator_flag_with_its_environment_variable() {
     let mut problems = Vec::new();
     for (flag, env) in &flags {
         match rows.iter().find(|(f, _)| f == flag) {
-            None => problems.push(format!("{flag} is not in the README's flags table")),
-            Some((_, shown)) if shown != env.as_deref().unwrap_or_default() => {
-                problems.push(format!("{flag}: the README says {shown}, the code {env:?}"))
-            }
+            None => problems.push(format!("{flag} is not in docs/operations.md's flags table")),
+            Some((_, shown)) if shown != env.as_deref().unwrap_or_default() => problems.push(
+                format!("{flag}: docs/operations.md says {shown}, the code {env:?}"),
+            ),
             Some(_) => {}
         }
     }
     for (flag, _) in &rows {
         if !flags.iter().any(|(f, _)| f == flag) {
             problems.push(format!(
-                "{flag} is in the README but `dhan-operator run` has no such flag"
+                "{flag} is in docs/operations.md but `dhan-operator run` has no such flag"
             ));
         }
     }

@@ -343,7 +343,7 @@ fn print(windows: &Windows, how: &str) {
 
 /// With `--sync-pods` and Pods that opted in: every consumer Pod, 50 of one account included,
 /// reads the new token; the operator told each of them. The window is printed (no timing is
-/// asserted: the figures go to the README).
+/// asserted: the figures go to docs/consuming-the-token.md).
 #[tokio::test]
 async fn a_new_token_reaches_every_opted_in_pod_that_mounts_it() {
     let windows = measure(true).await;

@@ -9,17 +9,31 @@ use kube::{Client, Config};
 
 pub struct ControlPlane {
     dir: PathBuf,
+    service_accounts: bool,
 }
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 
 /// The control plane of this test binary, started on first use. It is stopped by a watcher once
 /// the test process exits; its logs stay in `<dir>/*.log` (the path is printed at startup).
 pub fn control_plane() -> &'static ControlPlane {
-    static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
-    CONTROL_PLANE.get_or_init(ControlPlane::start)
+    CONTROL_PLANE.get_or_init(|| ControlPlane::start(false))
+}
+
+/// The control plane of this test binary with the ServiceAccount admission plugin on, as in a
+/// real cluster (`hack/controlplane.sh --service-accounts`): Pods get their account's token. The
+/// binary must ask for it before anything starts the plain one.
+pub fn control_plane_with_service_accounts() -> &'static ControlPlane {
+    let cp = CONTROL_PLANE.get_or_init(|| ControlPlane::start(true));
+    assert!(
+        cp.service_accounts,
+        "this binary's control plane started without ServiceAccount admission"
+    );
+    cp
 }
 
 impl ControlPlane {
-    fn start() -> ControlPlane {
+    fn start(service_accounts: bool) -> ControlPlane {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("dhan-controlplane-")
@@ -31,6 +45,7 @@ impl ControlPlane {
             .arg("up")
             .arg(&dir)
             .args(["--watch-pid", &std::process::id().to_string()])
+            .args(service_accounts.then_some("--service-accounts"))
             .stderr(Stdio::inherit())
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
@@ -44,7 +59,10 @@ impl ControlPlane {
             "control plane up; logs and kubeconfigs in {}",
             dir.display()
         );
-        ControlPlane { dir }
+        ControlPlane {
+            dir,
+            service_accounts,
+        }
     }
 
     pub fn dir(&self) -> &Path {

@@ -26,7 +26,7 @@ use kube::runtime::wait::{await_condition, conditions::is_crd_established};
 pub use bed::{Bed, PIN, TOTP_SECRET, WAIT};
 pub use chart_identity::ChartIdentity;
 pub use chromium::{Chromium, free_port};
-pub use controlplane::{ControlPlane, control_plane};
+pub use controlplane::{ControlPlane, control_plane, control_plane_with_service_accounts};
 pub use helm::{CHART, describe, helm, helm_install, helm_python};
 pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
