@@ -3,7 +3,8 @@
 //! `make image` runs, here around this run's binary), as the chart's ServiceAccount with the
 //! token the ServiceAccount admission plugin mounts (`hack/controlplane.sh --service-accounts`),
 //! and reaches the apiserver at the `kubernetes` Service's address like any in-cluster client. A
-//! DhanAccount becomes Ready through it.
+//! DhanAccount becomes Ready through it, and a trading Pod reads its token: the README's quick
+//! start, step by step.
 //!
 //! Its own binary: the node is one per machine, and this control plane differs from the other
 //! real-node tests' (ServiceAccount admission on).
@@ -17,17 +18,16 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 use support::{
-    MockDhan, PIN, TOTP_SECRET, control_plane_with_service_accounts, helm_install, helm_python,
-    node, wait_for,
+    MockDhan, TOTP_SECRET, control_plane_with_service_accounts, helm_install, helm_python, node,
+    wait_for,
 };
 
 const RELEASE: &str = "dhan-operator";
-const SYSTEM: &str = "dhan-system";
+const SYSTEM: &str = "dhan-operator";
 const TENANT: &str = "trading";
-const CLIENT_ID: &str = "1500000001";
-/// Admission waiting for the token controller, an image unpacked, a start, a mint: on 2 cores
-/// shared with the control plane.
-const READY_WAIT: Duration = Duration::from_secs(240);
+/// deploy/examples/totp-account.yaml's client ID and placeholder PIN.
+const CLIENT_ID: &str = "1000000001";
+const EXAMPLE_PIN: &str = "000000";
 
 async fn create_namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
@@ -67,86 +67,138 @@ async fn diagnose(client: &Client) -> String {
     out
 }
 
+/// `kubectl ARGS` as the admin, with `stdin`; panics with its output on failure.
+fn kubectl(args: &[&str], stdin: &str) -> String {
+    let out = support::control_plane().kubectl_with_stdin(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        support::describe(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn example(name: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/");
+    std::fs::read_to_string(format!("{path}{name}")).unwrap()
+}
+
+/// The README's quick start, step by step, with Dhan at the mock and the image from the node's
+/// containerd: the chart, the example account with its placeholders filled in, `kubectl wait`,
+/// the example trading Pod reading the token.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_chart_runs_the_operator_image_as_a_pod_and_an_account_becomes_ready() {
+async fn the_readme_quick_start_runs_the_chart_image_as_a_pod_and_a_trading_pod_reads_the_token() {
     helm_python(); // fail with the install hint before anything else
     let cp = control_plane_with_service_accounts();
     let node = node();
     let client = cp.client().await;
     create_namespace(&client, SYSTEM).await;
-    create_namespace(&client, TENANT).await;
     let mock = MockDhan::start_on(node.host_ip(), &[]).await;
-    mock.register(json!({ "clientId": CLIENT_ID, "pin": PIN, "totpSecret": TOTP_SECRET }))
+    mock.register(json!({ "clientId": CLIENT_ID, "pin": EXAMPLE_PIN, "totpSecret": TOTP_SECRET }))
         .await;
 
+    // 2. `helm install dhan-operator charts/dhan-operator -n dhan-operator ... --set
+    //    podSync.enabled=true`, the image imported (nothing is pulled).
     let (repository, tag) = node.operator_image().rsplit_once(':').unwrap();
     helm_install(
         RELEASE,
         SYSTEM,
         &json!({
-            // Imported into the node's containerd; nothing is pulled.
             "image": { "repository": repository, "tag": tag, "pullPolicy": "Never" },
             "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
-            "leaderElection": { "enabled": true },
+            "podSync": { "enabled": true },
         }),
     );
 
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "alice-dhan" },
-        "stringData": { "pin": PIN, "totpSecret": TOTP_SECRET },
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), TENANT)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let account: DhanAccount = serde_json::from_value(json!({
-        "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
-        "metadata": { "name": "alice" },
-        "spec": { "clientId": CLIENT_ID, "credentialsSecret": "alice-dhan" },
-    }))
-    .unwrap();
-    let accounts = Api::<DhanAccount>::namespaced(client.clone(), TENANT);
+    // 3. The example account, its placeholders filled in.
+    kubectl(&["create", "namespace", TENANT], "");
+    let account = example("totp-account.yaml").replace("REPLACE_WITH_BASE32_KEY", TOTP_SECRET);
+    assert!(account.contains(&format!("clientId: \"{CLIENT_ID}\"")));
+    assert!(account.contains(&format!("pin: \"{EXAMPLE_PIN}\"")));
     // The chart's CRDs may still be settling.
     wait_for(Duration::from_secs(30), || async {
-        accounts.create(&PostParams::default(), &account).await.ok()
+        let out = cp.kubectl_with_stdin(&["apply", "-f", "-"], &account);
+        out.status.success().then_some(())
     })
     .await;
-
-    let ready = tokio::time::timeout(READY_WAIT, async {
-        loop {
-            if let Ok(a) = accounts.get("alice").await
-                && a.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
-            {
-                return a;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    })
-    .await;
-    let ready = match ready {
-        Ok(account) => account,
-        Err(_) => panic!(
-            "alice not Ready within {READY_WAIT:?}: {:?}\n{}",
-            accounts.get("alice").await.ok().and_then(|a| a.status),
-            diagnose(&client).await
-        ),
-    };
+    let wait = cp.kubectl(&[
+        // Admission waiting for the token controller, a start, a mint: 2 cores shared with
+        // the control plane.
+        "-n",
+        TENANT,
+        "wait",
+        "--for=condition=Ready",
+        "dhanaccount/alice",
+        "--timeout=240s",
+    ]);
+    let accounts = Api::<DhanAccount>::namespaced(client.clone(), TENANT);
+    assert!(
+        wait.status.success(),
+        "alice not Ready: {}\n{:?}\n{}",
+        support::describe(&wait),
+        accounts.get("alice").await.ok().and_then(|a| a.status),
+        diagnose(&client).await
+    );
+    let ready = accounts.get("alice").await.unwrap();
+    assert_eq!(ready.status.as_ref().unwrap().phase, Some(Phase::Ready));
 
     // The token in the Secret is the one Dhan (the mock) holds as current.
     let secret = Api::<Secret>::namespaced(client.clone(), TENANT)
-        .get("alice-token")
+        .get("alice-dhan-token")
         .await
         .expect("the output Secret");
-    let token = String::from_utf8(secret.data.unwrap()["DHAN_ACCESS_TOKEN"].0.clone()).unwrap();
+    let data = secret.data.unwrap();
+    let token = String::from_utf8(data["DHAN_ACCESS_TOKEN"].0.clone()).unwrap();
+    let expires = String::from_utf8(data["DHAN_TOKEN_EXPIRES_AT"].0.clone()).unwrap();
     assert_eq!(
         mock.account(CLIENT_ID).await["currentToken"].as_str(),
         Some(token.as_str())
     );
-    assert!(ready.status.unwrap().token_hash.is_some());
 
-    // It was the Pod: the only operator running, from the image, as the chart's ServiceAccount
-    // with an admission-mounted token, non-root on a read-only root filesystem.
+    // 4. The example trading Pod: the node's static busybox stands in for busybox:1.36 (its
+    //    shell is an applet of /bin/busybox).
+    let trading = example("trading-pod.yaml")
+        .replace(
+            "image: busybox:1.36",
+            &format!(
+                "image: {}\n          imagePullPolicy: Never",
+                node.busybox_image()
+            ),
+        )
+        .replace(
+            "            - sh\n",
+            "            - /bin/busybox\n            - sh\n",
+        );
+    kubectl(&["apply", "-f", "-"], &trading);
+    let pods = Api::<Pod>::namespaced(client.clone(), TENANT);
+    let log = wait_for(Duration::from_secs(120), || async {
+        let pod = pods
+            .list(&ListParams::default().labels("app=algo-1"))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()?;
+        let log = pods
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .ok()?;
+        log.contains("token file now expires").then_some(log)
+    })
+    .await;
+    assert!(
+        log.contains(&format!(
+            "client {CLIENT_ID}, token from env expires {expires}"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("token file now expires {expires}")),
+        "{log}"
+    );
+
+    // It was the operator's Pod: the only operator running, from the image, as the chart's
+    // ServiceAccount with an admission-mounted token, non-root on a read-only root filesystem.
     let pods = Api::<Pod>::namespaced(client.clone(), SYSTEM)
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
         .await
@@ -169,34 +221,26 @@ async fn the_chart_runs_the_operator_image_as_a_pod_and_an_account_becomes_ready
     let security = container.security_context.as_ref().unwrap();
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
-    // The kubelet reports the phase a little after the container started.
-    let pod_ip = wait_for(Duration::from_secs(30), || async {
-        let pod = Api::<Pod>::namespaced(client.clone(), SYSTEM)
-            .get(&pods[0].name_any())
-            .await
-            .ok()?;
-        let status = pod.status?;
-        (status.phase.as_deref() == Some("Running")).then_some(status.pod_ip?)
-    })
-    .await;
+    let status = pod.status.as_ref().unwrap();
+    let pod_ip = status.pod_ip.clone().unwrap_or_default();
     assert!(pod_ip.starts_with("10.231.0."), "a Pod address: {pod_ip}");
     // Its Events name it: reportingInstance is the Pod's name (POD_NAME from the chart).
-    let events = wait_for(Duration::from_secs(30), || async {
-        let events = Api::<Event>::namespaced(client.clone(), TENANT)
-            .list(&ListParams::default())
-            .await
-            .ok()?
-            .items;
-        (!events.is_empty()).then_some(events)
-    })
-    .await;
+    let events = Api::<Event>::namespaced(client.clone(), TENANT)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let ours: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("DhanAccount"))
+        .collect();
+    assert!(!ours.is_empty(), "{events:?}");
     assert!(
-        events
-            .iter()
+        ours.iter()
             .all(|e| e.reporting_instance.as_deref() == Some(pod.name_any().as_str())),
-        "{events:?}"
+        "{ours:?}"
     );
-    // And its logs are the chart's JSON lines, with no token in them.
+    // And the operator's logs are the chart's JSON lines, with no token or PIN in them.
     let logs = Api::<Pod>::namespaced(client.clone(), SYSTEM)
         .logs(&pod.name_any(), &LogParams::default())
         .await
@@ -206,5 +250,8 @@ async fn the_chart_runs_the_operator_image_as_a_pod_and_an_account_becomes_ready
         !logs.contains(&token),
         "the token is in the operator's logs"
     );
-    assert!(!logs.contains(PIN), "the PIN is in the operator's logs");
+    assert!(
+        !logs.contains(EXAMPLE_PIN),
+        "the PIN is in the operator's logs"
+    );
 }
