@@ -1,5 +1,5 @@
 # The few commands a newcomer needs. `make test` installs what the tests need first.
-.PHONY: test demo crd build lint bench testbed image
+.PHONY: test demo crd build lint bench testbed image plugin-archive
 
 CARGO ?= cargo
 
@@ -62,6 +62,16 @@ image:
 	  --kubectl-dhan target/release/kubectl-dhan --ref $(IMAGE) --version $(VERSION) \
 	  --revision "$$(git rev-parse HEAD 2>/dev/null || echo unknown)" --source $(SOURCE)
 	@echo "image $(IMAGE): target/image/dhan-operator-$(VERSION)-$(ARCH).oci.tar"
+
+## kubectl-dhan for a release and krew: target/plugin/kubectl-dhan_VERSION_linux_ARCH.tar.gz
+## (hack/krew-manifest.sh writes the krew manifest from the archives' checksums).
+plugin-archive:
+	$(CARGO) build --release --locked --bin kubectl-dhan
+	rm -rf target/plugin/stage && mkdir -p target/plugin/stage
+	cp target/release/kubectl-dhan LICENSE target/plugin/stage/
+	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C target/plugin/stage \
+	  -czf target/plugin/kubectl-dhan_$(VERSION)_linux_$(ARCH).tar.gz kubectl-dhan LICENSE
+	rm -rf target/plugin/stage
 
 lint:
 	$(CARGO) fmt --all -- --check

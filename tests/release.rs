@@ -264,3 +264,72 @@ fn the_values_schema_follows_values_yaml() {
          `UPDATE_VALUES_SCHEMA=1 cargo test --test release` and commit it"
     );
 }
+
+/// The release workflow builds with the make targets the tests exercise, on a tag that must be
+/// the crate's version; its krew manifest names each archive with its checksum.
+#[test]
+fn the_release_workflow_uses_the_make_targets_and_writes_a_krew_manifest() {
+    let workflow: serde_yaml::Value =
+        serde_yaml::from_str(&read(".github/workflows/release.yml")).unwrap();
+    assert_eq!(workflow["on"]["push"]["tags"][0].as_str(), Some("v*"));
+    let text = read(".github/workflows/release.yml");
+    let makefile = read("Makefile");
+    for target in ["image", "plugin-archive"] {
+        assert!(
+            text.contains(&format!("make {target}")),
+            "the workflow runs make {target}"
+        );
+        assert!(
+            makefile.contains(&format!("\n{target}:")),
+            "the Makefile has {target}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let sums = dir.path().join("SHA256SUMS");
+    let version = env!("CARGO_PKG_VERSION");
+    std::fs::write(
+        &sums,
+        format!(
+            "{a}  kubectl-dhan_{version}_linux_amd64.tar.gz\n{b}  kubectl-dhan_{version}_linux_arm64.tar.gz\n",
+            a = "a".repeat(64),
+            b = "b".repeat(64)
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(format!("{MANIFEST}/hack/krew-manifest.sh"))
+        .args([version, sums.to_str().unwrap(), "https://example.invalid/v"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_yaml::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["kind"].as_str(), Some("Plugin"));
+    assert_eq!(
+        manifest["spec"]["version"].as_str(),
+        Some(format!("v{version}").as_str())
+    );
+    let platforms = manifest["spec"]["platforms"].as_sequence().unwrap();
+    assert_eq!(platforms.len(), 2);
+    assert_eq!(
+        platforms[1]["sha256"].as_str(),
+        Some("b".repeat(64).as_str())
+    );
+    assert_eq!(
+        platforms[0]["uri"].as_str().map(str::to_owned),
+        Some(format!(
+            "https://example.invalid/v/kubectl-dhan_{version}_linux_amd64.tar.gz"
+        ))
+    );
+
+    // A missing archive is an error, not a manifest without it.
+    std::fs::write(&sums, "").unwrap();
+    let out = std::process::Command::new(format!("{MANIFEST}/hack/krew-manifest.sh"))
+        .args([version, sums.to_str().unwrap(), "https://example.invalid/v"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
