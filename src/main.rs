@@ -12,6 +12,7 @@ use dhan_operator::claims::ClaimSettings;
 use dhan_operator::clock::{Clock, SystemClock};
 use dhan_operator::controller::login::LoginSettings;
 use dhan_operator::controller::login_job::{self, LoginJobSettings};
+use dhan_operator::controller::login_pod::LoginPodOptions;
 use dhan_operator::controller::{self, Settings};
 use dhan_operator::decision::Limits;
 use dhan_operator::decision::duration::parse_duration;
@@ -183,6 +184,11 @@ struct RunArgs {
     #[arg(long, env = "LOGIN_EGRESS_BLOCKED_CIDRS", value_delimiter = ',',
           default_values_t = login_job::DEFAULT_EGRESS_BLOCKED_CIDRS.iter().map(|c| c.to_string()).collect::<Vec<_>>())]
     login_egress_blocked_cidrs: Vec<String>,
+    /// A YAML file of what every login Pod gets: imagePullSecrets, nodeSelector, tolerations,
+    /// affinity, priorityClassName, labels, annotations, resources.{login,chromium} and
+    /// proxy.{url,noProxy,cidrs} (docs/browser-logins.md). Checked at start.
+    #[arg(long, env = "LOGIN_POD_OPTIONS")]
+    login_pod_options: Option<String>,
     /// Most login Jobs running at once; further logins wait for a free slot.
     #[arg(long, env = "MAX_CONCURRENT_LOGIN_JOBS", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -284,6 +290,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
          last one",
         dhan_operator::claims::MIN_CLAIM_DURATION.as_secs()
     );
+    let login_pod_options = match &args.login_pod_options {
+        Some(path) => LoginPodOptions::load(path).context("invalid --login-pod-options")?,
+        None => LoginPodOptions::default(),
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The one clock of this operator: its reconciles, Dhan client, notifier, metrics and
     // calendar checks all read it.
@@ -320,6 +330,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         clock.clone(),
         calendar.clone(),
         health.clone(),
+        login_pod_options,
     );
     // One cache of the accounts, for the controller and the notifier.
     let cache = controller::AccountCache::default();
@@ -372,6 +383,7 @@ fn controller_settings(
     clock: Arc<dyn Clock>,
     calendar: CalendarInForce,
     health: Health,
+    login_pod_options: LoginPodOptions,
 ) -> Settings {
     let claims = ClaimSettings {
         install: install_id(args),
@@ -404,6 +416,7 @@ fn controller_settings(
                 login_timeout: args.login_timeout,
                 allowed_hosts: args.login_allowed_hosts.clone(),
                 egress_blocked_cidrs: args.login_egress_blocked_cidrs.clone(),
+                pod: login_pod_options,
             },
             max_concurrent: usize::from(args.max_concurrent_login_jobs),
         },

@@ -486,6 +486,66 @@ fn a_misspelt_value_fails_the_install() {
     }
 }
 
+/// `browserLogin.pod` reaches the operator as a file it reads at start: a ConfigMap, mounted,
+/// named by `--login-pod-options`, with a checksum that rolls the operator when it changes. The
+/// binary refuses a bad file before it does anything, naming the problem.
+#[tokio::test]
+async fn login_pod_options_reach_the_operator_as_a_checked_file() {
+    const NS: &str = "helm-login-pod";
+    helm_python();
+    let client = control_plane().client().await;
+    create_namespace(&client, NS).await;
+    let pod = json!({
+        "nodeSelector": { "pool": "logins" },
+        "proxy": { "url": "http://proxy.corp:3128", "cidrs": ["10.20.0.0/16"] },
+    });
+    helm_install(
+        "logins",
+        NS,
+        &json!({ "browserLogin": { "enabled": true, "pod": pod } }),
+    );
+    let config = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("logins-dhan-operator-login-pod")
+        .await
+        .expect("the login Pod options ConfigMap");
+    let text = &config.data.unwrap()["options.yaml"];
+    let parsed: serde_json::Value = serde_yaml::from_str(text).unwrap();
+    assert_eq!(parsed, pod);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    dhan_operator::controller::login_pod::LoginPodOptions::load(file.path().to_str().unwrap())
+        .expect("the operator takes what the chart writes");
+    let deployment = deployment(&client, NS, "logins-dhan-operator").await;
+    assert!(
+        operator_args(&deployment)
+            .contains(&"--login-pod-options=/etc/dhan-operator/login-pod/options.yaml".into())
+    );
+    let template = deployment.spec.unwrap().template;
+    assert!(
+        template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+            .contains_key("checksum/login-pod")
+    );
+
+    // A label the operator sets itself: refused at start, before any API call.
+    std::fs::write(file.path(), "labels: {dhan-operator.dev/login-for: bob}\n").unwrap();
+    let out = Command::new(support::OPERATOR_BIN)
+        .args(["run", "--login-pod-options", file.path().to_str().unwrap()])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("invalid --login-pod-options")
+            && said.contains("dhan-operator.dev/login-for is set by the operator"),
+        "{said}"
+    );
+}
+
 /// Default watch scope, replicaCount 2, rollout restarts on, a client-claim install ID of its own:
 /// ClusterRole + ClusterRoleBinding for the chart's ServiceAccount, leader election on; the
 /// operator, run with the Deployment's args as that ServiceAccount, refreshes an account in

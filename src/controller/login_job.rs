@@ -6,6 +6,7 @@
 //! its termination message.
 
 use super::credentials::{CredentialKey, source_of};
+use super::login_pod::LoginPodOptions;
 use super::output::{MANAGED_BY, MANAGED_BY_LABEL, account_label};
 use crate::crd::DhanAccount;
 use crate::decision::RefreshReason;
@@ -35,6 +36,8 @@ pub struct LoginJobSettings {
     /// Address ranges login Pods may not reach even on port 443 (metadata, link-local, the
     /// cluster's pod and service ranges).
     pub egress_blocked_cidrs: Vec<String>,
+    /// What the platform team sets on every login Pod (`--login-pod-options`).
+    pub pod: LoginPodOptions,
 }
 
 impl LoginJobSettings {
@@ -51,6 +54,7 @@ impl LoginJobSettings {
                 .iter()
                 .map(|c| c.to_string())
                 .collect(),
+            pod: LoginPodOptions::default(),
         }
     }
 }
@@ -136,7 +140,7 @@ pub fn login_job(
     let deadline = settings.login_timeout.as_secs() + 60;
     let owner = account.controller_owner_ref(&());
     let chromium = chromium_container(settings, &hardened, &resources);
-    let job = json!({
+    let mut job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -191,6 +195,7 @@ pub fn login_job(
             },
         },
     });
+    settings.pod.apply(&mut job);
     serde_json::from_value(job).expect("the login Job is well-formed")
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::controller::login_pod::LoginPodOptions;
 use crate::crd::{CredentialSources, DhanAccountSpec, SecretKeyRef};
 use kube::api::ObjectMeta;
 
@@ -180,4 +181,128 @@ fn the_login_gets_the_allow_list_and_an_optional_password() {
         var("DHAN_PASSWORD")["valueFrom"]["secretKeyRef"],
         json!({"name": "alice-dhan", "key": "password", "optional": true})
     );
+}
+
+const OPTIONS: &str = r#"
+imagePullSecrets: [{name: regcred}]
+nodeSelector: {pool: logins}
+tolerations: [{key: dedicated, operator: Equal, value: logins, effect: NoSchedule}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]
+priorityClassName: trading-high
+labels: {team: quant}
+annotations: {cost-centre: "42"}
+resources:
+  chromium: {requests: {cpu: 250m, memory: 256Mi}, limits: {memory: 1Gi}}
+proxy: {url: "http://proxy.corp:3128", noProxy: "internal.corp", cidrs: [10.20.0.0/16]}
+"#;
+
+fn job_with(options: &str) -> Value {
+    let mut settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
+    settings.pod = LoginPodOptions::parse(options).unwrap();
+    serde_json::to_value(login_job(
+        &account(),
+        "alice-login-0123456789",
+        "https://auth/login?consentAppId=c1",
+        Some(59_000_000),
+        RefreshReason::Scheduled,
+        &settings,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn login_pod_options_reach_the_job_and_leave_the_operators_own_settings_alone() {
+    let job = job_with(OPTIONS);
+    let plain = job_json();
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["imagePullSecrets"], json!([{ "name": "regcred" }]));
+    assert_eq!(pod["nodeSelector"], json!({ "pool": "logins" }));
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["values"],
+        json!(["a"])
+    );
+    assert_eq!(pod["priorityClassName"], "trading-high");
+    for meta in [&job["metadata"], &job["spec"]["template"]["metadata"]] {
+        assert_eq!(meta["labels"]["team"], "quant");
+        assert_eq!(meta["labels"][LOGIN_FOR_LABEL], "alice");
+        assert_eq!(meta["annotations"]["cost-centre"], "42");
+    }
+    let chromium = chromium(&job);
+    assert_eq!(chromium["resources"]["limits"]["memory"], "1Gi");
+    // The login container keeps the operator's resources: the options named none for it.
+    let login = &pod["containers"][0];
+    assert_eq!(
+        login["resources"],
+        plain["spec"]["template"]["spec"]["containers"][0]["resources"]
+    );
+    let env = chromium["env"].as_array().unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(var("HTTPS_PROXY"), Some(json!("http://proxy.corp:3128")));
+    assert_eq!(
+        var("NO_PROXY"),
+        Some(json!("127.0.0.1,localhost,internal.corp"))
+    );
+    let args: Vec<&str> = chromium["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"--proxy-server=http://proxy.corp:3128"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--proxy-bypass-list=127.0.0.1;localhost;internal.corp"),
+        "{args:?}"
+    );
+    // The rest of the Pod is what it is without options.
+    for key in [
+        "securityContext",
+        "automountServiceAccountToken",
+        "volumes",
+        "restartPolicy",
+    ] {
+        assert_eq!(pod[key], plain["spec"]["template"]["spec"][key], "{key}");
+    }
+    assert_eq!(job_with(""), plain, "no options: the Job as before");
+}
+
+#[test]
+fn login_pod_options_that_would_break_the_job_are_refused_with_the_reason() {
+    for (options, reason) in [
+        (
+            "labels: {app.kubernetes.io/component: x}",
+            "set by the operator",
+        ),
+        (
+            "labels: {dhan-operator.dev/login-for: bob}",
+            "set by the operator",
+        ),
+        (
+            "annotations: {dhan-operator.dev/login-reason: x}",
+            "set by the operator",
+        ),
+        ("nodeSelectr: {a: b}", "unknown field"),
+        ("proxy: {url: \"socks5://p:1080\"}", "http:// or https://"),
+        ("proxy: {url: \"http://user:pw@p:3128\"}", "credentials"),
+        (
+            "proxy: {url: \"http://p:3128\", cidrs: [10.0.0.0/33]}",
+            "not an address range",
+        ),
+        ("tolerations: {key: x}", "invalid type"),
+    ] {
+        let error = LoginPodOptions::parse(options).unwrap_err();
+        assert!(error.contains(reason), "{options}: {error}");
+        assert!(!error.contains("pw"), "{options}: {error}");
+    }
 }

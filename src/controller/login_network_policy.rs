@@ -43,7 +43,7 @@ fn peer(cidr: &str, blocked: &[String], v6: bool) -> Value {
 /// The policy for `account`'s login Pods.
 pub fn login_network_policy(account: &DhanAccount, settings: &LoginJobSettings) -> NetworkPolicy {
     let blocked = &settings.egress_blocked_cidrs;
-    let policy = json!({
+    let mut policy = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
@@ -79,6 +79,26 @@ pub fn login_network_policy(account: &DhanAccount, settings: &LoginJobSettings) 
             ],
         },
     });
+    // Chromium's proxy (`--login-pod-options`): its port, where it is (by default where port
+    // 443 may go).
+    if let Some(proxy) = &settings.pod.proxy {
+        let to: Vec<Value> = if proxy.cidrs.is_empty() {
+            vec![
+                peer("0.0.0.0/0", blocked, false),
+                peer("::/0", blocked, true),
+            ]
+        } else {
+            proxy
+                .cidrs
+                .iter()
+                .map(|c| json!({ "ipBlock": { "cidr": c } }))
+                .collect()
+        };
+        let rule = json!({ "to": to, "ports": [{ "protocol": "TCP", "port": proxy.port() }] });
+        if let Some(egress) = policy["spec"]["egress"].as_array_mut() {
+            egress.push(rule);
+        }
+    }
     serde_json::from_value(policy).expect("the login NetworkPolicy is well-formed")
 }
 
@@ -137,6 +157,35 @@ mod tests {
         assert_eq!(
             policy["spec"]["podSelector"]["matchLabels"],
             json!({LOGIN_FOR_LABEL: "alice", COMPONENT_LABEL: COMPONENT})
+        );
+    }
+
+    #[test]
+    fn a_login_proxy_gets_one_egress_rule_to_its_port_and_ranges() {
+        let mut settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
+        settings.pod = crate::controller::login_pod::LoginPodOptions::parse(
+            "proxy: {url: \"http://proxy.corp:3128\", cidrs: [10.20.0.0/16]}",
+        )
+        .unwrap();
+        let policy =
+            serde_json::to_value(login_network_policy(&account("alice"), &settings)).unwrap();
+        let egress = policy["spec"]["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 3);
+        assert_eq!(
+            egress[2],
+            json!({ "to": [{ "ipBlock": { "cidr": "10.20.0.0/16" } }],
+                    "ports": [{ "protocol": "TCP", "port": 3128 }] })
+        );
+        // Without ranges, where HTTPS may go: outside the blocked ones.
+        settings.pod =
+            crate::controller::login_pod::LoginPodOptions::parse("proxy: {url: \"https://p\"}")
+                .unwrap();
+        let policy =
+            serde_json::to_value(login_network_policy(&account("alice"), &settings)).unwrap();
+        assert_eq!(policy["spec"]["egress"][2]["ports"][0]["port"], 443);
+        assert_eq!(
+            policy["spec"]["egress"][2]["to"],
+            policy["spec"]["egress"][1]["to"]
         );
     }
 

@@ -15,6 +15,7 @@ pub mod login;
 pub mod login_job;
 pub mod login_network_policy;
 pub mod login_outcome;
+pub mod login_pod;
 pub mod memo;
 pub mod output;
 pub mod pod_sync;
