@@ -16,6 +16,10 @@ pub use crate::decision::Phase;
 /// Annotation whose every new value asks for an immediate refresh (still subject to the
 /// per-client mint throttle).
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "dhan-operator.dev/refresh-requested";
+/// A request value starting with this (`now-1733650000000`, `kubectl dhan refresh --now`) is
+/// answered even during market hours, where a plain request waits for the close: whoever asks
+/// accepts that the new token kills the one running Pods hold. Dhan's limits still apply.
+pub const REFRESH_NOW_PREFIX: &str = "now-";
 
 /// A Dhan trading account whose access token the operator keeps alive.
 // Each printcolumn repeats `type_ = ...`; clippy reads the repetition as duplicated attributes.

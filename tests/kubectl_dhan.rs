@@ -15,6 +15,8 @@ fn plugin(args: &[&str]) -> Output {
     Command::new(PLUGIN)
         .args(args)
         .env("KUBECONFIG", support::control_plane().kubeconfig_path())
+        // The operators' calendar (today and tomorrow holidays): the market is never open here.
+        .env("DHAN_TRADING_CALENDAR", support::holiday_calendar())
         .output()
         .expect("run kubectl-dhan")
 }
@@ -133,10 +135,29 @@ async fn refresh_waits_for_the_new_token_and_mentions_dhans_two_minute_limit() {
     ready_account(&bed, "erin", "1500000004").await;
     let token_before = bed.token_in_secret("erin-token").await;
 
-    let out = plugin(&["refresh", "erin", "-n", &bed.ns, "--timeout", "90"]);
+    // `--now --yes`: answered even in a session (none here: the market is closed by the
+    // operators' calendar, so nothing is asked and no Pod is named).
+    let out = plugin(&[
+        "refresh",
+        "erin",
+        "-n",
+        &bed.ns,
+        "--timeout",
+        "90",
+        "--now",
+        "--yes",
+    ]);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("refresh requested"), "{text}");
+    assert!(!text.contains("market is open"), "{text}");
+    let account = bed.accounts().get("erin").await.unwrap();
+    let request = &account.metadata.annotations.as_ref().unwrap()
+        [dhan_operator::crd::REFRESH_REQUESTED_ANNOTATION];
+    assert!(
+        request.starts_with(dhan_operator::crd::REFRESH_NOW_PREFIX),
+        "{request}"
+    );
     // The account was minted moments ago: Dhan's limit delays the new token.
     assert!(
         text.contains("Dhan allows one new token per client every 2 minutes"),

@@ -141,14 +141,20 @@ fn stagger(account: &DhanAccount) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
+/// The name of `account`'s output Secret: `spec.secretName`, else `<name>-token`.
+pub fn output_secret_name(account: &DhanAccount) -> String {
+    account
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-token", account.name_any()))
+}
+
 /// The output Secret as the spec describes it, checked against what the API server accepts,
 /// so that a new token is never minted into a Secret that cannot be written.
 fn output(account: &DhanAccount) -> Result<OutputSpec, SpecError> {
     let spec = &account.spec;
-    let name = spec
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| format!("{}-token", account.name_any()));
+    let name = output_secret_name(account);
     if let Err(problem) = dns_subdomain(&name) {
         let field = if spec.secret_name.is_some() {
             "secretName"

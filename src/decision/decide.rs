@@ -172,8 +172,13 @@ pub fn decide(facts: &Facts<'_>) -> Decision {
     } else {
         None
     };
+    // `kubectl dhan refresh --now`: the person asking took the running Pods' token into account.
+    let now_request = new_request.is_some_and(|r| r.starts_with(crate::crd::REFRESH_NOW_PREFIX));
     match due {
         Some(reason) if reason.is_emergency() => refresh_when_allowed(facts, reason, now),
+        Some(RefreshReason::Requested) if now_request => {
+            refresh_when_allowed(facts, RefreshReason::Requested, now)
+        }
         Some(reason) => proactive(facts, token, reason),
         None => probe_or_wait(facts, token, scheduled_at),
     }

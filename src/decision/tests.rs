@@ -613,6 +613,65 @@ fn requested_refresh_happens_once_per_annotation_value() {
     assert!(matches!(decide(&facts(Some("1"))), Decision::Wait(_)));
 }
 
+/// A plain request in the session waits for the close (a new token kills the running Pods'
+/// one); a `now-` request (`kubectl dhan refresh --now`) does not; neither beats Dhan's limit.
+#[test]
+fn a_now_request_refreshes_during_market_hours_and_a_plain_one_waits_for_the_close() {
+    // Monday 2026-11-23 11:00 IST: in session.
+    let now = utc("2026-11-23T05:30:00Z");
+    let policy = default_policy();
+    let token = live_token(now, "t", 2, "APP");
+    let handled = Memory {
+        last_mint: Some(token.obtained_at),
+        refresh_request_handled: Some("1".into()),
+        ..Default::default()
+    };
+    let facts = |request, memory| Facts {
+        now,
+        calendar: shipped(),
+        policy: &policy,
+        limits: &LIMITS,
+        token: Some(&token),
+        web_token: None,
+        probe: Some((now, ProbeVerdict::Alive)),
+        memory,
+        inputs_fingerprint: "x",
+        refresh_request: request,
+    };
+    assert!(matches!(
+        decide(&facts(Some("2"), &handled)),
+        Decision::Wait(Wait {
+            blocked: Some((RefreshReason::Requested, Block::MarketHours)),
+            ..
+        })
+    ));
+    assert_eq!(
+        decide(&facts(Some("now-2"), &handled)),
+        Decision::Refresh(RefreshReason::Requested)
+    );
+    // Answered: not again.
+    let answered = Memory {
+        refresh_request_handled: Some("now-2".into()),
+        ..handled.clone()
+    };
+    assert!(matches!(
+        decide(&facts(Some("now-2"), &answered)),
+        Decision::Wait(_)
+    ));
+    // A mint a minute ago: Dhan's limit holds the `now-` request too.
+    let recent = Memory {
+        last_mint_attempt: Some(now - chrono::Duration::seconds(60)),
+        ..handled.clone()
+    };
+    assert!(matches!(
+        decide(&facts(Some("now-3"), &recent)),
+        Decision::Wait(Wait {
+            blocked: Some((RefreshReason::Requested, Block::Limits)),
+            ..
+        })
+    ));
+}
+
 #[test]
 fn unknown_probe_verdict_never_mints() {
     let now = utc("2026-11-22T10:00:00Z");

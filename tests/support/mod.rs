@@ -31,7 +31,7 @@ pub use helm::{CHART, describe, helm, helm_install, helm_python};
 pub use kubelet::{Kubelet, LoginRun};
 pub use mock::MockDhan;
 pub use node::{Node, Recorder, node};
-pub use process::{ChildProcess, start_operator};
+pub use process::{ChildProcess, holiday_calendar, start_operator};
 
 /// Path of the operator binary cargo built for this test run.
 pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_dhan-operator");

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use dhan_operator::controller::output::ACCOUNT_ANNOTATION;
 use dhan_operator::crd::DhanAccount;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use std::path::PathBuf;
@@ -56,7 +56,10 @@ enum Command {
         /// Only this account.
         name: Option<String>,
     },
-    /// Ask for a new token now (still subject to Dhan's 2-minute limit) and report the outcome.
+    /// Ask for a new token and report the outcome. During market hours (by the calendar
+    /// shipped with the plugin) the operator holds the request until the close, because a new
+    /// token kills the one running Pods hold; `--now` asks for one at once, after naming those
+    /// Pods. Dhan's 2-minute limit applies either way.
     Refresh {
         /// The account; or every account `-l` selects.
         #[arg(required_unless_present = "selector", conflicts_with = "selector")]
@@ -70,6 +73,16 @@ enum Command {
         /// How long to wait for the outcome, in seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// During market hours too: the running Pods' token dies at once (asks first).
+        #[arg(long)]
+        now: bool,
+        /// With --now: do not ask (for scripts).
+        #[arg(long, short = 'y', requires = "now")]
+        yes: bool,
+        /// The trading calendar the operator runs with (its --trading-calendar file), to know
+        /// when the market is open. Default: the calendar shipped with the plugin.
+        #[arg(long, env = "DHAN_TRADING_CALENDAR")]
+        trading_calendar: Option<PathBuf>,
     },
     /// Describe what a Secret holds without printing it.
     Inspect {
@@ -180,8 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             selector,
             no_wait,
             timeout,
+            now: at_once,
+            yes,
+            trading_calendar,
         } => {
-            let api: Api<DhanAccount> = Api::namespaced(client, &namespace);
+            let api: Api<DhanAccount> = Api::namespaced(client.clone(), &namespace);
             let names = match name {
                 Some(name) => vec![name],
                 None => {
@@ -193,15 +209,64 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     selected.iter().map(|a| a.name_any()).collect()
                 }
             };
+            let mut accounts = Vec::new();
+            for name in &names {
+                accounts.push(refresh::refreshable(&api, name).await?);
+            }
+            let calendar = match trading_calendar {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let parsed = dhan_operator::decision::calendar::TradingCalendar::parse(&text)
+                        .with_context(|| {
+                        format!("{} is not a trading calendar", path.display())
+                    })?;
+                    std::sync::Arc::new(parsed)
+                }
+                None => dhan_operator::decision::calendar::TradingCalendar::builtin(),
+            };
+            let close = refresh::session_close(&calendar, chrono::Utc::now());
+            match close {
+                Some(close) if at_once => {
+                    let pods = Api::<Pod>::namespaced(client, &namespace);
+                    let mut holding = Vec::new();
+                    for account in &accounts {
+                        for pod in refresh::pods_holding_token(&pods, account).await? {
+                            holding.push(format!("pod/{pod} (dhanaccount/{})", account.name_any()));
+                        }
+                    }
+                    println!(
+                        "The market is open until {}. A new token now kills the one running Pods hold{}",
+                        when::ist_time(close),
+                        if holding.is_empty() {
+                            ": none in this namespace reads it.".to_string()
+                        } else {
+                            format!(":\n  {}", holding.join("\n  "))
+                        }
+                    );
+                    if !yes && !confirm("Refresh now?")? {
+                        eprintln!("Nothing requested.");
+                        return Ok(1);
+                    }
+                }
+                Some(close) => println!("{}", refresh::market_note(close, chrono::Utc::now())),
+                None => {}
+            }
+            let close = close.filter(|_| !at_once);
             let wait = (!no_wait).then(|| Duration::from_secs(timeout));
             // All at once: each account's refresh is its own, and Dhan's limit is per client.
-            let outcomes =
-                futures::future::join_all(names.iter().map(|name| refresh::run(&api, name, wait)))
-                    .await;
+            let outcomes = futures::future::join_all(
+                accounts
+                    .iter()
+                    .map(|account| refresh::run(&api, account, at_once, close, wait)),
+            )
+            .await;
             let mut code = 0;
             for (name, outcome) in names.iter().zip(outcomes) {
                 match outcome? {
-                    refresh::Outcome::Refreshed(text) => println!("dhanaccount/{name}: {text}"),
+                    refresh::Outcome::Refreshed(text) | refresh::Outcome::Held(text) => {
+                        println!("dhanaccount/{name}: {text}")
+                    }
                     refresh::Outcome::Failed(text) | refresh::Outcome::TimedOut(text) => {
                         eprintln!("dhanaccount/{name}: {text}");
                         code = 1;
@@ -215,6 +280,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => inspect_secret(client, &namespace, &name, now).await,
         Command::Completion { .. } => unreachable!("answered before connecting"),
     }
+}
+
+/// Asks `question` on the terminal; anything but y/yes is no. Refuses without a terminal.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    anyhow::ensure!(
+        std::io::stdin().is_terminal(),
+        "not asking without a terminal: add --yes to refresh now"
+    );
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_lowercase().as_str(), "y" | "yes"))
 }
 
 fn list_params(selector: Option<&str>) -> kube::api::ListParams {
