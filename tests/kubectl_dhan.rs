@@ -85,9 +85,22 @@ async fn status_shows_expiry_method_and_failures_per_account() {
         "{all}"
     );
 
-    // One account by name; the namespace from the context (default) has no such account.
+    // One account by name: its line, then what explains it (the operator's message, the
+    // conditions, the static IPs Dhan has on record, the last events). The namespace from the
+    // context (default) has no such account.
     let one = stdout(&plugin(&["status", "alice", "-n", &bed.ns]));
-    assert_eq!(one.lines().count(), 2, "{one}");
+    let lines: Vec<&str> = one.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[1].starts_with("alice"),
+        "{one}"
+    );
+    assert!(one.contains("Message:"), "{one}");
+    assert!(one.contains("Conditions: Ready=True"), "{one}");
+    assert!(one.contains("Static IP:"), "{one}");
+    assert!(one.contains("Events:") && one.contains("Normal"), "{one}");
+    let carol = stdout(&plugin(&["status", "carol", "-n", &bed.ns]));
+    assert!(carol.contains("Conditions: Ready=False"), "{carol}");
+    assert!(carol.contains("Warning"), "{carol}");
     let missing = plugin(&["status", "alice"]);
     assert!(!missing.status.success());
     assert!(

@@ -161,10 +161,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             name,
         } => {
             let api: Api<DhanAccount> = if all_namespaces {
-                Api::all(client)
+                Api::all(client.clone())
             } else {
-                Api::namespaced(client, &namespace)
+                Api::namespaced(client.clone(), &namespace)
             };
+            // One account, as a table: what explains its line too.
+            if let (Some(name), Output::Table, false) = (&name, output, all_namespaces) {
+                let account = api
+                    .get(name)
+                    .await
+                    .with_context(|| format!("dhanaccount {name:?} in namespace {namespace:?}"))?;
+                let events = last_events(client, &namespace, name).await;
+                print!("{}", status::details(&account, &events, now));
+                return Ok(0);
+            }
             let accounts =
                 match name {
                     Some(name) => vec![api.get(&name).await.with_context(|| {
@@ -280,6 +290,38 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => inspect_secret(client, &namespace, &name, now).await,
         Command::Completion { .. } => unreachable!("answered before connecting"),
     }
+}
+
+/// The last five events about DhanAccount `name`, oldest first (none when they cannot be read:
+/// the rest of the view stands without them).
+async fn last_events(client: Client, namespace: &str, name: &str) -> Vec<status::EventLine> {
+    use k8s_openapi::api::core::v1::Event;
+    let api: Api<Event> = Api::namespaced(client, namespace);
+    let fields = format!("involvedObject.kind=DhanAccount,involvedObject.name={name}");
+    let Ok(list) = api
+        .list(&kube::api::ListParams::default().fields(&fields))
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut events: Vec<status::EventLine> = list
+        .items
+        .into_iter()
+        .map(|e| status::EventLine {
+            at: e
+                .event_time
+                .map(|t| t.0)
+                .or(e.last_timestamp.map(|t| t.0))
+                .or(e.metadata.creation_timestamp.map(|t| t.0))
+                .and_then(|t| chrono::DateTime::from_timestamp(t.as_second(), 0)),
+            type_: e.type_.unwrap_or_default(),
+            reason: e.reason.unwrap_or_default(),
+            message: e.message.unwrap_or_default(),
+        })
+        .collect();
+    events.sort_by_key(|e| e.at);
+    let skip = events.len().saturating_sub(5);
+    events.split_off(skip)
 }
 
 /// Asks `question` on the terminal; anything but y/yes is no. Refuses without a terminal.

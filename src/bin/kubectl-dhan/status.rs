@@ -152,6 +152,92 @@ pub fn table(accounts: &[DhanAccount], now: DateTime<Utc>, all_namespaces: bool)
     render(&headers, &rows)
 }
 
+/// One event line of the detail view.
+pub struct EventLine {
+    pub at: Option<DateTime<Utc>>,
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// `kubectl dhan status NAME`: the account's line, then what explains it — the operator's
+/// message, the conditions, the static IPs Dhan has on record (orders from any other IP are
+/// refused), a login Job under way, and the last events.
+pub fn details(account: &DhanAccount, events: &[EventLine], now: DateTime<Utc>) -> String {
+    let status = account.status.clone().unwrap_or_default();
+    let mut out = table(std::slice::from_ref(account), now, false);
+    out.push('\n');
+    let field = |out: &mut String, name: &str, value: String| {
+        out.push_str(&format!("{:<12}{value}\n", format!("{name}:")));
+    };
+    field(&mut out, "Message", or_dash(status.message.clone()));
+    if status.conditions.is_empty() {
+        field(&mut out, "Conditions", "-".into());
+    }
+    for (i, c) in status.conditions.iter().enumerate() {
+        let line = format!(
+            "{}={} ({}, {}): {}",
+            c.type_,
+            c.status,
+            c.reason,
+            ago(c.last_transition_time, now),
+            c.message
+        );
+        field(&mut out, if i == 0 { "Conditions" } else { "" }, line);
+    }
+    let ip = match status.static_ip.as_deref() {
+        None => "- (not read yet: read after each new token)".to_string(),
+        Some(ip) if ip.primary_ip.is_none() && ip.secondary_ip.is_none() => {
+            "none registered on Dhan: orders are refused from every IP until one is set on Dhan Web"
+                .into()
+        }
+        Some(ip) => {
+            let mut text = format!(
+                "primary {}, secondary {}",
+                or_dash(ip.primary_ip.clone()),
+                or_dash(ip.secondary_ip.clone())
+            );
+            if let Some(allowed) = ip.orders_allowed {
+                text.push_str(if allowed {
+                    "; orders allowed"
+                } else {
+                    "; orders NOT allowed"
+                });
+            }
+            if let Some(matched) = &ip.ip_match_status {
+                text.push_str(&format!("; match: {matched}"));
+            }
+            text.push_str(" (orders from any other IP are refused)");
+            text
+        }
+    };
+    field(&mut out, "Static IP", ip);
+    if let Some(login) = &status.login {
+        field(
+            &mut out,
+            "Login",
+            format!(
+                "job/{} ({}), started {}",
+                login.job_name,
+                login.reason,
+                ago(login.started_at, now)
+            ),
+        );
+    }
+    if events.is_empty() {
+        field(&mut out, "Events", "-".into());
+    }
+    for (i, e) in events.iter().enumerate() {
+        let when = e.at.map(|t| ago(t, now)).unwrap_or_else(|| "-".into());
+        field(
+            &mut out,
+            if i == 0 { "Events" } else { "" },
+            format!("{when:<10} {:<8} {:<18} {}", e.type_, e.reason, e.message),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +311,58 @@ mod tests {
             lines[2],
             "carol  1000000001  Failed  -        -        -             -             -                  -         InvalidPin (3m ago)"
         );
+    }
+
+    #[test]
+    fn details_explain_the_line_with_conditions_static_ip_login_and_events() {
+        use dhan_operator::crd::{Condition, LoginStatus, StaticIpStatus};
+        let now = utc("2026-11-23T10:00:00Z");
+        let status = DhanAccountStatus {
+            phase: Some(Phase::WaitingForLogin),
+            message: Some("a browser login is running".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: "LoginRunning".into(),
+                message: "a browser login is running".into(),
+                last_transition_time: utc("2026-11-23T09:58:00Z"),
+                observed_generation: None,
+            }],
+            static_ip: Some(Box::new(StaticIpStatus {
+                primary_ip: Some("203.0.113.7".into()),
+                orders_allowed: Some(false),
+                ..Default::default()
+            })),
+            login: Some(Box::new(LoginStatus {
+                job_name: "alice-login-x7k2p".into(),
+                started_at: utc("2026-11-23T09:59:00Z"),
+                reason: "Scheduled".into(),
+                refresh_request: None,
+            })),
+            ..Default::default()
+        };
+        let events = [EventLine {
+            at: Some(utc("2026-11-23T09:59:00Z")),
+            type_: "Normal".into(),
+            reason: "LoginStarted".into(),
+            message: "login Job created".into(),
+        }];
+        let text = details(&account("alice", status), &events, now);
+        for expected in [
+            "Message:    a browser login is running",
+            "Conditions: Ready=False (LoginRunning, 2m ago)",
+            "Static IP:  primary 203.0.113.7, secondary -; orders NOT allowed",
+            "Login:      job/alice-login-x7k2p (Scheduled), started 60s ago",
+            "Events:     60s ago    Normal   LoginStarted       login Job created",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+        let none = DhanAccountStatus {
+            static_ip: Some(Box::default()),
+            ..Default::default()
+        };
+        let text = details(&account("bob", none), &[], now);
+        assert!(text.contains("none registered on Dhan"), "{text}");
+        assert!(text.contains("Events:     -"), "{text}");
     }
 }
