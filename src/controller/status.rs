@@ -158,14 +158,25 @@ impl Report<'_> {
             last_mint_attempt_time: memory.last_mint_attempt,
             // Set by apply when a new token was delivered; the last delivery until then.
             pod_sync: old.pod_sync.clone(),
-            conditions: vec![ready_condition(
-                old,
-                a.ready,
-                &a.reason,
-                &a.message,
-                self.generation,
-                self.now,
-            )],
+            conditions: [
+                Some(ready_condition(
+                    old,
+                    a.ready,
+                    &a.reason,
+                    &a.message,
+                    self.generation,
+                    self.now,
+                )),
+                static_ip_condition(
+                    old,
+                    self.static_ip.map(static_ip).as_ref(),
+                    self.generation,
+                    self.now,
+                ),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         }
     }
 }
@@ -185,14 +196,20 @@ pub fn blocked(
     status.next_refresh_time = None;
     status.observed_generation = generation;
     status.login = memory.login.as_ref().map(login_status).map(Box::new);
-    status.conditions = vec![ready_condition(
-        old,
-        assessment.ready,
-        &assessment.reason,
-        &assessment.message,
-        generation,
-        now,
-    )];
+    status.conditions = [
+        Some(ready_condition(
+            old,
+            assessment.ready,
+            &assessment.reason,
+            &assessment.message,
+            generation,
+            now,
+        )),
+        static_ip_condition(old, None, generation, now),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     status
 }
 
@@ -236,6 +253,65 @@ pub fn ready_condition(
         last_transition_time,
         observed_generation: generation,
     }
+}
+
+/// The condition type that says whether Dhan will take this account's orders from a known IP.
+pub const STATIC_IP_CONDITION: &str = "StaticIPRegistered";
+
+/// `StaticIPRegistered`, from the static IPs just read (`read`), else as last read: since April
+/// 2026 Dhan refuses orders from any IP it does not have on record (docs/dhan-api.md §7), so an
+/// account with a token but no IP cannot trade. None until the IPs were first read.
+pub fn static_ip_condition(
+    old: &DhanAccountStatus,
+    read: Option<&StaticIpStatus>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<Condition> {
+    let ip = read.or(old.static_ip.as_deref())?;
+    let registered: Vec<String> = [(&ip.primary_ip, "primary"), (&ip.secondary_ip, "secondary")]
+        .into_iter()
+        .filter_map(|(ip, which)| ip.as_ref().map(|ip| format!("{ip} ({which})")))
+        .collect();
+    let (status, reason, message) = if registered.is_empty() {
+        (
+            "False",
+            "NoneRegistered",
+            "No static IP is registered on Dhan: it refuses orders from every IP until one is set \
+             on Dhan Web (the operator never changes it)"
+                .to_string(),
+        )
+    } else if ip.orders_allowed == Some(false) {
+        (
+            "False",
+            "OrdersNotAllowed",
+            format!(
+                "Dhan has {} on record but says orders are not allowed",
+                registered.join(" and ")
+            ),
+        )
+    } else {
+        (
+            "True",
+            "Registered",
+            format!("Dhan accepts orders only from {}", registered.join(" and ")),
+        )
+    };
+    let last_transition_time = match old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == STATIC_IP_CONDITION)
+    {
+        Some(previous) if previous.status == status => previous.last_transition_time,
+        _ => now.trunc_subsecs(0),
+    };
+    Some(Condition {
+        type_: STATIC_IP_CONDITION.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    })
 }
 
 #[cfg(test)]

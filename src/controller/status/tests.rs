@@ -145,3 +145,54 @@ fn a_held_failure_keeps_its_time_on_the_next_reconcile() {
         report(None, &again, &failed, now() + chrono::Duration::minutes(1)).compose(&first);
     assert_eq!(first, second, "no second PATCH and no lost failure time");
 }
+
+/// Dhan refuses orders from any IP it does not have on record: the account says so as a
+/// condition, from the IPs last read, and keeps the transition time while nothing changes.
+#[test]
+fn the_static_ip_condition_says_whether_dhan_takes_orders() {
+    let now = now();
+    let none = DhanAccountStatus::default();
+    assert!(
+        static_ip_condition(&none, None, None, now).is_none(),
+        "not read yet"
+    );
+
+    let registered = StaticIpStatus {
+        primary_ip: Some("203.0.113.7".into()),
+        ..Default::default()
+    };
+    let c = static_ip_condition(&none, Some(&registered), Some(1), now).unwrap();
+    assert_eq!(
+        (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+        (STATIC_IP_CONDITION, "True", "Registered")
+    );
+    assert!(c.message.contains("203.0.113.7 (primary)"), "{}", c.message);
+
+    let empty = StaticIpStatus::default();
+    let later = now + chrono::Duration::hours(1);
+    let old = DhanAccountStatus {
+        conditions: vec![c.clone()],
+        static_ip: Some(Box::new(registered.clone())),
+        ..Default::default()
+    };
+    let gone = static_ip_condition(&old, Some(&empty), Some(1), later).unwrap();
+    assert_eq!(
+        (gone.status.as_str(), gone.reason.as_str()),
+        ("False", "NoneRegistered")
+    );
+    assert_eq!(gone.last_transition_time, later);
+    // Nothing read this time: as last read, the transition time kept.
+    let kept = static_ip_condition(&old, None, Some(1), later).unwrap();
+    assert_eq!(kept.status, "True");
+    assert_eq!(kept.last_transition_time, now);
+
+    let refused = StaticIpStatus {
+        orders_allowed: Some(false),
+        ..registered
+    };
+    let c = static_ip_condition(&none, Some(&refused), None, now).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "OrdersNotAllowed")
+    );
+}
