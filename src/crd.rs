@@ -99,6 +99,14 @@ pub struct DhanAccountSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_restart_targets: Option<Vec<RolloutTarget>>,
 
+    /// The date the Dhan app's API key (`apiKey`, browser method) expires, as Dhan Web shows it
+    /// (keys live 12 months). From 30 days before, the account warns (condition `APIKeyValid`
+    /// with reason `ExpiresSoon`, a warning event, the metric
+    /// `dhan_operator_account_api_key_expiry_timestamp_seconds`); after it, browser logins fail
+    /// until a new key is in the Secret and this date is moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_expires: Option<chrono::NaiveDate>,
+
     /// Stop all calls to Dhan for this account; the current Secret is left as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,

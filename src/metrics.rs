@@ -268,11 +268,20 @@ impl prometheus_client::collector::Collector for AccountCollector {
         let now = clock.now();
         let labels = |a: &DhanAccount| self.labels(a);
         type Value = fn(&DhanAccount, DateTime<Utc>) -> Option<f64>;
-        let series: [(&str, &str, Value); 5] = [
+        let series: [(&str, &str, Value); 6] = [
             (
                 "account_token_expiry_timestamp_seconds",
                 "When the account's current token expires (Unix seconds)",
                 |a, _| Some(a.status.as_ref()?.expires_at?.timestamp() as f64),
+            ),
+            (
+                "account_api_key_expiry_timestamp_seconds",
+                "When the account's API key stops working (Unix seconds): the end of the IST day \
+                 spec.apiKeyExpires names",
+                |a, _| {
+                    let date = a.spec.api_key_expires?;
+                    Some(crate::controller::status::api_key_end(date).timestamp() as f64)
+                },
             ),
             (
                 "account_next_refresh_timestamp_seconds",
@@ -404,7 +413,8 @@ mod tests {
         let account: DhanAccount = serde_json::from_value(serde_json::json!({
             "apiVersion": "dhan-operator.dev/v1alpha1", "kind": "DhanAccount",
             "metadata": { "name": "alice", "namespace": "trading", "uid": "u" },
-            "spec": { "clientId": "1000000001", "credentialsSecret": "alice-dhan" },
+            "spec": { "clientId": "1000000001", "credentialsSecret": "alice-dhan",
+                      "apiKeyExpires": "2027-06-30" },
         }))
         .unwrap();
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(account));

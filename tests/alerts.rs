@@ -196,6 +196,16 @@ async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
         "values": format!("{}x120", 365 * DAY),
     }));
 
+    // API keys: one ends in 20 days (an alert), one in 200 (none).
+    for (name, days) in [("key-ending", 20), ("key-fresh", 200)] {
+        series.push(json!({
+            "series": format!(
+                "dhan_operator_account_api_key_expiry_timestamp_seconds{{namespace=\"trading\",name=\"{name}\"}}"
+            ),
+            "values": format!("{}x120", days * DAY),
+        }));
+    }
+
     let tests = json!({
         "rule_files": ["rules.json"],
         "evaluation_interval": "1m",
@@ -212,6 +222,9 @@ async fn a_planned_weekend_lapse_alerts_nobody_and_an_unplanned_one_does() {
                                  alert("stuck", "critical")] },
                 { "eval_time": "90m", "alertname": "DhanTradingCalendarEnding",
                   "exp_alerts": [{ "exp_labels": { "instance": "ending", "severity": "warning" } }] },
+                { "eval_time": "90m", "alertname": "DhanApiKeyExpiring",
+                  "exp_alerts": [{ "exp_labels": { "namespace": "trading", "name": "key-ending",
+                                                   "severity": "warning" } }] },
             ],
         }],
     });

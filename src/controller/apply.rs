@@ -506,8 +506,36 @@ async fn write_status(
     ctx: &Context,
     account: &DhanAccount,
     old: &DhanAccountStatus,
-    status: DhanAccountStatus,
+    mut status: DhanAccountStatus,
 ) -> Result<(), kube::Error> {
+    // What the spec says of the API key's life, whichever way the status was made.
+    let now = ctx.clock.now();
+    let generation = account.meta().generation;
+    status
+        .conditions
+        .retain(|c| c.type_ != status::API_KEY_CONDITION);
+    let key = status::api_key_condition(old, account.spec.api_key_expires, generation, now);
+    if let Some(condition) = key {
+        let before = old
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::API_KEY_CONDITION)
+            .map(|c| c.reason.as_str());
+        if condition.reason != "Valid" && before != Some(condition.reason.as_str()) {
+            let note = Note {
+                warning: true,
+                reason: if condition.reason == "Expired" {
+                    "APIKeyExpired"
+                } else {
+                    "APIKeyExpiresSoon"
+                },
+                message: condition.message.clone(),
+            };
+            log_note(account, &note);
+            publish(ctx, account, &note).await;
+        }
+        status.conditions.push(condition);
+    }
     if &status == old {
         return Ok(());
     }

@@ -255,6 +255,72 @@ pub fn ready_condition(
     }
 }
 
+/// The condition type that says how long the browser method's API key has (`spec.apiKeyExpires`).
+pub const API_KEY_CONDITION: &str = "APIKeyValid";
+/// How long before its end an API key is reported as expiring.
+pub const API_KEY_WARNING: chrono::Duration = chrono::Duration::days(30);
+
+/// The moment an API key that expires on `date` stops working: the end of that IST day.
+pub fn api_key_end(date: chrono::NaiveDate) -> DateTime<Utc> {
+    let midnight = date
+        .succ_opt()
+        .unwrap_or(date)
+        .and_time(chrono::NaiveTime::MIN);
+    // IST is UTC+05:30 all year.
+    midnight.and_utc() - chrono::Duration::minutes(330)
+}
+
+/// `APIKeyValid` for an API key that expires on `expires` (none when the spec names no date):
+/// `True` with `Valid`, or `ExpiresSoon` within [`API_KEY_WARNING`]; `False` with `Expired`
+/// after its last day.
+pub fn api_key_condition(
+    old: &DhanAccountStatus,
+    expires: Option<chrono::NaiveDate>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<Condition> {
+    let date = expires?;
+    let end = api_key_end(date);
+    let days = (end - now).num_days();
+    let (status, reason, message) = if end <= now {
+        (
+            "False",
+            "Expired",
+            format!(
+                "The API key expired on {date}: browser logins fail until a new key from Dhan Web \
+                 is in the Secret and spec.apiKeyExpires is moved"
+            ),
+        )
+    } else if end - now <= API_KEY_WARNING {
+        (
+            "True",
+            "ExpiresSoon",
+            format!(
+                "The API key expires on {date} (in {days} days): create a new one on Dhan Web, put \
+                 it and its secret in the Secret, and move spec.apiKeyExpires"
+            ),
+        )
+    } else {
+        (
+            "True",
+            "Valid",
+            format!("The API key expires on {date} (in {days} days)"),
+        )
+    };
+    let last_transition_time = match old.conditions.iter().find(|c| c.type_ == API_KEY_CONDITION) {
+        Some(previous) if previous.status == status => previous.last_transition_time,
+        _ => now.trunc_subsecs(0),
+    };
+    Some(Condition {
+        type_: API_KEY_CONDITION.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    })
+}
+
 /// The condition type that says whether Dhan will take this account's orders from a known IP.
 pub const STATIC_IP_CONDITION: &str = "StaticIPRegistered";
 

@@ -212,6 +212,15 @@ pub fn details(account: &DhanAccount, events: &[EventLine], now: DateTime<Utc>) 
         }
     };
     field(&mut out, "Static IP", ip);
+    if let Some(date) = account.spec.api_key_expires {
+        let end = dhan_operator::controller::status::api_key_end(date);
+        let left = if end > now {
+            format!("expires {date} ({})", relative(end, now))
+        } else {
+            format!("EXPIRED on {date}: browser logins fail until a new key is set")
+        };
+        field(&mut out, "API key", left);
+    }
     if let Some(login) = &status.login {
         field(
             &mut out,

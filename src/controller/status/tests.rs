@@ -196,3 +196,37 @@ fn the_static_ip_condition_says_whether_dhan_takes_orders() {
         ("False", "OrdersNotAllowed")
     );
 }
+
+/// An API key lives 12 months: the account says how long it has left, warns from 30 days
+/// before the end of the IST day `spec.apiKeyExpires` names, and says when it has expired.
+#[test]
+fn the_api_key_condition_warns_a_month_ahead_and_fails_after_the_day() {
+    let none = DhanAccountStatus::default();
+    let date = chrono::NaiveDate::from_ymd_opt(2027, 6, 30).unwrap();
+    assert!(api_key_condition(&none, None, None, now()).is_none());
+    // The key works through 30 June IST: until 18:30 UTC that day.
+    assert_eq!(
+        api_key_end(date),
+        "2027-06-30T18:30:00Z".parse::<DateTime<Utc>>().unwrap()
+    );
+    let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+    let c = api_key_condition(&none, Some(date), None, at("2027-05-01T00:00:00Z")).unwrap();
+    assert_eq!(
+        (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+        (API_KEY_CONDITION, "True", "Valid")
+    );
+    let c = api_key_condition(&none, Some(date), None, at("2027-06-10T00:00:00Z")).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "ExpiresSoon")
+    );
+    assert!(
+        c.message.contains("2027-06-30 (in 20 days)"),
+        "{}",
+        c.message
+    );
+    let c = api_key_condition(&none, Some(date), None, at("2027-06-30T18:29:59Z")).unwrap();
+    assert_eq!(c.reason, "ExpiresSoon");
+    let c = api_key_condition(&none, Some(date), None, at("2027-06-30T18:30:00Z")).unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Expired"));
+}

@@ -463,3 +463,41 @@ async fn a_changed_client_id_does_not_keep_the_other_clients_token() {
     );
     assert_ne!(bench.secret_token("alice-token"), old);
 }
+
+/// `spec.apiKeyExpires` 20 days ahead: the account is Ready and says the key ends soon, once
+/// (a warning event), in the condition `APIKeyValid`; a later date moves it back to `Valid`.
+#[tokio::test(start_paused = true)]
+async fn an_api_key_ending_within_a_month_is_reported_once() {
+    let bench = Bench::at(SUNDAY_MORNING);
+    bench.credentials(PIN);
+    bench.account("alice", json!({ "apiKeyExpires": "2026-12-12" }));
+    bench.reconcile("alice").await;
+    let status = bench.status("alice");
+    assert_eq!(status.phase, Some(Phase::Ready));
+    let key = |status: &crate::crd::DhanAccountStatus| {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "APIKeyValid")
+            .cloned()
+            .expect("APIKeyValid");
+        (c.status, c.reason)
+    };
+    assert_eq!(key(&status), ("True".into(), "ExpiresSoon".into()));
+    assert_eq!(status.conditions[0].type_, "Ready", "Ready stays first");
+    let warned = |bench: &Bench| {
+        bench
+            .event_reasons()
+            .iter()
+            .filter(|r| *r == "APIKeyExpiresSoon")
+            .count()
+    };
+    assert_eq!(warned(&bench), 1);
+    bench.advance(Duration::from_secs(3600)).await;
+    bench.reconcile("alice").await;
+    assert_eq!(warned(&bench), 1, "told once");
+
+    bench.edit_spec("alice", json!({ "apiKeyExpires": "2027-11-30" }));
+    bench.reconcile("alice").await;
+    assert_eq!(key(&bench.status("alice")), ("True".into(), "Valid".into()));
+}
