@@ -60,7 +60,7 @@ image:
 	hack/images.sh operator target/release/dhan-operator \
 	  target/image/dhan-operator-$(VERSION)-$(ARCH).oci.tar \
 	  --kubectl-dhan target/release/kubectl-dhan --ref $(IMAGE) --version $(VERSION) \
-	  --revision "$$(git rev-parse HEAD 2>/dev/null || echo unknown)" --source $(SOURCE)
+	  --revision "$$(git rev-parse HEAD 2>/dev/null || echo unknown)" --source $(SOURCE) --strip
 	@echo "image $(IMAGE): target/image/dhan-operator-$(VERSION)-$(ARCH).oci.tar"
 
 ## kubectl-dhan for a release and krew: target/plugin/kubectl-dhan_VERSION_linux_ARCH.tar.gz

@@ -5,7 +5,7 @@
 #   hack/images.sh base                  the Chromium sidecar and the pause image, built once and
 #                                        cached in $CACHE/images (hack/install-testbed.sh runs it)
 #   hack/images.sh operator BIN OUT [--kubectl-dhan BIN] [--ref REF] [--version V] [--revision R]
-#                  [--source URL]        the operator image around the binary BIN, into OUT
+#                  [--source URL] [--strip]  the operator image around the binary BIN, into OUT
 #                                        (`make image` runs it on the release build)
 #   hack/images.sh names                 prints NAME=REFERENCE for every image
 #
@@ -197,8 +197,9 @@ PASSWD
 
 # The operator image (`make image`): the base above and a layer with the binaries.
 #   operator BIN OUT [--kubectl-dhan BIN] [--ref REF] [--version V] [--revision R] [--source URL]
+#            [--strip]
 operator() {
-  local bin="$1" out="$2" kubectl_dhan="" ref="$OPERATOR_IMAGE" version="" revision="" source=""
+  local bin="$1" out="$2" kubectl_dhan="" ref="$OPERATOR_IMAGE" version="" revision="" source="" strip=""
   shift 2
   while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -207,6 +208,7 @@ operator() {
       --version) version="$2"; shift 2 ;;
       --revision) revision="$2"; shift 2 ;;
       --source) source="$2"; shift 2 ;;
+      --strip) strip=1; shift ;;
       *) die "operator: unknown option $1" ;;
     esac
   done
@@ -219,6 +221,8 @@ operator() {
   mkdir -p "$work/app"
   cp "$bin" "$work/app/dhan-operator"
   [[ -z "$kubectl_dhan" ]] || cp "$kubectl_dhan" "$work/app/kubectl-dhan"
+  # Symbols only make the image bigger (panics still name their place).
+  [[ -z "$strip" ]] || strip --strip-unneeded "$work/app"/*
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$work/app" -cf "$work/app.tar" .
   local -a config=(
     --config.entrypoint /dhan-operator --config.cmd run --config.user 65532:65532
