@@ -32,7 +32,7 @@ CHROMIUM_IMAGE=dhan-operator.test/headless-shell:bed
 PAUSE_IMAGE=dhan-operator.test/pause:bed
 # Bump when the recipe of a cached image changes, so existing caches rebuild it.
 BASE_RECIPE=1
-OPERATOR_BASE_RECIPE=1
+OPERATOR_BASE_RECIPE=2
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -173,7 +173,8 @@ operator_base() { # OUT
     "$root/usr/share/doc/ca-certificates"
   # Only what the packages ship, not the unpacking's scaffolding (apt and dpkg state, /dev).
   cp -a "$work/libs/lib" "$work/libs/usr" "$root/"
-  rm -rf "$root/usr/share/lintian"
+  # Character-set converters for iconv, which nothing in the image calls (8 MB).
+  rm -rf "$root/usr/share/lintian" "$root/usr/lib/x86_64-linux-gnu/gconv" "$root/usr/lib/aarch64-linux-gnu/gconv"
   [[ -e "$root/lib64/ld-linux-x86-64.so.2" || ! -e "$root/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" ]] \
     || ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$root/lib64/ld-linux-x86-64.so.2"
   # update-ca-certificates' result with every certificate enabled (Debian's default).
