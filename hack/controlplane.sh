@@ -26,7 +26,7 @@ set -euo pipefail
 # names the user system:serviceaccount:NAMESPACE:NAME with the groups the apiserver gives a real
 # ServiceAccount token, so RBAC bindings to the ServiceAccount apply. tests/helm.rs installs the
 # chart so that its ServiceAccounts are these.
-SERVICE_ACCOUNTS="helm-cluster:dhan-operator helm-ns:dhan-operator"
+SERVICE_ACCOUNTS="helm-cluster:dhan-operator helm-ns:dhan-operator helm-multi:dhan-operator"
 
 die() { printf 'controlplane: %s\n' "$*" >&2; exit 1; }
 usage() { die "usage: $0 up DIR [--watch-pid PID] [--service-accounts] | $0 down DIR"; }

@@ -66,9 +66,10 @@ struct RunArgs {
     /// Dhan's API host (RenewToken, profile); `/v2` is appended when missing.
     #[arg(long, env = "DHAN_API_URL", default_value = "https://api.dhan.co")]
     dhan_api_url: String,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: all namespaces). With a list the
+    /// operator needs rights in those namespaces only (a Role in each).
+    #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: String,
@@ -350,7 +351,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         notify::run(
             client.clone(),
-            args.namespace.clone(),
+            controller::scope::parse(&args.namespace),
             shared,
             accounts,
             health,
@@ -392,7 +393,7 @@ fn controller_settings(
         leader_elected: args.leader_elect,
     };
     Settings {
-        namespace: args.namespace.clone(),
+        namespaces: controller::scope::parse(&args.namespace),
         dhan,
         clock,
         calendar,
@@ -432,9 +433,9 @@ fn controller_settings(
 fn install_id(args: &RunArgs) -> String {
     args.install_id.clone().unwrap_or_else(|| {
         let lease = format!("{}/{}", leader_namespace(args), args.leader_elect_lease);
-        match &args.namespace {
-            Some(watched) => format!("{lease}@{watched}"),
-            None => lease,
+        match controller::scope::parse(&args.namespace).join(",") {
+            watched if watched.is_empty() => lease,
+            watched => format!("{lease}@{watched}"),
         }
     })
 }

@@ -486,6 +486,113 @@ fn a_misspelt_value_fails_the_install() {
     }
 }
 
+/// `watchNamespaces`: a Role and RoleBinding in each listed namespace and no cluster-wide
+/// operator role; the operator, run with the Deployment's args as the chart's ServiceAccount,
+/// refreshes the accounts of both namespaces without being refused anything, and leaves a third
+/// namespace's account alone.
+#[tokio::test]
+async fn a_release_watching_a_list_of_namespaces_has_a_role_in_each_and_serves_them_all() {
+    const NS: &str = "helm-multi";
+    const RELEASE: &str = "desks";
+    const FULLNAME: &str = "desks-dhan-operator";
+    const SA: &str = "dhan-operator";
+    helm_python();
+    let _serial = OPERATOR_TESTS.lock().await;
+    let cp = control_plane();
+    let client = cp.client().await;
+    create_namespace(&client, NS).await;
+    let equity = support::namespace(&client, "helm-equity").await;
+    let futures = support::namespace(&client, "helm-futures").await;
+    let elsewhere = support::namespace(&client, "helm-other").await;
+    let mock = MockDhan::start(&[]).await;
+    for client_id in ["1300000011", "1300000012", "1300000013"] {
+        mock.register(json!({ "clientId": client_id, "pin": PIN, "totpSecret": TOTP_SECRET }))
+            .await;
+    }
+    helm_install(
+        RELEASE,
+        NS,
+        &json!({
+            "watchNamespaces": [equity, futures],
+            "serviceAccount": { "name": SA },
+            "dhan": { "authUrl": mock.url, "apiUrl": mock.url },
+        }),
+    );
+    for ns in [&equity, &futures] {
+        let role = Api::<Role>::namespaced(client.clone(), ns)
+            .get(FULLNAME)
+            .await
+            .unwrap_or_else(|e| panic!("a Role in {ns}: {e}"));
+        assert_eq!(
+            flatten(role.rules.as_deref().unwrap_or_default()),
+            expected_rules(false, false)
+        );
+        let binding = Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .get(FULLNAME)
+            .await
+            .unwrap();
+        assert!(is_service_account(binding.subjects.as_ref(), NS, SA));
+    }
+    assert!(
+        Api::<ClusterRole>::all(client.clone())
+            .get_opt(FULLNAME)
+            .await
+            .unwrap()
+            .is_none(),
+        "no cluster-wide operator role"
+    );
+    assert!(
+        Api::<Role>::namespaced(client.clone(), &elsewhere)
+            .get_opt(FULLNAME)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let deployment = deployment(&client, NS, FULLNAME).await;
+    let args = operator_args(&deployment);
+    assert!(
+        args.contains(&format!("--namespace={equity},{futures}")),
+        "{args:?}"
+    );
+
+    wait_for_chart_crd(&client).await;
+    let kubeconfig = cp.service_account_kubeconfig_path(NS, SA);
+    let operator = run_like_the_deployment(&deployment, &kubeconfig, "desks-0");
+    create_account(&client, &equity, "eve", "1300000011").await;
+    create_account(&client, &futures, "fay", "1300000012").await;
+    create_account(&client, &elsewhere, "gus", "1300000013").await;
+    assert_refreshed(
+        &client,
+        &mock,
+        &operator,
+        &equity,
+        "eve",
+        "1300000011",
+        false,
+    )
+    .await;
+    assert_refreshed(
+        &client,
+        &mock,
+        &operator,
+        &futures,
+        "fay",
+        "1300000012",
+        false,
+    )
+    .await;
+    let gus = Api::<DhanAccount>::namespaced(client.clone(), &elsewhere)
+        .get("gus")
+        .await
+        .unwrap();
+    assert!(gus.status.is_none(), "{:?}", gus.status);
+    assert!(
+        mock.calls_to("generateAccessToken", "1300000013")
+            .await
+            .is_empty()
+    );
+}
+
 /// `browserLogin.pod` reaches the operator as a file it reads at start: a ConfigMap, mounted,
 /// named by `--login-pod-options`, with a checksum that rolls the operator when it changes. The
 /// binary refuses a bad file before it does anything, naming the problem.

@@ -21,6 +21,7 @@ pub mod output;
 pub mod pod_sync;
 pub mod reconcile;
 pub mod rollout;
+pub mod scope;
 pub mod secret_watch;
 pub mod spec;
 pub mod status;
@@ -96,7 +97,8 @@ pub struct Context {
 
 /// Settings of the controller.
 pub struct Settings {
-    pub namespace: Option<String>,
+    /// The namespaces watched; none: all of them.
+    pub namespaces: Vec<String>,
     pub dhan: Arc<dyn DhanApi>,
     pub clock: Arc<dyn Clock>,
     pub calendar: CalendarInForce,
@@ -197,7 +199,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
     if let Some(claims) = context.claims.clone() {
         tokio::spawn(keep_claims(claims));
     }
-    let scope = settings.namespace.as_deref();
+    let scope = settings.namespaces.as_slice();
     let (namespaces, with_accounts) = tokio::sync::watch::channel(Default::default());
     let accounts = watch::accounts(context.clone(), scope, writer, namespaces, changes);
     let mut controller = Controller::for_stream(accounts, store)
@@ -242,13 +244,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, cach
 fn watch_logins(
     controller: Controller<DhanAccount>,
     ctx: &Arc<Context>,
-    scope: Option<&str>,
+    scope: &[String],
 ) -> Controller<DhanAccount> {
     fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
         client: &Client,
-        scope: Option<&str>,
+        namespace: Option<&str>,
     ) -> Api<PartialObjectMeta<K>> {
-        match scope {
+        match namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         }
@@ -257,12 +259,12 @@ fn watch_logins(
     let jobs = watch::observed(
         "login-jobs".into(),
         ctx.clone(),
-        watcher::watcher(api::<Job>(&ctx.client, scope), labelled()).default_backoff(),
+        scope::watch(&ctx.client, scope, labelled(), api::<Job>),
     );
     let pods = watch::observed(
         "login-pods".into(),
         ctx.clone(),
-        watcher::watcher(api::<Pod>(&ctx.client, scope), labelled()).default_backoff(),
+        scope::watch(&ctx.client, scope, labelled(), api::<Pod>),
     );
     let pod_index = ctx.index.clone();
     controller

@@ -71,15 +71,17 @@ fn describe(error: &watcher::Error) -> String {
 /// namespaces that hold accounts go to `namespaces` (Secrets are watched there only).
 pub fn accounts(
     ctx: Arc<Context>,
-    scope: Option<&str>,
+    scope: &[String],
     writer: Writer<DhanAccount>,
     namespaces: channel::Sender<BTreeSet<String>>,
     changes: channel::Sender<()>,
 ) -> impl Stream<Item = watcher::Result<DhanAccount>> + Send + use<> {
     let resource = ApiResource::erase::<DhanAccount>(&());
-    let api: Api<DynamicObject> = match scope {
-        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-        None => Api::all_with(ctx.client.clone(), &resource),
+    let api = move |client: &kube::Client, namespace: Option<&str>| -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        }
     };
     // From the apiserver's watch cache: the operator only ever needs a recent view.
     let config = watcher::Config::default().any_semantic();
@@ -90,25 +92,22 @@ pub fn accounts(
         relisted: None,
     };
     let memos = ctx.memos.clone();
-    observed(
-        ACCOUNTS_WATCH.into(),
-        ctx,
-        watcher::watcher(api, config).default_backoff(),
-    )
-    .filter_map(move |event| future::ready(decoder.map(event)))
-    // Nothing reads them, and with thousands of accounts they are most of the cache.
-    .modify(|account| {
-        account.managed_fields_mut().clear();
-        account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
-    })
-    .reflect(writer)
-    .inspect_ok(move |_| {
-        changes.send_replace(());
-    })
-    .applied_objects()
-    // The cache takes in every change; the change a reconcile's own status write made wakes no
-    // second reconcile: that one already knew it.
-    .try_filter(move |account| future::ready(!memos.is_own_status_write(account)))
+    let watch = super::scope::watch(&ctx.client, scope, config, api);
+    observed(ACCOUNTS_WATCH.into(), ctx, watch)
+        .filter_map(move |event| future::ready(decoder.map(event)))
+        // Nothing reads them, and with thousands of accounts they are most of the cache.
+        .modify(|account| {
+            account.managed_fields_mut().clear();
+            account.annotations_mut().remove(LAST_APPLIED_ANNOTATION);
+        })
+        .reflect(writer)
+        .inspect_ok(move |_| {
+            changes.send_replace(());
+        })
+        .applied_objects()
+        // The cache takes in every change; the change a reconcile's own status write made wakes no
+        // second reconcile: that one already knew it.
+        .try_filter(move |account| future::ready(!memos.is_own_status_write(account)))
 }
 
 /// What `kubectl apply` keeps on every object it applied: a copy of the whole object.

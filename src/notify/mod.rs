@@ -66,11 +66,12 @@ pub struct Shared {
     pub egress: egress::Egress,
 }
 
-/// Runs until the process stops. `namespace` limits it like `--namespace` limits the controller;
+/// Runs until the process stops. `namespaces` (none: all) limit it as `--namespace` limits the
+/// controller;
 /// `watch_health` names the accounts left out of the cache because they cannot be read.
 pub async fn run(
     client: Client,
-    namespace: Option<String>,
+    namespaces: Vec<String>,
     shared: Shared,
     accounts: AccountReader,
     watch_health: WatchHealth,
@@ -81,22 +82,25 @@ pub async fn run(
         calendar,
         egress,
     } = shared;
-    let notifiers: Api<DhanNotifier> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let notifiers = crate::controller::scope::watch(
+        &client,
+        &namespaces,
+        watcher::Config::default().any_semantic(),
+        |client, namespace| -> Api<DhanNotifier> {
+            match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        },
+    );
     let account_store = accounts.store;
     let account_changes = futures::stream::unfold(accounts.changes, |mut changes| async move {
         changes.changed().await.ok().map(|()| ((), changes))
     });
     let (notifier_store, notifier_writer) = reflector::store();
-    let notifier_events = reflector::reflector(
-        notifier_writer,
-        watcher(notifiers, watcher::Config::default().any_semantic()),
-    )
-    .default_backoff()
-    .touched_objects()
-    .map(|_| ());
+    let notifier_events = reflector::reflector(notifier_writer, notifiers)
+        .touched_objects()
+        .map(|_| ());
     let ticks = futures::stream::unfold((), |()| async {
         tokio::time::sleep(RECHECK_EVERY).await;
         Some(((), ()))

@@ -194,3 +194,17 @@ Role. Each rule says why the operator needs it; the chart's README has the same 
   verbs: ["list", "patch"]
 {{- end }}
 {{- end }}
+
+{{/*
+The watched namespaces, comma-separated (empty: all): watchNamespaces, else watchNamespace.
+*/}}
+{{- define "dhan-operator.watchNamespaces" -}}
+{{- if and .Values.watchNamespace .Values.watchNamespaces }}
+{{- fail "set watchNamespace or watchNamespaces, not both" }}
+{{- end }}
+{{- if .Values.watchNamespaces }}
+{{- join "," (uniq .Values.watchNamespaces) }}
+{{- else }}
+{{- .Values.watchNamespace }}
+{{- end }}
+{{- end }}
