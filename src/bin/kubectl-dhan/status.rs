@@ -81,6 +81,10 @@ pub struct Summary {
     last_failure_reason: Option<String>,
     last_failure_time: Option<DateTime<Utc>>,
     message: Option<String>,
+    /// The static IPs Dhan has on record (orders from any other IP are refused), as last read.
+    static_ips: Option<Vec<String>>,
+    /// When the API key of the browser method stops working (`spec.apiKeyExpires`).
+    api_key_expires_at: Option<DateTime<Utc>>,
 }
 
 /// The summaries of `accounts`, sorted by namespace and name.
@@ -110,6 +114,17 @@ pub fn summaries(accounts: &[DhanAccount], now: DateTime<Utc>) -> Vec<Summary> {
                 last_failure_reason: status.last_failure_reason.clone(),
                 last_failure_time: status.last_failure_time,
                 message: status.message.clone(),
+                static_ips: status.static_ip.as_deref().map(|ip| {
+                    [&ip.primary_ip, &ip.secondary_ip]
+                        .into_iter()
+                        .flatten()
+                        .cloned()
+                        .collect()
+                }),
+                api_key_expires_at: account
+                    .spec
+                    .api_key_expires
+                    .map(dhan_operator::controller::status::api_key_end),
             }
         })
         .collect()
