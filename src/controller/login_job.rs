@@ -75,17 +75,7 @@ pub const DEFAULT_EGRESS_BLOCKED_CIDRS: &[&str] = &[
     "fc00::/7",
 ];
 
-/// Label on login Jobs and their Pods naming their account (the owner reference, not the
-/// label, says whose Job it is).
-pub const LOGIN_FOR_LABEL: &str = "dhan-operator.dev/login-for";
-/// Label on login Pods (and value of `app.kubernetes.io/component`), selected by their
-/// NetworkPolicy.
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
-pub const COMPONENT: &str = "browser-login";
-
-/// Why the login was started (a `RefreshReason`), so a login found unrecorded after a crash
-/// keeps its reason.
-pub const LOGIN_REASON_ANNOTATION: &str = "dhan-operator.dev/login-reason";
+pub use super::output::{COMPONENT, COMPONENT_LABEL, LOGIN_FOR_LABEL, LOGIN_REASON_ANNOTATION};
 
 /// The login Job for `account`, for the consent login page at `login_url`. `totp_after_step` is
 /// the last TOTP step that may have been used for this client: the login waits for a later one.

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-use super::login_job::{COMPONENT_LABEL, LOGIN_FOR_LABEL, LOGIN_REASON_ANNOTATION};
-use super::output::MANAGED_BY_LABEL;
+use super::output::{COMPONENT_LABEL, LOGIN_FOR_LABEL, LOGIN_REASON_ANNOTATION, MANAGED_BY_LABEL};
 
 /// Options for login Pods; every field is optional.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

@@ -41,6 +41,17 @@ pub const ACCOUNT_ANNOTATION: &str = "dhan-operator.dev/account";
 /// Label naming the account, for selection (cut to 63 characters).
 pub const ACCOUNT_LABEL: &str = "dhan-operator.dev/account";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Label on login Jobs and their Pods naming their account (the owner reference, not the
+/// label, says whose Job it is).
+pub const LOGIN_FOR_LABEL: &str = "dhan-operator.dev/login-for";
+/// Label on login Pods (and value of `app.kubernetes.io/component`), selected by their
+/// NetworkPolicy.
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const COMPONENT: &str = "browser-login";
+/// Why a login was started (a `RefreshReason`), so a login found unrecorded after a crash
+/// keeps its reason.
+pub const LOGIN_REASON_ANNOTATION: &str = "dhan-operator.dev/login-reason";
 pub const MANAGED_BY: &str = "dhan-operator";
 pub const FIELD_MANAGER: &str = "dhan-operator";
 
