@@ -12,8 +12,8 @@
 mod support;
 
 use dhan_operator::crd::{DhanAccount, Phase};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use kube::api::{Api, ListParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
@@ -28,14 +28,6 @@ const TENANT: &str = "trading";
 /// deploy/examples/totp-account.yaml's client ID and placeholder PIN.
 const CLIENT_ID: &str = "1000000001";
 const EXAMPLE_PIN: &str = "000000";
-
-async fn create_namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-}
 
 /// What the operator Pods say, for a failure message.
 async fn diagnose(client: &Client) -> String {
@@ -92,7 +84,7 @@ async fn the_readme_quick_start_runs_the_chart_image_as_a_pod_and_a_trading_pod_
     let cp = control_plane_with_service_accounts();
     let node = node();
     let client = cp.client().await;
-    create_namespace(&client, SYSTEM).await;
+    support::create_namespace(&client, SYSTEM).await;
     let mock = MockDhan::start_on(node.host_ip(), &[]).await;
     mock.register(json!({ "clientId": CLIENT_ID, "pin": EXAMPLE_PIN, "totpSecret": TOTP_SECRET }))
         .await;

@@ -15,7 +15,7 @@ mod checks;
 use dhan_operator::crd::{DhanAccount, Phase};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -44,14 +44,6 @@ const CHART_CALENDAR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/charts/dhan-operator/files/trading-calendar.yaml"
 );
-
-async fn create_namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": name } })).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-}
 
 /// Waits for the CRD the chart's crds/ directory installed (the tests never install it otherwise).
 async fn wait_for_chart_crd(client: &Client) {
@@ -500,7 +492,7 @@ async fn a_release_watching_a_list_of_namespaces_has_a_role_in_each_and_serves_t
     let _serial = OPERATOR_TESTS.lock().await;
     let cp = control_plane();
     let client = cp.client().await;
-    create_namespace(&client, NS).await;
+    support::create_namespace(&client, NS).await;
     let equity = support::namespace(&client, "helm-equity").await;
     let futures = support::namespace(&client, "helm-futures").await;
     let elsewhere = support::namespace(&client, "helm-other").await;
@@ -601,7 +593,7 @@ async fn login_pod_options_reach_the_operator_as_a_checked_file() {
     const NS: &str = "helm-login-pod";
     helm_python();
     let client = control_plane().client().await;
-    create_namespace(&client, NS).await;
+    support::create_namespace(&client, NS).await;
     let pod = json!({
         "nodeSelector": { "pool": "logins" },
         "proxy": { "url": "http://proxy.corp:3128", "cidrs": ["10.20.0.0/16"] },
@@ -669,7 +661,7 @@ async fn cluster_wide_release_runs_the_operator_as_its_service_account() {
     let cp = control_plane();
     let client = cp.client().await;
     const INSTALL: &str = "helm-cluster-install";
-    create_namespace(&client, NS).await;
+    support::create_namespace(&client, NS).await;
     let mock = MockDhan::start(&[]).await;
     mock.register(json!({ "clientId": CLIENT_ID, "pin": PIN, "totpSecret": TOTP_SECRET }))
         .await;
@@ -865,7 +857,7 @@ async fn single_namespace_release_is_confined_to_its_namespace() {
     let _serial = OPERATOR_TESTS.lock().await;
     let cp = control_plane();
     let client = cp.client().await;
-    create_namespace(&client, NS).await;
+    support::create_namespace(&client, NS).await;
     let watched = support::namespace(&client, "helm-watched").await;
     let elsewhere = support::namespace(&client, "helm-elsewhere").await;
     let mock = MockDhan::start(&[]).await;

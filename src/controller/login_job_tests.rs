@@ -29,16 +29,7 @@ fn account() -> DhanAccount {
 }
 
 fn job_json() -> Value {
-    let settings = LoginJobSettings::new("op:1", "chromium:1", Duration::from_secs(120));
-    serde_json::to_value(login_job(
-        &account(),
-        "alice-login-0123456789",
-        "https://auth/login?consentAppId=c1",
-        Some(59_000_000),
-        RefreshReason::Scheduled,
-        &settings,
-    ))
-    .unwrap()
+    job_with("")
 }
 
 #[test]

@@ -102,16 +102,21 @@ pub async fn apply_crds(client: &Client, yaml: &str) {
     }
 }
 
-/// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
-/// (No namespace controller runs, so deleting it would leave it Terminating; tests just leave it.)
-pub async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+/// Creates namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) {
     let ns: Namespace =
         serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+}
+
+/// Creates a namespace named `<prefix>-<random>` for one test and returns its name.
+/// (No namespace controller runs, so deleting it would leave it Terminating; tests just leave it.)
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+    create_namespace(client, &name).await;
     name
 }
 
