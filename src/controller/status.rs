@@ -281,7 +281,6 @@ pub fn api_key_condition(
 ) -> Option<Condition> {
     let date = expires?;
     let end = api_key_end(date);
-    let days = (end - now).num_days();
     let (status, reason, message) = if end <= now {
         (
             "False",
@@ -296,15 +295,17 @@ pub fn api_key_condition(
             "True",
             "ExpiresSoon",
             format!(
-                "The API key expires on {date} (in {days} days): create a new one on Dhan Web, put \
-                 it and its secret in the Secret, and move spec.apiKeyExpires"
+                "The API key expires on {date}, within {} days: create a new one on Dhan Web, put \
+                 it and its secret in the Secret, and move spec.apiKeyExpires",
+                API_KEY_WARNING.num_days()
             ),
         )
     } else {
         (
             "True",
             "Valid",
-            format!("The API key expires on {date} (in {days} days)"),
+            // No countdown: the message, and so the status, stays the same from day to day.
+            format!("The API key expires on {date}"),
         )
     };
     let last_transition_time = match old.conditions.iter().find(|c| c.type_ == API_KEY_CONDITION) {
