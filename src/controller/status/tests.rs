@@ -221,10 +221,13 @@ fn the_api_key_condition_warns_a_month_ahead_and_fails_after_the_day() {
         ("True", "ExpiresSoon")
     );
     assert!(
-        c.message.contains("2027-06-30 (in 20 days)"),
+        c.message.contains("2027-06-30, within 30 days"),
         "{}",
         c.message
     );
+    // The same message the next day: no status write for a countdown.
+    let next = api_key_condition(&none, Some(date), None, at("2027-06-11T00:00:00Z")).unwrap();
+    assert_eq!(next.message, c.message);
     let c = api_key_condition(&none, Some(date), None, at("2027-06-30T18:29:59Z")).unwrap();
     assert_eq!(c.reason, "ExpiresSoon");
     let c = api_key_condition(&none, Some(date), None, at("2027-06-30T18:30:00Z")).unwrap();
