@@ -6,6 +6,8 @@
 //! the first namespace would prune the accounts of the others), and each later relist of one
 //! namespace is handed on as a relist of all of them, the other namespaces' objects as last
 //! seen. Objects of one namespace keep their order; across namespaces there is none to keep.
+//! The price: with a list, the merge keeps its own copy of every watched object (a single
+//! namespace or all of them is one plain watch, with none).
 
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
