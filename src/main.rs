@@ -66,6 +66,10 @@ struct RunArgs {
     /// Dhan's API host (RenewToken, profile); `/v2` is appended when missing.
     #[arg(long, env = "DHAN_API_URL", default_value = "https://api.dhan.co")]
     dhan_api_url: String,
+    /// PEM certificates to trust for Dhan's hosts besides the system's: a TLS-inspecting
+    /// proxy's CA, or a test server's certificate.
+    #[arg(long, env = "DHAN_CA_FILE")]
+    dhan_ca_file: Option<PathBuf>,
     /// Watch only these namespaces (comma-separated; default: all namespaces). With a list the
     /// operator needs rights in those namespaces only (a Role in each).
     #[arg(long, env = "WATCH_NAMESPACE", value_delimiter = ',')]
@@ -299,13 +303,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The one clock of this operator: its reconciles, Dhan client, notifier, metrics and
     // calendar checks all read it.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let dhan = DhanClient::new(
+    let extra_roots = match &args.dhan_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read --dhan-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let dhan = DhanClient::with_roots(
         &args.dhan_auth_url,
         &args.dhan_api_url,
         args.dhan_timeout,
         clock.clone(),
+        extra_roots.as_deref(),
     )
-    .context("invalid Dhan URL")?;
+    .context("invalid Dhan settings")?;
     let client = kube::Client::try_default().await.context(
         "cannot reach the Kubernetes API (check KUBECONFIG or the in-cluster service account)",
     )?;

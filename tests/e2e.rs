@@ -10,7 +10,7 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Bed, PIN, TOTP_SECRET, WAIT};
+use support::{Bed, MockDhan, PIN, TOTP_SECRET, WAIT};
 
 fn jwt_exp(token: &str) -> i64 {
     use base64::Engine;
@@ -383,5 +383,66 @@ async fn steady_state_writes_nothing() {
             .await
             .len(),
         1
+    );
+}
+
+/// Dhan speaks HTTPS: with the mock serving TLS, an operator that trusts its certificate
+/// (`--dhan-ca-file`) makes the account Ready; one that does not says why, with no token lost
+/// and no mint made.
+#[tokio::test]
+async fn dhan_over_tls_trusted_with_a_ca_file_and_refused_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("mock.pem");
+    let cert = cert.to_str().unwrap();
+    let mut bed = Bed::without_operator("e2e-tls").await;
+    bed.mock = MockDhan::start(&["--mint-throttle-seconds", "3", "--tls-cert-out", cert]).await;
+    assert!(
+        bed.mock.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        bed.mock.url
+    );
+
+    // Not trusted: the account backs off naming the certificate; Dhan saw no call.
+    let mut untrusting = bed.spawn_operator(&[], &[]);
+    bed.register("1000000091", PIN).await;
+    bed.put_secret("tina-dhan", &[("pin", PIN), ("totpSecret", TOTP_SECRET)])
+        .await;
+    bed.create_account(
+        "tina",
+        json!({ "clientId": "1000000091", "credentialsSecret": "tina-dhan" }),
+    )
+    .await;
+    let status = bed
+        .wait_status("tina", WAIT, |s| s.last_failure_message.is_some())
+        .await
+        .status
+        .unwrap();
+    let message = status
+        .last_failure_message
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(message.contains("certificate"), "{message}");
+    assert!(
+        bed.mock
+            .calls()
+            .await
+            .iter()
+            .all(|c| c["endpoint"] != "generateAccessToken")
+    );
+    // Stopped cleanly, so the next process of its install acts at once.
+    assert!(
+        untrusting.terminate().is_some(),
+        "the operator stops on SIGTERM"
+    );
+
+    // Trusted: Ready on a token the mock minted over TLS, once the backoff the failure set
+    // (a minute, in status) is over.
+    bed.operator = Some(bed.spawn_operator(&["--dhan-ca-file", cert], &[]));
+    bed.wait_phase_for("tina", Phase::Ready, Duration::from_secs(150))
+        .await;
+    let token = bed.token_in_secret("tina-token").await;
+    assert_eq!(
+        bed.mock.account("1000000091").await["currentToken"].as_str(),
+        Some(token.as_str())
     );
 }

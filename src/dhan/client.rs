@@ -70,6 +70,18 @@ impl DhanClient {
         timeout: Duration,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DhanError> {
+        Self::with_roots(auth_url, api_url, timeout, clock, None)
+    }
+
+    /// Like [`DhanClient::new`], trusting the PEM certificates in `extra_roots` for Dhan's hosts
+    /// besides the system's (a TLS-inspecting proxy's CA, a test server's certificate).
+    pub fn with_roots(
+        auth_url: &str,
+        api_url: &str,
+        timeout: Duration,
+        clock: Arc<dyn Clock>,
+        extra_roots: Option<&[u8]>,
+    ) -> Result<Self, DhanError> {
         let auth_base = normalise_base(auth_url, "auth URL")?;
         let api_root = normalise_base(api_url, "API URL")?;
         let api_root = match api_root.len().checked_sub(3) {
@@ -82,7 +94,23 @@ impl DhanClient {
             // Losing a race with another installer is fine: any provider will do.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = extra_roots {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                DhanError::InvalidConfig {
+                    detail: format!("the extra CA certificates: {}", error_chain(&error)),
+                }
+            })?;
+            if certificates.is_empty() {
+                return Err(DhanError::InvalidConfig {
+                    detail: "the extra CA file holds no PEM certificate".into(),
+                });
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             // Dhan does not redirect API calls; following one could carry the access-token

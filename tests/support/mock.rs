@@ -33,9 +33,15 @@ impl MockDhan {
                 .map(str::to_owned)
         })
         .await;
+        // Served over TLS (`--tls-cert-out FILE`): the control calls trust its certificate.
+        let mut http = reqwest::Client::builder();
+        if let Some(i) = args.iter().position(|a| *a == "--tls-cert-out") {
+            let pem = std::fs::read(args[i + 1]).expect("the mock's certificate");
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
         MockDhan {
             url,
-            http: reqwest::Client::new(),
+            http: http.build().unwrap(),
             process,
         }
     }

@@ -54,6 +54,22 @@ impl ChildProcess {
         self.child.try_wait().expect("try_wait")
     }
 
+    /// SIGTERMs the process (an operator then stops cleanly: its install's next process acts
+    /// at once) and waits up to 30 s for it to exit.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+
     /// SIGKILLs the process and its process group, and reaps it.
     pub fn kill_9(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {

@@ -52,6 +52,11 @@ struct Cli {
     /// loaded at start-up — handy for demos.
     #[arg(long, env = "DHAN_MOCK_ACCOUNTS")]
     accounts: Option<PathBuf>,
+    /// Serve HTTPS, as Dhan does, with a self-signed certificate for the listen address,
+    /// `localhost` and 127.0.0.1, written (PEM) to this file for clients to trust
+    /// (`dhan-operator run --dhan-ca-file`).
+    #[arg(long, env = "DHAN_MOCK_TLS_CERT_OUT")]
+    tls_cert_out: Option<PathBuf>,
 }
 
 pub fn router(mock: Shared) -> Router {
@@ -118,16 +123,41 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.listen))?;
     let addr = listener.local_addr()?;
-    // Tests parse this exact line to learn the port.
-    let mut out = std::io::stdout();
-    writeln!(out, "dhan-mock listening on http://{addr}")?;
-    out.flush()?;
-    tracing::info!(%addr, "ready");
-    axum::serve(listener, router(mock))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    let Some(cert_out) = &cli.tls_cert_out else {
+        // Tests parse this exact line to learn the port.
+        announce(&format!("http://{addr}"))?;
+        axum::serve(listener, router(mock))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        return Ok(());
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names = vec![
+        addr.ip().to_string(),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    let (cert, key) = dhan_operator::http::tls::self_signed(names)?;
+    std::fs::write(cert_out, &cert)
+        .with_context(|| format!("writing the certificate to {}", cert_out.display()))?;
+    let config =
+        axum_server::tls_rustls::RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
+            .await?;
+    announce(&format!("https://{addr}"))?;
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .serve(router(mock).into_make_service())
         .await?;
+    Ok(())
+}
+
+/// The line tests and scripts read the mock's URL from.
+fn announce(url: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "dhan-mock listening on {url}")?;
+    out.flush()?;
+    tracing::info!(%url, "ready");
     Ok(())
 }
 
