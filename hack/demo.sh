@@ -15,6 +15,11 @@ BIN=target/debug
 WORK=$(mktemp -d /tmp/dhan-demo.XXXXXX)
 PIDS=()
 cleanup() {
+  local status=$?
+  if ((status != 0)) && [[ -s "$WORK/operator.log" ]]; then
+    echo "--- the operator's last log lines ($WORK/operator.log):" >&2
+    tail -25 "$WORK/operator.log" >&2
+  fi
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   hack/node.sh down "$WORK/node" >/dev/null 2>&1 || true
   hack/controlplane.sh down "$WORK/cp" >/dev/null 2>&1 || true
@@ -27,9 +32,11 @@ export KUBECONFIG
 KUBECONFIG=$(hack/controlplane.sh up "$WORK/cp" --watch-pid $$ | tail -n 1)
 kubectl version 2>/dev/null | grep -i server || true
 
-say "Installing the DhanAccount CRD"
-kubectl apply -f crds/dhanaccounts.yaml
-kubectl wait --for=condition=Established crd/dhanaccounts.dhan-operator.dev --timeout=30s
+say "Installing the CRDs (DhanAccount, DhanNotifier, and the cluster-wide client-ID claims)"
+kubectl apply -f crds/
+kubectl wait --for=condition=Established --timeout=30s \
+  crd/dhanaccounts.dhan-operator.dev crd/dhannotifiers.dhan-operator.dev \
+  crd/dhanclientclaims.dhan-operator.dev crd/dhanoperatorinstalls.dhan-operator.dev
 
 # A node runs the browser-login Jobs; its Pods reach the host (and the mock) at NODE_IP.
 MOCK_HOST=127.0.0.1
