@@ -8,9 +8,14 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-say "Building dhan-operator and dhan-mock"
-cargo build --quiet --bins
-BIN=target/debug
+# DEMO_BIN: a directory with the binaries already built (tests/demo.rs passes cargo's).
+if [[ -n "${DEMO_BIN:-}" ]]; then
+  BIN="$DEMO_BIN"
+else
+  say "Building dhan-operator and dhan-mock"
+  cargo build --quiet --bins
+  BIN=target/debug
+fi
 
 WORK=$(mktemp -d /tmp/dhan-demo.XXXXXX)
 PIDS=()
