@@ -42,16 +42,19 @@ find_binaries() {
   ETCD="$(command -v etcd)" || die "no etcd on PATH; run hack/install-testbed.sh (or set KUBEBUILDER_ASSETS)"
 }
 
-# A random loopback port nobody listens on, not among the ones already taken by this script.
+# A random loopback port nobody listens on, not among the ones already taken by this script,
+# into the variable named $1 (not a subshell: TAKEN must remember it). Below the kernel's
+# ephemeral range (32768 up by default), so an outgoing connection — the apiserver's own to etcd
+# among them — cannot take it between this check and the bind.
 TAKEN=" "
-free_port() {
+free_port() { # VAR
   local p
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000))
     [[ "$TAKEN" == *" $p "* ]] && continue
     [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]] || continue
     TAKEN+="$p "
-    echo "$p"
+    printf -v "$1" '%s' "$p"
     return
   done
   die "no free port found"
@@ -141,7 +144,7 @@ rules:
 EOF
 
   local etcd_port peer_port api_port
-  etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+  free_port etcd_port; free_port peer_port; free_port api_port
   local etcd_url="http://127.0.0.1:$etcd_port" server="https://127.0.0.1:$api_port"
 
   setsid nohup "$ETCD" --name testbed --data-dir "$DIR/etcd" \

@@ -145,10 +145,10 @@ serializeImagePulls: false
 EOF
 }
 
-ports() { # N: N free TCP ports above 20000
+ports() { # N: N free TCP ports from 20000, below the kernel's ephemeral range (32768 up)
   local p n=0
   while ((n < $1)); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000))
     [[ -z "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]] || continue
     echo "$p"
     n=$((n + 1))
