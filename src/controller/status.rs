@@ -124,6 +124,8 @@ impl Report<'_> {
             })
         };
         let second = |t: Option<DateTime<Utc>>| t.map(|t| t.trunc_subsecs(0));
+        // The static IPs read in this reconcile, once for the field and its condition.
+        let read_ip = self.static_ip.map(static_ip);
         DhanAccountStatus {
             phase: Some(a.phase),
             method: self.token.and(self.method.map(str::to_string)),
@@ -144,10 +146,7 @@ impl Report<'_> {
             token_hash: self.token.map(|t| t.hash.clone()),
             token_client_id: self.token.map(|_| self.client_id.to_string()),
             observed_generation: self.generation,
-            static_ip: self
-                .static_ip
-                .map(|ip| Box::new(static_ip(ip)))
-                .or(old.static_ip.clone()),
+            static_ip: read_ip.clone().map(Box::new).or(old.static_ip.clone()),
             login: memory.login.as_ref().map(login_status).map(Box::new),
             consents: day(&memory.consents),
             failed_logins: day(&memory.failed_logins),
@@ -167,12 +166,7 @@ impl Report<'_> {
                     self.generation,
                     self.now,
                 )),
-                static_ip_condition(
-                    old,
-                    self.static_ip.map(static_ip).as_ref(),
-                    self.generation,
-                    self.now,
-                ),
+                static_ip_condition(old, read_ip.as_ref(), self.generation, self.now),
             ]
             .into_iter()
             .flatten()
